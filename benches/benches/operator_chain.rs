@@ -1,0 +1,83 @@
+//! The operator chain in-process: `reading/v1` JSON -> decode -> anonymize ->
+//! Parquet bytes (what a flush writes, minus the upload).
+//!
+//! Reported as readings per second (criterion "elements"). The baseline in the same
+//! run is a generic `serde_json::Value` parse of the same messages, which does none
+//! of the typing, checking, pseudonymizing or encoding: compare the two to read the
+//! figure independently of the machine.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meterline_benches::{messages, pseudonymizer, tenants};
+use meterline_operators::{Anonymize, DecodeConfig, Decoder, Operator, OperatorContext, RawRecord};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+const N: usize = 50_000;
+
+fn records(payloads: &[Vec<u8>]) -> Vec<RawRecord<'_>> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RawRecord {
+            partition: (i % 4) as i32,
+            offset: i as i64,
+            payload: Some(p),
+        })
+        .collect()
+}
+
+fn chain(c: &mut Criterion) {
+    let payloads = messages(N, 2_000);
+    let ctx = OperatorContext {
+        now_micros: 1_780_000_000_000_000,
+    };
+    let mut group = c.benchmark_group("operator_chain");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(20);
+
+    group.bench_function("baseline_serde_json_value", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for p in &payloads {
+                let v: serde_json::Value = serde_json::from_slice(p).expect("valid json");
+                n += v.as_object().map_or(0, |m| m.len());
+            }
+            n
+        })
+    });
+
+    group.bench_function("decode", |b| {
+        let mut decoder = Decoder::new(DecodeConfig::default(), tenants(), Some(pseudonymizer()));
+        b.iter(|| decoder.decode(&records(&payloads), &ctx).batch.num_rows())
+    });
+
+    group.bench_function("decode_anonymize_parquet", |b| {
+        let mut decoder = Decoder::new(DecodeConfig::default(), tenants(), Some(pseudonymizer()));
+        let mut anonymize = Anonymize::new(tenants(), Some(pseudonymizer())).expect("key given");
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level")))
+            .build();
+        b.iter_batched(
+            || Vec::with_capacity(8 << 20),
+            |mut out| {
+                let decoded = decoder.decode(&records(&payloads), &ctx);
+                assert!(decoded.dead_letters.is_empty());
+                let batch = anonymize
+                    .process(decoded.batch, &ctx)
+                    .expect("schema")
+                    .accepted;
+                let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props.clone()))
+                    .expect("writer");
+                w.write(&batch).expect("write");
+                w.close().expect("close");
+                out.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chain);
+criterion_main!(benches);

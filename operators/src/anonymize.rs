@@ -1,0 +1,317 @@
+//! `anonymize`: turn decoded rows into stored rows according to each tenant's
+//! deployment.
+//!
+//! | column    | public tenant                                   | private tenant          |
+//! |-----------|-------------------------------------------------|-------------------------|
+//! | `meter`   | pseudonym of `meter_id`, else of `device_id`    | `meter_id`, else `device_id` |
+//! | `device`  | pseudonym of `device_id`                        | `device_id`             |
+//! | `subject` | null (dropped at collection)                    | kept                    |
+//! | `area`    | postcodes cut to their first 2 digits           | kept                    |
+//!
+//! `pii` and `status` never reach this operator: `decode` does not keep them.
+//! Pseudonyms are computed once per distinct identifier per batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::DataType;
+
+use crate::operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
+use crate::pseudonym::{pseudonym_with_key, IdKind, Pseudonymizer};
+use crate::schema::{col, DECODED, READINGS};
+use crate::tenant::{Deployment, TenantRegistry};
+
+/// The anonymize operator. Public tenants require a pseudonymizer (a master key).
+#[derive(Debug, Clone)]
+pub struct Anonymize {
+    tenants: TenantRegistry,
+    pseudonymizer: Option<Pseudonymizer>,
+}
+
+/// Why an anonymizer cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AnonymizeBuildError {
+    #[error("a public tenant is configured but no pseudonym key was given (set [privacy] key_file or METERLINE_PSEUDONYM_KEY)")]
+    MissingKey,
+}
+
+impl Anonymize {
+    /// # Errors
+    /// [`AnonymizeBuildError::MissingKey`] when a public tenant has no key to use.
+    pub fn new(
+        tenants: TenantRegistry,
+        pseudonymizer: Option<Pseudonymizer>,
+    ) -> Result<Self, AnonymizeBuildError> {
+        if tenants.any_public() && pseudonymizer.is_none() {
+            return Err(AnonymizeBuildError::MissingKey);
+        }
+        Ok(Self {
+            tenants,
+            pseudonymizer,
+        })
+    }
+}
+
+fn string_col<'a>(
+    batch: &'a RecordBatch,
+    index: usize,
+    name: &'static str,
+) -> Result<&'a StringArray, OperatorError> {
+    batch
+        .column(index)
+        .as_string_opt::<i32>()
+        .filter(|_| batch.schema().field(index).name() == name)
+        .ok_or(OperatorError::Schema {
+            operator: "anonymize",
+            column: name,
+        })
+}
+
+/// Public areas: a postcode (all digits) keeps only its first two digits; price or
+/// grid areas (`NO1`) are not personal and stay.
+fn generalize_area(area: &str) -> &str {
+    if area.len() > 2 && area.bytes().all(|b| b.is_ascii_digit()) {
+        &area[..2]
+    } else {
+        area
+    }
+}
+
+/// The pseudonym of `id` under `key`, computed once per batch. The key is part of
+/// the cache key: the same id of another tenant has another pseudonym.
+fn cached<'a>(
+    cache: &mut HashMap<([u8; 32], &'a str), String>,
+    key: [u8; 32],
+    id: &'a str,
+) -> String {
+    cache
+        .entry((key, id))
+        .or_insert_with(|| pseudonym_with_key(&key, id))
+        .clone()
+}
+
+impl Operator for Anonymize {
+    fn name(&self) -> &'static str {
+        "anonymize"
+    }
+
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &OperatorContext,
+    ) -> Result<OperatorOutput, OperatorError> {
+        if batch.schema().fields() != DECODED.fields() {
+            return Err(OperatorError::Schema {
+                operator: "anonymize",
+                column: "tenant",
+            });
+        }
+        let rows = batch.num_rows();
+        let tenant = string_col(&batch, col::TENANT, "tenant")?;
+        let device_id = string_col(&batch, col::DEVICE_ID, "device_id")?;
+        let meter_id = string_col(&batch, col::METER_ID, "meter_id")?;
+        let subject = string_col(&batch, col::SUBJECT, "subject")?;
+        let area_index = READINGS.index_of("area").expect("area column");
+        let area = string_col(&batch, area_index, "area")?;
+
+        let mut meter_out = StringBuilder::with_capacity(rows, rows * 32);
+        let mut device_out = StringBuilder::with_capacity(rows, rows * 32);
+        let mut subject_out = StringBuilder::with_capacity(rows, rows * 8);
+        let mut area_out = StringBuilder::with_capacity(rows, rows * 4);
+
+        // Per batch: tenant string -> (deployment, device key, meter key), and a
+        // cache of pseudonyms for identifiers that repeat within the batch.
+        let mut tenant_cache: Option<(&str, Deployment, [u8; 32], [u8; 32])> = None;
+        let mut cache: HashMap<([u8; 32], &str), String> = HashMap::new();
+
+        for row in 0..rows {
+            let t = tenant.value(row);
+            let (deployment, device_key, meter_key) = match tenant_cache {
+                Some((id, d, dk, mk)) if id == t => (d, dk, mk),
+                _ => {
+                    let deployment = self
+                        .tenants
+                        .by_id(t)
+                        .map(|x| x.deployment)
+                        // decode only emits configured tenants; treat anything else
+                        // with the strictest rules.
+                        .unwrap_or(Deployment::Public);
+                    let (dk, mk) = match (deployment, self.pseudonymizer.as_mut()) {
+                        (Deployment::Public, Some(p)) => {
+                            (p.key(t, IdKind::Device), p.key(t, IdKind::Meter))
+                        }
+                        (Deployment::Public, None) => {
+                            // `new` refuses public tenants without a key; a batch for an
+                            // unconfigured tenant cannot be stored safely.
+                            return Err(OperatorError::Schema {
+                                operator: "anonymize",
+                                column: "tenant",
+                            });
+                        }
+                        (Deployment::Private, _) => ([0; 32], [0; 32]),
+                    };
+                    tenant_cache = Some((t, deployment, dk, mk));
+                    (deployment, dk, mk)
+                }
+            };
+            let device = device_id.value(row);
+            match deployment {
+                Deployment::Public => {
+                    let device_pseudo = cached(&mut cache, device_key, device);
+                    if meter_id.is_valid(row) {
+                        meter_out.append_value(cached(&mut cache, meter_key, meter_id.value(row)));
+                    } else {
+                        meter_out.append_value(&device_pseudo);
+                    }
+                    device_out.append_value(device_pseudo);
+                    subject_out.append_null();
+                    if area.is_valid(row) {
+                        area_out.append_value(generalize_area(area.value(row)));
+                    } else {
+                        area_out.append_null();
+                    }
+                }
+                Deployment::Private => {
+                    if meter_id.is_valid(row) {
+                        meter_out.append_value(meter_id.value(row));
+                    } else {
+                        meter_out.append_value(device);
+                    }
+                    device_out.append_value(device);
+                    subject_out.append_option(subject.is_valid(row).then(|| subject.value(row)));
+                    area_out.append_option(area.is_valid(row).then(|| area.value(row)));
+                }
+            }
+        }
+
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[col::METER_ID] = Arc::new(device_out.finish()); // position 2 -> `device`
+        columns[col::DEVICE_ID] = Arc::new(meter_out.finish()); // position 1 -> `meter`
+        columns[col::SUBJECT] = Arc::new(subject_out.finish());
+        columns[area_index] = Arc::new(area_out.finish());
+        debug_assert!(columns.iter().all(|c| c.data_type() != &DataType::Null));
+        let accepted = RecordBatch::try_new(READINGS.clone(), columns).map_err(|source| {
+            OperatorError::Arrow {
+                operator: "anonymize",
+                source,
+            }
+        })?;
+        Ok(OperatorOutput::accept_all(accepted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{DecodeConfig, Decoder, RawRecord};
+    use crate::pseudonym::MasterKey;
+    use crate::tenant::Tenant;
+
+    fn tenants() -> TenantRegistry {
+        TenantRegistry::new([
+            Tenant {
+                id: "pub".into(),
+                deployment: Deployment::Public,
+                timezone: chrono_tz::Europe::Oslo,
+            },
+            Tenant {
+                id: "priv".into(),
+                deployment: Deployment::Private,
+                timezone: chrono_tz::Europe::Oslo,
+            },
+        ])
+        .unwrap()
+    }
+
+    fn reading(tenant: &str, device: &str, meter: Option<&str>) -> String {
+        let meter = meter
+            .map(|m| format!(",\"meter_id\":\"{m}\""))
+            .unwrap_or_default();
+        format!(
+            r#"{{"schema":"reading/v1","tenant":"{tenant}","device_id":"{device}"{meter},
+            "quantity":"electricity","start":"2026-01-01T00:00:00Z","resolution":"PT1H",
+            "value":1,"unit":"kWh","quality":"measured","subject":"acct-1","area":"0150"}}"#
+        )
+    }
+
+    fn run(texts: &[String], key: u8) -> RecordBatch {
+        let ctx = OperatorContext { now_micros: 0 };
+        let p = Pseudonymizer::new(MasterKey::from_bytes([key; 32]));
+        let mut dec = Decoder::new(DecodeConfig::default(), tenants(), Some(p.clone()));
+        let records: Vec<RawRecord> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RawRecord {
+                partition: 0,
+                offset: i as i64,
+                payload: Some(t.as_bytes()),
+            })
+            .collect();
+        let decoded = dec.decode(&records, &ctx);
+        assert!(decoded.dead_letters.is_empty());
+        let mut op = Anonymize::new(tenants(), Some(p)).unwrap();
+        op.process(decoded.batch, &ctx).unwrap().accepted
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn public_rows_are_pseudonymized_and_private_rows_keep_ids() {
+        let out = run(
+            &[
+                reading("pub", "dev-1", Some("707057500000000018")),
+                reading("pub", "dev-1", None),
+                reading("priv", "dev-2", Some("707057500022939815")),
+                reading("priv", "dev-3", None),
+            ],
+            1,
+        );
+        assert_eq!(out.schema(), *READINGS);
+        let meter = strings(&out, "meter");
+        let device = strings(&out, "device");
+        let subject = strings(&out, "subject");
+        let area = strings(&out, "area");
+        // Public: pseudonyms, meter falls back to the device pseudonym.
+        assert_eq!(meter[0].as_ref().unwrap().len(), 32);
+        assert_ne!(meter[0], device[0]);
+        assert_eq!(meter[1], device[1]);
+        assert_eq!(device[0], device[1]);
+        assert!(!meter[0].as_ref().unwrap().contains("7070575"));
+        assert_eq!(subject[0], None);
+        assert_eq!(area[0].as_deref(), Some("01"));
+        // Private: raw identifiers, meter falls back to device id.
+        assert_eq!(meter[2].as_deref(), Some("707057500022939815"));
+        assert_eq!(device[2].as_deref(), Some("dev-2"));
+        assert_eq!(meter[3].as_deref(), Some("dev-3"));
+        assert_eq!(subject[2].as_deref(), Some("acct-1"));
+        assert_eq!(area[2].as_deref(), Some("0150"));
+    }
+
+    #[test]
+    fn pseudonyms_change_with_the_key() {
+        let a = run(&[reading("pub", "dev-1", None)], 1);
+        let b = run(&[reading("pub", "dev-1", None)], 2);
+        assert_ne!(strings(&a, "device"), strings(&b, "device"));
+        assert_eq!(
+            strings(&a, "device"),
+            strings(&run(&[reading("pub", "dev-1", None)], 1), "device")
+        );
+    }
+
+    #[test]
+    fn a_public_tenant_without_key_is_refused_at_build() {
+        assert_eq!(
+            Anonymize::new(tenants(), None).unwrap_err(),
+            AnonymizeBuildError::MissingKey
+        );
+    }
+}

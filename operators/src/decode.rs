@@ -1,0 +1,666 @@
+//! `decode`: Kafka payloads (`reading/v1` JSON) into an Arrow batch of the
+//! [`DECODED`](crate::schema::DECODED) schema, and dead letters for the rest.
+//!
+//! Fast path: each payload is parsed by serde_json straight into borrowed field slices
+//! (no per-row allocation for unescaped strings), checked, and appended to column
+//! builders. A payload that fails the fast path is parsed again generically only to
+//! say precisely *why* (missing field, wrong type, ...) without echoing any value.
+//!
+//! Contract details (see README "Message contract"):
+//! - required: `schema` (= "reading/v1"), `tenant`, `device_id`, `quantity`, `start`,
+//!   `resolution`, `value`, `unit`, `quality`;
+//! - optional: `meter_id`, `direction` (default `import`), `version`, `area`,
+//!   `status`, `subject`, `pii`; `null` counts as absent for optional fields;
+//! - unknown fields are ignored; `pii` and `status` are never stored in `readings`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::dead_letter::{DeadLetter, Reason};
+use crate::decimal::{self, DecimalError};
+use crate::operator::OperatorContext;
+use crate::pseudonym::{IdKind, Pseudonymizer};
+use crate::schema::{DECODED, UTC};
+use crate::tenant::{valid_tenant_id, Deployment, TenantRegistry};
+
+/// The only schema version this build decodes.
+pub const SCHEMA_V1: &str = "reading/v1";
+
+/// Longest identifier accepted (device serials, GSRNs, subjects).
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest `area` accepted.
+pub const MAX_AREA_CHARS: usize = 32;
+
+/// Quantities of the contract.
+pub const QUANTITIES: [&str; 5] = [
+    "electricity",
+    "district_heating",
+    "district_cooling",
+    "gas",
+    "water",
+];
+/// Quality words of the contract.
+pub const QUALITIES: [&str; 5] = [
+    "measured",
+    "estimated",
+    "final_estimate",
+    "temporary",
+    "calculated",
+];
+/// Units of the contract.
+pub const UNITS: [&str; 2] = ["kWh", "m3"];
+
+/// Decoder settings.
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    /// Payloads larger than this become `too_large` dead letters without being parsed.
+    pub max_message_bytes: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One Kafka record as the decoder sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    /// `None` for a message without a value.
+    pub payload: Option<&'a [u8]>,
+}
+
+/// The decoded batch plus the records that could not be decoded.
+#[derive(Debug)]
+pub struct DecodeOutput {
+    pub batch: RecordBatch,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Decodes `reading/v1` payloads. Holds the tenant registry (unknown tenants are dead
+/// letters; local dates use the tenant's time zone) and the pseudonymizer used to
+/// redact dead-letter payloads.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    config: DecodeConfig,
+    tenants: TenantRegistry,
+    pseudonymizer: Option<Pseudonymizer>,
+    /// (tenant index, 15-minute slot) -> local date (days since epoch).
+    local_dates: HashMap<(usize, i64), i32>,
+}
+
+/// The fast-path view of a message: borrowed wherever the JSON has no escapes.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    schema: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    device_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    meter_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    quantity: Cow<'a, str>,
+    #[serde(borrow, default)]
+    direction: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    start: Cow<'a, str>,
+    #[serde(borrow)]
+    resolution: Cow<'a, str>,
+    #[serde(borrow)]
+    value: &'a RawValue,
+    #[serde(borrow)]
+    unit: Cow<'a, str>,
+    #[serde(borrow)]
+    quality: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    area: Option<Cow<'a, str>>,
+    #[serde(default)]
+    #[allow(dead_code)] // validated for shape only; never stored
+    status: Option<AnyObject>,
+    #[serde(borrow, default)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(default)]
+    #[allow(dead_code)] // validated for shape only; never stored
+    pii: Option<AnyObject>,
+}
+
+/// Accepts any JSON object and keeps nothing of it.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A row that passed every check, ready to append.
+struct Row<'a> {
+    tenant: usize,
+    device_id: Cow<'a, str>,
+    meter_id: Option<Cow<'a, str>>,
+    subject: Option<Cow<'a, str>>,
+    quantity: &'static str,
+    direction: &'static str,
+    start_micros: i64,
+    resolution_minutes: i32,
+    local_date: i32,
+    value: i128,
+    unit: &'static str,
+    quality: &'static str,
+    version_micros: Option<i64>,
+    area: Option<Cow<'a, str>>,
+}
+
+struct Builders {
+    tenant: StringBuilder,
+    device_id: StringBuilder,
+    meter_id: StringBuilder,
+    subject: StringBuilder,
+    quantity: StringBuilder,
+    direction: StringBuilder,
+    interval_start: TimestampMicrosecondBuilder,
+    resolution: Int32Builder,
+    local_date: Date32Builder,
+    value: Decimal128Builder,
+    unit: StringBuilder,
+    quality: StringBuilder,
+    version: TimestampMicrosecondBuilder,
+    area: StringBuilder,
+    ingested_at: TimestampMicrosecondBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+}
+
+impl Builders {
+    fn new(rows: usize) -> Self {
+        let s = || StringBuilder::with_capacity(rows, rows * 16);
+        let t = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
+        Self {
+            tenant: s(),
+            device_id: s(),
+            meter_id: s(),
+            subject: s(),
+            quantity: s(),
+            direction: s(),
+            interval_start: t(),
+            resolution: Int32Builder::with_capacity(rows),
+            local_date: Date32Builder::with_capacity(rows),
+            value: Decimal128Builder::with_capacity(rows)
+                .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
+                .expect("valid decimal precision"),
+            unit: s(),
+            quality: s(),
+            version: t(),
+            area: s(),
+            ingested_at: t(),
+            partition: Int32Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+        }
+    }
+
+    fn append(&mut self, tenant_id: &str, row: &Row<'_>, rec: &RawRecord<'_>, now: i64) {
+        self.tenant.append_value(tenant_id);
+        self.device_id.append_value(&row.device_id);
+        self.meter_id.append_option(row.meter_id.as_deref());
+        self.subject.append_option(row.subject.as_deref());
+        self.quantity.append_value(row.quantity);
+        self.direction.append_value(row.direction);
+        self.interval_start.append_value(row.start_micros);
+        self.resolution.append_value(row.resolution_minutes);
+        self.local_date.append_value(row.local_date);
+        self.value.append_value(row.value);
+        self.unit.append_value(row.unit);
+        self.quality.append_value(row.quality);
+        self.version.append_option(row.version_micros);
+        self.area.append_option(row.area.as_deref());
+        self.ingested_at.append_value(now);
+        self.partition.append_value(rec.partition);
+        self.offset.append_value(rec.offset);
+    }
+
+    fn finish(mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.device_id.finish()),
+            Arc::new(self.meter_id.finish()),
+            Arc::new(self.subject.finish()),
+            Arc::new(self.quantity.finish()),
+            Arc::new(self.direction.finish()),
+            Arc::new(self.interval_start.finish()),
+            Arc::new(self.resolution.finish()),
+            Arc::new(self.local_date.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.unit.finish()),
+            Arc::new(self.quality.finish()),
+            Arc::new(self.version.finish()),
+            Arc::new(self.area.finish()),
+            Arc::new(self.ingested_at.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+        ];
+        // The builders produce exactly the DECODED schema's types and nullability.
+        RecordBatch::try_new(DECODED.clone(), columns).expect("decoder builds DECODED schema")
+    }
+}
+
+/// A rejection before a row exists.
+struct Reject {
+    reason: Reason,
+    detail: Cow<'static, str>,
+}
+
+fn reject(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Reject {
+    Reject {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+impl Decoder {
+    pub fn new(
+        config: DecodeConfig,
+        tenants: TenantRegistry,
+        pseudonymizer: Option<Pseudonymizer>,
+    ) -> Self {
+        Self {
+            config,
+            tenants,
+            pseudonymizer,
+            local_dates: HashMap::new(),
+        }
+    }
+
+    pub fn tenants(&self) -> &TenantRegistry {
+        &self.tenants
+    }
+
+    /// Decode a slice of records. Every record ends up either as a row of
+    /// `batch` (in input order) or as one entry of `dead_letters`.
+    pub fn decode(&mut self, records: &[RawRecord<'_>], ctx: &OperatorContext) -> DecodeOutput {
+        let mut builders = Builders::new(records.len());
+        let mut dead_letters = Vec::new();
+        for rec in records {
+            match self.decode_one(rec) {
+                Ok(row) => {
+                    let tenant_id = self.tenants.get(row.tenant).id.as_str();
+                    builders.append(tenant_id, &row, rec, ctx.now_micros);
+                }
+                Err(rej) => dead_letters.push(self.dead_letter(rec, rej)),
+            }
+        }
+        DecodeOutput {
+            batch: builders.finish(),
+            dead_letters,
+        }
+    }
+
+    fn decode_one<'a>(&mut self, rec: &RawRecord<'a>) -> Result<Row<'a>, Reject> {
+        let Some(bytes) = rec.payload else {
+            return Err(reject(Reason::EmptyPayload, "message has no value"));
+        };
+        if bytes.len() > self.config.max_message_bytes {
+            return Err(reject(
+                Reason::TooLarge,
+                format!(
+                    "payload is {} bytes; the limit (max_message_bytes) is {}",
+                    bytes.len(),
+                    self.config.max_message_bytes
+                ),
+            ));
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Err(reject(Reason::NotUtf8, "payload is not valid UTF-8"));
+        };
+        let wire: Wire<'a> = match serde_json::from_str(text) {
+            Ok(wire) => wire,
+            Err(_) => return Err(diagnose(text)),
+        };
+        self.check(wire)
+    }
+
+    fn check<'a>(&mut self, w: Wire<'a>) -> Result<Row<'a>, Reject> {
+        if w.schema != SCHEMA_V1 {
+            return Err(reject(
+                Reason::UnsupportedSchema,
+                "field `schema`: this build decodes \"reading/v1\" only",
+            ));
+        }
+        let Some(tenant) = self.tenants.index_of(&w.tenant) else {
+            return Err(reject(
+                Reason::UnknownTenant,
+                "field `tenant`: not a configured tenant",
+            ));
+        };
+        check_id("device_id", &w.device_id)?;
+        let meter_id = w.meter_id.filter(|m| !m.is_empty());
+        if let Some(m) = &meter_id {
+            check_id("meter_id", m)?;
+        }
+        let subject = w.subject.filter(|s| !s.is_empty());
+        if let Some(s) = &subject {
+            check_id("subject", s)?;
+        }
+        let quantity = one_of("quantity", &w.quantity, &QUANTITIES)?;
+        let direction = match w.direction.as_deref() {
+            None | Some("import") => "import",
+            Some("export") => "export",
+            Some(_) => {
+                return Err(reject(
+                    Reason::InvalidValue,
+                    "field `direction`: must be \"import\" or \"export\"",
+                ))
+            }
+        };
+        let start = parse_time("start", &w.start)?;
+        let resolution_minutes = match &*w.resolution {
+            "PT1H" => 60,
+            "PT15M" => 15,
+            _ => {
+                return Err(reject(
+                    Reason::InvalidValue,
+                    "field `resolution`: must be \"PT15M\" or \"PT1H\"",
+                ))
+            }
+        };
+        let value = match decimal::parse_thousandths(w.value.get()) {
+            Ok(v) if v >= 0 => v,
+            Ok(_) => {
+                return Err(reject(
+                    Reason::InvalidValue,
+                    "field `value`: must be >= 0 (direction carries the sign)",
+                ))
+            }
+            Err(DecimalError::NotANumber) => {
+                return Err(reject(
+                    Reason::WrongType,
+                    "field `value`: expected a number",
+                ))
+            }
+            Err(DecimalError::OutOfRange) => {
+                return Err(reject(
+                    Reason::InvalidValue,
+                    "field `value`: outside decimal(18,3)",
+                ))
+            }
+        };
+        let unit = one_of("unit", &w.unit, &UNITS)?;
+        let quality = one_of("quality", &w.quality, &QUALITIES)?;
+        let version_micros = match w.version.as_deref() {
+            None => None,
+            Some(v) => Some(parse_time("version", v)?),
+        };
+        let area = w.area.filter(|a| !a.is_empty());
+        if let Some(a) = &area {
+            if a.chars().count() > MAX_AREA_CHARS || a.chars().any(char::is_control) {
+                return Err(reject(
+                    Reason::InvalidValue,
+                    "field `area`: at most 32 printable characters",
+                ));
+            }
+        }
+        let local_date = self.local_date(tenant, start);
+        Ok(Row {
+            tenant,
+            device_id: w.device_id,
+            meter_id,
+            subject,
+            quantity,
+            direction,
+            start_micros: start,
+            resolution_minutes,
+            local_date,
+            value,
+            unit,
+            quality,
+            version_micros,
+            area,
+        })
+    }
+
+    /// The local calendar date of an instant in the tenant's time zone. Every real
+    /// zone offset is a multiple of 15 minutes, so the date is cached per slot.
+    fn local_date(&mut self, tenant: usize, micros: i64) -> i32 {
+        const SLOT: i64 = 15 * 60 * 1_000_000;
+        let slot = micros.div_euclid(SLOT);
+        let tz = self.tenants.get(tenant).timezone;
+        *self.local_dates.entry((tenant, slot)).or_insert_with(|| {
+            let utc = DateTime::from_timestamp_micros(slot * SLOT).unwrap_or_default();
+            let date = utc.with_timezone(&tz).date_naive();
+            days_since_epoch(date)
+        })
+    }
+
+    fn dead_letter(&mut self, rec: &RawRecord<'_>, rej: Reject) -> DeadLetter {
+        let bytes = rec.payload.unwrap_or_default();
+        let parseable = !matches!(
+            rej.reason,
+            Reason::EmptyPayload | Reason::TooLarge | Reason::NotUtf8 | Reason::MalformedJson
+        );
+        let (tenant, payload) = if parseable {
+            self.redact(bytes)
+        } else {
+            (None, None)
+        };
+        DeadLetter {
+            partition: rec.partition,
+            offset: rec.offset,
+            reason: rej.reason,
+            detail: rej.detail.into_owned(),
+            tenant,
+            payload,
+            payload_bytes: bytes.len() as u64,
+        }
+    }
+
+    /// The storable form of a rejected payload and its (syntactically valid) tenant.
+    ///
+    /// `pii` is always removed. For private tenants the rest is kept (replay needs it).
+    /// For public tenants, and for tenants this process does not know (which may
+    /// become public), only contract fields are kept, `subject` is removed and
+    /// `device_id`/`meter_id` are replaced by pseudonyms; `"redacted": true` marks it.
+    fn redact(&mut self, bytes: &[u8]) -> (Option<String>, Option<String>) {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else {
+            return (None, None);
+        };
+        let tenant = match map.get("tenant") {
+            Some(Value::String(t)) if valid_tenant_id(t) => Some(t.clone()),
+            _ => None,
+        };
+        map.remove("pii");
+        let private = tenant
+            .as_deref()
+            .and_then(|t| self.tenants.by_id(t))
+            .is_some_and(|t| t.deployment == Deployment::Private);
+        if !private {
+            const KEEP: [&str; 12] = [
+                "schema",
+                "tenant",
+                "device_id",
+                "meter_id",
+                "quantity",
+                "direction",
+                "start",
+                "resolution",
+                "value",
+                "unit",
+                "quality",
+                "version",
+            ];
+            map.retain(|k, _| KEEP.contains(&k.as_str()) || k == "area");
+            let scope = tenant.clone().unwrap_or_else(|| "-".to_owned());
+            for (field, kind) in [("device_id", IdKind::Device), ("meter_id", IdKind::Meter)] {
+                let replacement = match (map.get(field), self.pseudonymizer.as_mut()) {
+                    (Some(Value::String(id)), Some(p)) => {
+                        Some(Value::String(p.pseudonym(&scope, kind, id)))
+                    }
+                    (None, _) | (Some(Value::Null), _) => continue,
+                    _ => None,
+                };
+                match replacement {
+                    Some(v) => map.insert(field.to_owned(), v),
+                    None => map.remove(field),
+                };
+            }
+            map.insert("redacted".to_owned(), Value::Bool(true));
+        }
+        let payload = serde_json::to_string(&Value::Object(map)).ok();
+        (tenant, payload)
+    }
+}
+
+fn days_since_epoch(date: NaiveDate) -> i32 {
+    const EPOCH_CE_DAYS: i32 = 719_163; // 1970-01-01 as days from 0001-01-01 (CE day 1)
+    chrono::Datelike::num_days_from_ce(&date) - EPOCH_CE_DAYS
+}
+
+fn check_id(field: &'static str, id: &str) -> Result<(), Reject> {
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(reject(
+            Reason::InvalidValue,
+            format!("field `{field}`: must be 1-{MAX_ID_CHARS} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn one_of(
+    field: &'static str,
+    value: &str,
+    allowed: &[&'static str],
+) -> Result<&'static str, Reject> {
+    allowed
+        .iter()
+        .copied()
+        .find(|a| *a == value)
+        .ok_or_else(|| {
+            reject(
+                Reason::InvalidValue,
+                format!("field `{field}`: must be one of {}", allowed.join(", ")),
+            )
+        })
+}
+
+/// RFC 3339 with `Z` or an offset, to microseconds since the epoch (UTC).
+fn parse_time(field: &'static str, text: &str) -> Result<i64, Reject> {
+    DateTime::<FixedOffset>::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .map_err(|_| {
+            reject(
+                Reason::InvalidTimestamp,
+                format!("field `{field}`: expected RFC 3339 with Z or an offset"),
+            )
+        })
+}
+
+/// Why the fast path failed, found by a generic parse. Never echoes values.
+fn diagnose(text: &str) -> Reject {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            // Syntax errors name a line and column only (no content).
+            let detail = format!(
+                "not well-formed JSON at line {} column {}{}",
+                e.line(),
+                e.column(),
+                if e.to_string().contains("recursion limit") {
+                    " (nested too deeply)"
+                } else {
+                    ""
+                }
+            );
+            return reject(Reason::MalformedJson, detail);
+        }
+    };
+    let Value::Object(map) = value else {
+        return reject(Reason::NotAnObject, "payload is JSON but not an object");
+    };
+    const REQUIRED_STRINGS: [&str; 8] = [
+        "schema",
+        "tenant",
+        "device_id",
+        "quantity",
+        "start",
+        "resolution",
+        "unit",
+        "quality",
+    ];
+    const OPTIONAL_STRINGS: [&str; 5] = ["meter_id", "direction", "version", "area", "subject"];
+    for field in REQUIRED_STRINGS.iter().chain(["value"].iter()) {
+        if !map.contains_key(*field) {
+            return reject(
+                Reason::MissingField,
+                format!("required field `{field}` is missing"),
+            );
+        }
+    }
+    for field in REQUIRED_STRINGS {
+        if !map[field].is_string() {
+            return reject(
+                Reason::WrongType,
+                format!("field `{field}`: expected a string"),
+            );
+        }
+    }
+    if !map["value"].is_number() {
+        return reject(Reason::WrongType, "field `value`: expected a number");
+    }
+    for field in OPTIONAL_STRINGS {
+        if let Some(v) = map.get(field) {
+            if !(v.is_string() || v.is_null()) {
+                return reject(
+                    Reason::WrongType,
+                    format!("field `{field}`: expected a string or null"),
+                );
+            }
+        }
+    }
+    for field in ["status", "pii"] {
+        if let Some(v) = map.get(field) {
+            if !(v.is_object() || v.is_null()) {
+                return reject(
+                    Reason::WrongType,
+                    format!("field `{field}`: expected an object or null"),
+                );
+            }
+        }
+    }
+    // Everything has the right type: the only fast-path failure left is a field
+    // given twice, which a generic parse silently resolves.
+    reject(
+        Reason::MalformedJson,
+        "a field appears more than once in the object",
+    )
+}
+
+#[cfg(test)]
+mod tests;

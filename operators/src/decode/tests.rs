@@ -1,0 +1,292 @@
+use super::*;
+use crate::pseudonym::MasterKey;
+use crate::tenant::Tenant;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Date32Type, Decimal128Type, TimestampMicrosecondType};
+
+const GOOD: &str = r#"{"schema":"reading/v1","tenant":"oslo","device_id":"dev-000123",
+ "meter_id":"707057500000000018","quantity":"electricity","direction":"import",
+ "start":"2026-03-29T01:00:00+02:00","resolution":"PT1H","value":1.234,"unit":"kWh",
+ "quality":"measured","version":"2026-03-30T06:00:00Z","area":"NO1",
+ "status":{"battery":0.9},"subject":"acct-42",
+ "pii":{"name":"Kari Nordmann","email":"kari@example.no"},"extra":"ignored"}"#;
+
+fn decoder() -> Decoder {
+    let tenants = TenantRegistry::new([
+        Tenant {
+            id: "oslo".into(),
+            deployment: Deployment::Public,
+            timezone: chrono_tz::Europe::Oslo,
+        },
+        Tenant {
+            id: "acme".into(),
+            deployment: Deployment::Private,
+            timezone: chrono_tz::Europe::Oslo,
+        },
+    ])
+    .unwrap();
+    let key = MasterKey::from_bytes([9; 32]);
+    Decoder::new(
+        DecodeConfig::default(),
+        tenants,
+        Some(Pseudonymizer::new(key)),
+    )
+}
+
+fn ctx() -> OperatorContext {
+    OperatorContext {
+        now_micros: 1_700_000_000_000_000,
+    }
+}
+
+fn decode_texts(texts: &[&str]) -> DecodeOutput {
+    let records: Vec<RawRecord> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RawRecord {
+            partition: 0,
+            offset: i as i64,
+            payload: Some(t.as_bytes()),
+        })
+        .collect();
+    decoder().decode(&records, &ctx())
+}
+
+fn with(field: &str, json_value: &str) -> String {
+    let mut v: Value = serde_json::from_str(GOOD).unwrap();
+    v[field] = serde_json::from_str(json_value).unwrap();
+    v.to_string()
+}
+
+fn without(field: &str) -> String {
+    let mut v: Value = serde_json::from_str(GOOD).unwrap();
+    v.as_object_mut().unwrap().remove(field);
+    v.to_string()
+}
+
+fn date(text: &str) -> i32 {
+    days_since_epoch(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap())
+}
+
+#[test]
+fn decodes_a_good_reading_exactly() {
+    let out = decode_texts(&[GOOD]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let b = &out.batch;
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(b.column(1).as_string::<i32>().value(0), "dev-000123");
+    assert_eq!(
+        b.column(2).as_string::<i32>().value(0),
+        "707057500000000018"
+    );
+    let start = b
+        .column(6)
+        .as_primitive::<TimestampMicrosecondType>()
+        .value(0);
+    // 01:00+02:00 is 23:00Z the day before.
+    assert_eq!(
+        start,
+        DateTime::parse_from_rfc3339("2026-03-28T23:00:00Z")
+            .unwrap()
+            .timestamp_micros()
+    );
+    let local = b.column(8).as_primitive::<Date32Type>().value(0);
+    assert_eq!(local, date("2026-03-29"));
+    assert_eq!(b.column(9).as_primitive::<Decimal128Type>().value(0), 1234);
+    assert_eq!(
+        b.column(7)
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .value(0),
+        60
+    );
+}
+
+#[test]
+fn local_date_follows_the_tenant_calendar_across_dst() {
+    // 2026-10-25 is a 25-hour day in Oslo: 2026-10-24T22:00Z .. 2026-10-25T23:00Z.
+    let cases = [
+        ("2026-10-24T21:45:00Z", "2026-10-24"),
+        ("2026-10-24T22:00:00Z", "2026-10-25"),
+        ("2026-10-25T00:00:00Z", "2026-10-25"), // first 02:00 local
+        ("2026-10-25T01:00:00Z", "2026-10-25"), // second 02:00 local
+        ("2026-10-25T22:45:00Z", "2026-10-25"),
+        ("2026-10-25T23:00:00Z", "2026-10-26"),
+        // 2026-03-29 is 23 hours: 2026-03-28T23:00Z .. 2026-03-29T22:00Z.
+        ("2026-03-28T22:45:00Z", "2026-03-28"),
+        ("2026-03-28T23:00:00Z", "2026-03-29"),
+        ("2026-03-29T21:45:00Z", "2026-03-29"),
+        ("2026-03-29T22:00:00Z", "2026-03-30"),
+    ];
+    for (start, expected) in cases {
+        let out = decode_texts(&[&with("start", &format!("\"{start}\""))]);
+        let got = out.batch.column(8).as_primitive::<Date32Type>().value(0);
+        assert_eq!(got, date(expected), "{start}");
+    }
+}
+
+#[test]
+fn bad_records_become_dead_letters_with_reasons() {
+    let cases: Vec<(String, Reason)> = vec![
+        ("{not json".into(), Reason::MalformedJson),
+        ("[1,2,3]".into(), Reason::NotAnObject),
+        ("\"just a string\"".into(), Reason::NotAnObject),
+        (with("schema", "\"reading/v2\""), Reason::UnsupportedSchema),
+        (with("tenant", "\"nobody\""), Reason::UnknownTenant),
+        (without("device_id"), Reason::MissingField),
+        (without("value"), Reason::MissingField),
+        (without("start"), Reason::MissingField),
+        (with("value", "\"1.5\""), Reason::WrongType),
+        (with("value", "null"), Reason::WrongType),
+        (with("device_id", "42"), Reason::WrongType),
+        (with("meter_id", "[1]"), Reason::WrongType),
+        (with("pii", "\"Kari\""), Reason::WrongType),
+        (with("value", "-1"), Reason::InvalidValue),
+        (with("value", "1e300"), Reason::InvalidValue),
+        (with("quantity", "\"plutonium\""), Reason::InvalidValue),
+        (with("direction", "\"sideways\""), Reason::InvalidValue),
+        (with("resolution", "\"PT5M\""), Reason::InvalidValue),
+        (with("unit", "\"MWh\""), Reason::InvalidValue),
+        (with("quality", "\"guessed\""), Reason::InvalidValue),
+        (with("device_id", "\"\""), Reason::InvalidValue),
+        (
+            with("start", "\"2026-03-29T01:00:00\""),
+            Reason::InvalidTimestamp,
+        ),
+        (with("version", "\"yesterday\""), Reason::InvalidTimestamp),
+        (
+            GOOD.replacen(
+                "\"tenant\":\"oslo\"",
+                "\"tenant\":\"oslo\",\"tenant\":\"oslo\"",
+                1,
+            ),
+            Reason::MalformedJson,
+        ),
+        ("[".repeat(10_000), Reason::MalformedJson),
+    ];
+    let texts: Vec<&str> = cases.iter().map(|(t, _)| t.as_str()).collect();
+    let out = decode_texts(&texts);
+    assert_eq!(out.batch.num_rows(), 0);
+    assert_eq!(out.dead_letters.len(), cases.len());
+    for (dl, (_, expected)) in out.dead_letters.iter().zip(&cases) {
+        assert_eq!(dl.reason, *expected, "offset {}: {}", dl.offset, dl.detail);
+        assert!(!dl.detail.contains("Kari"), "{}", dl.detail);
+        assert!(!dl.detail.contains("plutonium"), "{}", dl.detail);
+        assert!(!dl.detail.contains("dev-000123"), "{}", dl.detail);
+    }
+}
+
+#[test]
+fn size_utf8_and_empty_payloads_are_dead_letters() {
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let not_utf8: &[u8] = &[b'{', 0xff, 0xfe, b'}'];
+    let records = [
+        RawRecord {
+            partition: 1,
+            offset: 10,
+            payload: Some(big.as_bytes()),
+        },
+        RawRecord {
+            partition: 1,
+            offset: 11,
+            payload: Some(not_utf8),
+        },
+        RawRecord {
+            partition: 1,
+            offset: 12,
+            payload: None,
+        },
+        RawRecord {
+            partition: 1,
+            offset: 13,
+            payload: Some(GOOD.as_bytes()),
+        },
+    ];
+    let out = decoder().decode(&records, &ctx());
+    let reasons: Vec<Reason> = out.dead_letters.iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        [Reason::TooLarge, Reason::NotUtf8, Reason::EmptyPayload]
+    );
+    assert!(out.dead_letters.iter().all(|d| d.payload.is_none()));
+    assert_eq!(out.dead_letters[0].payload_bytes, big.len() as u64);
+    assert_eq!(out.batch.num_rows(), 1);
+    let offsets = out
+        .batch
+        .column(16)
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(offsets.value(0), 13);
+}
+
+#[test]
+fn public_dead_letter_payloads_keep_no_identifiers_or_pii() {
+    let bad = with("value", "-5");
+    let out = decode_texts(&[&bad]);
+    let dl = &out.dead_letters[0];
+    let payload = dl.payload.as_deref().unwrap();
+    for secret in [
+        "dev-000123",
+        "707057500000000018",
+        "acct-42",
+        "Kari",
+        "kari@",
+        "battery",
+    ] {
+        assert!(!payload.contains(secret), "{secret} in {payload}");
+    }
+    let v: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(v["redacted"], true);
+    assert_eq!(v["device_id"].as_str().unwrap().len(), 32);
+    assert_eq!(v["value"], -5);
+    assert_eq!(dl.tenant.as_deref(), Some("oslo"));
+}
+
+#[test]
+fn private_dead_letter_payloads_keep_ids_but_never_pii() {
+    let bad = with("tenant", "\"acme\"").replace("1.234", "-1.234");
+    let out = decode_texts(&[&bad]);
+    let payload = out.dead_letters[0].payload.as_deref().unwrap();
+    assert!(payload.contains("dev-000123"));
+    assert!(payload.contains("acct-42"));
+    assert!(!payload.contains("Kari"));
+}
+
+#[test]
+fn optional_fields_may_be_null_or_absent() {
+    let mut v: Value = serde_json::from_str(GOOD).unwrap();
+    for f in [
+        "meter_id",
+        "direction",
+        "version",
+        "area",
+        "status",
+        "subject",
+        "pii",
+    ] {
+        v[f] = Value::Null;
+    }
+    let a = v.to_string();
+    for f in [
+        "meter_id",
+        "direction",
+        "version",
+        "area",
+        "status",
+        "subject",
+        "pii",
+    ] {
+        v.as_object_mut().unwrap().remove(f);
+    }
+    let b = v.to_string();
+    let out = decode_texts(&[&a, &b]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(out.batch.num_rows(), 2);
+    assert_eq!(out.batch.column(5).as_string::<i32>().value(0), "import");
+    assert!(out.batch.column(2).is_null(1));
+}
+
+#[test]
+fn escaped_strings_decode() {
+    let text = GOOD.replace("dev-000123", "dev-\\u00e6\\\"q");
+    let out = decode_texts(&[&text]);
+    assert_eq!(out.batch.column(1).as_string::<i32>().value(0), "dev-æ\"q");
+}

@@ -1,0 +1,34 @@
+//! # meterline-operators
+//!
+//! The pure half of meterline: Arrow in, Arrow out, no I/O, no Kafka, no tokio.
+//! Everything here is deterministic given its inputs (clock and keys are passed in),
+//! so it is tested without infrastructure and benchmarked in isolation.
+//!
+//! ```text
+//!  Kafka payloads ──decode──▶ RecordBatch (wire schema) ──anonymize──▶ RecordBatch (readings schema)
+//!        │                                                                     │
+//!        └──────▶ DeadLetter { reason, detail, redacted payload }              └─▶ sinks (Delta lake)
+//! ```
+//!
+//! Guarantees:
+//! - every input record comes out exactly once: as a row of the output batch or as a
+//!   [`DeadLetter`] with a stable [`Reason`] code;
+//! - no personal value is ever copied into a dead letter's `detail`, an error message
+//!   or a log line; public tenants' dead-letter payloads are redacted and pseudonymized;
+//! - per-row work happens inside the batch functions; nothing awaits.
+
+pub mod anonymize;
+pub mod dead_letter;
+pub mod decimal;
+pub mod decode;
+pub mod operator;
+pub mod pseudonym;
+pub mod schema;
+pub mod tenant;
+
+pub use anonymize::Anonymize;
+pub use dead_letter::{DeadLetter, Reason};
+pub use decode::{DecodeConfig, DecodeOutput, Decoder, RawRecord};
+pub use operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
+pub use pseudonym::{MasterKey, Pseudonymizer};
+pub use tenant::{Deployment, Tenant, TenantRegistry};

@@ -1,0 +1,498 @@
+//! Configuration: a TOML file, then `METERLINE_...` environment variables on top.
+//!
+//! Every key can be overridden from the environment: the path is upper-cased with
+//! sections joined by a double underscore, e.g. `METERLINE_KAFKA__BROKERS`,
+//! `METERLINE_PIPELINE__FLUSH_INTERVAL_SECS`, `METERLINE_LAKE__STORAGE_OPTIONS__ENDPOINT`.
+//! The pseudonym key is never part of the file: `[privacy] key_file` names a file,
+//! or `METERLINE_PSEUDONYM_KEY` holds it (64 hex characters).
+//!
+//! `Config::build` validates everything at start; errors name the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use meterline_operators::pseudonym::KeyError;
+use meterline_operators::{DecodeConfig, Deployment, MasterKey, Tenant, TenantRegistry};
+use meterline_sinks::LakeConfig;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable holding the pseudonym master key (64 hex characters).
+pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub lake: LakeSection,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group: processes with the same group share the topic's partitions.
+    pub group_id: String,
+    /// Topic of `reading/v1` messages.
+    #[serde(default = "default_readings_topic")]
+    pub readings_topic: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), passed as is.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Scalar>,
+}
+
+fn default_readings_topic() -> String {
+    "meter.readings".to_owned()
+}
+
+/// A TOML scalar used as a librdkafka property value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Str(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    /// `file:///path`, a local path, or `s3://bucket/prefix`.
+    pub uri: String,
+    /// Object store options (S3: `endpoint`, `region`, `allow_http`, `access_key_id`,
+    /// ...). Prefer environment variables (`AWS_ACCESS_KEY_ID`, ...) for credentials.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, Scalar>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Commit at least this often while records are buffered (and move offsets even
+    /// when every record was a dead letter).
+    pub flush_interval_secs: u64,
+    /// Commit when this many rows are buffered.
+    pub max_batch_rows: usize,
+    /// Records per chunk handed from the Kafka thread to the operators.
+    pub chunk_max_records: usize,
+    /// Chunks that may wait between the Kafka thread and the operators; when full,
+    /// consumption pauses (backpressure) instead of buffering more.
+    pub channel_capacity: usize,
+    /// Payloads above this size are dead letters (`too_large`), never parsed.
+    pub max_message_bytes: usize,
+    /// On SIGTERM: time allowed to flush and commit before giving up (exit 1,
+    /// nothing lost: uncommitted records are consumed again on restart).
+    pub shutdown_grace_secs: u64,
+    /// First retry delay after a storage error; doubles up to `retry_max_backoff_secs`.
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_secs: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_secs: 10,
+            max_batch_rows: 200_000,
+            chunk_max_records: 5_000,
+            channel_capacity: 4,
+            max_message_bytes: 64 * 1024,
+            shutdown_grace_secs: 30,
+            retry_initial_backoff_ms: 200,
+            retry_max_backoff_secs: 30,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` and `/healthz` endpoint; empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".to_owned(),
+        }
+    }
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// File holding the 64-hex-character pseudonym master key. Used when
+    /// `METERLINE_PSEUDONYM_KEY` is not set.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[[tenants]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    /// `public` (pseudonymized, no personal data) or `private` (identifiers kept).
+    pub deployment: DeploymentConfig,
+    /// IANA time zone of the tenant's calendar.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "Europe/Oslo".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentConfig {
+    Public,
+    Private,
+}
+
+/// A configuration error: the message names the field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub pipeline: PipelineConfig,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tenants: TenantRegistry,
+    pub key: Option<MasterKey>,
+}
+
+impl Settings {
+    pub fn decode_config(&self) -> DecodeConfig {
+        DecodeConfig {
+            max_message_bytes: self.pipeline.max_message_bytes,
+        }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_secs(self.pipeline.flush_interval_secs)
+    }
+}
+
+impl Config {
+    /// Load a file, then apply `METERLINE_*` environment overrides.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML errors, unknown keys, missing keys, wrong types.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_sources(&text, Env::prefixed("METERLINE_"))
+    }
+
+    fn from_sources(text: &str, env: Env) -> Result<Config, ConfigError> {
+        let env = env.split("__").ignore(&["pseudonym_key", "log"]);
+        Figment::new()
+            .merge(Toml::string(text))
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Validate and resolve into [`Settings`], reading the pseudonym key.
+    ///
+    /// # Errors
+    /// Any unusable value, naming its field.
+    pub fn build(self) -> Result<Settings, ConfigError> {
+        let key_from_env = std::env::var(KEY_ENV).ok();
+        self.build_with_key(key_from_env)
+    }
+
+    fn build_with_key(self, key_from_env: Option<String>) -> Result<Settings, ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if self.kafka.readings_topic.trim().is_empty() {
+            return Err(invalid("kafka.readings_topic", "must not be empty"));
+        }
+        for reserved in [
+            "group.id",
+            "bootstrap.servers",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+        ] {
+            if self.kafka.properties.contains_key(reserved) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{reserved}\""),
+                    "is set by meterline (offsets live in the lake); remove it",
+                ));
+            }
+        }
+        if self.lake.uri.trim().is_empty() {
+            return Err(invalid(
+                "lake.uri",
+                "must be file:///path, a local path or s3://bucket/prefix",
+            ));
+        }
+        let p = &self.pipeline;
+        for (field, value) in [
+            (
+                "pipeline.flush_interval_secs",
+                p.flush_interval_secs as usize,
+            ),
+            ("pipeline.max_batch_rows", p.max_batch_rows),
+            ("pipeline.chunk_max_records", p.chunk_max_records),
+            ("pipeline.channel_capacity", p.channel_capacity),
+            ("pipeline.max_message_bytes", p.max_message_bytes),
+            (
+                "pipeline.retry_initial_backoff_ms",
+                p.retry_initial_backoff_ms as usize,
+            ),
+            (
+                "pipeline.retry_max_backoff_secs",
+                p.retry_max_backoff_secs as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if p.max_message_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "pipeline.max_message_bytes",
+                "must be at most 16 MiB",
+            ));
+        }
+        let metrics_listen = if self.metrics.listen.trim().is_empty() {
+            None
+        } else {
+            Some(
+                SocketAddr::from_str(self.metrics.listen.trim()).map_err(|_| {
+                    invalid(
+                        "metrics.listen",
+                        "must be an address such as 127.0.0.1:9898 (or empty to disable)",
+                    )
+                })?,
+            )
+        };
+        if self.tenants.is_empty() {
+            return Err(invalid(
+                "tenants",
+                "configure at least one [[tenants]] entry",
+            ));
+        }
+        let mut tenants = Vec::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let timezone = chrono_tz::Tz::from_str(&t.timezone).map_err(|_| {
+                invalid(
+                    format!("tenants[{i}].timezone"),
+                    "must be an IANA time zone such as Europe/Oslo",
+                )
+            })?;
+            tenants.push(Tenant {
+                id: t.id.clone(),
+                deployment: match t.deployment {
+                    DeploymentConfig::Public => Deployment::Public,
+                    DeploymentConfig::Private => Deployment::Private,
+                },
+                timezone,
+            });
+        }
+        let tenants =
+            TenantRegistry::new(tenants).map_err(|e| invalid("tenants", e.to_string()))?;
+        let key = match (key_from_env, &self.privacy.key_file) {
+            (Some(text), _) => Some(
+                MasterKey::from_hex(&text)
+                    .map_err(|e: KeyError| invalid(KEY_ENV, e.to_string()))?,
+            ),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "privacy.key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                Some(
+                    MasterKey::from_hex(&text)
+                        .map_err(|e| invalid("privacy.key_file", e.to_string()))?,
+                )
+            }
+            (None, None) => None,
+        };
+        if tenants.any_public() && key.is_none() {
+            return Err(invalid(
+                "privacy.key_file",
+                format!("a public tenant needs a pseudonym key: set {KEY_ENV} or [privacy] key_file (generate one with `meterline keygen`)"),
+            ));
+        }
+        let storage_options = self
+            .lake
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        Ok(Settings {
+            kafka: self.kafka,
+            lake: LakeConfig {
+                uri: self.lake.uri,
+                storage_options,
+            },
+            pipeline: self.pipeline,
+            metrics_listen,
+            tenants,
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        group_id = "meterline"
+        [lake]
+        uri = "/tmp/lake"
+        [[tenants]]
+        id = "acme"
+        deployment = "private"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        // An environment prefix nothing uses: tests do not see the real environment.
+        Config::from_sources(text, Env::prefixed("METERLINE_TEST_UNUSED_PREFIX_"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.kafka.readings_topic, "meter.readings");
+        assert_eq!(c.metrics.listen, "127.0.0.1:9898");
+        assert_eq!(c.pipeline.flush_interval_secs, 10);
+        assert_eq!(c.tenants[0].timezone, "Europe/Oslo");
+        let s = c.build_with_key(None).unwrap();
+        assert!(s.key.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = parse(&format!(
+            "{MINIMAL}\n[pipeline]\nflush_intervall_secs = 3\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("flush_intervall_secs"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        let err = parse(&MINIMAL.replace("group_id = \"meterline\"", "")).unwrap_err();
+        assert!(err.to_string().contains("group_id"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad_tz = MINIMAL.replace(
+            "deployment = \"private\"",
+            "deployment = \"private\"\ntimezone = \"Mars/Olympus\"",
+        );
+        let err = parse(&bad_tz).unwrap().build_with_key(None).unwrap_err();
+        assert!(err.to_string().contains("tenants[0].timezone"), "{err}");
+        let err = parse(&MINIMAL.replace("\"private\"", "\"secret\"")).unwrap_err();
+        assert!(err.to_string().contains("deployment"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"))
+            .unwrap()
+            .build_with_key(None)
+            .unwrap_err();
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
+    }
+
+    #[test]
+    fn public_tenants_need_a_key_and_the_key_is_never_echoed() {
+        let public = MINIMAL.replace("\"private\"", "\"public\"");
+        let err = parse(&public).unwrap().build_with_key(None).unwrap_err();
+        assert!(err.to_string().contains(KEY_ENV), "{err}");
+        let err = parse(&public)
+            .unwrap()
+            .build_with_key(Some("deadbeef-not-a-key".into()))
+            .unwrap_err();
+        assert!(!err.to_string().contains("deadbeef"), "{err}");
+        let ok = parse(&public)
+            .unwrap()
+            .build_with_key(Some("ab".repeat(32)))
+            .unwrap();
+        assert!(ok.key.is_some());
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METERLINE_KAFKA__BROKERS", "broker-a:9093");
+            jail.set_env("METERLINE_PIPELINE__MAX_BATCH_ROWS", "123");
+            jail.set_env("METERLINE_PSEUDONYM_KEY", "ab".repeat(32));
+            let c = Config::from_sources(MINIMAL, Env::prefixed("METERLINE_")).unwrap();
+            assert_eq!(c.kafka.brokers, "broker-a:9093");
+            assert_eq!(c.pipeline.max_batch_rows, 123);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn reserved_kafka_properties_are_refused() {
+        let text = format!("{MINIMAL}\n[kafka.properties]\n\"enable.auto.commit\" = true\n");
+        // [kafka.properties] after [[tenants]] is still the kafka table in TOML.
+        let err = parse(&text).unwrap().build_with_key(None).unwrap_err();
+        assert!(err.to_string().contains("enable.auto.commit"), "{err}");
+    }
+}

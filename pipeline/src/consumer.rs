@@ -1,0 +1,419 @@
+//! The Kafka side: one OS thread owns a librdkafka consumer in a consumer group and
+//! hands records to the operators in chunks over a bounded channel.
+//!
+//! - Offsets live in the lake. On every assignment the thread asks the pipeline for
+//!   the stored offsets and assigns the partitions at `stored + 1` (or the
+//!   beginning); Kafka's group offsets are committed only for lag monitoring.
+//! - On revocation the thread first hands over what it holds, then waits until the
+//!   pipeline has committed or dropped the partitions' buffered records; only then
+//!   does the group move them to another process.
+//! - When the channel is full the thread pauses its partitions and keeps polling
+//!   (so it stays in the group); it resumes when the operators catch up.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meterline_operators::RawRecord;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+use tracing::{debug, info, warn};
+
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+
+/// Records handed over together; payloads share one buffer.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    data: Vec<u8>,
+    entries: Vec<(i32, i64, Option<Range<usize>>)>,
+}
+
+impl Chunk {
+    pub fn push(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+        let range = payload.map(|p| {
+            let start = self.data.len();
+            self.data.extend_from_slice(p);
+            start..self.data.len()
+        });
+        self.entries.push((partition, offset, range));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Borrowed views for the decoder.
+    pub fn records(&self) -> Vec<RawRecord<'_>> {
+        self.entries
+            .iter()
+            .map(|(partition, offset, range)| RawRecord {
+                partition: *partition,
+                offset: *offset,
+                payload: range.as_ref().map(|r| &self.data[r.clone()]),
+            })
+            .collect()
+    }
+}
+
+/// Stored offsets per partition (None: nothing stored yet), or why they are unknown.
+pub type OffsetsReply = Result<HashMap<i32, Option<i64>>, String>;
+
+/// What the Kafka thread tells the pipeline, in order.
+#[derive(Debug)]
+pub enum Event {
+    Records(Chunk),
+    /// The group assigned these partitions: reply with their stored offsets.
+    Assigned {
+        partitions: Vec<i32>,
+        reply: SyncSender<OffsetsReply>,
+    },
+    /// The group takes these partitions away: commit or drop their buffered
+    /// records, then reply.
+    Revoked {
+        partitions: Vec<i32>,
+        reply: SyncSender<()>,
+    },
+    /// Shutdown: nothing more will come; flush and reply with nothing.
+    Stopped,
+}
+
+struct Ctx {
+    topic: String,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+    pending: Mutex<Chunk>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
+        warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl Ctx {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    /// Hand over what the thread holds (records of partitions about to be revoked
+    /// must reach the pipeline before the revocation does).
+    fn hand_over_pending(&self) {
+        let chunk = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if !chunk.is_empty() {
+            let _ = self.tx.blocking_send(Event::Records(chunk));
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions = self.partitions(tpl);
+                if self.stop.load(Ordering::SeqCst) {
+                    let _ = consumer.assign(&TopicPartitionList::new());
+                    return;
+                }
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                let asked = self
+                    .tx
+                    .blocking_send(Event::Assigned {
+                        partitions: partitions.clone(),
+                        reply,
+                    })
+                    .is_ok();
+                let stored = match answer.recv() {
+                    Ok(Ok(stored)) if asked => stored,
+                    other => {
+                        // The pipeline is gone or could not read the lake (it retries
+                        // storage errors until shutdown): take nothing.
+                        warn!(?partitions, error = ?other.err(), "assignment not taken");
+                        let _ = consumer.assign(&TopicPartitionList::new());
+                        return;
+                    }
+                };
+                for p in &partitions {
+                    let offset = match stored.get(p).copied().flatten() {
+                        Some(o) => Offset::Offset(o + 1),
+                        None => Offset::Beginning,
+                    };
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
+                        warn!(partition = p, error = %e, "cannot set start offset");
+                    }
+                }
+                info!(
+                    ?partitions,
+                    "partitions assigned; resuming from offsets stored in the lake"
+                );
+                if let Err(e) = consumer.assign(tpl) {
+                    warn!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions = self.partitions(tpl);
+                if !self.stop.load(Ordering::SeqCst) {
+                    self.hand_over_pending();
+                    let (reply, done) = std::sync::mpsc::sync_channel(1);
+                    if self
+                        .tx
+                        .blocking_send(Event::Revoked {
+                            partitions: partitions.clone(),
+                            reply,
+                        })
+                        .is_ok()
+                    {
+                        let _ = done.recv();
+                    }
+                }
+                info!(?partitions, "partitions revoked");
+                let _ = consumer.unassign();
+            }
+            other => {
+                warn!(error = ?other, "rebalance error; dropping assignment");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            debug!(error = %e, "group offset commit (monitoring only) failed");
+        }
+    }
+}
+
+/// Handle to the Kafka thread.
+pub struct KafkaSource {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSource {
+    /// Start the consumer thread.
+    ///
+    /// # Errors
+    /// librdkafka refuses the configuration (for example an unknown property).
+    pub fn start(
+        kafka: &KafkaConfig,
+        chunk_max_records: usize,
+        tx: Sender<Event>,
+        commits: Receiver<Vec<(i32, i64)>>,
+        metrics: Metrics,
+        grace: Duration,
+    ) -> KafkaResult<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Ctx {
+            topic: kafka.readings_topic.clone(),
+            tx: tx.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            pending: Mutex::new(Chunk::default()),
+        };
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Eager assignors: a revocation completes before the partitions move.
+            .set("partition.assignment.strategy", "range,roundrobin");
+        for (k, v) in &kafka.properties {
+            cc.set(k, v.to_string());
+        }
+        let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
+        consumer.subscribe(&[&kafka.readings_topic])?;
+        let topic = kafka.readings_topic.clone();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || {
+                poll_loop(
+                    &consumer,
+                    &topic,
+                    chunk_max_records,
+                    &tx,
+                    &commits,
+                    &metrics,
+                    &thread_stop,
+                );
+                // Final group commits for monitoring, then leave the group.
+                let deadline = Instant::now() + grace;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match commits.recv_timeout(left) {
+                        Ok(offsets) => commit(&consumer, &topic, &offsets, CommitMode::Sync),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                drop(consumer);
+            })
+            .expect("spawn kafka thread");
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask the thread to stop: it hands over what it holds, sends [`Event::Stopped`],
+    /// makes the final group commits and leaves the group.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle that can stop the thread from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Wait for the thread to finish.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stops a [`KafkaSource`] (see [`KafkaSource::stop`]).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn commit(consumer: &BaseConsumer<Ctx>, topic: &str, offsets: &[(i32, i64)], mode: CommitMode) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(o + 1));
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            debug!(error = %e, "group offset commit (monitoring only) failed");
+        }
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<Ctx>,
+    topic: &str,
+    chunk_max_records: usize,
+    tx: &Sender<Event>,
+    commits: &Receiver<Vec<(i32, i64)>>,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) {
+    const MAX_CHUNK_AGE: Duration = Duration::from_millis(50);
+    const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+    let ctx = consumer.context();
+    let mut paused = false;
+    let mut chunk_started = Instant::now();
+    let mut last_lag = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(offsets) = commits.try_recv() {
+            commit(consumer, topic, &offsets, CommitMode::Async);
+        }
+        // Hand the pending chunk over when it is full or old enough.
+        {
+            let mut pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let due = pending.len() >= chunk_max_records
+                || pending.bytes() >= MAX_CHUNK_BYTES
+                || (!pending.is_empty() && chunk_started.elapsed() >= MAX_CHUNK_AGE);
+            if due {
+                let chunk = std::mem::take(&mut *pending);
+                match tx.try_send(Event::Records(chunk)) {
+                    Ok(()) => {
+                        chunk_started = Instant::now();
+                        if paused {
+                            if let Ok(assignment) = consumer.assignment() {
+                                let _ = consumer.resume(&assignment);
+                            }
+                            paused = false;
+                            metrics.consumer_paused.set(0);
+                        }
+                    }
+                    Err(TrySendError::Full(Event::Records(chunk))) => {
+                        *pending = chunk;
+                        if let Ok(assignment) = consumer.assignment() {
+                            let _ = consumer.pause(&assignment);
+                        }
+                        if !paused {
+                            debug!("operators are behind; pausing consumption");
+                        }
+                        paused = true;
+                        metrics.consumer_paused.set(1);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        let wait = if paused { 100 } else { 20 };
+        match consumer.poll(Duration::from_millis(wait)) {
+            Some(Ok(msg)) => {
+                let mut pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.is_empty() {
+                    chunk_started = Instant::now();
+                }
+                pending.push(msg.partition(), msg.offset(), msg.payload());
+            }
+            Some(Err(e)) => {
+                metrics.kafka_errors.inc();
+                warn!(error = %e, "kafka poll error");
+            }
+            None => {}
+        }
+        if last_lag.elapsed() >= Duration::from_secs(5) {
+            last_lag = Instant::now();
+            report_lag(consumer, topic, metrics);
+        }
+    }
+    ctx.hand_over_pending();
+    let _ = tx.blocking_send(Event::Stopped);
+}
+
+fn report_lag(consumer: &BaseConsumer<Ctx>, topic: &str, metrics: &Metrics) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in positions.elements_for_topic(topic) {
+        let Offset::Offset(pos) = e.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) = consumer.get_watermarks(topic, e.partition()) {
+            metrics
+                .consumer_lag
+                .with_label_values(&[&e.partition().to_string()])
+                .set((high - pos).max(0));
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The `meterline` command line. See `meterline --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use meterline::config::Config;
+use meterline::metrics::Metrics;
+use meterline::runner::{RunError, Shutdown};
+use meterline::sql::Format;
+use meterline_sinks::LakeConfig;
+use tracing::{error, info};
+
+/// meterline: metering telemetry from Kafka into a Delta lake, exactly once, with
+/// privacy by construction.
+///
+/// Start with `meterline demo`: it runs the whole pipeline on this machine with an
+/// embedded Kafka broker and prints what landed in the lake.
+#[derive(Debug, Parser)]
+#[command(name = "meterline", version, propagate_version = true)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log shippers. Level via METERLINE_LOG
+    /// (e.g. `info`, `meterline=debug`).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: consume the readings topic, write the lake, serve metrics.
+    ///
+    /// Several processes with the same kafka.group_id share the topic's partitions.
+    /// SIGTERM or Ctrl-C flushes, commits and exits 0. Exit codes: 0 clean stop,
+    /// 1 error, 2 bad configuration, 75 another process took over our partitions
+    /// (restart to resume).
+    ///
+    /// Example:
+    ///   METERLINE_PSEUDONYM_KEY=$(cat /etc/meterline/key) meterline run --config deploy/meterline.toml
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The TOML configuration file (see deploy/meterline.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run everything embedded: an in-process Kafka broker, a generator, the
+    /// pipeline and a local lake; then print a summary from the lake.
+    ///
+    /// The default range includes the 25-hour day 2026-10-25 (Europe/Oslo). The lake
+    /// directory is replaced on each run (only if an earlier demo created it).
+    ///
+    /// Example:
+    ///   meterline demo --meters 200 --days 3
+    #[command(verbatim_doc_comment)]
+    Demo {
+        /// Where to write the lake.
+        #[arg(long, default_value = "meterline-demo/lake")]
+        lake: PathBuf,
+        /// Meters to simulate (half public, half private; every 4th is PT15M).
+        #[arg(long, default_value_t = 100)]
+        meters: usize,
+        /// Days to simulate.
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// First local day (YYYY-MM-DD).
+        #[arg(long, default_value = "2026-10-24")]
+        from: NaiveDate,
+        /// Bad records to mix in (each kind lands in dead_letters with its reason).
+        #[arg(long, default_value_t = 12)]
+        bad: usize,
+    },
+    /// Query the lake with SQL (DataFusion). Tables: readings, dead_letters.
+    ///
+    /// Examples:
+    ///   meterline sql --lake meterline-demo/lake "SELECT tenant, count(*) FROM readings GROUP BY tenant"
+    ///   meterline sql --lake s3://lake/meterline --storage-option endpoint=http://127.0.0.1:9000 \
+    ///       --storage-option allow_http=true --format csv "SELECT * FROM dead_letters"
+    #[command(verbatim_doc_comment)]
+    Sql {
+        /// Lake root: a local path, file:///path or s3://bucket/prefix.
+        #[arg(long)]
+        lake: String,
+        /// Object store option key=value (repeatable), as in [lake.storage_options].
+        #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+        storage_options: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The SQL statement.
+        query: String,
+    },
+    /// Produce realistic reading/v1 traffic to any Kafka broker.
+    ///
+    /// Uses the tenants `oslo-utility` (public) and `acme-industri` (private).
+    ///
+    /// Example:
+    ///   meterline simulate --brokers 127.0.0.1:9092 --meters 1000 --days 2 --rate 5000 --bad 20
+    #[command(verbatim_doc_comment)]
+    Simulate {
+        /// Bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Topic to produce to.
+        #[arg(long, default_value = "meter.readings")]
+        topic: String,
+        #[arg(long, default_value_t = 100)]
+        meters: usize,
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        /// First local day (YYYY-MM-DD).
+        #[arg(long, default_value = "2026-10-24")]
+        from: NaiveDate,
+        /// Messages per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Bad records to mix in.
+        #[arg(long, default_value_t = 0)]
+        bad: usize,
+    },
+    /// Print a new random pseudonym key (64 hex characters) for [privacy] key_file.
+    ///
+    /// Example:
+    ///   (umask 077; meterline keygen > /etc/meterline/pseudonym.key)
+    #[command(verbatim_doc_comment)]
+    Keygen,
+}
+
+fn init_logs(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn")
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run { config } => run(config).await,
+        Command::Demo {
+            lake,
+            meters,
+            days,
+            from,
+            bad,
+        } => {
+            let opts = meterline::demo::DemoOptions {
+                lake,
+                meters,
+                days,
+                first_day: from,
+                partitions: 4,
+                bad,
+            };
+            report(meterline::demo::run(opts).await.map(|_| ()))
+        }
+        Command::Sql {
+            lake,
+            storage_options,
+            format,
+            query,
+        } => report(sql(lake, storage_options, format, query).await),
+        Command::Simulate {
+            brokers,
+            topic,
+            meters,
+            days,
+            from,
+            rate,
+            bad,
+        } => report(simulate(brokers, topic, meters, days, from, rate, bad).await),
+        Command::Keygen => {
+            let key = meterline_operators::MasterKey::from_bytes(rand::random());
+            println!("{}", key.to_hex());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let settings = match Config::load(&path).and_then(Config::build) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::new();
+    if let Some(addr) = settings.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                info!(%addr, "metrics at http://{addr}/metrics");
+                tokio::spawn(meterline::metrics::serve(listener, metrics.clone()));
+            }
+            Err(e) => {
+                eprintln!("error: config field `metrics.listen`: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let shutdown = Arc::new(Shutdown::default());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.request();
+        });
+    }
+    match meterline::service::run_pipeline(settings, metrics, shutdown).await {
+        Ok(()) => {
+            info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e @ RunError::Fenced(_)) => {
+            error!(error = %e, "stopping");
+            ExitCode::from(75)
+        }
+        Err(e @ RunError::Config(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            error!(error = %e, "stopping");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn sql(
+    lake: String,
+    options: Vec<String>,
+    format: Format,
+    query: String,
+) -> anyhow::Result<()> {
+    let lake = LakeConfig {
+        uri: lake,
+        storage_options: meterline::sql::parse_options(&options)?,
+    };
+    let batches = meterline::sql::query(&lake, &query).await?;
+    print!("{}", meterline::sql::render(&batches, format)?);
+    if format == Format::Table {
+        println!();
+    }
+    Ok(())
+}
+
+async fn simulate(
+    brokers: String,
+    topic: String,
+    meters: usize,
+    days: u32,
+    from: NaiveDate,
+    rate: u64,
+    bad: usize,
+) -> anyhow::Result<()> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let spec = meterline::generator::GeneratorSpec {
+        meters,
+        first_day: from,
+        days,
+        timezone: chrono_tz::Europe::Oslo,
+        bad,
+        seed: rand::random(),
+    };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .create()
+        .context("create producer")?;
+    let messages = spec.generate();
+    let started = std::time::Instant::now();
+    let mut inflight = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let record = FutureRecord::to(&topic).key(&m.key).payload(&m.payload);
+        match producer.send_result(record) {
+            Ok(f) => inflight.push(f),
+            Err((e, _)) => anyhow::bail!("produce failed: {e}"),
+        }
+        if inflight.len() >= 10_000 {
+            for f in inflight.drain(..) {
+                f.await?
+                    .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+            }
+        }
+    }
+    for f in inflight {
+        f.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+    }
+    producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(30)))?;
+    println!(
+        "produced {} messages ({} readings, {} bad) to {topic} in {:.1}s",
+        messages.len(),
+        spec.good_count(),
+        bad,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! Every metric meterline exports, declared once. Names follow Prometheus
+//! conventions (`meterline_<thing>_<unit>_total`, base units). Labels come from
+//! small fixed sets (table, reason, component, partition): never an identifier.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use meterline_operators::Reason;
+
+/// Why a consumed record was intentionally not stored (the third term of the
+/// conservation law: consumed = written + dead-lettered + dropped).
+pub mod drop_reason {
+    /// Already in the lake (re-delivered after a restart or rebalance).
+    pub const ALREADY_STORED: &str = "already_stored";
+    /// Buffered when its partition was revoked; the new owner consumes it again.
+    pub const REVOKED: &str = "revoked";
+    /// Buffered when another process was found writing its partition.
+    pub const FENCED: &str = "fenced";
+    /// Buffered when shutdown could not commit within the grace period; consumed
+    /// again on restart.
+    pub const UNCOMMITTED_AT_EXIT: &str = "uncommitted_at_exit";
+    pub const ALL: [&str; 4] = [ALREADY_STORED, REVOKED, FENCED, UNCOMMITTED_AT_EXIT];
+}
+
+/// The metric handles. Cheap to clone (all `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_consumed: IntCounter,
+    pub records_written: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub records_dropped: IntCounterVec,
+    pub component_batches: IntCounterVec,
+    pub component_rows: IntCounterVec,
+    pub commits: IntCounterVec,
+    pub commit_duration: HistogramVec,
+    pub storage_errors: IntCounterVec,
+    pub kafka_errors: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub consumer_paused: IntGauge,
+    pub buffered_rows: IntGauge,
+    pub last_commit_time: Gauge,
+    pub flush_rows: Histogram,
+    ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; an error here is a programming error caught by
+    // the unit test below.
+    r.expect("valid metric definition")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::with_opts(Opts::new(name, help)));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let records_consumed = counter(
+            "meterline_records_consumed_total",
+            "Kafka records handed to the operators (re-deliveries included).",
+        );
+        let records_written = counter_vec(
+            "meterline_records_written_total",
+            "Rows committed to a lake table.",
+            &["table"],
+        );
+        let dead_letters = counter_vec(
+            "meterline_dead_letters_total",
+            "Records that became dead letters, by reason code.",
+            &["reason"],
+        );
+        let records_dropped = counter_vec(
+            "meterline_records_dropped_total",
+            "Consumed records intentionally not stored, by reason.",
+            &["reason"],
+        );
+        let component_batches = counter_vec(
+            "meterline_component_batches_total",
+            "Batches processed by each operator.",
+            &["component"],
+        );
+        let component_rows = counter_vec(
+            "meterline_component_rows_total",
+            "Rows processed by each operator.",
+            &["component"],
+        );
+        let commits = counter_vec(
+            "meterline_commits_total",
+            "Delta commits made, by table.",
+            &["table"],
+        );
+        let commit_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "meterline_commit_duration_seconds",
+                "Time to write files and commit one flush to a table (retries included).",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["table"],
+        ));
+        must(registry.register(Box::new(commit_duration.clone())));
+        let storage_errors = counter_vec(
+            "meterline_storage_errors_total",
+            "Failed attempts to write or commit to the lake (each is retried).",
+            &["table"],
+        );
+        let kafka_errors = counter(
+            "meterline_kafka_errors_total",
+            "Errors reported by the Kafka client (librdkafka retries them).",
+        );
+        let consumer_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "meterline_consumer_lag_records",
+                "Records between the consumer position and the partition's high watermark.",
+            ),
+            &["partition"],
+        ));
+        must(registry.register(Box::new(consumer_lag.clone())));
+        let consumer_paused = must(IntGauge::new(
+            "meterline_consumer_paused",
+            "1 while consumption is paused because the operators are behind (backpressure).",
+        ));
+        must(registry.register(Box::new(consumer_paused.clone())));
+        let buffered_rows = must(IntGauge::new(
+            "meterline_buffered_rows",
+            "Rows decoded and waiting for the next commit.",
+        ));
+        must(registry.register(Box::new(buffered_rows.clone())));
+        let last_commit_time = must(Gauge::new(
+            "meterline_last_commit_timestamp_seconds",
+            "Unix time of the last successful commit to the readings table.",
+        ));
+        must(registry.register(Box::new(last_commit_time.clone())));
+        let flush_rows = must(Histogram::with_opts(
+            HistogramOpts::new("meterline_flush_rows", "Rows per flush.").buckets(vec![
+                1.0,
+                10.0,
+                100.0,
+                1_000.0,
+                10_000.0,
+                100_000.0,
+                1_000_000.0,
+            ]),
+        ));
+        must(registry.register(Box::new(flush_rows.clone())));
+
+        // Pre-register fixed label values so dashboards see zeros, not gaps.
+        for reason in Reason::ALL {
+            dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for reason in drop_reason::ALL {
+            records_dropped.with_label_values(&[reason]);
+        }
+        for table in ["readings", "dead_letters"] {
+            records_written.with_label_values(&[table]);
+            commits.with_label_values(&[table]);
+            storage_errors.with_label_values(&[table]);
+        }
+        Self {
+            registry,
+            records_consumed,
+            records_written,
+            dead_letters,
+            records_dropped,
+            component_batches,
+            component_rows,
+            commits,
+            commit_duration,
+            storage_errors,
+            kafka_errors,
+            consumer_lag,
+            consumer_paused,
+            buffered_rows,
+            last_commit_time,
+            flush_rows,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Totals for the conservation check: (consumed, written to readings,
+    /// dead-lettered, dropped).
+    pub fn conservation(&self) -> Conservation {
+        let sum = |v: &IntCounterVec, labels: &[&str]| -> u64 {
+            labels
+                .iter()
+                .map(|l| v.with_label_values(&[*l]).get())
+                .sum()
+        };
+        let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        Conservation {
+            consumed: self.records_consumed.get(),
+            written: self.records_written.with_label_values(&["readings"]).get(),
+            dead_lettered: sum(&self.dead_letters, &reasons),
+            dropped: sum(&self.records_dropped, &drop_reason::ALL),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The terms of consumed = written + dead-lettered + dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conservation {
+    pub consumed: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+}
+
+impl Conservation {
+    pub fn holds(&self) -> bool {
+        self.consumed == self.written + self.dead_lettered + self.dropped
+    }
+}
+
+/// Serve `/metrics` and `/healthz` until the process exits.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let m1 = metrics.clone();
+    let m2 = metrics;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = m1.render();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let ready = m2.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_renders_and_follows_naming() {
+        let m = Metrics::new();
+        m.records_consumed.inc();
+        let text = m.render();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.starts_with("meterline_"), "{name}");
+            if line.ends_with("counter") {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+        assert!(text.contains("meterline_dead_letters_total{reason=\"unknown_tenant\"} 0"));
+    }
+
+    #[test]
+    fn conservation_adds_up() {
+        let m = Metrics::new();
+        m.records_consumed.inc_by(10);
+        m.records_written.with_label_values(&["readings"]).inc_by(6);
+        m.dead_letters
+            .with_label_values(&["malformed_json"])
+            .inc_by(3);
+        assert!(!m.conservation().holds());
+        m.records_dropped
+            .with_label_values(&["already_stored"])
+            .inc();
+        assert!(m.conservation().holds());
+    }
+}

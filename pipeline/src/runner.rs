@@ -1,0 +1,492 @@
+//! The pipeline task: chunks in, operators over Arrow batches, exactly-once commits
+//! to the lake out.
+//!
+//! ```text
+//!  Event::Records ─▶ decode ─▶ anonymize ─▶ buffer ──(size or timer)──▶ flush
+//!  Event::Assigned ─▶ read stored offsets from the lake ─▶ reply (consumer seeks)
+//!  Event::Revoked  ─▶ flush ─▶ forget partitions ─▶ reply (group may move them)
+//!  Event::Stopped  ─▶ final flush ─▶ done
+//! ```
+//!
+//! A flush filters out rows already stored (re-deliveries), commits dead letters
+//! (if any) and then readings with the flush's offsets, retrying storage errors
+//! with capped exponential backoff. While it retries nothing is consumed: the
+//! channel fills and the Kafka thread pauses its partitions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use meterline_operators::{
+    Anonymize, DeadLetter, Decoder, Operator, OperatorContext, Pseudonymizer,
+};
+use meterline_sinks::{
+    dead_letter_batch, dead_letters_spec, readings_spec, Lake, OffsetTable, SinkError,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Settings;
+use crate::consumer::{Event, OffsetsReply};
+use crate::metrics::{drop_reason, Metrics};
+
+/// Why the pipeline stopped other than by a clean shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+    #[error("another process wrote partitions {0:?} of this topic; restart to resume from the offsets in the lake")]
+    Fenced(Vec<i32>),
+    #[error("shutdown grace period ended before the last flush was committed; {0} records were not stored and will be consumed again on restart")]
+    GraceExceeded(usize),
+    #[error("operator failed: {0}")]
+    Operator(#[from] meterline_operators::OperatorError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Shared shutdown signal: set once, observed by the run loop and retry loops.
+#[derive(Debug)]
+pub struct Shutdown {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once shutdown has been requested (immediately if it already was).
+    pub async fn requested(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    readings: Vec<RecordBatch>,
+    dead: Vec<DeadLetter>,
+    /// Highest offset consumed per partition since the last flush.
+    offsets: BTreeMap<i32, i64>,
+    rows: usize,
+    records: usize,
+    since: Option<Instant>,
+}
+
+impl Buffer {
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Remove everything buffered for `partitions`; returns how many records that was.
+    fn discard(&mut self, partitions: &BTreeSet<i32>) -> Result<usize, RunError> {
+        let mut removed = 0;
+        let mut kept = Vec::with_capacity(self.readings.len());
+        for batch in self.readings.drain(..) {
+            let parts = batch
+                .column_by_name("source_partition")
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
+                .ok_or_else(|| RunError::Config("batch without source_partition".into()))?;
+            let mask: arrow::array::BooleanArray = parts
+                .values()
+                .iter()
+                .map(|p| Some(!partitions.contains(p)))
+                .collect();
+            let filtered = arrow::compute::filter_record_batch(&batch, &mask)
+                .map_err(|e| RunError::Config(e.to_string()))?;
+            removed += batch.num_rows() - filtered.num_rows();
+            self.rows -= batch.num_rows() - filtered.num_rows();
+            kept.push(filtered);
+        }
+        self.readings = kept;
+        let before = self.dead.len();
+        self.dead.retain(|d| !partitions.contains(&d.partition));
+        removed += before - self.dead.len();
+        self.offsets.retain(|p, _| !partitions.contains(p));
+        self.records -= removed;
+        Ok(removed)
+    }
+}
+
+/// The pipeline: operators plus the two offset tables.
+pub struct Runner {
+    topic: String,
+    decoder: Decoder,
+    anonymize: Anonymize,
+    readings: OffsetTable,
+    dead: OffsetTable,
+    buffer: Buffer,
+    metrics: Metrics,
+    commits: std::sync::mpsc::Sender<Vec<(i32, i64)>>,
+    shutdown: Arc<Shutdown>,
+    flush_interval: Duration,
+    max_batch_rows: usize,
+    grace: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    stop_deadline: Option<Instant>,
+}
+
+impl Runner {
+    /// Open (or create) the lake tables and build the operators.
+    ///
+    /// # Errors
+    /// Lake configuration and storage errors, a missing key for public tenants.
+    pub async fn new(
+        settings: &Settings,
+        metrics: Metrics,
+        commits: std::sync::mpsc::Sender<Vec<(i32, i64)>>,
+        shutdown: Arc<Shutdown>,
+    ) -> Result<Self, RunError> {
+        let lake = Lake::new(&settings.lake)?;
+        let topic = settings.kafka.readings_topic.clone();
+        let readings = OffsetTable::open_or_create(&lake, readings_spec(), &topic).await?;
+        let dead = OffsetTable::open_or_create(&lake, dead_letters_spec(), &topic).await?;
+        let pseudonymizer = settings.key.clone().map(Pseudonymizer::new);
+        let decoder = Decoder::new(
+            settings.decode_config(),
+            settings.tenants.clone(),
+            pseudonymizer.clone(),
+        );
+        let anonymize = Anonymize::new(settings.tenants.clone(), pseudonymizer)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let p = &settings.pipeline;
+        Ok(Self {
+            topic,
+            decoder,
+            anonymize,
+            readings,
+            dead,
+            buffer: Buffer::default(),
+            metrics,
+            commits,
+            shutdown,
+            flush_interval: settings.flush_interval(),
+            max_batch_rows: p.max_batch_rows,
+            grace: Duration::from_secs(p.shutdown_grace_secs),
+            backoff_initial: Duration::from_millis(p.retry_initial_backoff_ms),
+            backoff_max: Duration::from_secs(p.retry_max_backoff_secs),
+            stop_deadline: None,
+        })
+    }
+
+    /// Run until the Kafka thread reports [`Event::Stopped`] and the last flush is
+    /// committed.
+    ///
+    /// # Errors
+    /// [`RunError::Fenced`] (another process owns our partitions),
+    /// [`RunError::GraceExceeded`] (storage unavailable at shutdown), internal errors.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Result<(), RunError> {
+        let tick = (self.flush_interval / 4).max(Duration::from_millis(50));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.metrics.set_ready(true);
+        loop {
+            if self.shutdown.is_requested() && self.stop_deadline.is_none() {
+                self.stop_deadline = Some(Instant::now() + self.grace);
+            }
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Event::Records(chunk)) => {
+                        self.process(&chunk)?;
+                        if self.buffer.rows + self.buffer.dead.len() >= self.max_batch_rows {
+                            self.flush().await?;
+                        }
+                    }
+                    Some(Event::Assigned { partitions, reply }) => {
+                        let answer = self.assign(&partitions).await;
+                        let _ = reply.send(answer);
+                    }
+                    Some(Event::Revoked { partitions, reply }) => {
+                        let result = self.revoke(&partitions).await;
+                        let _ = reply.send(());
+                        result?;
+                    }
+                    Some(Event::Stopped) | None => {
+                        if self.stop_deadline.is_none() {
+                            self.stop_deadline = Some(Instant::now() + self.grace);
+                        }
+                        let result = self.flush().await;
+                        self.metrics.set_ready(false);
+                        return result;
+                    }
+                },
+                _ = ticker.tick() => {
+                    let due = self.buffer.since.is_some_and(|t| t.elapsed() >= self.flush_interval);
+                    if due {
+                        self.flush().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn ctx() -> OperatorContext {
+        OperatorContext {
+            now_micros: chrono::Utc::now().timestamp_micros(),
+        }
+    }
+
+    /// Decode and anonymize one chunk into the buffer.
+    fn process(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
+        let records = chunk.records();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ctx = Self::ctx();
+        self.metrics.records_consumed.inc_by(records.len() as u64);
+        let decoded = self.decoder.decode(&records, &ctx);
+        self.component("decode", records.len());
+        let rows = decoded.batch.num_rows();
+        let out = self.anonymize.process(decoded.batch, &ctx)?;
+        self.component(self.anonymize.name(), rows);
+        debug_assert!(out.rejected.is_empty());
+        self.buffer.rows += out.accepted.num_rows();
+        self.buffer.readings.push(out.accepted);
+        self.buffer.dead.extend(decoded.dead_letters);
+        self.buffer.dead.extend(out.rejected);
+        for r in &records {
+            let e = self.buffer.offsets.entry(r.partition).or_insert(r.offset);
+            *e = (*e).max(r.offset);
+        }
+        self.buffer.records += records.len();
+        self.buffer.since.get_or_insert_with(Instant::now);
+        self.metrics.buffered_rows.set(self.buffer.records as i64);
+        Ok(())
+    }
+
+    fn component(&self, name: &str, rows: usize) {
+        self.metrics
+            .component_batches
+            .with_label_values(&[name])
+            .inc();
+        self.metrics
+            .component_rows
+            .with_label_values(&[name])
+            .inc_by(rows as u64);
+    }
+
+    async fn assign(&mut self, partitions: &[i32]) -> OffsetsReply {
+        let mut backoff = self.backoff_initial;
+        loop {
+            let dead = self.dead.load_offsets(partitions).await;
+            let readings = match dead {
+                Ok(_) => self.readings.load_offsets(partitions).await,
+                Err(e) => Err(e),
+            };
+            match readings {
+                Ok(stored) => {
+                    info!(?stored, "stored offsets loaded");
+                    return Ok(stored);
+                }
+                Err(e) if e.is_transient() && !self.shutdown.is_requested() => {
+                    warn!(error = %e, "cannot read stored offsets; retrying");
+                    self.metrics
+                        .storage_errors
+                        .with_label_values(&["readings"])
+                        .inc();
+                    self.sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.backoff_max);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    async fn revoke(&mut self, partitions: &[i32]) -> Result<(), RunError> {
+        // Commit what we have so the next owner starts where we stopped.
+        let flushed = self.flush().await;
+        let set: BTreeSet<i32> = partitions.iter().copied().collect();
+        let discarded = self.buffer.discard(&set)?;
+        if discarded > 0 {
+            self.metrics
+                .records_dropped
+                .with_label_values(&[drop_reason::REVOKED])
+                .inc_by(discarded as u64);
+        }
+        self.readings.release(partitions);
+        self.dead.release(partitions);
+        flushed
+    }
+
+    async fn sleep(&self, d: Duration) {
+        let d = match self.stop_deadline {
+            Some(deadline) => d.min(deadline.saturating_duration_since(Instant::now())),
+            None => d,
+        };
+        if self.shutdown.is_requested() {
+            tokio::time::sleep(d).await;
+            return;
+        }
+        // Wake early when shutdown is requested, to start the grace period.
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.requested() => {}
+        }
+    }
+
+    /// Commit everything buffered. On a fence or an exhausted grace period the
+    /// buffer is dropped (counted) and the error returned.
+    async fn flush(&mut self) -> Result<(), RunError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        match self.commit(&buffer).await {
+            Ok(()) => {
+                self.metrics.buffered_rows.set(0);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = match e {
+                    RunError::Fenced(_) => drop_reason::FENCED,
+                    _ => drop_reason::UNCOMMITTED_AT_EXIT,
+                };
+                self.metrics
+                    .records_dropped
+                    .with_label_values(&[reason])
+                    .inc_by(buffer.records as u64);
+                self.metrics.buffered_rows.set(0);
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit(&mut self, buffer: &Buffer) -> Result<(), RunError> {
+        let started = Instant::now();
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut batches = Vec::with_capacity(buffer.readings.len());
+        let mut already = 0;
+        for b in &buffer.readings {
+            let (kept, dropped) = self.readings.filter_stored(b)?;
+            already += dropped;
+            if kept.num_rows() > 0 {
+                batches.push(kept);
+            }
+        }
+        let dl = dead_letter_batch(&self.topic, &buffer.dead, now);
+        let (dl, dl_dropped) = self.dead.filter_stored(&dl)?;
+        already += dl_dropped;
+
+        // Dead letters first (only when there are any), then readings with the
+        // offsets: the readings table's offsets decide where consumption resumes.
+        if dl.num_rows() > 0 {
+            let dl_offsets: BTreeMap<i32, i64> = buffer.offsets.clone();
+            self.append_with_retry(true, std::slice::from_ref(&dl), &dl_offsets)
+                .await?;
+        }
+        let outcome_rows = self
+            .append_with_retry(false, &batches, &buffer.offsets)
+            .await?;
+
+        // Account only after both commits landed.
+        let m = &self.metrics;
+        m.records_dropped
+            .with_label_values(&[drop_reason::ALREADY_STORED])
+            .inc_by(already as u64);
+        m.records_written
+            .with_label_values(&["readings"])
+            .inc_by(outcome_rows as u64);
+        m.records_written
+            .with_label_values(&["dead_letters"])
+            .inc_by(dl.num_rows() as u64);
+        let mut by_reason: HashMap<&str, u64> = HashMap::new();
+        for reason in dl
+            .column_by_name("reason")
+            .map(|c| c.as_string::<i32>())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            *by_reason.entry(reason).or_default() += 1;
+        }
+        for (reason, n) in by_reason {
+            m.dead_letters.with_label_values(&[reason]).inc_by(n);
+        }
+        m.flush_rows.observe(outcome_rows as f64);
+        m.last_commit_time
+            .set(chrono::Utc::now().timestamp() as f64);
+        debug!(
+            rows = outcome_rows,
+            dead_letters = dl.num_rows(),
+            already_stored = already,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        let _ = self
+            .commits
+            .send(buffer.offsets.iter().map(|(p, o)| (*p, *o)).collect());
+        Ok(())
+    }
+
+    async fn append_with_retry(
+        &mut self,
+        dead: bool,
+        batches: &[RecordBatch],
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<usize, RunError> {
+        let name = if dead { "dead_letters" } else { "readings" };
+        let mut backoff = self.backoff_initial;
+        let started = Instant::now();
+        loop {
+            let table = if dead {
+                &mut self.dead
+            } else {
+                &mut self.readings
+            };
+            match table.append(batches, offsets).await {
+                Ok(outcome) => {
+                    if outcome.version.is_some() {
+                        self.metrics.commits.with_label_values(&[name]).inc();
+                        self.metrics
+                            .commit_duration
+                            .with_label_values(&[name])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    return Ok(outcome.rows);
+                }
+                Err(SinkError::Fenced { partitions, .. }) => {
+                    error!(
+                        table = name,
+                        ?partitions,
+                        "partitions were written by another process"
+                    );
+                    return Err(RunError::Fenced(partitions));
+                }
+                Err(e) if e.is_transient() => {
+                    self.metrics.storage_errors.with_label_values(&[name]).inc();
+                    if let Some(deadline) = self.stop_deadline {
+                        if Instant::now() >= deadline {
+                            return Err(RunError::GraceExceeded(self.buffer_records_hint(batches)));
+                        }
+                    }
+                    warn!(table = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "storage error; retrying");
+                    self.sleep(backoff).await;
+                    if self.shutdown.is_requested() && self.stop_deadline.is_none() {
+                        self.stop_deadline = Some(Instant::now() + self.grace);
+                    }
+                    backoff = (backoff * 2).min(self.backoff_max);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn buffer_records_hint(&self, batches: &[RecordBatch]) -> usize {
+        batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}

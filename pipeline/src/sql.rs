@@ -1,0 +1,112 @@
+//! `meterline sql`: DataFusion over the lake's Delta tables, registered by name.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use meterline_sinks::{Lake, LakeConfig};
+
+/// Tables registered when present under the lake root.
+pub const TABLES: [&str; 2] = ["readings", "dead_letters"];
+
+/// Output formats of `meterline sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// A session with every lake table that exists registered under its name.
+///
+/// # Errors
+/// Unusable lake URI, storage errors, or a lake without any meterline table.
+pub async fn session(lake: &LakeConfig) -> anyhow::Result<SessionContext> {
+    let lake = Lake::new(lake)?;
+    let ctx = SessionContext::new();
+    let mut found = 0;
+    for name in TABLES {
+        let url = lake.table_url(name);
+        let table =
+            DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
+                .await?;
+        if table.version().is_none() {
+            continue;
+        }
+        table.update_datafusion_session(&ctx.state())?;
+        let provider = table.table_provider().await?;
+        ctx.register_table(name, provider)?;
+        found += 1;
+    }
+    if found == 0 {
+        anyhow::bail!(
+            "no meterline tables under {} (expected {}): is this the lake of a `meterline run` or `meterline demo`?",
+            lake.root(),
+            TABLES.join(", ")
+        );
+    }
+    Ok(ctx)
+}
+
+/// Run one query and collect its result.
+///
+/// # Errors
+/// SQL errors (with DataFusion's message) and storage errors.
+pub async fn query(lake: &LakeConfig, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let ctx = session(lake).await?;
+    let df = ctx.sql(sql).await?;
+    Ok(df.collect().await?)
+}
+
+/// Render batches in a format.
+///
+/// # Errors
+/// Arrow formatting errors.
+pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => arrow::util::pretty::pretty_format_batches(batches)?.to_string(),
+        Format::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(out)?
+        }
+        Format::Json => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut out);
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                w.write_batches(&refs)?;
+                w.finish()?;
+            }
+            let text = String::from_utf8(out)?;
+            if text.is_empty() {
+                "[]".to_owned()
+            } else {
+                text
+            }
+        }
+    })
+}
+
+/// Parse `key=value` storage options from the command line.
+///
+/// # Errors
+/// An option without `=`.
+pub fn parse_options(options: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    options
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--storage-option `{o}` must be key=value"))
+        })
+        .collect()
+}

@@ -1,0 +1,207 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use meterline::config::{KafkaConfig, PipelineConfig, Settings};
+use meterline::metrics::Metrics;
+use meterline::runner::Shutdown;
+use meterline_operators::{Deployment, MasterKey, Tenant, TenantRegistry};
+use meterline_sinks::LakeConfig;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+pub const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
+
+/// An in-process Kafka-protocol cluster with one topic, and a fresh lake directory.
+pub struct Harness {
+    pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub brokers: String,
+    pub topic: String,
+    pub lake: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(partitions: i32) -> Self {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let topic = format!("readings-{}", rand::random::<u32>());
+        cluster.create_topic(&topic, partitions, 1).expect("topic");
+        let brokers = cluster.bootstrap_servers();
+        Self {
+            cluster,
+            brokers,
+            topic,
+            lake: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn lake_config(&self) -> LakeConfig {
+        LakeConfig {
+            uri: self.lake.path().to_string_lossy().into_owned(),
+            storage_options: HashMap::new(),
+        }
+    }
+
+    pub fn settings(&self, group: &str) -> Settings {
+        Settings {
+            kafka: KafkaConfig {
+                brokers: self.brokers.clone(),
+                group_id: group.to_owned(),
+                readings_topic: self.topic.clone(),
+                properties: Default::default(),
+            },
+            lake: self.lake_config(),
+            pipeline: PipelineConfig {
+                flush_interval_secs: 1,
+                max_batch_rows: 5_000,
+                chunk_max_records: 1_000,
+                ..PipelineConfig::default()
+            },
+            metrics_listen: None,
+            tenants: tenants(),
+            key: Some(MasterKey::from_hex(KEY_HEX).unwrap()),
+        }
+    }
+
+    /// A TOML config for `meterline run` against this harness.
+    pub fn config_file(&self, group: &str) -> std::path::PathBuf {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+readings_topic = "{topic}"
+
+# A crashed member must leave the group quickly in tests.
+[kafka.properties]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+
+[lake]
+uri = "{lake}"
+
+[pipeline]
+flush_interval_secs = 1
+max_batch_rows = 3000
+chunk_max_records = 500
+shutdown_grace_secs = 20
+
+[metrics]
+listen = ""
+
+[[tenants]]
+id = "oslo-utility"
+deployment = "public"
+timezone = "Europe/Oslo"
+
+[[tenants]]
+id = "acme-industri"
+deployment = "private"
+"#,
+            brokers = self.brokers,
+            topic = self.topic,
+            lake = self.lake.path().display()
+        );
+        let path = self.lake.path().join(format!("{group}.toml"));
+        // The config lives outside the lake tables' directories.
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub async fn produce(&self, messages: &[(String, Option<Vec<u8>>)]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let mut pending = Vec::new();
+        for (key, payload) in messages {
+            let mut record = FutureRecord::<String, Vec<u8>>::to(&self.topic).key(key);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+        }
+        for f in pending {
+            f.await
+                .expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+        producer
+            .flush(Timeout::After(Duration::from_secs(10)))
+            .unwrap();
+    }
+
+    pub async fn count(&self, sql: &str) -> u64 {
+        count(&self.lake_config(), sql).await
+    }
+}
+
+pub fn tenants() -> TenantRegistry {
+    TenantRegistry::new([
+        Tenant {
+            id: "oslo-utility".into(),
+            deployment: Deployment::Public,
+            timezone: chrono_tz::Europe::Oslo,
+        },
+        Tenant {
+            id: "acme-industri".into(),
+            deployment: Deployment::Private,
+            timezone: chrono_tz::Europe::Oslo,
+        },
+    ])
+    .unwrap()
+}
+
+pub async fn query(lake: &LakeConfig, sql: &str) -> Vec<RecordBatch> {
+    meterline::sql::query(lake, sql).await.expect("query")
+}
+
+pub async fn count(lake: &LakeConfig, sql: &str) -> u64 {
+    let batches = query(lake, sql).await;
+    batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64
+}
+
+/// Poll `cond` until it holds or the deadline passes (then panic with `what`).
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Run the pipeline in-process until `expected` records are accounted for
+/// (written + dead-lettered + dropped), then stop it gracefully.
+pub async fn run_until_accounted(settings: Settings, expected: u64) -> Metrics {
+    let metrics = Metrics::new();
+    let shutdown = Arc::new(Shutdown::default());
+    let task = tokio::spawn(meterline::service::run_pipeline(
+        settings,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let m = metrics.clone();
+    wait_for("all records accounted for", Duration::from_secs(90), || {
+        let c = m.conservation();
+        async move { c.written + c.dead_lettered + c.dropped >= expected }
+    })
+    .await;
+    shutdown.request();
+    task.await.expect("join").expect("pipeline ends cleanly");
+    metrics
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the foundation: Kafka (librdkafka's in-process mock cluster,
+//! a real Kafka-protocol server on loopback) -> pipeline -> Delta lake on a local
+//! directory -> SQL. The real-broker and S3 variants live in the reliability suite.
+
+mod common;
+mod crash;
+mod dead_letters;
+mod privacy;

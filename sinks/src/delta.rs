@@ -1,0 +1,375 @@
+//! Exactly-once appends to a Delta table, keyed by Kafka offsets.
+//!
+//! Each Kafka partition `p` of topic `t` has an application id `meterline:t:p`. A
+//! commit contains the new data files *and* a `txn` action `(app id, last offset)` for
+//! every partition the flush covered. On start and on every assignment the consumer
+//! seeks to `stored + 1`; rows at or below the stored offset are dropped before
+//! writing. Together: every offset is in the table at most once and, once consumed
+//! and flushed, at least once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use tracing::{debug, info};
+
+use crate::lake::Lake;
+use crate::SinkError;
+
+/// The shape of one table, fixed at creation.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Directory name under the lake root, also the SQL table name.
+    pub name: &'static str,
+    pub schema: SchemaRef,
+    pub partition_columns: &'static [&'static str],
+    /// Delta table properties set at creation (`delta.*`).
+    pub properties: &'static [(&'static str, &'static str)],
+    /// Column names holding the Kafka partition and offset of each row.
+    pub partition_column: &'static str,
+    pub offset_column: &'static str,
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Rows committed.
+    pub rows: usize,
+    /// The table version created, if anything was committed.
+    pub version: Option<i64>,
+}
+
+/// A Delta table written exactly once per Kafka offset.
+pub struct OffsetTable {
+    spec: TableSpec,
+    table: DeltaTable,
+    topic: String,
+    /// Per partition: the offset this writer believes is stored (None: nothing yet).
+    expected: HashMap<i32, Option<i64>>,
+    writer_properties: WriterProperties,
+}
+
+impl std::fmt::Debug for OffsetTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffsetTable")
+            .field("table", &self.spec.name)
+            .field("topic", &self.topic)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+fn transient(table: &'static str) -> impl FnOnce(DeltaTableError) -> SinkError {
+    move |source| classify(table, source)
+}
+
+/// Storage and I/O failures are transient; everything else is internal.
+fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
+    match &source {
+        DeltaTableError::ObjectStore { .. }
+        | DeltaTableError::Io { .. }
+        | DeltaTableError::Transaction {
+            source: TransactionError::ObjectStore { .. } | TransactionError::MaxCommitAttempts(_),
+        } => SinkError::Transient { table, source },
+        // Kernel and log-read errors wrap storage failures too (a table file that
+        // cannot be fetched); retrying is the safe choice.
+        DeltaTableError::KernelError(_) | DeltaTableError::Kernel { .. } => {
+            SinkError::Transient { table, source }
+        }
+        _ => SinkError::Internal { table, source },
+    }
+}
+
+impl OffsetTable {
+    /// Open the table, creating it (with `spec`'s schema, partitioning and
+    /// properties) when it does not exist yet. Safe when several processes start at
+    /// once: a lost creation race just loads the winner's table.
+    ///
+    /// # Errors
+    /// Transient storage errors; [`SinkError::Internal`] if the existing table's
+    /// schema is not `spec`'s.
+    pub async fn open_or_create(
+        lake: &Lake,
+        spec: TableSpec,
+        topic: &str,
+    ) -> Result<Self, SinkError> {
+        let name = spec.name;
+        let url = lake.table_url(name);
+        let mut table = DeltaTable::try_from_url_with_storage_options(
+            url.clone(),
+            lake.storage_options().clone(),
+        )
+        .await
+        .map_err(transient(name))?;
+        if table.version().is_none() {
+            let columns: StructType =
+                spec.schema
+                    .as_ref()
+                    .try_into_kernel()
+                    .map_err(|e| SinkError::Internal {
+                        table: name,
+                        source: DeltaTableError::Generic(e.to_string()),
+                    })?;
+            let mut create = table
+                .create()
+                .with_table_name(name)
+                .with_columns(columns.fields().cloned())
+                .with_partition_columns(spec.partition_columns.iter().copied())
+                .with_save_mode(deltalake::protocol::SaveMode::Ignore);
+            for (k, v) in spec.properties {
+                create = create.with_configuration_property(
+                    k.parse()
+                        .map_err(|e: DeltaTableError| SinkError::Internal {
+                            table: name,
+                            source: e,
+                        })?,
+                    Some(*v),
+                );
+            }
+            match create.await {
+                Ok(created) => {
+                    info!(table = name, "created delta table");
+                    table = created;
+                }
+                Err(e) => {
+                    // Someone else may have created it concurrently: load theirs.
+                    debug!(table = name, error = %e, "create failed; loading existing table");
+                    table.load().await.map_err(transient(name))?;
+                }
+            }
+        }
+        let existing: StructType = table
+            .snapshot()
+            .map_err(transient(name))?
+            .schema()
+            .as_ref()
+            .clone();
+        let wanted: StructType =
+            spec.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| SinkError::Internal {
+                    table: name,
+                    source: DeltaTableError::Generic(e.to_string()),
+                })?;
+        let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
+        if names(&existing) != names(&wanted) {
+            return Err(SinkError::Internal {
+                table: name,
+                source: DeltaTableError::Generic(format!(
+                    "existing table has columns {:?}, meterline writes {:?}",
+                    names(&existing),
+                    names(&wanted)
+                )),
+            });
+        }
+        let writer_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+            .set_created_by("meterline".to_owned())
+            .build();
+        Ok(Self {
+            spec,
+            table,
+            topic: topic.to_owned(),
+            expected: HashMap::new(),
+            writer_properties,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// The Delta application id recording a partition's offsets.
+    pub fn app_id(&self, partition: i32) -> String {
+        format!("meterline:{}:{}", self.topic, partition)
+    }
+
+    /// The table as last loaded (for queries in tests and tools).
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Reload the table and read the stored offsets of `partitions`; they become this
+    /// writer's expectations (the writer now owns these partitions).
+    ///
+    /// # Errors
+    /// Transient storage errors.
+    pub async fn load_offsets(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, Option<i64>>, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        let mut out = HashMap::new();
+        for &p in partitions {
+            let v = self.stored_offset(p).await?;
+            self.expected.insert(p, v);
+            out.insert(p, v);
+        }
+        Ok(out)
+    }
+
+    async fn stored_offset(&self, partition: i32) -> Result<Option<i64>, SinkError> {
+        let name = self.spec.name;
+        let log_store = self.table.log_store();
+        self.table
+            .snapshot()
+            .map_err(transient(name))?
+            .transaction_version(log_store.as_ref(), self.app_id(partition))
+            .await
+            .map_err(transient(name))
+    }
+
+    /// Forget partitions this process no longer owns.
+    pub fn release(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.expected.remove(p);
+        }
+    }
+
+    /// The offset this writer believes is stored for a partition.
+    pub fn expected(&self, partition: i32) -> Option<i64> {
+        self.expected.get(&partition).copied().flatten()
+    }
+
+    /// Drop rows whose offset is already stored (re-delivered after a restart or a
+    /// rebalance). Returns the remaining rows and how many were dropped.
+    ///
+    /// # Errors
+    /// [`SinkError::Internal`] if the batch lacks the partition/offset columns.
+    pub fn filter_stored(&self, batch: &RecordBatch) -> Result<(RecordBatch, usize), SinkError> {
+        let name = self.spec.name;
+        let bad = |what: &str| SinkError::Internal {
+            table: name,
+            source: DeltaTableError::Generic(format!("batch has no {what} column")),
+        };
+        let partitions = batch
+            .column_by_name(self.spec.partition_column)
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .ok_or_else(|| bad("partition"))?;
+        let offsets = batch
+            .column_by_name(self.spec.offset_column)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| bad("offset"))?;
+        let keep: BooleanArray = partitions
+            .values()
+            .iter()
+            .zip(offsets.values().iter())
+            .map(|(p, o)| Some(self.expected(*p).is_none_or(|stored| *o > stored)))
+            .collect();
+        let kept = filter_record_batch(batch, &keep).map_err(|e| SinkError::Internal {
+            table: name,
+            source: e.into(),
+        })?;
+        let dropped = batch.num_rows() - kept.num_rows();
+        Ok((kept, dropped))
+    }
+
+    /// Append `batches` and record `offsets` (partition -> last offset covered by this
+    /// flush) in one Delta commit. Rows must already be filtered with
+    /// [`filter_stored`](Self::filter_stored). Safe to call again with the same input
+    /// after a transient error.
+    ///
+    /// # Errors
+    /// - [`SinkError::Fenced`] when a partition's stored offset is not what this writer
+    ///   expects (another process wrote it), or a concurrent commit touched it;
+    /// - [`SinkError::Transient`] for storage failures (retry with backoff).
+    pub async fn append(
+        &mut self,
+        batches: &[RecordBatch],
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<AppendOutcome, SinkError> {
+        let name = self.spec.name;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        // Only partitions that move forward need a txn action.
+        let advancing: BTreeMap<i32, i64> = offsets
+            .iter()
+            .filter(|(p, o)| self.expected(**p).is_none_or(|stored| **o > stored))
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        if rows == 0 && advancing.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+
+        // 1. Upload the data files (not yet visible: nothing references them).
+        let mut actions: Vec<Action> = Vec::new();
+        if rows > 0 {
+            let mut writer = RecordBatchWriter::for_table(&self.table)
+                .map_err(transient(name))?
+                .with_writer_properties(self.writer_properties.clone());
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                writer.write(batch.clone()).await.map_err(transient(name))?;
+            }
+            let adds = writer.flush().await.map_err(transient(name))?;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+
+        // 2. Fence: the latest stored offsets must be the ones this writer expects.
+        self.table.update_state().await.map_err(transient(name))?;
+        let mut fenced = Vec::new();
+        for &p in advancing.keys() {
+            let stored = self.stored_offset(p).await?;
+            if stored != self.expected.get(&p).copied().flatten() {
+                fenced.push(p);
+            }
+        }
+        if !fenced.is_empty() {
+            return Err(SinkError::Fenced {
+                table: name,
+                partitions: fenced,
+            });
+        }
+
+        // 3. Commit files and offsets together.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        actions.extend(advancing.iter().map(|(p, o)| {
+            Action::Txn(Transaction::new_with_last_update(
+                self.app_id(*p),
+                *o,
+                Some(now_ms),
+            ))
+        }));
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: format!("meterline:{}", self.topic),
+            epoch_id: now_ms,
+        };
+        let snapshot = self.table.snapshot().map_err(transient(name))?;
+        let committed = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
+        let finalized = match committed {
+            Ok(f) => f,
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(conflict),
+            }) => {
+                debug!(table = name, %conflict, "commit conflict on owned partitions");
+                return Err(SinkError::Fenced {
+                    table: name,
+                    partitions: advancing.keys().copied().collect(),
+                });
+            }
+            Err(e) => return Err(classify(name, e)),
+        };
+        let version = finalized.version();
+        self.table.state = Some(finalized.snapshot());
+        for (p, o) in advancing {
+            self.expected.insert(p, Some(o));
+        }
+        Ok(AppendOutcome {
+            rows,
+            version: Some(version),
+        })
+    }
+}

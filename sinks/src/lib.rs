@@ -1,0 +1,63 @@
+//! # meterline-sinks
+//!
+//! Where meterline's data lands: Delta Lake tables on object storage (a local
+//! directory or S3), written exactly once per Kafka offset.
+//!
+//! ```text
+//!  readings batches ──▶ delta::OffsetTable("readings")      ─┐  each commit carries, per Kafka
+//!  dead letters     ──▶ delta::OffsetTable("dead_letters")  ─┘  partition, a Delta `txn` action
+//!                                                               (app id = topic+partition,
+//!                                                               version = last offset written)
+//! ```
+//!
+//! Guarantees:
+//! - a commit makes its rows and its offsets visible together, or neither;
+//! - before committing, each partition's stored offset is compared with what this
+//!   writer expects; a mismatch (another process wrote the partition after a
+//!   rebalance) aborts the commit with [`SinkError::Fenced`] instead of duplicating;
+//! - concurrent commits touching the same partition are rejected by Delta's conflict
+//!   checker (same `txn` app id), so the check above cannot race.
+
+pub mod dead_letter;
+pub mod delta;
+pub mod lake;
+
+pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
+pub use delta::{AppendOutcome, OffsetTable, TableSpec};
+pub use lake::{Lake, LakeConfig};
+
+/// Errors of the sinks, classed so the caller can decide what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Storage is unreachable or failed; retry the same append with backoff.
+    #[error("transient storage error on table `{table}`: {source}")]
+    Transient {
+        table: &'static str,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// Another writer committed offsets for these partitions: this process no longer
+    /// owns them. Drop buffered data for them and re-read the stored offsets.
+    #[error("table `{table}`: partitions {partitions:?} were written by another process")]
+    Fenced {
+        table: &'static str,
+        partitions: Vec<i32>,
+    },
+    /// The lake location or options are unusable; fix the configuration.
+    #[error("lake configuration: {0}")]
+    Config(String),
+    /// A bug or an incompatible table (for example a schema that is not ours).
+    #[error("table `{table}`: {source}")]
+    Internal {
+        table: &'static str,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+}
+
+impl SinkError {
+    /// True when retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient { .. })
+    }
+}
