@@ -105,6 +105,29 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka statistics (every `statistics.interval.ms`): per-partition lag of
+    /// the committed position (which follows the lake commits) behind the high
+    /// watermark.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, p) in &topic.partitions {
+            if *partition < 0 || !p.desired || p.hi_offset < 0 {
+                continue;
+            }
+            let position = if p.committed_offset >= 0 {
+                p.committed_offset
+            } else {
+                p.lo_offset.max(0)
+            };
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[&partition.to_string()])
+                .set((p.hi_offset - position).max(0));
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
         warn!(%error, reason, "kafka client error");
@@ -245,7 +268,8 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // Eager assignors: a revocation completes before the partitions move.
-            .set("partition.assignment.strategy", "range,roundrobin");
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &kafka.properties {
             cc.set(k, v.to_string());
         }
@@ -338,7 +362,6 @@ fn poll_loop(
     let ctx = consumer.context();
     let mut paused = false;
     let mut chunk_started = Instant::now();
-    let mut last_lag = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         while let Ok(offsets) = commits.try_recv() {
             commit(consumer, topic, &offsets, CommitMode::Async);
@@ -392,28 +415,7 @@ fn poll_loop(
             }
             None => {}
         }
-        if last_lag.elapsed() >= Duration::from_secs(5) {
-            last_lag = Instant::now();
-            report_lag(consumer, topic, metrics);
-        }
     }
     ctx.hand_over_pending();
     let _ = tx.blocking_send(Event::Stopped);
-}
-
-fn report_lag(consumer: &BaseConsumer<Ctx>, topic: &str, metrics: &Metrics) {
-    let Ok(positions) = consumer.position() else {
-        return;
-    };
-    for e in positions.elements_for_topic(topic) {
-        let Offset::Offset(pos) = e.offset() else {
-            continue;
-        };
-        if let Ok((_, high)) = consumer.get_watermarks(topic, e.partition()) {
-            metrics
-                .consumer_lag
-                .with_label_values(&[&e.partition().to_string()])
-                .set((high - pos).max(0));
-        }
-    }
 }

@@ -213,6 +213,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
     }
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
+    drop(producer);
     println!(
         "produced {produced} records to {topic} ({} partitions)",
         opts.partitions

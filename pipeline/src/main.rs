@@ -133,7 +133,9 @@ enum Command {
 fn init_logs(format: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn")
+            tracing_subscriber::EnvFilter::new(
+                "warn,meterline=info,meterline_sinks=info,buoyant_kernel=off",
+            )
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -147,7 +149,8 @@ fn init_logs(format: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Sql { .. });
+    init_logs(&cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,10 +211,23 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, skipping causes whose text the message already shows.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn run(path: PathBuf) -> ExitCode {

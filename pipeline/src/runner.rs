@@ -34,13 +34,13 @@ use crate::metrics::{drop_reason, Metrics};
 /// Why the pipeline stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("another process wrote partitions {0:?} of this topic; restart to resume from the offsets in the lake")]
     Fenced(Vec<i32>),
     #[error("shutdown grace period ended before the last flush was committed; {0} records were not stored and will be consumed again on restart")]
     GraceExceeded(usize),
-    #[error("operator failed: {0}")]
+    #[error(transparent)]
     Operator(#[from] meterline_operators::OperatorError),
     #[error("configuration: {0}")]
     Config(String),

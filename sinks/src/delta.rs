@@ -45,7 +45,7 @@ pub struct AppendOutcome {
     /// Rows committed.
     pub rows: usize,
     /// The table version created, if anything was committed.
-    pub version: Option<i64>,
+    pub version: Option<u64>,
 }
 
 /// A Delta table written exactly once per Kafka offset.
@@ -79,13 +79,20 @@ fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
         | DeltaTableError::Io { .. }
         | DeltaTableError::Transaction {
             source: TransactionError::ObjectStore { .. } | TransactionError::MaxCommitAttempts(_),
-        } => SinkError::Transient { table, source },
+        } => SinkError::Transient {
+            table,
+            error: source,
+        },
         // Kernel and log-read errors wrap storage failures too (a table file that
         // cannot be fetched); retrying is the safe choice.
-        DeltaTableError::KernelError(_) | DeltaTableError::Kernel { .. } => {
-            SinkError::Transient { table, source }
-        }
-        _ => SinkError::Internal { table, source },
+        DeltaTableError::KernelError(_) | DeltaTableError::Kernel { .. } => SinkError::Transient {
+            table,
+            error: source,
+        },
+        _ => SinkError::Internal {
+            table,
+            error: source,
+        },
     }
 }
 
@@ -104,6 +111,13 @@ impl OffsetTable {
     ) -> Result<Self, SinkError> {
         let name = spec.name;
         let url = lake.table_url(name);
+        if url.scheme() == "file" {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| {
+                    SinkError::Config(format!("cannot create {}: {e}", path.display()))
+                })?;
+            }
+        }
         let mut table = DeltaTable::try_from_url_with_storage_options(
             url.clone(),
             lake.storage_options().clone(),
@@ -117,7 +131,7 @@ impl OffsetTable {
                     .try_into_kernel()
                     .map_err(|e| SinkError::Internal {
                         table: name,
-                        source: DeltaTableError::Generic(e.to_string()),
+                        error: DeltaTableError::Generic(e.to_string()),
                     })?;
             let mut create = table
                 .create()
@@ -130,7 +144,7 @@ impl OffsetTable {
                     k.parse()
                         .map_err(|e: DeltaTableError| SinkError::Internal {
                             table: name,
-                            source: e,
+                            error: e,
                         })?,
                     Some(*v),
                 );
@@ -159,13 +173,13 @@ impl OffsetTable {
                 .try_into_kernel()
                 .map_err(|e| SinkError::Internal {
                     table: name,
-                    source: DeltaTableError::Generic(e.to_string()),
+                    error: DeltaTableError::Generic(e.to_string()),
                 })?;
         let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
         if names(&existing) != names(&wanted) {
             return Err(SinkError::Internal {
                 table: name,
-                source: DeltaTableError::Generic(format!(
+                error: DeltaTableError::Generic(format!(
                     "existing table has columns {:?}, meterline writes {:?}",
                     names(&existing),
                     names(&wanted)
@@ -251,7 +265,7 @@ impl OffsetTable {
         let name = self.spec.name;
         let bad = |what: &str| SinkError::Internal {
             table: name,
-            source: DeltaTableError::Generic(format!("batch has no {what} column")),
+            error: DeltaTableError::Generic(format!("batch has no {what} column")),
         };
         let partitions = batch
             .column_by_name(self.spec.partition_column)
@@ -269,7 +283,7 @@ impl OffsetTable {
             .collect();
         let kept = filter_record_batch(batch, &keep).map_err(|e| SinkError::Internal {
             table: name,
-            source: e.into(),
+            error: e.into(),
         })?;
         let dropped = batch.num_rows() - kept.num_rows();
         Ok((kept, dropped))

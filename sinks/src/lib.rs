@@ -30,11 +30,10 @@ pub use lake::{Lake, LakeConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Storage is unreachable or failed; retry the same append with backoff.
-    #[error("transient storage error on table `{table}`: {source}")]
+    #[error("transient storage error on table `{table}`: {error}")]
     Transient {
         table: &'static str,
-        #[source]
-        source: deltalake::DeltaTableError,
+        error: deltalake::DeltaTableError,
     },
     /// Another writer committed offsets for these partitions: this process no longer
     /// owns them. Drop buffered data for them and re-read the stored offsets.
@@ -47,11 +46,10 @@ pub enum SinkError {
     #[error("lake configuration: {0}")]
     Config(String),
     /// A bug or an incompatible table (for example a schema that is not ours).
-    #[error("table `{table}`: {source}")]
+    #[error("table `{table}`: {error}")]
     Internal {
         table: &'static str,
-        #[source]
-        source: deltalake::DeltaTableError,
+        error: deltalake::DeltaTableError,
     },
 }
 
