@@ -130,15 +130,19 @@ enum Command {
     Keygen,
 }
 
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "warn,meterline=info,meterline_sinks=info,buoyant_kernel=off",
-            )
-        });
+fn init_logs(format: &str, quiet: bool) {
+    use std::io::IsTerminal;
+    // The demo and sql print results; progress logs would only clutter them.
+    let default = if quiet {
+        "warn,buoyant_kernel=off"
+    } else {
+        "warn,meterline=info,meterline_sinks=info,buoyant_kernel=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

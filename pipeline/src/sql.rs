@@ -23,11 +23,16 @@ pub enum Format {
 /// # Errors
 /// Unusable lake URI, storage errors, or a lake without any meterline table.
 pub async fn session(lake: &LakeConfig) -> anyhow::Result<SessionContext> {
-    let lake = Lake::new(lake)?;
+    let lake = Lake::existing(lake)?;
     let ctx = SessionContext::new();
     let mut found = 0;
     for name in TABLES {
         let url = lake.table_url(name);
+        if let Ok(path) = url.to_file_path() {
+            if !path.is_dir() {
+                continue;
+            }
+        }
         let table =
             DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
                 .await?;

@@ -54,6 +54,30 @@ impl Lake {
         })
     }
 
+    /// Resolve a lake that must already exist (for readers: nothing is created).
+    ///
+    /// # Errors
+    /// [`SinkError::Config`] for an unusable URI or a local directory that does not
+    /// exist.
+    pub fn existing(config: &LakeConfig) -> Result<Self, SinkError> {
+        let root = parse_root(&config.uri)?;
+        if root.scheme() == "file" {
+            let path = root.to_file_path().map_err(|()| {
+                SinkError::Config(format!("lake `{}` is not a local path", config.uri))
+            })?;
+            if !path.is_dir() {
+                return Err(SinkError::Config(format!(
+                    "lake {} does not exist (run `meterline demo` or `meterline run` first)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Self {
+            root,
+            storage_options: config.storage_options.clone(),
+        })
+    }
+
     /// The root URI.
     pub fn root(&self) -> &Url {
         &self.root

@@ -19,7 +19,8 @@ pub const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3
 
 /// An in-process Kafka-protocol cluster with one topic, and a fresh lake directory.
 pub struct Harness {
-    pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    /// Kept alive for the test: dropping it stops the broker.
+    pub _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     pub brokers: String,
     pub topic: String,
     pub lake: tempfile::TempDir,
@@ -32,7 +33,7 @@ impl Harness {
         cluster.create_topic(&topic, partitions, 1).expect("topic");
         let brokers = cluster.bootstrap_servers();
         Self {
-            cluster,
+            _cluster: cluster,
             brokers,
             topic,
             lake: tempfile::tempdir().expect("tempdir"),
