@@ -62,10 +62,10 @@ enum Command {
         #[arg(long, default_value = "meterline-demo/lake")]
         lake: PathBuf,
         /// Meters to simulate (half public, half private; every 4th is PT15M).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = meters_range())]
         meters: usize,
         /// Days to simulate.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = days_range())]
         days: u32,
         /// First local day (YYYY-MM-DD).
         #[arg(long, default_value = "2026-10-24")]
@@ -108,9 +108,11 @@ enum Command {
         /// Topic to produce to.
         #[arg(long, default_value = "meter.readings")]
         topic: String,
-        #[arg(long, default_value_t = 100)]
+        /// Meters to simulate (half public, half private; every 4th is PT15M).
+        #[arg(long, default_value_t = 100, value_parser = meters_range())]
         meters: usize,
-        #[arg(long, default_value_t = 1)]
+        /// Days to simulate.
+        #[arg(long, default_value_t = 1, value_parser = days_range())]
         days: u32,
         /// First local day (YYYY-MM-DD).
         #[arg(long, default_value = "2026-10-24")]
@@ -128,6 +130,14 @@ enum Command {
     ///   (umask 077; meterline keygen > /etc/meterline/pseudonym.key)
     #[command(verbatim_doc_comment)]
     Keygen,
+}
+
+fn meters_range() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=1_000_000)
+}
+
+fn days_range() -> clap::builder::RangedU64ValueParser<u32> {
+    clap::builder::RangedU64ValueParser::new().range(1..=3660)
 }
 
 fn init_logs(format: &str, quiet: bool) {
