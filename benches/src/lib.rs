@@ -32,7 +32,7 @@ pub fn messages(n: usize, meters: usize) -> Vec<Vec<u8>> {
         .map(|i| {
             let meter = i % meters;
             let hour = i / meters;
-            let public = meter % 2 == 0;
+            let public = meter.is_multiple_of(2);
             let tenant = if public { "oslo" } else { "acme" };
             let extra = if public {
                 format!(

@@ -476,6 +476,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn environment_overrides_file_values() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("METERLINE_KAFKA__BROKERS", "broker-a:9093");

@@ -55,7 +55,7 @@ pub fn gsrn(serial: u32) -> String {
         .bytes()
         .rev()
         .enumerate()
-        .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 })
+        .map(|(i, b)| u32::from(b - b'0') * if i.is_multiple_of(2) { 3 } else { 1 })
         .sum();
     format!("{body}{}", (10 - sum % 10) % 10)
 }
@@ -81,7 +81,7 @@ pub fn local_midnight(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
 impl GeneratorSpec {
     /// Meter i: (tenant, device id, meter id, resolution minutes).
     pub fn meter(&self, i: usize) -> (&'static str, String, String, i64) {
-        let tenant = if i % 2 == 0 {
+        let tenant = if i.is_multiple_of(2) {
             PUBLIC_TENANT
         } else {
             PRIVATE_TENANT

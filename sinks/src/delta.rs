@@ -81,17 +81,17 @@ fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
             source: TransactionError::ObjectStore { .. } | TransactionError::MaxCommitAttempts(_),
         } => SinkError::Transient {
             table,
-            error: source,
+            error: Box::new(source),
         },
         // Kernel and log-read errors wrap storage failures too (a table file that
         // cannot be fetched); retrying is the safe choice.
         DeltaTableError::KernelError(_) | DeltaTableError::Kernel { .. } => SinkError::Transient {
             table,
-            error: source,
+            error: Box::new(source),
         },
         _ => SinkError::Internal {
             table,
-            error: source,
+            error: Box::new(source),
         },
     }
 }
@@ -131,7 +131,7 @@ impl OffsetTable {
                     .try_into_kernel()
                     .map_err(|e| SinkError::Internal {
                         table: name,
-                        error: DeltaTableError::Generic(e.to_string()),
+                        error: Box::new(DeltaTableError::Generic(e.to_string())),
                     })?;
             let mut create = table
                 .create()
@@ -144,7 +144,7 @@ impl OffsetTable {
                     k.parse()
                         .map_err(|e: DeltaTableError| SinkError::Internal {
                             table: name,
-                            error: e,
+                            error: Box::new(e),
                         })?,
                     Some(*v),
                 );
@@ -173,17 +173,17 @@ impl OffsetTable {
                 .try_into_kernel()
                 .map_err(|e| SinkError::Internal {
                     table: name,
-                    error: DeltaTableError::Generic(e.to_string()),
+                    error: Box::new(DeltaTableError::Generic(e.to_string())),
                 })?;
         let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
         if names(&existing) != names(&wanted) {
             return Err(SinkError::Internal {
                 table: name,
-                error: DeltaTableError::Generic(format!(
+                error: Box::new(DeltaTableError::Generic(format!(
                     "existing table has columns {:?}, meterline writes {:?}",
                     names(&existing),
                     names(&wanted)
-                )),
+                ))),
             });
         }
         let writer_properties = WriterProperties::builder()
@@ -265,7 +265,9 @@ impl OffsetTable {
         let name = self.spec.name;
         let bad = |what: &str| SinkError::Internal {
             table: name,
-            error: DeltaTableError::Generic(format!("batch has no {what} column")),
+            error: Box::new(DeltaTableError::Generic(format!(
+                "batch has no {what} column"
+            ))),
         };
         let partitions = batch
             .column_by_name(self.spec.partition_column)
@@ -283,7 +285,7 @@ impl OffsetTable {
             .collect();
         let kept = filter_record_batch(batch, &keep).map_err(|e| SinkError::Internal {
             table: name,
-            error: e.into(),
+            error: Box::new(e.into()),
         })?;
         let dropped = batch.num_rows() - kept.num_rows();
         Ok((kept, dropped))

@@ -33,7 +33,7 @@ pub enum SinkError {
     #[error("transient storage error on table `{table}`: {error}")]
     Transient {
         table: &'static str,
-        error: deltalake::DeltaTableError,
+        error: Box<deltalake::DeltaTableError>,
     },
     /// Another writer committed offsets for these partitions: this process no longer
     /// owns them. Drop buffered data for them and re-read the stored offsets.
@@ -49,7 +49,7 @@ pub enum SinkError {
     #[error("table `{table}`: {error}")]
     Internal {
         table: &'static str,
-        error: deltalake::DeltaTableError,
+        error: Box<deltalake::DeltaTableError>,
     },
 }
 

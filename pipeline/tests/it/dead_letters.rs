@@ -10,6 +10,9 @@ use meterline::generator::GeneratorSpec;
 
 use crate::common::{query, run_until_accounted, Harness};
 
+/// Key, payload (None: no value), and the reason it should be dead-lettered for.
+type Planted = (String, Option<Vec<u8>>, Option<&'static str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_record_is_a_dead_letter_with_its_reason() {
     let h = Harness::new(3);
@@ -22,7 +25,7 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
         seed: 3,
     };
     let generated = spec.generate();
-    let mut messages: Vec<(String, Option<Vec<u8>>, Option<&str>)> = generated
+    let mut messages: Vec<Planted> = generated
         .iter()
         .map(|m| (m.key.clone(), Some(m.payload.clone()), m.bad_reason))
         .collect();
