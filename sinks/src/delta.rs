@@ -124,19 +124,19 @@ impl OffsetTable {
         )
         .await
         .map_err(transient(name))?;
+        let wanted: StructType =
+            spec.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| SinkError::Internal {
+                    table: name,
+                    error: Box::new(DeltaTableError::Generic(e.to_string())),
+                })?;
         if table.version().is_none() {
-            let columns: StructType =
-                spec.schema
-                    .as_ref()
-                    .try_into_kernel()
-                    .map_err(|e| SinkError::Internal {
-                        table: name,
-                        error: Box::new(DeltaTableError::Generic(e.to_string())),
-                    })?;
             let mut create = table
                 .create()
                 .with_table_name(name)
-                .with_columns(columns.fields().cloned())
+                .with_columns(wanted.fields().cloned())
                 .with_partition_columns(spec.partition_columns.iter().copied())
                 .with_save_mode(deltalake::protocol::SaveMode::Ignore);
             for (k, v) in spec.properties {
@@ -167,14 +167,6 @@ impl OffsetTable {
             .schema()
             .as_ref()
             .clone();
-        let wanted: StructType =
-            spec.schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| SinkError::Internal {
-                    table: name,
-                    error: Box::new(DeltaTableError::Generic(e.to_string())),
-                })?;
         let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
         if names(&existing) != names(&wanted) {
             return Err(SinkError::Internal {

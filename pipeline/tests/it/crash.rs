@@ -12,6 +12,19 @@ use meterline_operators::decimal::{format_thousandths, parse_thousandths};
 
 use crate::common::{wait_for, Harness, KEY_HEX};
 
+/// True once `readings` has at least `n` rows (false while it cannot be read yet).
+async fn rows_at_least(lake: meterline_sinks::LakeConfig, n: u64) -> bool {
+    use arrow::array::AsArray;
+    meterline::sql::query(&lake, "SELECT count(*) FROM readings")
+        .await
+        .is_ok_and(|b| {
+            b[0].column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0) as u64
+                >= n
+        })
+}
+
 fn spawn(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_meterline"))
         .args(["run", "--config"])
@@ -79,18 +92,7 @@ async fn sigkill_then_restart_stores_every_reading_exactly_once() {
     let mut first = spawn(&config);
     // Kill once some, but not all, readings are committed: an arbitrary point.
     wait_for("a first commit", Duration::from_secs(60), || {
-        let lake = lake.clone();
-        async move {
-            meterline::sql::query(&lake, "SELECT count(*) FROM readings")
-                .await
-                .is_ok_and(|b| {
-                    use arrow::array::AsArray;
-                    b[0].column(0)
-                        .as_primitive::<arrow::datatypes::Int64Type>()
-                        .value(0)
-                        > 0
-                })
-        }
+        rows_at_least(lake.clone(), 1)
     })
     .await;
     first.kill().expect("SIGKILL");
@@ -102,18 +104,7 @@ async fn sigkill_then_restart_stores_every_reading_exactly_once() {
 
     let mut second = spawn(&config);
     wait_for("every reading stored", Duration::from_secs(120), || {
-        let lake = lake.clone();
-        async move {
-            meterline::sql::query(&lake, "SELECT count(*) FROM readings")
-                .await
-                .is_ok_and(|b| {
-                    use arrow::array::AsArray;
-                    b[0].column(0)
-                        .as_primitive::<arrow::datatypes::Int64Type>()
-                        .value(0) as u64
-                        >= n
-                })
-        }
+        rows_at_least(lake.clone(), n)
     })
     .await;
     let status = terminate(&mut second);
