@@ -44,6 +44,9 @@ pub enum RunError {
     Operator(#[from] meterline_operators::OperatorError),
     #[error("configuration: {0}")]
     Config(String),
+    /// A bug: a batch without the shape the pipeline builds.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Shared shutdown signal: set once, observed by the run loop and retry loops.
@@ -100,14 +103,14 @@ impl Buffer {
             let parts = batch
                 .column_by_name("source_partition")
                 .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
-                .ok_or_else(|| RunError::Config("batch without source_partition".into()))?;
+                .ok_or_else(|| RunError::Internal("batch without source_partition".into()))?;
             let mask: arrow::array::BooleanArray = parts
                 .values()
                 .iter()
                 .map(|p| Some(!partitions.contains(p)))
                 .collect();
             let filtered = arrow::compute::filter_record_batch(&batch, &mask)
-                .map_err(|e| RunError::Config(e.to_string()))?;
+                .map_err(|e| RunError::Internal(e.to_string()))?;
             removed += batch.num_rows() - filtered.num_rows();
             self.rows -= batch.num_rows() - filtered.num_rows();
             kept.push(filtered);
