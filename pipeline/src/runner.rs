@@ -387,8 +387,7 @@ impl Runner {
         // Dead letters first (only when there are any), then readings with the
         // offsets: the readings table's offsets decide where consumption resumes.
         if dl.num_rows() > 0 {
-            let dl_offsets: BTreeMap<i32, i64> = buffer.offsets.clone();
-            self.append_with_retry(true, std::slice::from_ref(&dl), &dl_offsets)
+            self.append_with_retry(true, std::slice::from_ref(&dl), &buffer.offsets)
                 .await?;
         }
         let outcome_rows = self

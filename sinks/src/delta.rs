@@ -327,7 +327,7 @@ impl OffsetTable {
         let mut fenced = Vec::new();
         for &p in advancing.keys() {
             let stored = self.stored_offset(p).await?;
-            if stored != self.expected.get(&p).copied().flatten() {
+            if stored != self.expected(p) {
                 fenced.push(p);
             }
         }

@@ -33,9 +33,7 @@ impl Lake {
         let root = parse_root(&config.uri)?;
         match root.scheme() {
             "file" => {
-                let path = root.to_file_path().map_err(|()| {
-                    SinkError::Config(format!("lake.uri `{}` is not a local path", config.uri))
-                })?;
+                let path = local_path(&root, &config.uri)?;
                 std::fs::create_dir_all(&path).map_err(|e| {
                     SinkError::Config(format!("lake.uri: cannot create {}: {e}", path.display()))
                 })?;
@@ -62,9 +60,7 @@ impl Lake {
     pub fn existing(config: &LakeConfig) -> Result<Self, SinkError> {
         let root = parse_root(&config.uri)?;
         if root.scheme() == "file" {
-            let path = root.to_file_path().map_err(|()| {
-                SinkError::Config(format!("lake `{}` is not a local path", config.uri))
-            })?;
+            let path = local_path(&root, &config.uri)?;
             if !path.is_dir() {
                 return Err(SinkError::Config(format!(
                     "lake {} does not exist (run `meterline demo` or `meterline run` first)",
@@ -94,6 +90,12 @@ impl Lake {
     pub fn storage_options(&self) -> &HashMap<String, String> {
         &self.storage_options
     }
+}
+
+/// The directory of a `file://` root.
+fn local_path(root: &Url, uri: &str) -> Result<std::path::PathBuf, SinkError> {
+    root.to_file_path()
+        .map_err(|()| SinkError::Config(format!("lake.uri `{uri}` is not a local path")))
 }
 
 /// Accepts URIs and plain local paths (relative paths resolve against the current
