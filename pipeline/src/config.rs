@@ -21,6 +21,9 @@ use meterline_operators::{DecodeConfig, Deployment, MasterKey, Tenant, TenantReg
 use meterline_sinks::LakeConfig;
 use serde::{Deserialize, Serialize};
 
+/// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
+const SECTIONS: [&str; 6] = ["kafka", "lake", "pipeline", "metrics", "privacy", "tenants"];
+
 /// Environment variable holding the pseudonym master key (64 hex characters).
 pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
 
@@ -99,8 +102,11 @@ pub struct PipelineConfig {
     /// Commit at least this often while records are buffered (and move offsets even
     /// when every record was a dead letter).
     pub flush_interval_secs: u64,
-    /// Commit when this many rows are buffered.
+    /// Commit when this many rows (readings + dead letters) are buffered.
     pub max_batch_rows: usize,
+    /// Commit when the buffered records' payloads reach this many bytes. With the
+    /// channel and the Kafka prefetch this bounds memory (see the README).
+    pub max_batch_bytes: usize,
     /// Records per chunk handed from the Kafka thread to the operators.
     pub chunk_max_records: usize,
     /// Chunks that may wait between the Kafka thread and the operators; when full,
@@ -121,6 +127,7 @@ impl Default for PipelineConfig {
         Self {
             flush_interval_secs: 10,
             max_batch_rows: 200_000,
+            max_batch_bytes: 64 * 1024 * 1024,
             chunk_max_records: 5_000,
             channel_capacity: 4,
             max_message_bytes: 64 * 1024,
@@ -222,7 +229,35 @@ impl Settings {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_secs(self.pipeline.flush_interval_secs)
     }
+
+    /// The memory bound these settings imply, in bytes: what resident memory stays
+    /// under however large the backlog and however slow the lake. Sum of
+    /// - [`BASE_MEMORY`] (runtime, DataFusion/Delta state, table snapshot),
+    /// - librdkafka's prefetch (`queued.max.messages.kbytes`),
+    /// - the chunks in flight (`channel_capacity` + 2, each at most 8 MiB or
+    ///   `chunk_max_records * max_message_bytes`),
+    /// - three times `max_batch_bytes` (payloads, their Arrow columns, and the
+    ///   Parquet encoder's buffers while a flush is written).
+    pub fn memory_bound_bytes(&self) -> u64 {
+        let p = &self.pipeline;
+        let prefetch_kb: u64 = self
+            .kafka
+            .properties
+            .get("queued.max.messages.kbytes")
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or_else(|| crate::consumer::PREFETCH_KBYTES.parse().unwrap_or(16384));
+        let chunk = (p.chunk_max_records.saturating_mul(p.max_message_bytes))
+            .min(crate::consumer::MAX_CHUNK_BYTES) as u64;
+        BASE_MEMORY
+            + prefetch_kb * 1024
+            + (p.channel_capacity as u64 + 2) * chunk
+            + 3 * p.max_batch_bytes as u64
+    }
 }
+
+/// Resident memory of an idle `meterline run` with tables open, measured by the
+/// `backlog_memory` bench and rounded up (see the README's memory section).
+pub const BASE_MEMORY: u64 = 192 * 1024 * 1024;
 
 impl Config {
     /// Load a file, then apply `METERLINE_*` environment overrides.
@@ -238,7 +273,15 @@ impl Config {
     }
 
     fn from_sources(text: &str, env: Env) -> Result<Config, ConfigError> {
-        let env = env.split("__").ignore(&["pseudonym_key", "log"]);
+        // Only `METERLINE_<SECTION>__...` variables are configuration; others with the
+        // prefix (METERLINE_LOG, METERLINE_PSEUDONYM_KEY, tools' variables) are not.
+        let env = env
+            .filter(|key| {
+                key.as_str().split_once("__").is_some_and(|(section, _)| {
+                    SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+                })
+            })
+            .split("__");
         Figment::new()
             .merge(Toml::string(text))
             .merge(env)
@@ -291,6 +334,7 @@ impl Config {
                 p.flush_interval_secs as usize,
             ),
             ("pipeline.max_batch_rows", p.max_batch_rows),
+            ("pipeline.max_batch_bytes", p.max_batch_bytes),
             ("pipeline.chunk_max_records", p.chunk_max_records),
             ("pipeline.channel_capacity", p.channel_capacity),
             ("pipeline.max_message_bytes", p.max_message_bytes),
@@ -482,6 +526,9 @@ mod tests {
             jail.set_env("METERLINE_KAFKA__BROKERS", "broker-a:9093");
             jail.set_env("METERLINE_PIPELINE__MAX_BATCH_ROWS", "123");
             jail.set_env("METERLINE_PSEUDONYM_KEY", "ab".repeat(32));
+            // Not configuration: variables of other tools that share the prefix.
+            jail.set_env("METERLINE_LOG", "debug");
+            jail.set_env("METERLINE_MOTO_SERVER", "/usr/bin/moto_server");
             let c = Config::from_sources(MINIMAL, Env::prefixed("METERLINE_")).unwrap();
             assert_eq!(c.kafka.brokers, "broker-a:9093");
             assert_eq!(c.pipeline.max_batch_rows, 123);

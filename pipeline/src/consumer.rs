@@ -7,8 +7,13 @@
 //! - On revocation the thread first hands over what it holds, then waits until the
 //!   pipeline has committed or dropped the partitions' buffered records; only then
 //!   does the group move them to another process.
-//! - When the channel is full the thread pauses its partitions and keeps polling
-//!   (so it stays in the group); it resumes when the operators catch up.
+//! - When the channel is full the thread waits for room without polling: librdkafka
+//!   stops fetching when its prefetch queue (`queued.max.messages.kbytes`) is full
+//!   and keeps the group membership alive from its own threads (up to
+//!   `max.poll.interval.ms`, after which the group rebalances and the partitions
+//!   resume from the lake's offsets).
+//! - A record delivered again at an offset already handed over is skipped
+//!   (`meterline_kafka_redelivered_total`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -31,6 +36,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+
+/// A chunk is handed over at this many payload bytes at the latest.
+pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Default `queued.max.messages.kbytes`: how much librdkafka prefetches.
+pub const PREFETCH_KBYTES: &str = "16384";
 
 /// Records handed over together; payloads share one buffer.
 #[derive(Debug, Default)]
@@ -102,6 +113,9 @@ struct Ctx {
     stop: Arc<AtomicBool>,
     metrics: Metrics,
     pending: Mutex<Chunk>,
+    /// Per assigned partition: the next offset to hand over (None: not known yet,
+    /// the partition starts at the beginning).
+    next: Mutex<HashMap<i32, Option<i64>>>,
 }
 
 impl ClientContext for Ctx {
@@ -135,6 +149,18 @@ impl ClientContext for Ctx {
 }
 
 impl Ctx {
+    /// Record that `offset` of `partition` is handed over; false if it was already
+    /// (the broker delivered it again), so it is skipped.
+    fn advance(&self, partition: i32, offset: i64) -> bool {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = next.entry(partition).or_insert(None);
+        if slot.is_some_and(|n| offset < n) {
+            return false;
+        }
+        *slot = Some(offset + 1);
+        true
+    }
+
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
         tpl.elements_for_topic(&self.topic)
             .iter()
@@ -184,15 +210,20 @@ impl ConsumerContext for Ctx {
                         return;
                     }
                 };
+                let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+                next.clear();
                 for p in &partitions {
-                    let offset = match stored.get(p).copied().flatten() {
-                        Some(o) => Offset::Offset(o + 1),
+                    let start = stored.get(p).copied().flatten().map(|o| o + 1);
+                    next.insert(*p, start);
+                    let offset = match start {
+                        Some(o) => Offset::Offset(o),
                         None => Offset::Beginning,
                     };
                     if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
                         warn!(partition = p, error = %e, "cannot set start offset");
                     }
                 }
+                drop(next);
                 info!(
                     ?partitions,
                     "partitions assigned; resuming from offsets stored in the lake"
@@ -260,6 +291,7 @@ impl KafkaSource {
             stop: stop.clone(),
             metrics: metrics.clone(),
             pending: Mutex::new(Chunk::default()),
+            next: Mutex::new(HashMap::new()),
         };
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &kafka.brokers)
@@ -269,7 +301,10 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             // Eager assignors: a revocation completes before the partitions move.
             .set("partition.assignment.strategy", "range,roundrobin")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Bound librdkafka's prefetch (its default is 64 MiB per consumer);
+            // overridable in [kafka.properties].
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
         for (k, v) in &kafka.properties {
             cc.set(k, v.to_string());
         }
@@ -358,56 +393,54 @@ fn poll_loop(
     stop: &AtomicBool,
 ) {
     const MAX_CHUNK_AGE: Duration = Duration::from_millis(50);
-    const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
     let ctx = consumer.context();
-    let mut paused = false;
     let mut chunk_started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         while let Ok(offsets) = commits.try_recv() {
             commit(consumer, topic, &offsets, CommitMode::Async);
         }
         // Hand the pending chunk over when it is full or old enough.
-        {
+        let chunk = {
             let mut pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
             let due = pending.len() >= chunk_max_records
                 || pending.bytes() >= MAX_CHUNK_BYTES
                 || (!pending.is_empty() && chunk_started.elapsed() >= MAX_CHUNK_AGE);
-            if due {
-                let chunk = std::mem::take(&mut *pending);
-                match tx.try_send(Event::Records(chunk)) {
-                    Ok(()) => {
-                        chunk_started = Instant::now();
-                        if paused {
-                            if let Ok(assignment) = consumer.assignment() {
-                                let _ = consumer.resume(&assignment);
-                            }
-                            paused = false;
-                            metrics.consumer_paused.set(0);
-                        }
+            due.then(|| std::mem::take(&mut *pending))
+        };
+        if let Some(chunk) = chunk {
+            match tx.try_send(Event::Records(chunk)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    // Backpressure: wait without polling. librdkafka stops fetching
+                    // once its prefetch queue is full and keeps heartbeating from its
+                    // own threads; pausing partitions instead made librdkafka
+                    // re-fetch and, against some brokers, deliver a partition's
+                    // records out of order after resume.
+                    debug!("operators are behind; consumption waits");
+                    metrics.consumer_paused.set(1);
+                    let sent = tx.blocking_send(event);
+                    metrics.consumer_paused.set(0);
+                    if sent.is_err() {
+                        return;
                     }
-                    Err(TrySendError::Full(Event::Records(chunk))) => {
-                        *pending = chunk;
-                        if let Ok(assignment) = consumer.assignment() {
-                            let _ = consumer.pause(&assignment);
-                        }
-                        if !paused {
-                            debug!("operators are behind; pausing consumption");
-                        }
-                        paused = true;
-                        metrics.consumer_paused.set(1);
-                    }
-                    Err(_) => return,
                 }
+                Err(TrySendError::Closed(_)) => return,
             }
+            chunk_started = Instant::now();
         }
-        let wait = if paused { 100 } else { 20 };
-        match consumer.poll(Duration::from_millis(wait)) {
+        match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(msg)) => {
+                let (partition, offset) = (msg.partition(), msg.offset());
+                if !ctx.advance(partition, offset) {
+                    // Delivered again at an offset already handed over.
+                    metrics.kafka_redelivered.inc();
+                    continue;
+                }
                 let mut pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
                 if pending.is_empty() {
                     chunk_started = Instant::now();
                 }
-                pending.push(msg.partition(), msg.offset(), msg.payload());
+                pending.push(partition, offset, msg.payload());
             }
             Some(Err(e)) => {
                 metrics.kafka_errors.inc();

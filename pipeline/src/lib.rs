@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod runner;
 pub mod service;
 pub mod sql;
+pub mod testkit;

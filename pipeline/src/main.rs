@@ -2,18 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use meterline::config::Config;
-use meterline::metrics::Metrics;
-use meterline::runner::{RunError, Shutdown};
 use meterline::sql::Format;
 use meterline_sinks::LakeConfig;
-use tracing::{error, info};
 
 /// meterline: metering telemetry from Kafka into a Delta lake, exactly once, with
 /// privacy by construction.
@@ -180,7 +175,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Run { config } => run(config).await,
+        Command::Run { config } => meterline::service::run_from_file(&config).await,
         Command::Demo {
             lake,
             meters,
@@ -242,77 +237,6 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     out
-}
-
-async fn run(path: PathBuf) -> ExitCode {
-    let settings = match Config::load(&path).and_then(Config::build) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let metrics = Metrics::new();
-    if let Some(addr) = settings.metrics_listen {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => {
-                info!(%addr, "metrics at http://{addr}/metrics");
-                tokio::spawn(meterline::metrics::serve(listener, metrics.clone()));
-            }
-            Err(e) => {
-                eprintln!("error: config field `metrics.listen`: cannot listen on {addr}: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let shutdown = Arc::new(Shutdown::default());
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            shutdown.request();
-        });
-    }
-    match meterline::service::run_pipeline(settings, metrics, shutdown).await {
-        Ok(()) => {
-            info!("stopped cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e @ RunError::Fenced(_)) => {
-            error!(error = %e, "stopping");
-            ExitCode::from(75)
-        }
-        Err(e @ RunError::Config(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            error!(error = %e, "stopping");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn sql(

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub commit_duration: HistogramVec,
     pub storage_errors: IntCounterVec,
     pub kafka_errors: IntCounter,
+    pub kafka_redelivered: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub consumer_paused: IntGauge,
     pub buffered_rows: IntGauge,
@@ -128,6 +129,10 @@ impl Metrics {
             "meterline_kafka_errors_total",
             "Errors reported by the Kafka client (librdkafka retries them).",
         );
+        let kafka_redelivered = counter(
+            "meterline_kafka_redelivered_total",
+            "Records the broker delivered again at an offset already handed to the operators; skipped.",
+        );
         let consumer_lag = must(IntGaugeVec::new(
             Opts::new(
                 "meterline_consumer_lag_records",
@@ -188,6 +193,7 @@ impl Metrics {
             commit_duration,
             storage_errors,
             kafka_errors,
+            kafka_redelivered,
             consumer_lag,
             consumer_paused,
             buffered_rows,

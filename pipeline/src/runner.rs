@@ -87,6 +87,8 @@ struct Buffer {
     offsets: BTreeMap<i32, i64>,
     rows: usize,
     records: usize,
+    /// Payload bytes of the buffered records (the memory the buffer stands for).
+    bytes: usize,
     since: Option<Instant>,
 }
 
@@ -138,6 +140,7 @@ pub struct Runner {
     shutdown: Arc<Shutdown>,
     flush_interval: Duration,
     max_batch_rows: usize,
+    max_batch_bytes: usize,
     grace: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
@@ -180,6 +183,7 @@ impl Runner {
             shutdown,
             flush_interval: settings.flush_interval(),
             max_batch_rows: p.max_batch_rows,
+            max_batch_bytes: p.max_batch_bytes,
             grace: Duration::from_secs(p.shutdown_grace_secs),
             backoff_initial: Duration::from_millis(p.retry_initial_backoff_ms),
             backoff_max: Duration::from_secs(p.retry_max_backoff_secs),
@@ -206,7 +210,9 @@ impl Runner {
                 event = events.recv() => match event {
                     Some(Event::Records(chunk)) => {
                         self.process(&chunk)?;
-                        if self.buffer.rows + self.buffer.dead.len() >= self.max_batch_rows {
+                        if self.buffer.rows + self.buffer.dead.len() >= self.max_batch_rows
+                            || self.buffer.bytes >= self.max_batch_bytes
+                        {
                             self.flush().await?;
                         }
                     }
@@ -266,6 +272,7 @@ impl Runner {
             *e = (*e).max(r.offset);
         }
         self.buffer.records += records.len();
+        self.buffer.bytes += chunk.bytes();
         self.buffer.since.get_or_insert_with(Instant::now);
         self.metrics.buffered_rows.set(self.buffer.records as i64);
         Ok(())

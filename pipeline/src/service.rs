@@ -1,13 +1,15 @@
 //! `meterline run`: wire the Kafka thread, the pipeline task and the metrics
 //! endpoint together, and stop them in order.
 
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{error, info};
 
-use crate::config::Settings;
+use crate::config::{Config, Settings};
 use crate::consumer::KafkaSource;
 use crate::metrics::Metrics;
 use crate::runner::{RunError, Runner, Shutdown};
@@ -31,7 +33,7 @@ pub async fn run_pipeline(
         settings.pipeline.chunk_max_records,
         tx,
         commits_rx,
-        metrics,
+        metrics.clone(),
         grace,
     )
     .map_err(|e| RunError::Config(format!("kafka: {e}")))?;
@@ -39,6 +41,7 @@ pub async fn run_pipeline(
         topic = %settings.kafka.readings_topic,
         group = %settings.kafka.group_id,
         lake = %settings.lake.uri,
+        memory_bound_mib = settings.memory_bound_bytes() / (1024 * 1024),
         "pipeline started"
     );
     let stopper = {
@@ -55,5 +58,90 @@ pub async fn run_pipeline(
     source.stop();
     stopper.abort();
     let _ = tokio::task::spawn_blocking(move || source.join()).await;
+    // The process's ledger: every record it consumed is accounted for (records
+    // still in flight at a crash are consumed again by the next owner).
+    let c = metrics.conservation();
+    info!(
+        consumed = c.consumed,
+        written = c.written,
+        dead_lettered = c.dead_lettered,
+        dropped = c.dropped,
+        balanced = c.consumed == c.written + c.dead_lettered + c.dropped,
+        "ledger: consumed = written + dead_lettered + dropped"
+    );
     result
+}
+
+/// `meterline run --config PATH`: load and validate the configuration, serve
+/// metrics, run the pipeline until SIGTERM/Ctrl-C, and map the outcome to the
+/// documented exit codes (0 clean stop, 1 failure, 2 configuration, 75 fenced).
+pub async fn run_from_file(path: &Path) -> ExitCode {
+    let settings = match Config::load(path).and_then(Config::build) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::new();
+    if let Some(addr) = settings.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                info!(%addr, "metrics at http://{addr}/metrics");
+                tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+            }
+            Err(e) => {
+                eprintln!("error: config field `metrics.listen`: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let shutdown = Arc::new(Shutdown::default());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.request();
+        });
+    }
+    match crate::service::run_pipeline(settings, metrics, shutdown).await {
+        Ok(()) => {
+            info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e @ RunError::Fenced(_)) => {
+            error!(error = %e, "stopping");
+            ExitCode::from(75)
+        }
+        Err(e @ RunError::Config(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            error!(error = %e, "stopping");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -89,11 +89,29 @@ fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
             table,
             error: Box::new(source),
         },
+        // A Parquet or Arrow error whose cause is a failed upload (for example a
+        // multipart upload cut off by an outage) is a storage error too.
+        _ if storage_caused(&source) => SinkError::Transient {
+            table,
+            error: Box::new(source),
+        },
         _ => SinkError::Internal {
             table,
             error: Box::new(source),
         },
     }
+}
+
+/// True if an object store or I/O error is anywhere in the error's cause chain.
+fn storage_caused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<deltalake::ObjectStoreError>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl OffsetTable {
@@ -312,6 +330,7 @@ impl OffsetTable {
         // 1. Upload the data files (not yet visible: nothing references them).
         let mut actions: Vec<Action> = Vec::new();
         if rows > 0 {
+            debug!(table = name, rows, "uploading data files");
             let mut writer = RecordBatchWriter::for_table(&self.table)
                 .map_err(transient(name))?
                 .with_writer_properties(self.writer_properties.clone());
@@ -325,11 +344,19 @@ impl OffsetTable {
         // 2. Fence: the latest stored offsets must be the ones this writer expects.
         self.table.update_state().await.map_err(transient(name))?;
         let mut fenced = Vec::new();
-        for &p in advancing.keys() {
+        let mut landed = !advancing.is_empty();
+        for (&p, &target) in &advancing {
             let stored = self.stored_offset(p).await?;
             if stored != self.expected(p) {
                 fenced.push(p);
             }
+            landed &= stored == Some(target);
+        }
+        if landed {
+            // An earlier attempt of this very commit succeeded although its
+            // response was lost (timeout, connection reset): the offsets it
+            // recorded are exactly this flush's. The rows are stored once.
+            return Ok(self.landed_earlier(&advancing, rows));
         }
         if !fenced.is_empty() {
             return Err(SinkError::Fenced {
@@ -353,6 +380,7 @@ impl OffsetTable {
             epoch_id: now_ms,
         };
         let snapshot = self.table.snapshot().map_err(transient(name))?;
+        debug!(table = name, rows, "data files uploaded; committing");
         let committed = CommitBuilder::from(CommitProperties::default())
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
@@ -362,7 +390,18 @@ impl OffsetTable {
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(conflict),
             }) => {
+                // Either another writer committed these partitions, or our own
+                // commit landed during an attempt whose answer was lost and the
+                // retry conflicted with it. The stored offsets tell which.
                 debug!(table = name, %conflict, "commit conflict on owned partitions");
+                self.table.update_state().await.map_err(transient(name))?;
+                let mut ours = true;
+                for (&p, &target) in &advancing {
+                    ours &= self.stored_offset(p).await? == Some(target);
+                }
+                if ours {
+                    return Ok(self.landed_earlier(&advancing, rows));
+                }
                 return Err(SinkError::Fenced {
                     table: name,
                     partitions: advancing.keys().copied().collect(),
@@ -371,6 +410,7 @@ impl OffsetTable {
             Err(e) => return Err(classify(name, e)),
         };
         let version = finalized.version();
+        debug!(table = name, rows, version, "committed");
         self.table.state = Some(finalized.snapshot());
         for (p, o) in advancing {
             self.expected.insert(p, Some(o));
@@ -379,5 +419,42 @@ impl OffsetTable {
             rows,
             version: Some(version),
         })
+    }
+
+    /// Bookkeeping when a previous attempt of this commit is found in the log.
+    fn landed_earlier(&mut self, advancing: &BTreeMap<i32, i64>, rows: usize) -> AppendOutcome {
+        info!(
+            table = self.spec.name,
+            "an earlier attempt of this commit had landed; not writing it again"
+        );
+        for (&p, &o) in advancing {
+            self.expected.insert(p, Some(o));
+        }
+        AppendOutcome {
+            rows,
+            version: self.table.version(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parquet_error_caused_by_a_failed_upload_is_transient() {
+        let upload = deltalake::ObjectStoreError::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        let error = DeltaTableError::Parquet {
+            source: deltalake::parquet::errors::ParquetError::External(Box::new(upload)),
+        };
+        assert!(classify("readings", error).is_transient());
+
+        let bug = DeltaTableError::Parquet {
+            source: deltalake::parquet::errors::ParquetError::General("bad schema".into()),
+        };
+        assert!(!classify("readings", bug).is_transient());
     }
 }

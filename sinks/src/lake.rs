@@ -16,6 +16,17 @@ pub struct LakeConfig {
     pub storage_options: HashMap<String, String>,
 }
 
+/// Object-store settings meterline applies to S3 lakes unless
+/// `[lake.storage_options]` sets them: a hung request fails after `timeout`, and
+/// the client's internal retries give up after `retry_timeout`, so that an outage
+/// surfaces as a counted, logged storage error retried by meterline with backoff.
+pub const S3_DEFAULTS: &[(&str, &str)] = &[
+    ("connect_timeout", "5s"),
+    ("timeout", "30s"),
+    ("max_retries", "3"),
+    ("retry_timeout", "30s"),
+];
+
 /// A resolved lake root.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -38,17 +49,41 @@ impl Lake {
                     SinkError::Config(format!("lake.uri: cannot create {}: {e}", path.display()))
                 })?;
             }
-            "s3" | "s3a" => deltalake::aws::register_handlers(None),
-            "memory" => {}
+            "s3" | "s3a" | "memory" => {}
             other => {
                 return Err(SinkError::Config(format!(
                     "lake.uri scheme `{other}` is not supported (use file:// or s3://)"
                 )))
             }
         }
+        Self::resolved(root, &config.storage_options)
+    }
+
+    fn resolved(root: Url, options: &HashMap<String, String>) -> Result<Self, SinkError> {
+        let mut storage_options = options.clone();
+        if matches!(root.scheme(), "s3" | "s3a") {
+            deltalake::aws::register_handlers(None);
+            for key in storage_options.keys() {
+                let k = key.to_ascii_lowercase();
+                if k.contains("allow_unsafe_rename") || k.contains("locking_provider") {
+                    return Err(SinkError::Config(format!(
+                        "lake.storage_options.{key}: meterline commits with S3 conditional \
+                         writes (If-None-Match), which every current S3 implementation \
+                         supports; unsafe rename and lock tables are not used. Remove it."
+                    )));
+                }
+            }
+            // Keep the object store's own retries short: meterline's retry loop
+            // (logged, counted in metrics, aware of shutdown) handles outages.
+            for (key, value) in S3_DEFAULTS {
+                storage_options
+                    .entry((*key).to_owned())
+                    .or_insert_with(|| (*value).to_owned());
+            }
+        }
         Ok(Self {
             root,
-            storage_options: config.storage_options.clone(),
+            storage_options,
         })
     }
 
@@ -68,10 +103,7 @@ impl Lake {
                 )));
             }
         }
-        Ok(Self {
-            root,
-            storage_options: config.storage_options.clone(),
-        })
+        Self::resolved(root, &config.storage_options)
     }
 
     /// The root URI.
@@ -138,5 +170,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("ftp"), "{err}");
+    }
+
+    #[test]
+    fn s3_lakes_refuse_unsafe_rename_and_get_bounded_client_retries() {
+        let mut options = HashMap::new();
+        options.insert("AWS_S3_ALLOW_UNSAFE_RENAME".to_owned(), "true".to_owned());
+        let config = LakeConfig {
+            uri: "s3://bucket/lake".into(),
+            storage_options: options,
+        };
+        let err = Lake::new(&config).unwrap_err();
+        assert!(err.to_string().contains("If-None-Match"), "{err}");
+
+        let mut options = HashMap::new();
+        options.insert("timeout".to_owned(), "5s".to_owned());
+        let lake = Lake::new(&LakeConfig {
+            uri: "s3://bucket/lake".into(),
+            storage_options: options,
+        })
+        .unwrap();
+        assert_eq!(lake.storage_options()["timeout"], "5s", "user value wins");
+        assert_eq!(lake.storage_options()["max_retries"], "3");
+        assert_eq!(
+            lake.table_url("readings").as_str(),
+            "s3://bucket/lake/readings"
+        );
     }
 }

@@ -1,0 +1,265 @@
+//! Bounded memory with a large backlog and a stalled lake.
+//!
+//! For each backlog size, a fresh tansu broker and S3 server (moto) are started,
+//! the backlog is produced, and a real `meterline run` (this binary re-executed
+//! with `--meterline-run`) starts with the default pipeline knobs. After its first
+//! commit the S3 server is frozen (SIGSTOP), so the pipeline fills its buffers,
+//! stops consuming, and retries; resident memory is sampled from `/proc` for
+//! `HOLD` and the peak (VmHWM) is reported against the bound the settings imply
+//! (`Settings::memory_bound_bytes`).
+//!
+//! The baseline in the same run is a backlog twice the batch size (400,000): the
+//! buffers are full in both runs, so a ratio near 1 means memory does not grow with
+//! the backlog. Needs the tools of `scripts/test.sh`. Run:
+//! `cargo bench --bench backlog_memory` (about 3 minutes).
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use meterline::config::Config;
+use meterline::generator::GeneratorSpec;
+use meterline::testkit::{unique_name, Broker, Process, S3Server, Tools};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
+const HOLD: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.get(1).map(String::as_str) == Some("--meterline-run") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("METERLINE_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+        let path = std::path::PathBuf::from(&args[2]);
+        return runtime.block_on(meterline::service::run_from_file(&path));
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("backlog_memory: benchmark");
+        return ExitCode::SUCCESS;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets without `--bench`: the
+        // measurement takes minutes and belongs to `cargo bench`.
+        println!("backlog_memory: measured by `cargo bench --bench backlog_memory`");
+        return ExitCode::SUCCESS;
+    }
+    let tools = match Tools::find() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("backlog_memory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let baseline = runtime.block_on(measure(&tools, 400_000));
+    let large = runtime.block_on(measure(&tools, 2_000_000));
+    println!();
+    println!("backlog_memory (S3 frozen after the first commit, default pipeline knobs)");
+    for m in [&baseline, &large] {
+        println!(
+            "  backlog {:>9} readings: peak RSS {:>5} MiB, bound {:>5} MiB, consumed while stalled {:>8}, paused {}",
+            m.backlog,
+            m.peak_rss / MIB,
+            m.bound / MIB,
+            m.consumed,
+            m.paused
+        );
+    }
+    println!(
+        "  ratio peak(2,000,000) / peak(400,000): {:.2}",
+        large.peak_rss as f64 / baseline.peak_rss as f64
+    );
+    let within = [&baseline, &large].iter().all(|m| m.peak_rss <= m.bound);
+    println!(
+        "  {}",
+        if within {
+            "within the configured bound"
+        } else {
+            "ABOVE the configured bound"
+        }
+    );
+    if within {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+struct Measurement {
+    backlog: usize,
+    peak_rss: u64,
+    bound: u64,
+    consumed: u64,
+    paused: bool,
+}
+
+async fn produce(broker: &Broker, topic: &str, backlog: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "300000")
+        .create()
+        .expect("producer");
+    let mut left = backlog;
+    let mut day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    while left > 0 {
+        // One local day of 4,000 meters at a time (about 170,000 readings).
+        let spec = GeneratorSpec {
+            meters: 4_000,
+            first_day: day,
+            days: 1,
+            timezone: chrono_tz::Europe::Oslo,
+            bad: 0,
+            seed: left as u64,
+        };
+        let messages = spec.generate();
+        let take = messages.len().min(left);
+        let mut pending = Vec::with_capacity(take);
+        for m in &messages[..take] {
+            let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+        }
+        for d in pending {
+            d.await
+                .expect("report")
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+        left -= take;
+        day = day.succ_opt().unwrap();
+    }
+    producer
+        .flush(Timeout::After(Duration::from_secs(60)))
+        .unwrap();
+}
+
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let Ok((200, text)) = meterline::testkit::http(port, "GET", "/metrics") else {
+        return f64::NAN;
+    };
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn measure(tools: &Tools, backlog: usize) -> Measurement {
+    let broker = Broker::start(tools);
+    let s3 = S3Server::start(tools);
+    let topic = unique_name("backlog");
+    let bucket = unique_name("lake");
+    broker.create_topic(&topic, 4);
+    s3.create_bucket(&bucket);
+    eprintln!("backlog_memory: producing {backlog} readings");
+    produce(&broker, &topic, backlog).await;
+
+    let port = meterline::testkit::free_port();
+    let options: String = s3
+        .storage_options()
+        .into_iter()
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meterline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+readings_topic = "{topic}"
+[lake]
+uri = "s3://{bucket}/lake"
+[lake.storage_options]
+{options}
+[metrics]
+listen = "127.0.0.1:{port}"
+[[tenants]]
+id = "oslo-utility"
+deployment = "public"
+[[tenants]]
+id = "acme-industri"
+deployment = "private"
+"#,
+            brokers = broker.bootstrap(),
+            group = unique_name("bench"),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("METERLINE_PSEUDONYM_KEY", KEY_HEX);
+    let bound = Config::load(&config)
+        .and_then(Config::build)
+        .expect("config")
+        .memory_bound_bytes();
+
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.arg("--meterline-run").arg(&config).env(
+        "METERLINE_LOG",
+        "warn,meterline_sinks=debug,buoyant_kernel=off",
+    );
+    let mut process = Process::spawn("meterline", command);
+    process.wait_line(0, Duration::from_secs(300), |l| {
+        l.contains("committed") && l.contains("version=")
+    });
+    s3.server.pause();
+    let started = Instant::now();
+    let consumed_at_stall = loop {
+        // The stall begins when the next flush blocks; from then on nothing more
+        // may be consumed once the channel is full.
+        let v = metric(port, "meterline_records_consumed_total");
+        if v.is_finite() {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut peak = 0;
+    while started.elapsed() < HOLD {
+        if let Some(rss) = proc_status(process.pid(), "VmRSS:") {
+            peak = peak.max(rss);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let consumed_end = metric(port, "meterline_records_consumed_total");
+    let paused = metric(port, "meterline_consumer_paused") == 1.0;
+    let hwm = proc_status(process.pid(), "VmHWM:").unwrap_or(peak);
+    s3.server.resume();
+    let _ = process.terminate(Duration::from_secs(60));
+    Measurement {
+        backlog,
+        peak_rss: peak.max(hwm),
+        bound,
+        consumed: (consumed_end - consumed_at_stall).max(0.0) as u64,
+        paused,
+    }
+}

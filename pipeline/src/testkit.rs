@@ -1,0 +1,506 @@
+//! Real infrastructure on loopback for the end-to-end tests and benchmarks: a
+//! [tansu](https://crates.io/crates/tansu) Kafka-protocol broker, an S3 API server
+//! (`moto_server`), and `meterline run` child processes whose logs are watched.
+//!
+//! Every [`Broker`] and [`S3Server`] is a separate process on a free port, owned
+//! by one test: a test may pause (SIGSTOP) its broker or its storage without
+//! disturbing other tests. Dropping the handle stops the process.
+//!
+//! Tools are found through `METERLINE_TANSU` and `METERLINE_MOTO_SERVER`, then in
+//! `~/.cache/meterline-tools` (where `scripts/test.sh` installs them), then on
+//! `PATH`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Paths of the external programs.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub tansu: PathBuf,
+    pub moto_server: PathBuf,
+}
+
+fn tools_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/meterline-tools"))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn locate(env: &str, cached: &str, name: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = tools_dir().map(|d| d.join(cached)).filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    on_path(name).ok_or_else(|| {
+        format!(
+            "`{name}` not found: run scripts/test.sh (it installs the test tools into \
+             ~/.cache/meterline-tools) or set {env}"
+        )
+    })
+}
+
+impl Tools {
+    /// Find the tools or explain how to get them.
+    ///
+    /// # Errors
+    /// A tool is neither configured, cached nor on `PATH`.
+    pub fn find() -> Result<Self, String> {
+        Ok(Self {
+            tansu: locate("METERLINE_TANSU", "bin/tansu", "tansu")?,
+            moto_server: locate(
+                "METERLINE_MOTO_SERVER",
+                "venv/bin/moto_server",
+                "moto_server",
+            )?,
+        })
+    }
+}
+
+/// A port nobody listens on right now.
+///
+/// # Panics
+/// Loopback cannot be bound.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind loopback")
+        .port()
+}
+
+/// A random lower-case name with a prefix, for topics, groups and buckets.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A server process on a loopback port; stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn spawn(name: &'static str, mut command: Command, port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut server = Self {
+            name,
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        server.await_listening(Duration::from_secs(60));
+        server
+    }
+
+    /// Poll until the port accepts connections (readiness, not a fixed sleep).
+    fn await_listening(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before listening:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on port {} within {timeout:?}:\n{}",
+                self.name,
+                self.port,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        assert!(signal(self.pid(), "STOP"), "SIGSTOP {}", self.name);
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        assert!(signal(self.pid(), "CONT"), "SIGCONT {}", self.name);
+    }
+
+    /// The server's output so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        signal(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker with in-memory storage.
+#[derive(Debug)]
+pub struct Broker {
+    pub server: Server,
+    tansu: PathBuf,
+}
+
+impl Broker {
+    /// Start a broker on a free port.
+    ///
+    /// # Panics
+    /// The broker does not start.
+    pub fn start(tools: &Tools) -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(&tools.tansu);
+        command
+            .arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn");
+        Self {
+            server: Server::spawn("tansu", command, port),
+            tansu: tools.tansu.clone(),
+        }
+    }
+
+    /// `host:port` for librdkafka's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port())
+    }
+
+    /// Create a topic with `partitions` partitions.
+    ///
+    /// # Panics
+    /// tansu refuses.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let output = Command::new(&self.tansu)
+            .args(["topic", "create", name])
+            .args(["--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            output.status.success(),
+            "tansu topic create {name}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// An S3 API server (moto) keeping objects in memory.
+#[derive(Debug)]
+pub struct S3Server {
+    pub server: Server,
+}
+
+impl S3Server {
+    /// Start a server on a free port.
+    ///
+    /// # Panics
+    /// The server does not start.
+    pub fn start(tools: &Tools) -> Self {
+        let port = free_port();
+        let mut command = Command::new(&tools.moto_server);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("PYTHONUNBUFFERED", "1");
+        Self {
+            server: Server::spawn("moto_server", command, port),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port())
+    }
+
+    /// Create a bucket (an unsigned `PUT /bucket`, which moto accepts).
+    ///
+    /// # Panics
+    /// The server answers anything but 200.
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = http(self.server.port(), "PUT", &format!("/{bucket}"))
+            .expect("create bucket")
+            .0;
+        assert_eq!(status, 200, "create bucket {bucket}");
+    }
+
+    /// `[lake.storage_options]` for a lake on this server. Short client timeouts
+    /// so that an outage surfaces as retried storage errors within seconds.
+    pub fn storage_options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("endpoint", self.endpoint()),
+            ("region", "us-east-1".into()),
+            ("allow_http", "true".into()),
+            ("access_key_id", "meterline-test".into()),
+            ("secret_access_key", "meterline-test".into()),
+            ("timeout", "5s".into()),
+            ("connect_timeout", "2s".into()),
+            ("max_retries", "1".into()),
+            ("retry_timeout", "5s".into()),
+        ]
+    }
+}
+
+/// A minimal HTTP/1.1 request on loopback: (status, body).
+///
+/// # Errors
+/// Connection or protocol errors.
+pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {response:.80}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A `meterline run` (or compatible) child process whose stderr is collected
+/// line by line, so tests can wait for what it reports instead of sleeping.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    lines: Arc<(Mutex<Lines>, Condvar)>,
+}
+
+impl Process {
+    /// Spawn `command` (its stderr is captured and echoed with a `[name]` prefix).
+    ///
+    /// # Panics
+    /// The program cannot be started.
+    pub fn spawn(name: &str, mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines: Arc<(Mutex<Lines>, Condvar)> = Arc::default();
+        let sink = lines.clone();
+        let prefix = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{prefix}] {line}");
+                let (m, cv) = &*sink;
+                m.lock().unwrap_or_else(|e| e.into_inner()).lines.push(line);
+                cv.notify_all();
+            }
+            let (m, cv) = &*sink;
+            m.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+            cv.notify_all();
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until a line at index >= `from` satisfies `pred`; returns its index.
+    ///
+    /// # Panics
+    /// Timeout, or the process closed its stderr (exited) first.
+    pub fn wait_line(&self, from: usize, timeout: Duration, pred: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.lines;
+        let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = from;
+        loop {
+            while next < guard.lines.len() {
+                if pred(&guard.lines[next]) {
+                    return next;
+                }
+                next += 1;
+            }
+            assert!(
+                !guard.closed,
+                "{}: exited before the awaited log line",
+                self.name
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{}: awaited log line not seen", self.name);
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Number of lines so far.
+    pub fn line_count(&self) -> usize {
+        self.lines
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .len()
+    }
+
+    /// All lines so far matching `pred`.
+    pub fn lines_matching(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let guard = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.lines.iter().filter(|l| pred(l)).cloned().collect()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit; `None` if it did not exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        assert!(signal(self.pid(), "TERM"), "SIGTERM {}", self.name);
+        self.wait_exit(timeout)
+    }
+
+    /// Wait up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread collect the last lines.
+                let (m, cv) = &*self.lines;
+                let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
+                while !guard.closed {
+                    guard = cv
+                        .wait_timeout(guard, Duration::from_secs(5))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The ledger line a process logs when it stops cleanly:
+    /// `(consumed, written, dead_lettered, dropped)`.
+    pub fn ledger(&self) -> Option<Ledger> {
+        let lines = self.lines_matching(|l| l.contains("ledger:"));
+        lines.last().map(|l| Ledger {
+            consumed: field(l, "consumed"),
+            written: field(l, "written"),
+            dead_lettered: field(l, "dead_lettered"),
+            dropped: field(l, "dropped"),
+        })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One process's account of the records it consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ledger {
+    pub consumed: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+}
+
+impl Ledger {
+    pub fn balanced(&self) -> bool {
+        self.consumed == self.written + self.dead_lettered + self.dropped
+    }
+}
+
+/// `name=123` in a log line (0 when absent).
+fn field(line: &str, name: &str) -> u64 {
+    let key = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_fields_parse_from_the_log_line() {
+        let line = "2026-11-23T10:00:00Z  INFO meterline::service: ledger: consumed = written + dead_lettered + dropped consumed=10 written=7 dead_lettered=2 dropped=1 balanced=true";
+        assert_eq!(field(line, "consumed"), 10);
+        assert_eq!(field(line, "written"), 7);
+        assert_eq!(field(line, "dead_lettered"), 2);
+        assert_eq!(field(line, "dropped"), 1);
+    }
+}

@@ -1,0 +1,387 @@
+//! One test's private infrastructure: a tansu broker, an S3 server (moto), a topic,
+//! a bucket, and `meterline run` child processes configured for them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Int32Type, Int64Type};
+use chrono::NaiveDate;
+use meterline::generator::GeneratorSpec;
+use meterline::testkit::{unique_name, Broker, Process, S3Server, Tools};
+use meterline_operators::decimal::{format_thousandths, parse_thousandths};
+use meterline_sinks::LakeConfig;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+pub const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
+
+/// Scenarios run one at a time: each starts its own broker, storage and up to two
+/// pipelines, which is what two cores can carry without starving heartbeats.
+/// (An async mutex: a failed scenario does not poison the others.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// What was produced, to compare the lake against.
+#[derive(Debug, Default)]
+pub struct Produced {
+    /// Every (partition, offset) the broker acknowledged.
+    pub positions: BTreeSet<(i32, i64)>,
+    pub good: u64,
+    pub bad: u64,
+    /// Exact sum of the good readings' values, in thousandths.
+    pub sum: i128,
+}
+
+impl Produced {
+    pub fn total(&self) -> u64 {
+        self.good + self.bad
+    }
+}
+
+pub struct Rig {
+    pub broker: Broker,
+    pub s3: S3Server,
+    pub topic: String,
+    pub bucket: String,
+    pub dir: tempfile::TempDir,
+    pub produced: Produced,
+}
+
+/// `count` generated messages (good first, then `bad` bad ones spread through).
+pub fn messages(good: usize, bad: usize, seed: u64) -> Vec<meterline::generator::Message> {
+    // 42 readings per meter-day on average (a quarter of the meters are PT15M).
+    let days = 12;
+    let meters = good.div_ceil(days * 40);
+    let spec = GeneratorSpec {
+        meters,
+        first_day: NaiveDate::from_ymd_opt(2026, 10, 20).unwrap(),
+        days: days as u32,
+        timezone: chrono_tz::Europe::Oslo,
+        bad,
+        seed,
+    };
+    let all = spec.generate();
+    let mut good_left = good;
+    let out: Vec<_> = all
+        .into_iter()
+        .filter(|m| {
+            if m.bad_reason.is_some() {
+                return true;
+            }
+            if good_left == 0 {
+                return false;
+            }
+            good_left -= 1;
+            true
+        })
+        .collect();
+    assert_eq!(good_left, 0, "generator made too few readings");
+    out
+}
+
+impl Rig {
+    pub fn new(partitions: i32) -> Self {
+        let tools = Tools::find().unwrap_or_else(|e| panic!("{e}"));
+        let broker = Broker::start(&tools);
+        let s3 = S3Server::start(&tools);
+        let topic = unique_name("readings");
+        let bucket = unique_name("lake");
+        broker.create_topic(&topic, partitions);
+        s3.create_bucket(&bucket);
+        Self {
+            broker,
+            s3,
+            topic,
+            bucket,
+            dir: tempfile::tempdir().unwrap(),
+            produced: Produced::default(),
+        }
+    }
+
+    pub fn lake(&self) -> LakeConfig {
+        LakeConfig {
+            uri: format!("s3://{}/lake", self.bucket),
+            storage_options: self
+                .s3
+                .storage_options()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+
+    /// A config file for `meterline run`; `pipeline` is appended to `[pipeline]`
+    /// (it sets at least `max_batch_rows`).
+    pub fn config(&self, group: &str, metrics_port: Option<u16>, pipeline: &str) -> PathBuf {
+        let options: String = self
+            .s3
+            .storage_options()
+            .into_iter()
+            .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+            .collect();
+        let listen = metrics_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_default();
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+readings_topic = "{topic}"
+
+# A crashed member must leave the group within seconds in tests.
+[kafka.properties]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+
+[lake]
+uri = "s3://{bucket}/lake"
+
+[lake.storage_options]
+{options}
+[pipeline]
+flush_interval_secs = 1
+chunk_max_records = 1000
+shutdown_grace_secs = 20
+retry_initial_backoff_ms = 200
+retry_max_backoff_secs = 4
+{pipeline}
+
+[metrics]
+listen = "{listen}"
+
+[[tenants]]
+id = "oslo-utility"
+deployment = "public"
+timezone = "Europe/Oslo"
+
+[[tenants]]
+id = "acme-industri"
+deployment = "private"
+"#,
+            brokers = self.broker.bootstrap(),
+            topic = self.topic,
+            bucket = self.bucket,
+        );
+        let path = self.dir.path().join(format!("{}.toml", unique_name(group)));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Start `meterline run` with the phase markers of the sink logged.
+    pub fn spawn(&self, name: &str, config: &std::path::Path) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meterline"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+            .env(
+                "METERLINE_LOG",
+                "warn,meterline=info,meterline_sinks=debug,buoyant_kernel=off,librdkafka=debug",
+            );
+        Process::spawn(name, command)
+    }
+
+    /// Produce messages and remember what the broker acknowledged.
+    pub async fn produce(&mut self, messages: &[meterline::generator::Message]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("linger.ms", "20")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .expect("producer");
+        for chunk in messages.chunks(20_000) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let record = FutureRecord::to(&self.topic)
+                    .key(&m.key)
+                    .payload(&m.payload);
+                pending.push(
+                    producer
+                        .send_result(record)
+                        .map_err(|(e, _)| e)
+                        .expect("enqueue"),
+                );
+            }
+            for (m, delivery) in chunk.iter().zip(pending) {
+                let delivered = delivery
+                    .await
+                    .expect("delivery report")
+                    .map_err(|(e, _)| e)
+                    .expect("delivered");
+                assert!(
+                    self.produced
+                        .positions
+                        .insert((delivered.partition, delivered.offset)),
+                    "broker acknowledged one position twice"
+                );
+                if m.bad_reason.is_some() {
+                    self.produced.bad += 1;
+                } else {
+                    self.produced.good += 1;
+                    let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                    self.produced.sum += parse_thousandths(&v["value"].to_string()).unwrap();
+                }
+            }
+        }
+        producer
+            .flush(Timeout::After(Duration::from_secs(30)))
+            .unwrap();
+    }
+
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, String> {
+        meterline::sql::query(&self.lake(), sql)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `SELECT count(*) ...` (0 while the table cannot be read yet).
+    pub async fn count(&self, sql: &str) -> u64 {
+        match self.query(sql).await {
+            Ok(b) => b[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn rows(&self) -> u64 {
+        self.count("SELECT count(*) FROM readings").await
+    }
+
+    /// Poll the lake until `readings` holds `n` rows.
+    pub async fn await_rows(&self, n: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.rows().await;
+            assert!(rows <= n, "more rows ({rows}) than produced ({n})");
+            if rows == n {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let (missing, twice) = self.positions_diff().await;
+                panic!(
+                    "timed out with {rows} of {n} rows; positions missing from the lake \
+                     (partition: count, first, last): {missing:?}; stored twice: {twice}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Produced positions not in the lake, per partition `(count, first, last)`,
+    /// and the number of positions stored more than once.
+    pub async fn positions_diff(&self) -> (BTreeMap<i32, (usize, i64, i64)>, usize) {
+        let mut stored: BTreeMap<(i32, i64), u32> = BTreeMap::new();
+        for sql in [
+            "SELECT source_partition, source_offset FROM readings",
+            "SELECT source_partition, source_offset FROM dead_letters",
+        ] {
+            for b in self.query(sql).await.unwrap_or_default() {
+                let parts = b.column(0).as_primitive::<Int32Type>();
+                let offs = b.column(1).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    *stored.entry((parts.value(i), offs.value(i))).or_default() += 1;
+                }
+            }
+        }
+        let twice = stored.values().filter(|n| **n > 1).count();
+        let mut missing: BTreeMap<i32, (usize, i64, i64)> = BTreeMap::new();
+        for &(p, o) in &self.produced.positions {
+            if !stored.contains_key(&(p, o)) {
+                let e = missing.entry(p).or_insert((0, o, o));
+                e.0 += 1;
+                e.2 = o;
+            }
+        }
+        (missing, twice)
+    }
+
+    /// No Kafka position stored twice so far.
+    pub async fn assert_no_duplicates(&self) {
+        let rows = self.rows().await;
+        let distinct = self
+            .count(
+                "SELECT count(*) FROM (SELECT DISTINCT source_partition, source_offset FROM readings)",
+            )
+            .await;
+        assert_eq!(rows, distinct, "a Kafka position is stored twice");
+    }
+
+    /// The end state is exact, and the lake side of conservation holds: every
+    /// produced position is in `readings` or `dead_letters` exactly once, and
+    /// nothing else is.
+    pub async fn assert_exact(&self) {
+        let p = &self.produced;
+        assert_eq!(self.rows().await, p.good, "rows in readings");
+        self.assert_no_duplicates().await;
+        let batches = self
+            .query("SELECT CAST(sum(value) AS VARCHAR) FROM readings")
+            .await
+            .unwrap();
+        let sum = batches[0].column(0).as_string::<i32>().value(0).to_owned();
+        assert_eq!(sum, format_thousandths(p.sum), "exact decimal sum");
+        assert_eq!(
+            self.count("SELECT count(*) FROM dead_letters").await,
+            p.bad,
+            "dead letters"
+        );
+        let (missing, twice) = self.positions_diff().await;
+        assert_eq!(twice, 0, "positions stored more than once");
+        assert!(
+            missing.is_empty(),
+            "produced positions missing from the lake: {missing:?}"
+        );
+        let extra = self.rows().await + self.count("SELECT count(*) FROM dead_letters").await
+            - p.positions.len() as u64;
+        assert_eq!(extra, 0, "positions in the lake that were never produced");
+    }
+}
+
+/// A process's ledger after a clean stop must balance.
+pub fn assert_ledger(process: &Process) -> meterline::testkit::Ledger {
+    let ledger = process
+        .ledger()
+        .unwrap_or_else(|| panic!("{} logged no ledger", process.name));
+    assert!(
+        ledger.balanced(),
+        "{}: consumed != written + dead_lettered + dropped: {ledger:?}",
+        process.name
+    );
+    ledger
+}
+
+/// A metric's value from a Prometheus text exposition (sum over label sets).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Scrape `/metrics` of a process (None while it does not answer).
+pub fn scrape(port: u16) -> Option<String> {
+    match meterline::testkit::http(port, "GET", "/metrics") {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// Poll `cond` every 200 ms until it holds (panics after `timeout`).
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
