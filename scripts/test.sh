@@ -40,12 +40,15 @@ trap cleanup EXIT
 
 step "test tools (cached in $TOOLS)"
 if [ -z "${METERLINE_TANSU:-}" ]; then
-    if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-        echo "installing tansu $TANSU_VERSION (once; about 10 minutes on 2 cores)"
-        cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
-            --root "$TOOLS"
+    # The SQLite storage engine (libsql): see meterline::testkit::Broker for why
+    # not the in-memory one.
+    TANSU_ROOT="$TOOLS/tansu-$TANSU_VERSION-libsql"
+    if ! "$TANSU_ROOT/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+        echo "installing tansu $TANSU_VERSION (once; about 15 minutes on 2 cores)"
+        cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
+            --root "$TANSU_ROOT"
     fi
-    export METERLINE_TANSU="$TOOLS/bin/tansu"
+    export METERLINE_TANSU="$TANSU_ROOT/bin/tansu"
 fi
 if [ -z "${METERLINE_MOTO_SERVER:-}" ]; then
     if ! "$TOOLS/venv/bin/python" -c "import moto; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then

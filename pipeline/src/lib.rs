@@ -5,7 +5,7 @@
 //! metrics. See `docs/ARCHITECTURE.md` for the whole picture.
 //!
 //! ```text
-//!  Kafka ──(kafka-consumer thread: chunks, pause/resume)──▶ bounded channel
+//!  Kafka ──(kafka-consumer thread: chunks, waits when full)──▶ bounded channel
 //!     ──▶ runner: decode ─▶ anonymize ─▶ buffer ─▶ flush ─▶ Delta `readings` (+ `dead_letters`)
 //!                                                   │        with per-partition txn offsets
 //!                                                   └──▶ group offset commit (monitoring only)

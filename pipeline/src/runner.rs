@@ -11,7 +11,8 @@
 //! A flush filters out rows already stored (re-deliveries), commits dead letters
 //! (if any) and then readings with the flush's offsets, retrying storage errors
 //! with capped exponential backoff. While it retries nothing is consumed: the
-//! channel fills and the Kafka thread pauses its partitions.
+//! channel fills and the Kafka thread waits (librdkafka stops fetching once its
+//! bounded prefetch queue is full).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

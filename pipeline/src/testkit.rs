@@ -17,6 +17,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Where `scripts/test.sh` installs tansu (built with the `libsql` storage engine)
+/// under `~/.cache/meterline-tools`.
+pub const TANSU_CACHED: &str = "tansu-0.6.0-libsql/bin/tansu";
+
 /// Paths of the external programs.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -58,7 +62,7 @@ impl Tools {
     /// A tool is neither configured, cached nor on `PATH`.
     pub fn find() -> Result<Self, String> {
         Ok(Self {
-            tansu: locate("METERLINE_TANSU", "bin/tansu", "tansu")?,
+            tansu: locate("METERLINE_TANSU", TANSU_CACHED, "tansu")?,
             moto_server: locate(
                 "METERLINE_MOTO_SERVER",
                 "venv/bin/moto_server",
@@ -181,11 +185,18 @@ impl Drop for Server {
     }
 }
 
-/// A tansu broker with in-memory storage.
+/// A tansu broker storing its log in SQLite (in the broker's temporary directory).
+///
+/// Not the `memory://` engine: tansu 0.6's object-store engines answer a fetch at
+/// an offset inside a record batch with the *next* batch, silently skipping the
+/// rest of the batch, so a consumer resuming at a stored offset loses records.
+/// The SQL engines store records individually and fetch from the exact offset,
+/// as Apache Kafka does.
 #[derive(Debug)]
 pub struct Broker {
     pub server: Server,
     tansu: PathBuf,
+    _data: tempfile::TempDir,
 }
 
 impl Broker {
@@ -196,16 +207,20 @@ impl Broker {
     pub fn start(tools: &Tools) -> Self {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let data = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new(&tools.tansu);
         command
+            // tansu resolves the SQLite path relative to its working directory.
+            .current_dir(data.path())
             .arg("broker")
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn");
         Self {
             server: Server::spawn("tansu", command, port),
             tansu: tools.tansu.clone(),
+            _data: data,
         }
     }
 
