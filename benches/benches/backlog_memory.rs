@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("METERLINE_LOG"))
             .with_writer(std::io::stderr)
+            .with_ansi(false)
             .init();
         let path = std::path::PathBuf::from(&args[2]);
         return runtime.block_on(meterline::service::run_from_file(&path));
@@ -58,8 +59,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let baseline = runtime.block_on(measure(&tools, 400_000));
-    let large = runtime.block_on(measure(&tools, 2_000_000));
+    // BACKLOG_MEMORY_SIZES=small,large overrides the backlogs (for quick experiments).
+    let sizes: Vec<usize> = std::env::var("BACKLOG_MEMORY_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| v.len() == 2)
+        .unwrap_or_else(|| vec![400_000, 2_000_000]);
+    let baseline = runtime.block_on(measure(&tools, sizes[0]));
+    let large = runtime.block_on(measure(&tools, sizes[1]));
     println!();
     println!("backlog_memory (S3 frozen after the first commit, default pipeline knobs)");
     for m in [&baseline, &large] {
@@ -73,7 +80,9 @@ fn main() -> ExitCode {
         );
     }
     println!(
-        "  ratio peak(2,000,000) / peak(400,000): {:.2}",
+        "  ratio peak({}) / peak({}): {:.2}",
+        large.backlog,
+        baseline.backlog,
         large.peak_rss as f64 / baseline.peak_rss as f64
     );
     let within = [&baseline, &large].iter().all(|m| m.peak_rss <= m.bound);

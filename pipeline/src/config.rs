@@ -127,7 +127,7 @@ impl Default for PipelineConfig {
         Self {
             flush_interval_secs: 10,
             max_batch_rows: 200_000,
-            max_batch_bytes: 64 * 1024 * 1024,
+            max_batch_bytes: 32 * 1024 * 1024,
             chunk_max_records: 5_000,
             channel_capacity: 4,
             max_message_bytes: 64 * 1024,
@@ -232,12 +232,13 @@ impl Settings {
 
     /// The memory bound these settings imply, in bytes: what resident memory stays
     /// under however large the backlog and however slow the lake. Sum of
-    /// - [`BASE_MEMORY`] (runtime, DataFusion/Delta state, table snapshot),
+    /// - [`BASE_MEMORY`] (runtime, Delta state, writer and client, measured),
     /// - librdkafka's prefetch (`queued.max.messages.kbytes`),
     /// - the chunks in flight (`channel_capacity` + 2, each at most 8 MiB or
     ///   `chunk_max_records * max_message_bytes`),
-    /// - three times `max_batch_bytes` (payloads, their Arrow columns, and the
-    ///   Parquet encoder's buffers while a flush is written).
+    /// - [`BATCH_MEMORY_FACTOR`] times `max_batch_bytes` (the batch's Arrow columns,
+    ///   the Parquet writer's per-partition buffers and encoded files, and upload
+    ///   buffers while a flush is written and retried).
     pub fn memory_bound_bytes(&self) -> u64 {
         let p = &self.pipeline;
         let prefetch_kb: u64 = self
@@ -251,13 +252,20 @@ impl Settings {
         BASE_MEMORY
             + prefetch_kb * 1024
             + (p.channel_capacity as u64 + 2) * chunk
-            + 3 * p.max_batch_bytes as u64
+            + BATCH_MEMORY_FACTOR * p.max_batch_bytes as u64
     }
 }
 
-/// Resident memory of an idle `meterline run` with tables open, measured by the
-/// `backlog_memory` bench and rounded up (see the README's memory section).
-pub const BASE_MEMORY: u64 = 192 * 1024 * 1024;
+/// Fixed resident memory of a pipeline that is writing to the lake: runtime,
+/// Delta state, the Parquet writer and object-store client. An idle `meterline
+/// run` holds 39 MiB; the `backlog_memory` bench measured peaks of 600-630 MiB
+/// with batches of 32 and 64 MiB against S3 (2026-11-23), so most of the cost is
+/// fixed while writing, not proportional to the batch.
+pub const BASE_MEMORY: u64 = 512 * 1024 * 1024;
+
+/// Resident bytes per buffered payload byte while a batch is built and written
+/// (Arrow columns, per-partition Parquet buffers, upload buffers).
+pub const BATCH_MEMORY_FACTOR: u64 = 3;
 
 impl Config {
     /// Load a file, then apply `METERLINE_*` environment overrides.

@@ -293,6 +293,10 @@ impl OffsetTable {
             .zip(offsets.values().iter())
             .map(|(p, o)| Some(self.expected(*p).is_none_or(|stored| *o > stored)))
             .collect();
+        if keep.true_count() == batch.num_rows() {
+            // The common case: nothing re-delivered; share the batch, no copy.
+            return Ok((batch.clone(), 0));
+        }
         let kept = filter_record_batch(batch, &keep).map_err(|e| SinkError::Internal {
             table: name,
             error: Box::new(e.into()),
