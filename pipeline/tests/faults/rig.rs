@@ -119,7 +119,10 @@ impl Rig {
 
     /// A config file for `meterline run`; `pipeline` is appended to `[pipeline]`
     /// (it sets at least `max_batch_rows`).
+    /// The consumer group is `group` with a random suffix; processes started
+    /// from one config file share it.
     pub fn config(&self, group: &str, metrics_port: Option<u16>, pipeline: &str) -> PathBuf {
+        let group = unique_name(group);
         let options: String = self
             .s3
             .storage_options()
@@ -136,10 +139,14 @@ brokers = "{brokers}"
 group_id = "{group}"
 readings_topic = "{topic}"
 
-# A crashed member must leave the group within seconds in tests.
+# A crashed member must leave the group within seconds in tests. A rebalance
+# waits up to max.poll.interval.ms for the previous generation's members: after
+# the broker outage the consumer rejoins under a new member id, and tansu waits
+# for the old one that long (librdkafka's default is 5 minutes).
 [kafka.properties]
 "session.timeout.ms" = 6000
 "heartbeat.interval.ms" = 500
+"max.poll.interval.ms" = 60000
 
 [lake]
 uri = "s3://{bucket}/lake"
@@ -170,7 +177,7 @@ deployment = "private"
             topic = self.topic,
             bucket = self.bucket,
         );
-        let path = self.dir.path().join(format!("{}.toml", unique_name(group)));
+        let path = self.dir.path().join(format!("{group}.toml"));
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -184,7 +191,7 @@ deployment = "private"
             .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
             .env(
                 "METERLINE_LOG",
-                "warn,meterline=info,meterline_sinks=debug,buoyant_kernel=off,librdkafka=debug",
+                "warn,meterline=info,meterline_sinks=debug,buoyant_kernel=off,librdkafka=info",
             );
         Process::spawn(name, command)
     }
