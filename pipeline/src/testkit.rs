@@ -411,16 +411,6 @@ impl Process {
         }
     }
 
-    /// Number of lines so far.
-    pub fn line_count(&self) -> usize {
-        self.lines
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .len()
-    }
-
     /// All lines so far matching `pred`.
     pub fn lines_matching(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
         let guard = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
