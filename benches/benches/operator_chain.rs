@@ -1,5 +1,6 @@
-//! The operator chain in-process: `reading/v1` JSON -> decode -> anonymize ->
-//! Parquet bytes (what a flush writes, minus the upload).
+//! The operator chain in-process: `reading/v1` JSON -> decode (with the sensitive
+//! data scan) -> validate -> anonymize -> version rules -> Parquet bytes (what a
+//! flush writes, minus the upload).
 //!
 //! Reported as readings per second (criterion "elements"). The baseline in the same
 //! run is a generic `serde_json::Value` parse of the same messages, which does none
@@ -8,7 +9,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meterline_benches::{messages, pseudonymizer, tenants};
-use meterline_operators::{Anonymize, DecodeConfig, Decoder, Operator, OperatorContext, RawRecord};
+use meterline_operators::{
+    Chain, DecodeConfig, Decoder, OperatorContext, RawRecord, VersionIndex,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -23,6 +26,7 @@ fn records(payloads: &[Vec<u8>]) -> Vec<RawRecord<'_>> {
             partition: (i % 4) as i32,
             offset: i as i64,
             payload: Some(p),
+            replay_tag: None,
         })
         .collect()
 }
@@ -52,21 +56,30 @@ fn chain(c: &mut Criterion) {
         b.iter(|| decoder.decode(&records(&payloads), &ctx).batch.num_rows())
     });
 
-    group.bench_function("decode_anonymize_parquet", |b| {
-        let mut decoder = Decoder::new(DecodeConfig::default(), tenants(), Some(pseudonymizer()));
-        let mut anonymize = Anonymize::new(tenants(), Some(pseudonymizer())).expect("key given");
+    group.bench_function("decode_validate_anonymize_versions_parquet", |b| {
+        let mut chain =
+            Chain::new(DecodeConfig::default(), tenants(), Some(pseudonymizer())).expect("key given");
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level")))
             .build();
         b.iter_batched(
-            || Vec::with_capacity(8 << 20),
-            |mut out| {
-                let decoded = decoder.decode(&records(&payloads), &ctx);
-                assert!(decoded.dead_letters.is_empty());
-                let batch = anonymize
-                    .process(decoded.batch, &ctx)
-                    .expect("schema")
-                    .accepted;
+            || {
+                let mut index = VersionIndex::new(10_000_000);
+                index.load("oslo", &[], &[]).expect("empty load");
+                (Vec::with_capacity(8 << 20), index)
+            },
+            |(mut out, mut index)| {
+                let chained = chain.process(&records(&payloads), &ctx).expect("schema");
+                assert!(chained.dead_letters.is_empty());
+                // Every partition counts as loaded and empty (a new lake).
+                let batch = {
+                    let missing = index.missing(&chained.readings).expect("schema");
+                    for (tenant, date) in missing {
+                        index.load(&tenant, &[date], &[]).expect("empty load");
+                    }
+                    index.classify(&chained.readings).expect("schema").accepted
+                };
+                assert_eq!(batch.num_rows(), N);
                 let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props.clone()))
                     .expect("writer");
                 w.write(&batch).expect("write");

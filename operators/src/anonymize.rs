@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, UInt32Type};
 
+use crate::flags;
 use crate::operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 use crate::pseudonym::{pseudonym_with_key, IdKind, Pseudonymizer};
 use crate::schema::{col, DECODED, READINGS};
@@ -114,6 +115,14 @@ impl Operator for Anonymize {
         let subject = string_col(&batch, col::SUBJECT, "subject")?;
         let area_index = READINGS.index_of("area").expect("area column");
         let area = string_col(&batch, area_index, "area")?;
+        let flag_bits = batch
+            .column(col::FLAGS)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or(OperatorError::Schema {
+                operator: "anonymize",
+                column: "flags",
+            })?;
+        let flags_out: StringArray = flag_bits.values().iter().map(|b| flags::render(*b)).collect();
 
         let mut meter_out = StringBuilder::with_capacity(rows, rows * 32);
         let mut device_out = StringBuilder::with_capacity(rows, rows * 32);
@@ -156,7 +165,22 @@ impl Operator for Anonymize {
                 }
             };
             let device = device_id.value(row);
+            // A replayed dead letter of a public tenant carries pseudonyms already
+            // (verified by its replay tag in decode): keep them as they are.
+            let replayed = flag_bits.value(row) & flags::REPLAYED != 0;
             match deployment {
+                Deployment::Public if replayed => {
+                    if meter_id.is_valid(row) {
+                        meter_out.append_value(meter_id.value(row));
+                    } else {
+                        meter_out.append_value(device);
+                    }
+                    device_out.append_value(device);
+                    subject_out.append_null();
+                    area_out.append_option(
+                        area.is_valid(row).then(|| generalize_area(area.value(row))),
+                    );
+                }
                 Deployment::Public => {
                     let device_pseudo = cached(&mut cache, device_key, device);
                     if meter_id.is_valid(row) {
@@ -190,6 +214,7 @@ impl Operator for Anonymize {
         columns[col::DEVICE_ID] = Arc::new(meter_out.finish()); // position 1 -> `meter`
         columns[col::SUBJECT] = Arc::new(subject_out.finish());
         columns[area_index] = Arc::new(area_out.finish());
+        columns[col::FLAGS] = Arc::new(flags_out);
         debug_assert!(columns.iter().all(|c| c.data_type() != &DataType::Null));
         let accepted = RecordBatch::try_new(READINGS.clone(), columns).map_err(|source| {
             OperatorError::Arrow {
@@ -206,7 +231,7 @@ mod tests {
     use super::*;
     use crate::decode::{DecodeConfig, Decoder, RawRecord};
     use crate::pseudonym::MasterKey;
-    use crate::tenant::Tenant;
+    use crate::tenant::{Rules, Tenant};
 
     fn tenants() -> TenantRegistry {
         TenantRegistry::new([
@@ -214,11 +239,13 @@ mod tests {
                 id: "pub".into(),
                 deployment: Deployment::Public,
                 timezone: chrono_tz::Europe::Oslo,
+                rules: Rules::default(),
             },
             Tenant {
                 id: "priv".into(),
                 deployment: Deployment::Private,
                 timezone: chrono_tz::Europe::Oslo,
+                rules: Rules::default(),
             },
         ])
         .unwrap()
@@ -246,6 +273,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
                 payload: Some(t.as_bytes()),
+                replay_tag: None,
             })
             .collect();
         let decoded = dec.decode(&records, &ctx);

@@ -29,11 +29,34 @@ pub enum Reason {
     InvalidTimestamp,
     /// `tenant` is not configured.
     UnknownTenant,
+    /// `meter_id` is not 18 digits with a valid GS1 check digit.
+    InvalidGsrn,
+    /// `meter_id` is a valid GSRN whose prefix the tenant does not allow.
+    GsrnPrefix,
+    /// `start` is not on the resolution's grid (hh:00 for PT1H; :00/:15/:30/:45 for PT15M).
+    MisalignedInterval,
+    /// The interval ends in the future (beyond the tenant's allowed clock skew).
+    FutureInterval,
+    /// The interval starts before the tenant's horizon (default 3 years).
+    TooOld,
+    /// The unit is not allowed for the quantity (or `Wh` without `convert_wh`).
+    UnitNotAllowed,
+    /// The value is negative (direction carries the sign).
+    NegativeValue,
+    /// The value exceeds the physical maximum for one interval.
+    ValueTooHigh,
+    /// Same key and version as a stored reading, different value.
+    VersionConflict,
+    /// `device_id` or `meter_id` held a national identity number (removed).
+    SensitiveIdentifier,
+    /// The message claims to be a replay of a redacted dead letter but does not carry
+    /// a valid `meterline-replay` tag.
+    InvalidReplay,
 }
 
 impl Reason {
     /// Every reason, for metric pre-registration and documentation.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 22] = [
         Reason::EmptyPayload,
         Reason::TooLarge,
         Reason::NotUtf8,
@@ -45,6 +68,17 @@ impl Reason {
         Reason::InvalidValue,
         Reason::InvalidTimestamp,
         Reason::UnknownTenant,
+        Reason::InvalidGsrn,
+        Reason::GsrnPrefix,
+        Reason::MisalignedInterval,
+        Reason::FutureInterval,
+        Reason::TooOld,
+        Reason::UnitNotAllowed,
+        Reason::NegativeValue,
+        Reason::ValueTooHigh,
+        Reason::VersionConflict,
+        Reason::SensitiveIdentifier,
+        Reason::InvalidReplay,
     ];
 
     /// The stable code.
@@ -61,6 +95,17 @@ impl Reason {
             Reason::InvalidValue => "invalid_value",
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::UnknownTenant => "unknown_tenant",
+            Reason::InvalidGsrn => "invalid_gsrn",
+            Reason::GsrnPrefix => "gsrn_prefix",
+            Reason::MisalignedInterval => "misaligned_interval",
+            Reason::FutureInterval => "future_interval",
+            Reason::TooOld => "too_old",
+            Reason::UnitNotAllowed => "unit_not_allowed",
+            Reason::NegativeValue => "negative_value",
+            Reason::ValueTooHigh => "value_too_high",
+            Reason::VersionConflict => "version_conflict",
+            Reason::SensitiveIdentifier => "sensitive_identifier",
+            Reason::InvalidReplay => "invalid_replay",
         }
     }
 

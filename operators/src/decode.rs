@@ -11,7 +11,10 @@
 //!   `resolution`, `value`, `unit`, `quality`;
 //! - optional: `meter_id`, `direction` (default `import`), `version`, `area`,
 //!   `status`, `subject`, `pii`; `null` counts as absent for optional fields;
-//! - unknown fields are ignored; `pii` and `status` are never stored in `readings`.
+//! - unknown fields are ignored; `pii` and `status` are never stored in `readings`;
+//! - `quality` is a word or an Elhub code (127, 56, 81, 21, 58), stored as the word;
+//! - before anything else the payload is scanned for sensitive data
+//!   ([`crate::sensitive`]); what is found is removed and the row flagged.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
 };
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -28,6 +31,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::dead_letter::{DeadLetter, Reason};
+use crate::flags;
+use crate::sensitive::{SensitiveCounts, SensitiveScanner};
 use crate::decimal::{self, DecimalError};
 use crate::operator::OperatorContext;
 use crate::pseudonym::{IdKind, Pseudonymizer};
@@ -51,27 +56,39 @@ pub const QUANTITIES: [&str; 5] = [
     "water",
 ];
 /// Quality words of the contract.
-pub const QUALITIES: [&str; 5] = [
+pub const QUALITIES: [&str; 6] = [
     "measured",
     "estimated",
     "final_estimate",
     "temporary",
+    "withdrawn",
     "calculated",
 ];
-/// Units of the contract.
-pub const UNITS: [&str; 2] = ["kWh", "m3"];
+/// Elhub's numeric quality codes and the words they are stored as.
+pub const QUALITY_CODES: [(u32, &str); 5] = [
+    (127, "measured"),
+    (56, "estimated"),
+    (81, "final_estimate"),
+    (21, "temporary"),
+    (58, "withdrawn"),
+];
+/// Units of the contract (`Wh` only where a tenant converts it; see `validate`).
+pub const UNITS: [&str; 3] = ["kWh", "m3", "Wh"];
 
 /// Decoder settings.
 #[derive(Debug, Clone)]
 pub struct DecodeConfig {
     /// Payloads larger than this become `too_large` dead letters without being parsed.
     pub max_message_bytes: usize,
+    /// Finds national ids and special-category fields.
+    pub sensitive: SensitiveScanner,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 * 1024,
+            sensitive: SensitiveScanner::default(),
         }
     }
 }
@@ -83,6 +100,8 @@ pub struct RawRecord<'a> {
     pub offset: i64,
     /// `None` for a message without a value.
     pub payload: Option<&'a [u8]>,
+    /// The `meterline-replay` header, if present (see `meterline dlq replay`).
+    pub replay_tag: Option<&'a [u8]>,
 }
 
 /// The decoded batch plus the records that could not be decoded.
@@ -90,6 +109,8 @@ pub struct RawRecord<'a> {
 pub struct DecodeOutput {
     pub batch: RecordBatch,
     pub dead_letters: Vec<DeadLetter>,
+    /// Sensitive values removed from this slice's payloads, by kind.
+    pub sensitive: SensitiveCounts,
 }
 
 /// Decodes `reading/v1` payloads. Holds the tenant registry (unknown tenants are dead
@@ -128,7 +149,7 @@ struct Wire<'a> {
     #[serde(borrow)]
     unit: Cow<'a, str>,
     #[serde(borrow)]
-    quality: Cow<'a, str>,
+    quality: &'a RawValue,
     #[serde(borrow, default)]
     version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -141,6 +162,9 @@ struct Wire<'a> {
     #[serde(default)]
     #[allow(dead_code)] // validated for shape only; never stored
     pii: Option<AnyObject>,
+    /// Set by meterline on redacted dead-letter payloads.
+    #[serde(default)]
+    redacted: Option<bool>,
 }
 
 /// Accepts any JSON object and keeps nothing of it.
@@ -179,6 +203,7 @@ struct Row<'a> {
     quality: &'static str,
     version_micros: Option<i64>,
     area: Option<Cow<'a, str>>,
+    flags: u32,
 }
 
 struct Builders {
@@ -199,6 +224,7 @@ struct Builders {
     ingested_at: TimestampMicrosecondBuilder,
     partition: Int32Builder,
     offset: Int64Builder,
+    flags: UInt32Builder,
 }
 
 impl Builders {
@@ -225,6 +251,7 @@ impl Builders {
             ingested_at: t(),
             partition: Int32Builder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
+            flags: UInt32Builder::with_capacity(rows),
         }
     }
 
@@ -246,6 +273,7 @@ impl Builders {
         self.ingested_at.append_value(now);
         self.partition.append_value(rec.partition);
         self.offset.append_value(rec.offset);
+        self.flags.append_value(row.flags);
     }
 
     fn finish(mut self) -> RecordBatch {
@@ -267,6 +295,7 @@ impl Builders {
             Arc::new(self.ingested_at.finish()),
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
+            Arc::new(self.flags.finish()),
         ];
         // The builders produce exactly the DECODED schema's types and nullability.
         RecordBatch::try_new(DECODED.clone(), columns).expect("decoder builds DECODED schema")
@@ -309,18 +338,44 @@ impl Decoder {
     pub fn decode(&mut self, records: &[RawRecord<'_>], ctx: &OperatorContext) -> DecodeOutput {
         let mut builders = Builders::new(records.len());
         let mut dead_letters = Vec::new();
+        let mut sensitive = SensitiveCounts::default();
         for rec in records {
-            match self.decode_one(rec) {
-                Ok(row) => {
+            // Sensitive data goes first: nothing below (rows, dead letters) ever sees
+            // the original bytes of a payload that held some.
+            let sanitized = match rec.payload {
+                Some(b) if b.len() <= self.config.max_message_bytes => {
+                    self.config.sensitive.sanitize(b)
+                }
+                _ => Default::default(),
+            };
+            sensitive.add(&sanitized.removed);
+            let view = RawRecord {
+                payload: sanitized.bytes.as_deref().or(rec.payload),
+                ..*rec
+            };
+            let result = if sanitized.identifier_removed {
+                Err(reject(
+                    Reason::SensitiveIdentifier,
+                    "field `device_id` or `meter_id` held a national identity number; it was removed",
+                ))
+            } else {
+                self.decode_one(&view)
+            };
+            match result {
+                Ok(mut row) => {
+                    if sanitized.removed.total() > 0 {
+                        row.flags |= flags::SENSITIVE_REMOVED;
+                    }
                     let tenant_id = self.tenants.get(row.tenant).id.as_str();
                     builders.append(tenant_id, &row, rec, ctx.now_micros);
                 }
-                Err(rej) => dead_letters.push(self.dead_letter(rec, rej)),
+                Err(rej) => dead_letters.push(self.dead_letter(&view, rej)),
             }
         }
         DecodeOutput {
             batch: builders.finish(),
             dead_letters,
+            sensitive,
         }
     }
 
@@ -345,7 +400,27 @@ impl Decoder {
             Ok(wire) => wire,
             Err(_) => return Err(diagnose(text)),
         };
-        self.check(wire)
+        let replayed = match wire.redacted {
+            Some(true) => {
+                let valid = match (&self.pseudonymizer, rec.replay_tag) {
+                    (Some(p), Some(tag)) => p.replay_tag(bytes).as_bytes() == tag,
+                    _ => false,
+                };
+                if !valid {
+                    return Err(reject(
+                        Reason::InvalidReplay,
+                        "field `redacted` is set but the `meterline-replay` header is missing or does not match",
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        let mut row = self.check(wire)?;
+        if replayed {
+            row.flags |= flags::REPLAYED;
+        }
+        Ok(row)
     }
 
     fn check<'a>(&mut self, w: Wire<'a>) -> Result<Row<'a>, Reject> {
@@ -396,7 +471,7 @@ impl Decoder {
             Ok(v) if v >= 0 => v,
             Ok(_) => {
                 return Err(reject(
-                    Reason::InvalidValue,
+                    Reason::NegativeValue,
                     "field `value`: must be >= 0 (direction carries the sign)",
                 ))
             }
@@ -414,7 +489,7 @@ impl Decoder {
             }
         };
         let unit = one_of("unit", &w.unit, &UNITS)?;
-        let quality = one_of("quality", &w.quality, &QUALITIES)?;
+        let quality = parse_quality(w.quality.get())?;
         let version_micros = match w.version.as_deref() {
             None => None,
             Some(v) => Some(parse_time("version", v)?),
@@ -444,6 +519,7 @@ impl Decoder {
             quality,
             version_micros,
             area,
+            flags: 0,
         })
     }
 
@@ -458,6 +534,31 @@ impl Decoder {
             let date = utc.with_timezone(&tz).date_naive();
             days_since_epoch(date)
         })
+    }
+
+    /// A dead letter for a record rejected after decoding (by `validate` or the
+    /// version rules), with its payload redacted like every other dead letter.
+    pub fn dead_letter_for(
+        &mut self,
+        rec: &RawRecord<'_>,
+        reason: Reason,
+        detail: String,
+    ) -> DeadLetter {
+        let sanitized = match rec.payload {
+            Some(b) => self.config.sensitive.sanitize(b),
+            None => Default::default(),
+        };
+        let view = RawRecord {
+            payload: sanitized.bytes.as_deref().or(rec.payload),
+            ..*rec
+        };
+        self.dead_letter(
+            &view,
+            Reject {
+                reason,
+                detail: detail.into(),
+            },
+        )
     }
 
     fn dead_letter(&mut self, rec: &RawRecord<'_>, rej: Reject) -> DeadLetter {
@@ -553,6 +654,38 @@ fn check_id(field: &'static str, id: &str) -> Result<(), Reject> {
     Ok(())
 }
 
+/// A quality word, or an Elhub numeric code (as a number or a string), as the word.
+fn parse_quality(raw: &str) -> Result<&'static str, Reject> {
+    let text: Cow<'_, str> = if raw.starts_with('"') {
+        serde_json::from_str::<Cow<'_, str>>(raw).map_err(|_| {
+            reject(
+                Reason::WrongType,
+                "field `quality`: expected a string or an Elhub code",
+            )
+        })?
+    } else if raw.bytes().all(|b| b.is_ascii_digit()) {
+        Cow::Borrowed(raw)
+    } else {
+        return Err(reject(
+            Reason::WrongType,
+            "field `quality`: expected a string or an Elhub code",
+        ));
+    };
+    if let Some(word) = QUALITIES.iter().find(|q| **q == text) {
+        return Ok(word);
+    }
+    QUALITY_CODES
+        .iter()
+        .find(|(code, _)| text.parse::<u32>().ok() == Some(*code))
+        .map(|(_, word)| *word)
+        .ok_or_else(|| {
+            reject(
+                Reason::InvalidValue,
+                "field `quality`: must be measured, estimated, final_estimate, temporary, withdrawn, calculated or an Elhub code (127, 56, 81, 21, 58)",
+            )
+        })
+}
+
 fn one_of(
     field: &'static str,
     value: &str,
@@ -604,7 +737,7 @@ fn diagnose(text: &str) -> Reject {
     let Value::Object(map) = value else {
         return reject(Reason::NotAnObject, "payload is JSON but not an object");
     };
-    const REQUIRED_STRINGS: [&str; 8] = [
+    const REQUIRED_STRINGS: [&str; 7] = [
         "schema",
         "tenant",
         "device_id",
@@ -612,10 +745,9 @@ fn diagnose(text: &str) -> Reject {
         "start",
         "resolution",
         "unit",
-        "quality",
     ];
     const OPTIONAL_STRINGS: [&str; 5] = ["meter_id", "direction", "version", "area", "subject"];
-    for field in REQUIRED_STRINGS.iter().chain(["value"].iter()) {
+    for field in REQUIRED_STRINGS.iter().chain(["value", "quality"].iter()) {
         if !map.contains_key(*field) {
             return reject(
                 Reason::MissingField,
@@ -633,6 +765,20 @@ fn diagnose(text: &str) -> Reject {
     }
     if !map["value"].is_number() {
         return reject(Reason::WrongType, "field `value`: expected a number");
+    }
+    if !(map["quality"].is_string() || map["quality"].is_u64()) {
+        return reject(
+            Reason::WrongType,
+            "field `quality`: expected a string or an Elhub code",
+        );
+    }
+    if let Some(v) = map.get("redacted") {
+        if !(v.is_boolean() || v.is_null()) {
+            return reject(
+                Reason::WrongType,
+                "field `redacted`: expected a boolean or null",
+            );
+        }
     }
     for field in OPTIONAL_STRINGS {
         if let Some(v) = map.get(field) {

@@ -5,9 +5,10 @@
 //! so it is tested without infrastructure and benchmarked in isolation.
 //!
 //! ```text
-//!  Kafka payloads ──decode──▶ RecordBatch (wire schema) ──anonymize──▶ RecordBatch (readings schema)
-//!        │                                                                     │
-//!        └──────▶ DeadLetter { reason, detail, redacted payload }              └─▶ sinks (Delta lake)
+//!  Kafka payloads ──decode──▶ RecordBatch ──validate──▶ RecordBatch ──anonymize──▶ readings batch
+//!   (sensitive data removed)        │                   │                          │
+//!        └──────────────────────────┴───────────────────┴─▶ DeadLetter          versions (keep newest)
+//!                                     { reason, detail, redacted payload }         └─▶ sinks
 //! ```
 //!
 //! Guarantees:
@@ -18,17 +19,27 @@
 //! - per-row work happens inside the batch functions; nothing awaits.
 
 pub mod anonymize;
+pub mod chain;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;
+pub mod flags;
+pub mod ids;
 pub mod operator;
 pub mod pseudonym;
 pub mod schema;
+pub mod sensitive;
 pub mod tenant;
+pub mod validate;
+pub mod versions;
 
 pub use anonymize::Anonymize;
+pub use chain::{Chain, ChainOutput};
+pub use sensitive::{SensitiveCounts, SensitiveScanner};
+pub use validate::Validate;
+pub use versions::{Classified, VersionIndex};
 pub use dead_letter::{DeadLetter, Reason};
 pub use decode::{DecodeConfig, DecodeOutput, Decoder, RawRecord};
 pub use operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 pub use pseudonym::{MasterKey, Pseudonymizer};
-pub use tenant::{Deployment, Tenant, TenantRegistry};
+pub use tenant::{Deployment, Rules, Tenant, TenantRegistry};

@@ -15,6 +15,8 @@ use std::fmt;
 
 /// Context string for `blake3::derive_key`: fixed, application-specific, versioned.
 const KDF_CONTEXT: &str = "meterline 2026-11 pseudonym key v1";
+/// Context for the key of replay tags (see [`Pseudonymizer::replay_tag`]).
+const REPLAY_CONTEXT: &str = "meterline 2026-11 replay tag v1";
 
 /// The kinds of identifier that are pseudonymized, each under its own derived key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +118,14 @@ impl Pseudonymizer {
         let key = blake3::derive_key(KDF_CONTEXT, &material);
         self.keys.insert((tenant.to_owned(), kind), key);
         key
+    }
+
+    /// The tag `meterline dlq replay` puts in the `meterline-replay` header: a keyed
+    /// hash of the payload (64 hex characters) proving that meterline itself redacted
+    /// it, so its identifiers are pseudonyms already and are not hashed again.
+    pub fn replay_tag(&self, payload: &[u8]) -> String {
+        let key = blake3::derive_key(REPLAY_CONTEXT, &self.master.0);
+        blake3::keyed_hash(&key, payload).to_hex().to_string()
     }
 
     /// The pseudonym of `id`, 32 lowercase hex characters.

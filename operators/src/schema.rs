@@ -32,8 +32,8 @@ fn common_tail() -> Vec<Field> {
     ]
 }
 
-/// What `decode` produces: the message's fields, typed, identifiers still raw.
-/// This schema never reaches storage.
+/// What `decode` produces: the message's fields, typed, identifiers still raw;
+/// `flags` is a bit set (see [`crate::flags`]). This schema never reaches storage.
 pub static DECODED: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = vec![
         Field::new("tenant", DataType::Utf8, false),
@@ -42,12 +42,14 @@ pub static DECODED: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("subject", DataType::Utf8, true),
     ];
     fields.extend(common_tail());
+    fields.push(Field::new("flags", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 });
 
 /// The `readings` table: what `anonymize` produces and the lake stores.
 /// `meter` is a pseudonym (public tenants) or `meter_id`, else `device_id` (private);
-/// `device` likewise; `subject` is null for public tenants.
+/// `device` likewise; `subject` is null for public tenants; `flags` lists the
+/// flags a reading passed with (see [`crate::flags`]).
 pub static READINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = vec![
         Field::new("tenant", DataType::Utf8, false),
@@ -70,7 +72,12 @@ pub mod col {
     pub const LOCAL_DATE: usize = 8;
     pub const VALUE: usize = 9;
     pub const SOURCE_PARTITION: usize = 15;
+    pub const RESOLUTION: usize = 7;
+    pub const UNIT: usize = 10;
+    pub const DIRECTION: usize = 5;
+    pub const VERSION: usize = 12;
     pub const SOURCE_OFFSET: usize = 16;
+    pub const FLAGS: usize = 17;
 }
 
 #[cfg(test)]
@@ -90,6 +97,12 @@ mod tests {
         assert_eq!(d.field(col::VALUE).name(), "value");
         assert_eq!(d.field(col::SOURCE_PARTITION).name(), "source_partition");
         assert_eq!(d.field(col::SOURCE_OFFSET).name(), "source_offset");
+        assert_eq!(d.field(col::RESOLUTION).name(), "resolution_minutes");
+        assert_eq!(d.field(col::UNIT).name(), "unit");
+        assert_eq!(d.field(col::DIRECTION).name(), "direction");
+        assert_eq!(d.field(col::VERSION).name(), "version");
+        assert_eq!(d.field(col::FLAGS).name(), "flags");
+        assert_eq!(READINGS.field(col::FLAGS).name(), "flags");
         assert_eq!(READINGS.fields().len(), d.fields().len());
         assert_eq!(READINGS.field(1).name(), "meter");
     }

@@ -31,6 +31,46 @@ pub struct Tenant {
     pub deployment: Deployment,
     /// The tenant's calendar: local dates, days of 23/24/25 hours.
     pub timezone: Tz,
+    /// Validation thresholds.
+    pub rules: Rules,
+}
+
+/// A tenant's validation thresholds (`[tenants.validation]`). Values are in
+/// thousandths (the stored decimal scale) and microseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    /// Allowed GSRN prefixes (e.g. `707057500` for Norwegian metering points);
+    /// empty allows any GS1 prefix. The check digit is always verified.
+    pub gsrn_prefixes: Vec<String>,
+    /// Physical maximum of one hour's energy, in thousandths of kWh (scaled down
+    /// for PT15M). Default 25 kWh: a 3x63 A fuse at 230 V.
+    pub max_kwh_per_hour: i128,
+    /// Physical maximum of one hour's volume, in thousandths of m3.
+    pub max_m3_per_hour: i128,
+    /// Spike flag: highest interval of a meter's day above this many thousandths
+    /// times its third-highest.
+    pub spike_factor: i128,
+    /// Readings whose interval ends later than now + this are `future_interval`.
+    pub future_skew_micros: i64,
+    /// Readings whose interval starts before now - this are `too_old`.
+    pub max_age_micros: i64,
+    /// Accept `Wh` and convert it to `kWh` (flag `unit_converted`); otherwise `Wh` is
+    /// `unit_not_allowed`.
+    pub convert_wh: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            gsrn_prefixes: Vec::new(),
+            max_kwh_per_hour: 25_000,
+            max_m3_per_hour: 10_000,
+            spike_factor: 5_000,
+            future_skew_micros: 15 * 60 * 1_000_000,
+            max_age_micros: 1096 * 86_400 * 1_000_000,
+            convert_wh: false,
+        }
+    }
 }
 
 /// Errors in a tenant definition.
@@ -122,6 +162,7 @@ mod tests {
             id: id.into(),
             deployment: Deployment::Public,
             timezone: chrono_tz::Europe::Oslo,
+            rules: Rules::default(),
         }
     }
 

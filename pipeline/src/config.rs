@@ -17,12 +17,23 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use meterline_operators::pseudonym::KeyError;
-use meterline_operators::{DecodeConfig, Deployment, MasterKey, Tenant, TenantRegistry};
+use meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS;
+use meterline_operators::{
+    DecodeConfig, Deployment, MasterKey, Rules, SensitiveScanner, Tenant, TenantRegistry,
+};
 use meterline_sinks::LakeConfig;
 use serde::{Deserialize, Serialize};
 
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
-const SECTIONS: [&str; 6] = ["kafka", "lake", "pipeline", "metrics", "privacy", "tenants"];
+const SECTIONS: [&str; 7] = [
+    "kafka",
+    "lake",
+    "pipeline",
+    "metrics",
+    "privacy",
+    "tenants",
+    "dead_letters",
+];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
 pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
@@ -39,7 +50,33 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub dead_letters: DeadLettersConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[dead_letters]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLettersConfig {
+    /// Also publish each dead letter to this Kafka topic (in the same flush as the
+    /// lake commit), e.g. `meterline.dead-letters`; empty: the lake table only.
+    pub kafka_topic: String,
+    /// Dead letters older than this are deleted from the lake (and their files
+    /// vacuumed) automatically.
+    pub retention_days: u64,
+    /// How often `meterline run` applies the retention.
+    pub retention_check_secs: u64,
+}
+
+impl Default for DeadLettersConfig {
+    fn default() -> Self {
+        Self {
+            kafka_topic: String::new(),
+            retention_days: 14,
+            retention_check_secs: 3600,
+        }
+    }
 }
 
 /// `[kafka]`
@@ -120,6 +157,9 @@ pub struct PipelineConfig {
     /// First retry delay after a storage error; doubles up to `retry_max_backoff_secs`.
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_secs: u64,
+    /// Keys (meter x interval) whose current version is kept in memory to apply the
+    /// version rules; beyond this the index is cleared and reloaded from the lake.
+    pub version_index_max_keys: usize,
 }
 
 impl Default for PipelineConfig {
@@ -134,6 +174,7 @@ impl Default for PipelineConfig {
             shutdown_grace_secs: 30,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_secs: 30,
+            version_index_max_keys: 2_000_000,
         }
     }
 }
@@ -161,6 +202,11 @@ pub struct PrivacyConfig {
     /// File holding the 64-hex-character pseudonym master key. Used when
     /// `METERLINE_PSEUDONYM_KEY` is not set.
     pub key_file: Option<PathBuf>,
+    /// Field names that carry special categories of personal data (health,
+    /// biometrics, religion, politics, ethnicity, children ...). Such fields are
+    /// removed wherever they appear in a message. Unset: the built-in list (see the
+    /// README); set: this list replaces it.
+    pub special_category_fields: Option<Vec<String>>,
 }
 
 /// `[[tenants]]`
@@ -173,6 +219,89 @@ pub struct TenantConfig {
     /// IANA time zone of the tenant's calendar.
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Validation thresholds (`[tenants.validation]`).
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+/// `[tenants.validation]`: the tenant's meter-data rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Allowed GSRN prefixes, e.g. `["707057500"]` for Norwegian metering points;
+    /// empty allows any (the GS1 check digit is always verified).
+    pub gsrn_prefixes: Vec<String>,
+    /// Physical maximum energy per hour (scaled for PT15M). Default: a 3x63 A fuse.
+    pub max_kwh_per_hour: f64,
+    /// Physical maximum volume per hour (gas, water in m3).
+    pub max_m3_per_hour: f64,
+    /// Flag a day's highest interval above this many times its third-highest.
+    pub spike_factor: f64,
+    /// Allowed clock skew for intervals that end in the future.
+    pub max_future_skew_secs: u64,
+    /// Readings older than this are rejected (`too_old`).
+    pub max_age_days: u64,
+    /// Accept `Wh` and convert to `kWh`.
+    pub convert_wh: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            gsrn_prefixes: Vec::new(),
+            max_kwh_per_hour: 25.0,
+            max_m3_per_hour: 10.0,
+            spike_factor: 5.0,
+            max_future_skew_secs: 900,
+            max_age_days: 1096,
+            convert_wh: false,
+        }
+    }
+}
+
+impl ValidationConfig {
+    fn rules(&self, field: &str) -> Result<Rules, ConfigError> {
+        let thousandths = |name: &str, x: f64| {
+            if x.is_finite() && x > 0.0 && x < 1e12 {
+                Ok((x * 1000.0).round() as i128)
+            } else {
+                Err(invalid(
+                    format!("{field}.{name}"),
+                    "must be a positive number",
+                ))
+            }
+        };
+        for p in &self.gsrn_prefixes {
+            if p.is_empty() || p.len() > 17 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("{field}.gsrn_prefixes"),
+                    "each prefix must be 1-17 digits",
+                ));
+            }
+        }
+        if self.max_age_days == 0 {
+            return Err(invalid(
+                format!("{field}.max_age_days"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(Rules {
+            gsrn_prefixes: self.gsrn_prefixes.clone(),
+            max_kwh_per_hour: thousandths("max_kwh_per_hour", self.max_kwh_per_hour)?,
+            max_m3_per_hour: thousandths("max_m3_per_hour", self.max_m3_per_hour)?,
+            spike_factor: thousandths("spike_factor", self.spike_factor)?,
+            future_skew_micros: i64::try_from(self.max_future_skew_secs)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .min(i64::MAX / 1_000_000)
+                * 1_000_000,
+            max_age_micros: i64::try_from(self.max_age_days)
+                .unwrap_or(100_000)
+                .min(100_000)
+                * 86_400
+                * 1_000_000,
+            convert_wh: self.convert_wh,
+        })
+    }
 }
 
 fn default_timezone() -> String {
@@ -217,12 +346,16 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub tenants: TenantRegistry,
     pub key: Option<MasterKey>,
+    pub dead_letters: DeadLettersConfig,
+    /// Special-category field names (the deny-list in effect).
+    pub special_category_fields: Vec<String>,
 }
 
 impl Settings {
     pub fn decode_config(&self) -> DecodeConfig {
         DecodeConfig {
             max_message_bytes: self.pipeline.max_message_bytes,
+            sensitive: SensitiveScanner::new(self.special_category_fields.iter().cloned()),
         }
     }
 
@@ -238,7 +371,8 @@ impl Settings {
     ///   `chunk_max_records * max_message_bytes`),
     /// - [`BATCH_MEMORY_FACTOR`] times `max_batch_bytes` (the batch's Arrow columns,
     ///   the Parquet writer's per-partition buffers and encoded files, and upload
-    ///   buffers while a flush is written and retried).
+    ///   buffers while a flush is written and retried),
+    /// - the version index (`version_index_max_keys` keys).
     pub fn memory_bound_bytes(&self) -> u64 {
         let p = &self.pipeline;
         let prefetch_kb: u64 = self
@@ -253,6 +387,7 @@ impl Settings {
             + prefetch_kb * 1024
             + (p.channel_capacity as u64 + 2) * chunk
             + BATCH_MEMORY_FACTOR * p.max_batch_bytes as u64
+            + meterline_operators::versions::BYTES_PER_KEY * p.version_index_max_keys as u64
     }
 }
 
@@ -295,6 +430,19 @@ impl Config {
             .merge(env)
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// The lake location alone (for read-only tools such as `meterline dlq list`).
+    pub fn lake_config(&self) -> LakeConfig {
+        LakeConfig {
+            uri: self.lake.uri.clone(),
+            storage_options: self
+                .lake
+                .storage_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        }
     }
 
     /// Validate and resolve into [`Settings`], reading the pseudonym key.
@@ -398,6 +546,7 @@ impl Config {
                     DeploymentConfig::Private => Deployment::Private,
                 },
                 timezone,
+                rules: t.validation.rules(&format!("tenants[{i}].validation"))?,
             });
         }
         let tenants =
@@ -427,6 +576,22 @@ impl Config {
                 format!("a public tenant needs a pseudonym key: set {KEY_ENV} or [privacy] key_file (generate one with `meterline keygen`)"),
             ));
         }
+        let d = &self.dead_letters;
+        if d.retention_days == 0 {
+            return Err(invalid("dead_letters.retention_days", "must be greater than 0"));
+        }
+        if d.retention_check_secs == 0 {
+            return Err(invalid(
+                "dead_letters.retention_check_secs",
+                "must be greater than 0",
+            ));
+        }
+        if d.kafka_topic == self.kafka.readings_topic {
+            return Err(invalid(
+                "dead_letters.kafka_topic",
+                "must not be the readings topic",
+            ));
+        }
         let storage_options = self
             .lake
             .storage_options
@@ -443,6 +608,13 @@ impl Config {
             metrics_listen,
             tenants,
             key,
+            special_category_fields: self.privacy.special_category_fields.unwrap_or_else(|| {
+                DEFAULT_SPECIAL_CATEGORY_FIELDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
+            dead_letters: self.dead_letters,
         })
     }
 }

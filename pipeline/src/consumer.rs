@@ -26,7 +26,7 @@ use meterline_operators::RawRecord;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
@@ -48,7 +48,12 @@ pub const PREFETCH_KBYTES: &str = "16384";
 pub struct Chunk {
     data: Vec<u8>,
     entries: Vec<(i32, i64, Option<Range<usize>>)>,
+    /// `meterline-replay` header values, by entry index (rare: replays only).
+    replay_tags: Vec<(usize, Vec<u8>)>,
 }
+
+/// The header `meterline dlq replay` sets on re-published dead letters.
+pub const REPLAY_HEADER: &str = "meterline-replay";
 
 impl Chunk {
     pub fn push(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
@@ -58,6 +63,13 @@ impl Chunk {
             start..self.data.len()
         });
         self.entries.push((partition, offset, range));
+    }
+
+    /// Attach a `meterline-replay` tag to the record pushed last.
+    pub fn tag_last(&mut self, tag: &[u8]) {
+        if let Some(last) = self.entries.len().checked_sub(1) {
+            self.replay_tags.push((last, tag.to_vec()));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -76,10 +88,16 @@ impl Chunk {
     pub fn records(&self) -> Vec<RawRecord<'_>> {
         self.entries
             .iter()
-            .map(|(partition, offset, range)| RawRecord {
+            .enumerate()
+            .map(|(i, (partition, offset, range))| RawRecord {
                 partition: *partition,
                 offset: *offset,
                 payload: range.as_ref().map(|r| &self.data[r.clone()]),
+                replay_tag: self
+                    .replay_tags
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map(|(_, tag)| tag.as_slice()),
             })
             .collect()
     }
@@ -441,6 +459,15 @@ fn poll_loop(
                     chunk_started = Instant::now();
                 }
                 pending.push(partition, offset, msg.payload());
+                if let Some(headers) = msg.headers() {
+                    if let Some(tag) = headers
+                        .iter()
+                        .find(|h| h.key == REPLAY_HEADER)
+                        .and_then(|h| h.value)
+                    {
+                        pending.tag_last(tag);
+                    }
+                }
             }
             Some(Err(e)) => {
                 metrics.kafka_errors.inc();

@@ -136,11 +136,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             id: PUBLIC_TENANT.into(),
             deployment: Deployment::Public,
             timezone: tz,
+            rules: meterline_operators::Rules::default(),
         },
         Tenant {
             id: PRIVATE_TENANT.into(),
             deployment: Deployment::Private,
             timezone: tz,
+            rules: meterline_operators::Rules::default(),
         },
     ])?;
     let settings = Settings {
@@ -161,6 +163,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         metrics_listen: None,
         tenants,
         key: Some(key),
+        dead_letters: Default::default(),
+        special_category_fields: meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
     };
 
     let spec = GeneratorSpec {

@@ -23,7 +23,7 @@ pub const BAD_KINDS: [(&str, &str); 6] = [
     ("unknown_tenant", "unknown_tenant"),
     ("missing_field", "missing_field"),
     ("wrong_type", "wrong_type"),
-    ("negative_value", "invalid_value"),
+    ("negative_value", "negative_value"),
     ("naive_time", "invalid_timestamp"),
 ];
 

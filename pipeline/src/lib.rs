@@ -14,6 +14,7 @@
 pub mod config;
 pub mod consumer;
 pub mod demo;
+pub mod dlq;
 pub mod generator;
 pub mod metrics;
 pub mod runner;

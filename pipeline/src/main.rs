@@ -69,7 +69,8 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         bad: usize,
     },
-    /// Query the lake with SQL (DataFusion). Tables: readings, dead_letters.
+    /// Query the lake with SQL (DataFusion). Tables: readings (every accepted version),
+    /// readings_current (one row per meter and interval: the newest version), dead_letters.
     ///
     /// Examples:
     ///   meterline sql --lake meterline-demo/lake "SELECT tenant, count(*) FROM readings GROUP BY tenant"
@@ -119,12 +120,75 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         bad: usize,
     },
+    /// Inspect and replay dead letters (records that could not become readings).
+    ///
+    /// Examples:
+    ///   meterline dlq list --config deploy/meterline.toml --reason unknown_tenant --since 24h
+    ///   meterline dlq replay --config deploy/meterline.toml --reason unknown_tenant
+    #[command(verbatim_doc_comment)]
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
     /// Print a new random pseudonym key (64 hex characters) for [privacy] key_file.
     ///
     /// Example:
     ///   (umask 077; meterline keygen > /etc/meterline/pseudonym.key)
     #[command(verbatim_doc_comment)]
     Keygen,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first: when, tenant, reason, source position,
+    /// size, whether a payload is stored (replayable), and what rule failed.
+    /// Reasons: see the README ("Dead letters"); `--reason nope` lists them.
+    List {
+        /// The configuration of the pipeline (its lake is read).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Re-publish dead letters to the readings topic (to the partition each came
+    /// from) after a fix, e.g. once a missing tenant is configured. Safe to repeat:
+    /// records already stored come back as duplicates and are dropped. Needs the
+    /// pseudonym key (as `meterline run`) to tag redacted payloads.
+    Replay {
+        /// The configuration of the pipeline (lake, brokers, readings topic, key).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Count what would be replayed without publishing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DlqFilter {
+    /// Only this reason code (e.g. unknown_tenant).
+    #[arg(long, value_parser = meterline::dlq::parse_reason)]
+    reason: Option<meterline_operators::Reason>,
+    /// Only dead letters from this time on: RFC 3339, a date, or an age (90m, 24h, 7d).
+    #[arg(long, value_parser = meterline::dlq::parse_since)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<DlqFilter> for meterline::dlq::Filter {
+    fn from(f: DlqFilter) -> Self {
+        Self {
+            reason: f.reason,
+            since: f.since,
+        }
+    }
 }
 
 fn meters_range() -> clap::builder::RangedU64ValueParser<usize> {
@@ -158,7 +222,10 @@ fn init_logs(format: &str, quiet: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Sql { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Sql { .. } | Command::Dlq { .. }
+    );
     init_logs(&cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -208,6 +275,7 @@ async fn dispatch(command: Command) -> ExitCode {
             rate,
             bad,
         } => report(simulate(brokers, topic, meters, days, from, rate, bad).await),
+        Command::Dlq { action } => report(dlq(action).await),
         Command::Keygen => {
             let key = meterline_operators::MasterKey::from_bytes(rand::random());
             println!("{}", key.to_hex());
@@ -253,6 +321,39 @@ async fn sql(
     print!("{}", meterline::sql::render(&batches, format)?);
     if format == Format::Table {
         println!();
+    }
+    Ok(())
+}
+
+async fn dlq(action: DlqCommand) -> anyhow::Result<()> {
+    use meterline::config::Config;
+    match action {
+        DlqCommand::List {
+            config,
+            filter,
+            limit,
+            format,
+        } => {
+            let config = Config::load(&config)?;
+            let out = meterline::dlq::list(&config, &filter.into(), limit, format).await?;
+            print!("{out}");
+            if format == Format::Table {
+                println!();
+            }
+        }
+        DlqCommand::Replay {
+            config,
+            filter,
+            dry_run,
+        } => {
+            let settings = Config::load(&config)?.build()?;
+            let r = meterline::dlq::replay(&settings, &filter.into(), dry_run).await?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!(
+                "{verb} {} dead letters to {}; {} without a stored payload (not replayable)",
+                r.replayed, settings.kafka.readings_topic, r.not_replayable
+            );
+        }
     }
     Ok(())
 }

@@ -24,7 +24,18 @@ pub mod drop_reason {
     /// Buffered when shutdown could not commit within the grace period; consumed
     /// again on restart.
     pub const UNCOMMITTED_AT_EXIT: &str = "uncommitted_at_exit";
-    pub const ALL: [&str; 4] = [ALREADY_STORED, REVOKED, FENCED, UNCOMMITTED_AT_EXIT];
+    /// Same key, version and value as a reading already accepted (idempotent resend).
+    pub const DUPLICATE: &str = "duplicate";
+    /// An older version than the reading already accepted for the key.
+    pub const SUPERSEDED: &str = "superseded";
+    pub const ALL: [&str; 6] = [
+        ALREADY_STORED,
+        REVOKED,
+        FENCED,
+        UNCOMMITTED_AT_EXIT,
+        DUPLICATE,
+        SUPERSEDED,
+    ];
 }
 
 /// The metric handles. Cheap to clone (all `Arc` inside).
@@ -47,6 +58,10 @@ pub struct Metrics {
     pub buffered_rows: IntGauge,
     pub last_commit_time: Gauge,
     pub flush_rows: Histogram,
+    pub flags: IntCounterVec,
+    pub sensitive_removed: IntCounterVec,
+    pub retention_deleted: IntCounterVec,
+    pub dead_letters_published: IntCounter,
     ready: Arc<AtomicBool>,
 }
 
@@ -169,7 +184,33 @@ impl Metrics {
         ));
         must(registry.register(Box::new(flush_rows.clone())));
 
+        let flags = counter_vec(
+            "meterline_reading_flags_total",
+            "Readings stored with a flag (passed validation with a remark), by flag.",
+            &["flag"],
+        );
+        let sensitive_removed = counter_vec(
+            "meterline_sensitive_removed_total",
+            "Sensitive values removed from messages before anything was stored, by kind.",
+            &["kind"],
+        );
+        let retention_deleted = counter_vec(
+            "meterline_retention_deleted_rows_total",
+            "Rows deleted by retention, by table.",
+            &["table"],
+        );
+        let dead_letters_published = counter(
+            "meterline_dead_letters_published_total",
+            "Dead letters published to the dead-letter Kafka topic.",
+        );
         // Pre-register fixed label values so dashboards see zeros, not gaps.
+        for (_, flag) in meterline_operators::flags::ALL {
+            flags.with_label_values(&[flag]);
+        }
+        for kind in meterline_operators::SensitiveCounts::KINDS {
+            sensitive_removed.with_label_values(&[kind]);
+        }
+        retention_deleted.with_label_values(&["dead_letters"]);
         for reason in Reason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -199,6 +240,10 @@ impl Metrics {
             buffered_rows,
             last_commit_time,
             flush_rows,
+            flags,
+            sensitive_removed,
+            retention_deleted,
+            dead_letters_published,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -2,14 +2,19 @@
 //! to the lake out.
 //!
 //! ```text
-//!  Event::Records ─▶ decode ─▶ anonymize ─▶ buffer ──(size or timer)──▶ flush
+//!  Event::Records ─▶ decode ─▶ validate ─▶ anonymize ─▶ versions ─▶ buffer ──(size or timer)──▶ flush
 //!  Event::Assigned ─▶ read stored offsets from the lake ─▶ reply (consumer seeks)
 //!  Event::Revoked  ─▶ flush ─▶ forget partitions ─▶ reply (group may move them)
 //!  Event::Stopped  ─▶ final flush ─▶ done
 //! ```
 //!
-//! A flush filters out rows already stored (re-deliveries), commits dead letters
-//! (if any) and then readings with the flush's offsets, retrying storage errors
+//! `versions` applies the version rules against the lake: the first time a batch
+//! touches a (tenant, local date) partition, that partition's keys are read from
+//! `readings` into a bounded in-memory index (see `VersionIndex`).
+//!
+//! A flush filters out rows already stored (re-deliveries), publishes dead letters
+//! to the dead-letter topic (if configured), commits them to `dead_letters` and then
+//! readings with the flush's offsets, retrying storage errors
 //! with capped exponential backoff. While it retries nothing is consumed: the
 //! channel fills and the Kafka thread waits (librdkafka stops fetching once its
 //! bounded prefetch queue is full).
@@ -18,10 +23,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int32Type, Int64Type};
 use meterline_operators::{
-    Anonymize, DeadLetter, Decoder, Operator, OperatorContext, Pseudonymizer,
+    Chain, Classified, DeadLetter, OperatorContext, Pseudonymizer, RawRecord, Reason,
+    VersionIndex,
 };
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use meterline_sinks::{
     dead_letter_batch, dead_letters_spec, readings_spec, Lake, OffsetTable, SinkError,
 };
@@ -131,8 +140,12 @@ impl Buffer {
 /// The pipeline: operators plus the two offset tables.
 pub struct Runner {
     topic: String,
-    decoder: Decoder,
-    anonymize: Anonymize,
+    chain: Chain,
+    versions: VersionIndex,
+    version_index_max_keys: usize,
+    dlq: Option<(FutureProducer, String)>,
+    dead_letter_retention: chrono::Duration,
+    retention_every: Duration,
     readings: OffsetTable,
     dead: OffsetTable,
     buffer: Buffer,
@@ -164,18 +177,40 @@ impl Runner {
         let readings = OffsetTable::open_or_create(&lake, readings_spec(), &topic).await?;
         let dead = OffsetTable::open_or_create(&lake, dead_letters_spec(), &topic).await?;
         let pseudonymizer = settings.key.clone().map(Pseudonymizer::new);
-        let decoder = Decoder::new(
+        let chain = Chain::new(
             settings.decode_config(),
             settings.tenants.clone(),
-            pseudonymizer.clone(),
-        );
-        let anonymize = Anonymize::new(settings.tenants.clone(), pseudonymizer)
-            .map_err(|e| RunError::Config(e.to_string()))?;
+            pseudonymizer,
+        )
+        .map_err(|e| RunError::Config(e.to_string()))?;
         let p = &settings.pipeline;
+        let d = &settings.dead_letters;
+        let dlq = if d.kafka_topic.is_empty() {
+            None
+        } else {
+            let mut config = rdkafka::ClientConfig::new();
+            for (k, v) in &settings.kafka.properties {
+                config.set(k, v.to_string());
+            }
+            config
+                .set("bootstrap.servers", &settings.kafka.brokers)
+                .set("message.timeout.ms", "30000")
+                .set("log_level", "3");
+            let producer: FutureProducer = config
+                .create()
+                .map_err(|e| RunError::Config(format!("dead_letters.kafka_topic: {e}")))?;
+            Some((producer, d.kafka_topic.clone()))
+        };
         Ok(Self {
             topic,
-            decoder,
-            anonymize,
+            chain,
+            versions: VersionIndex::new(p.version_index_max_keys),
+            version_index_max_keys: p.version_index_max_keys,
+            dlq,
+            dead_letter_retention: chrono::Duration::days(
+                i64::try_from(d.retention_days).unwrap_or(36_500).min(36_500),
+            ),
+            retention_every: Duration::from_secs(d.retention_check_secs),
             readings,
             dead,
             buffer: Buffer::default(),
@@ -202,6 +237,9 @@ impl Runner {
         let tick = (self.flush_interval / 4).max(Duration::from_millis(50));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: retention is applied at start, then periodically.
+        let mut retention = tokio::time::interval(self.retention_every);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.metrics.set_ready(true);
         loop {
             if self.shutdown.is_requested() && self.stop_deadline.is_none() {
@@ -210,7 +248,7 @@ impl Runner {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(Event::Records(chunk)) => {
-                        self.process(&chunk)?;
+                        self.process(&chunk).await?;
                         if self.buffer.rows + self.buffer.dead.len() >= self.max_batch_rows
                             || self.buffer.bytes >= self.max_batch_bytes
                         {
@@ -241,6 +279,7 @@ impl Runner {
                         self.flush().await?;
                     }
                 }
+                _ = retention.tick() => self.apply_retention().await,
             }
         }
     }
@@ -251,32 +290,162 @@ impl Runner {
         }
     }
 
-    /// Decode and anonymize one chunk into the buffer.
-    fn process(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
+    /// Run the operator chain and the version rules over one chunk; buffer the result.
+    async fn process(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
         let records = chunk.records();
         if records.is_empty() {
             return Ok(());
         }
         let ctx = Self::ctx();
         self.metrics.records_consumed.inc_by(records.len() as u64);
-        let decoded = self.decoder.decode(&records, &ctx);
-        self.component("decode", records.len());
-        let rows = decoded.batch.num_rows();
-        let out = self.anonymize.process(decoded.batch, &ctx)?;
-        self.component(self.anonymize.name(), rows);
-        self.buffer.rows += out.accepted.num_rows();
-        self.buffer.readings.push(out.accepted);
-        self.buffer.dead.extend(decoded.dead_letters);
-        self.buffer.dead.extend(out.rejected);
+        let out = self.chain.process(&records, &ctx)?;
+        for (name, rows) in out.rows_in {
+            self.component(name, rows);
+        }
+        for (kind, n) in out.sensitive.by_kind() {
+            if n > 0 {
+                self.metrics
+                    .sensitive_removed
+                    .with_label_values(&[kind])
+                    .inc_by(n);
+            }
+        }
+        let rows = out.readings.num_rows();
+        let classified = self.classify(&out.readings).await?;
+        self.component("versions", rows);
+        let m = &self.metrics;
+        m.records_dropped
+            .with_label_values(&[drop_reason::DUPLICATE])
+            .inc_by(classified.duplicates as u64);
+        m.records_dropped
+            .with_label_values(&[drop_reason::SUPERSEDED])
+            .inc_by(classified.superseded as u64);
+        if let Some(flags) = classified
+            .accepted
+            .column_by_name("flags")
+            .and_then(|c| c.as_string_opt::<i32>())
+        {
+            for f in flags.iter().flatten() {
+                for flag in f.split(',') {
+                    m.flags.with_label_values(&[flag]).inc();
+                }
+            }
+        }
+        let mut dead = out.dead_letters;
+        if !classified.conflicts.is_empty() {
+            let by_position: HashMap<(i32, i64), &RawRecord<'_>> = records
+                .iter()
+                .map(|r| ((r.partition, r.offset), r))
+                .collect();
+            for position in &classified.conflicts {
+                if let Some(rec) = by_position.get(position) {
+                    dead.push(self.chain.dead_letter(
+                        rec,
+                        Reason::VersionConflict,
+                        "same key and version as an accepted reading, with another value",
+                    ));
+                }
+            }
+        }
+        let kept = classified.accepted.num_rows() + dead.len();
+        self.buffer.rows += classified.accepted.num_rows();
+        self.buffer.readings.push(classified.accepted);
+        self.buffer.dead.extend(dead);
         for r in &records {
             let e = self.buffer.offsets.entry(r.partition).or_insert(r.offset);
             *e = (*e).max(r.offset);
         }
-        self.buffer.records += records.len();
+        // Duplicates and superseded versions are accounted as drops already.
+        self.buffer.records += kept;
         self.buffer.bytes += chunk.bytes();
         self.buffer.since.get_or_insert_with(Instant::now);
         self.metrics.buffered_rows.set(self.buffer.records as i64);
         Ok(())
+    }
+
+    /// Apply the version rules, loading the partitions the batch touches first.
+    async fn classify(&mut self, batch: &RecordBatch) -> Result<Classified, RunError> {
+        let mut missing = self.versions.missing(batch)?;
+        if !missing.is_empty() && self.versions.len() >= self.version_index_max_keys {
+            // The index only forgets what is in the lake: commit what is buffered.
+            self.flush().await?;
+            self.versions.clear();
+            missing = self.versions.missing(batch)?;
+        }
+        let mut by_tenant: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (tenant, date) in missing {
+            by_tenant.entry(tenant).or_default().push(date);
+        }
+        for (tenant, dates) in by_tenant {
+            let list: Vec<String> = dates
+                .iter()
+                .map(|d| {
+                    let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
+                        .unwrap_or_default();
+                    format!("DATE '{date}'")
+                })
+                .collect();
+            // Tenant ids are [a-z0-9_-] (validated at configuration).
+            let sql = format!(
+                "SELECT meter, quantity, direction, interval_start, version, value FROM t \
+                 WHERE tenant = '{tenant}' AND local_date IN ({})",
+                list.join(", ")
+            );
+            let stored = self.query_with_retry(&sql).await?;
+            self.versions.load(&tenant, &dates, &stored)?;
+        }
+        Ok(self.versions.classify(batch)?)
+    }
+
+    async fn query_with_retry(&mut self, sql: &str) -> Result<Vec<RecordBatch>, RunError> {
+        let mut backoff = self.backoff_initial;
+        loop {
+            match self.readings.query(sql).await {
+                Ok(batches) => return Ok(batches),
+                Err(e) if e.is_transient() => {
+                    self.metrics
+                        .storage_errors
+                        .with_label_values(&["readings"])
+                        .inc();
+                    if self.shutdown.is_requested() {
+                        return Err(RunError::GraceExceeded);
+                    }
+                    warn!(error = %e, "cannot read stored versions; retrying");
+                    self.sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.backoff_max);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Delete dead letters past their retention (and vacuum their files). Failures
+    /// are logged and retried at the next check.
+    async fn apply_retention(&mut self) {
+        let cutoff = chrono::Utc::now() - self.dead_letter_retention;
+        match self.dead.delete_before("dead_lettered_at", cutoff).await {
+            Ok((rows, files)) => {
+                self.metrics
+                    .retention_deleted
+                    .with_label_values(&["dead_letters"])
+                    .inc_by(rows as u64);
+                if rows > 0 || files > 0 {
+                    info!(
+                        table = "dead_letters",
+                        rows_deleted = rows,
+                        files_vacuumed = files,
+                        "retention applied"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .storage_errors
+                    .with_label_values(&["dead_letters"])
+                    .inc();
+                warn!(table = "dead_letters", error = %e, "retention failed; retrying at the next check");
+            }
+        }
     }
 
     fn component(&self, name: &str, rows: usize) {
@@ -291,6 +460,12 @@ impl Runner {
     }
 
     async fn assign(&mut self, partitions: &[i32]) -> OffsetsReply {
+        // Other processes may have written these partitions' meters: the version
+        // index is rebuilt from the lake (after committing what is buffered).
+        if let Err(e) = self.flush().await {
+            return Err(e.to_string());
+        }
+        self.versions.clear();
         let mut backoff = self.backoff_initial;
         loop {
             let dead = self.dead.load_offsets(partitions).await;
@@ -330,6 +505,8 @@ impl Runner {
         }
         self.readings.release(partitions);
         self.dead.release(partitions);
+        // Discarded rows are in the index but not in the lake.
+        self.versions.clear();
         flushed
     }
 
@@ -395,6 +572,7 @@ impl Runner {
         // Dead letters first (only when there are any), then readings with the
         // offsets: the readings table's offsets decide where consumption resumes.
         if dl.num_rows() > 0 {
+            self.publish_with_retry(&dl).await?;
             self.append_with_retry(true, std::slice::from_ref(&dl), &buffer.offsets)
                 .await?;
         }
@@ -440,6 +618,69 @@ impl Runner {
             .commits
             .send(buffer.offsets.iter().map(|(p, o)| (*p, *o)).collect());
         Ok(())
+    }
+
+    /// Publish dead letters to the dead-letter topic, if configured, and wait until
+    /// the broker has them. Retried like storage errors; at least once (a crash
+    /// between publishing and the lake commit publishes again: deduplicate by key,
+    /// the source position).
+    async fn publish_with_retry(&mut self, dl: &RecordBatch) -> Result<(), RunError> {
+        let Some((producer, topic)) = &self.dlq else {
+            return Ok(());
+        };
+        let col = |name: &str| dl.column_by_name(name);
+        let (Some(tenant), Some(src_topic), Some(partition), Some(offset), Some(reason), Some(detail), Some(payload)) = (
+            col("tenant").and_then(|c| c.as_string_opt::<i32>()),
+            col("source_topic").and_then(|c| c.as_string_opt::<i32>()),
+            col("source_partition").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            col("source_offset").and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            col("reason").and_then(|c| c.as_string_opt::<i32>()),
+            col("detail").and_then(|c| c.as_string_opt::<i32>()),
+            col("payload").and_then(|c| c.as_string_opt::<i32>()),
+        ) else {
+            return Err(RunError::Internal("dead letter batch without its columns".into()));
+        };
+        let mut backoff = self.backoff_initial;
+        loop {
+            let mut pending = Vec::with_capacity(dl.num_rows());
+            for i in 0..dl.num_rows() {
+                let key = format!("{}:{}:{}", src_topic.value(i), partition.value(i), offset.value(i));
+                let (p, o) = (partition.value(i).to_string(), offset.value(i).to_string());
+                let mut headers = OwnedHeaders::new()
+                    .insert(Header { key: "meterline-reason", value: Some(reason.value(i)) })
+                    .insert(Header { key: "meterline-detail", value: Some(detail.value(i)) })
+                    .insert(Header { key: "meterline-source-topic", value: Some(src_topic.value(i)) })
+                    .insert(Header { key: "meterline-source-partition", value: Some(p.as_str()) })
+                    .insert(Header { key: "meterline-source-offset", value: Some(o.as_str()) });
+                if tenant.is_valid(i) {
+                    headers = headers.insert(Header { key: "meterline-tenant", value: Some(tenant.value(i)) });
+                }
+                let mut record: FutureRecord<'_, str, str> =
+                    FutureRecord::to(topic).key(&key).headers(headers);
+                if payload.is_valid(i) {
+                    record = record.payload(payload.value(i));
+                }
+                pending.push(producer.send(record, Duration::from_secs(30)));
+            }
+            let results = futures::future::join_all(pending).await;
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            if failed == 0 {
+                self.metrics.dead_letters_published.inc_by(dl.num_rows() as u64);
+                return Ok(());
+            }
+            self.metrics.kafka_errors.inc_by(failed as u64);
+            if let Some(deadline) = self.stop_deadline {
+                if Instant::now() >= deadline {
+                    return Err(RunError::GraceExceeded);
+                }
+            }
+            warn!(topic = %topic, failed, retry_in_ms = backoff.as_millis() as u64, "cannot publish dead letters; retrying");
+            self.sleep(backoff).await;
+            if self.shutdown.is_requested() && self.stop_deadline.is_none() {
+                self.stop_deadline = Some(Instant::now() + self.grace);
+            }
+            backoff = (backoff * 2).min(self.backoff_max);
+        }
     }
 
     async fn append_with_retry(

@@ -10,6 +10,25 @@ use meterline_sinks::{Lake, LakeConfig};
 /// Tables registered when present under the lake root.
 pub const TABLES: [&str; 2] = ["readings", "dead_letters"];
 
+/// The `readings_current` view: exactly one row per key (tenant, meter, quantity,
+/// direction, interval_start), the one with the highest `version` (a missing
+/// version is older than any). `readings` keeps every accepted version, the audit
+/// trail of corrections.
+pub fn readings_current_sql() -> String {
+    let columns: Vec<String> = meterline_operators::schema::READINGS
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    format!(
+        "SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER (\
+         PARTITION BY tenant, meter, quantity, direction, interval_start \
+         ORDER BY version DESC NULLS LAST, ingested_at DESC) AS version_rank FROM readings) \
+         WHERE version_rank = 1",
+        cols = columns.join(", ")
+    )
+}
+
 /// Output formats of `meterline sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -42,6 +61,10 @@ pub async fn session(lake: &LakeConfig) -> anyhow::Result<SessionContext> {
         table.update_datafusion_session(&ctx.state())?;
         let provider = table.table_provider().await?;
         ctx.register_table(name, provider)?;
+        if name == "readings" {
+            let view = ctx.sql(&readings_current_sql()).await?.into_view();
+            ctx.register_table("readings_current", view)?;
+        }
         found += 1;
     }
     if found == 0 {

@@ -102,6 +102,23 @@ fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
     }
 }
 
+/// DataFusion reads strings as `Utf8View`; callers get plain `Utf8`.
+fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type() == &DataType::Utf8View {
+            columns.push(arrow::compute::cast(column, &DataType::Utf8)?);
+            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+        } else {
+            columns.push(column.clone());
+            fields.push(field.as_ref().clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+}
+
 /// True if an object store or I/O error is anywhere in the error's cause chain.
 fn storage_caused(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
@@ -423,6 +440,85 @@ impl OffsetTable {
             rows,
             version: Some(version),
         })
+    }
+
+    /// Run a query over the latest version of the table (registered as `t`).
+    /// Strings come back as `Utf8`.
+    ///
+    /// # Errors
+    /// Storage errors (transient) and SQL errors (internal).
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        if self.table.version().is_none() {
+            return Ok(Vec::new());
+        }
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        let failed = |e: deltalake::datafusion::error::DataFusionError| {
+            let error = Box::new(DeltaTableError::Generic(e.to_string()));
+            if storage_caused(&e) {
+                SinkError::Transient { table: name, error }
+            } else {
+                SinkError::Internal { table: name, error }
+            }
+        };
+        self.table
+            .update_datafusion_session(&ctx.state())
+            .map_err(transient(name))?;
+        let provider = self.table.table_provider().await.map_err(transient(name))?;
+        ctx.register_table("t", provider).map_err(failed)?;
+        let batches = ctx
+            .sql(sql)
+            .await
+            .map_err(failed)?
+            .collect()
+            .await
+            .map_err(failed)?;
+        batches
+            .iter()
+            .map(|b| plain_strings(b).map_err(|e| failed(e.into())))
+            .collect()
+    }
+
+    /// Delete the rows where `column` (a timestamp) is before `cutoff`, then vacuum
+    /// files removed longer ago than the table's `delta.deletedFileRetentionDuration`.
+    /// Returns (rows deleted, files vacuumed).
+    ///
+    /// # Errors
+    /// Storage errors (transient) and conflicts with a concurrent writer (retry later).
+    pub async fn delete_before(
+        &mut self,
+        column: &str,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(usize, usize), SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        if self.table.version().is_none() {
+            return Ok((0, 0));
+        }
+        let predicate = format!(
+            "{column} < '{}'",
+            cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        let (table, metrics) = self
+            .table
+            .clone()
+            .delete()
+            .with_predicate(predicate)
+            .await
+            .map_err(transient(name))?;
+        self.table = table;
+        let (table, vacuumed) = self
+            .table
+            .clone()
+            .vacuum()
+            .await
+            .map_err(transient(name))?;
+        self.table = table;
+        Ok((
+            metrics.num_deleted_rows.unwrap_or(0),
+            vacuumed.files_deleted.len(),
+        ))
     }
 
     /// Bookkeeping when a previous attempt of this commit is found in the log.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::pseudonym::MasterKey;
-use crate::tenant::Tenant;
+use crate::tenant::{Rules, Tenant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, TimestampMicrosecondType};
 
@@ -17,11 +17,13 @@ fn decoder() -> Decoder {
             id: "oslo".into(),
             deployment: Deployment::Public,
             timezone: chrono_tz::Europe::Oslo,
+            rules: Rules::default(),
         },
         Tenant {
             id: "acme".into(),
             deployment: Deployment::Private,
             timezone: chrono_tz::Europe::Oslo,
+            rules: Rules::default(),
         },
     ])
     .unwrap();
@@ -47,6 +49,7 @@ fn decode_texts(texts: &[&str]) -> DecodeOutput {
             partition: 0,
             offset: i as i64,
             payload: Some(t.as_bytes()),
+            replay_tag: None,
         })
         .collect();
     decoder().decode(&records, &ctx())
@@ -140,7 +143,7 @@ fn bad_records_become_dead_letters_with_reasons() {
         (with("device_id", "42"), Reason::WrongType),
         (with("meter_id", "[1]"), Reason::WrongType),
         (with("pii", "\"Kari\""), Reason::WrongType),
-        (with("value", "-1"), Reason::InvalidValue),
+        (with("value", "-1"), Reason::NegativeValue),
         (with("value", "1e300"), Reason::InvalidValue),
         (with("quantity", "\"plutonium\""), Reason::InvalidValue),
         (with("direction", "\"sideways\""), Reason::InvalidValue),
@@ -184,21 +187,25 @@ fn size_utf8_and_empty_payloads_are_dead_letters() {
             partition: 1,
             offset: 10,
             payload: Some(big.as_bytes()),
+            replay_tag: None,
         },
         RawRecord {
             partition: 1,
             offset: 11,
             payload: Some(not_utf8),
+            replay_tag: None,
         },
         RawRecord {
             partition: 1,
             offset: 12,
             payload: None,
+            replay_tag: None,
         },
         RawRecord {
             partition: 1,
             offset: 13,
             payload: Some(GOOD.as_bytes()),
+            replay_tag: None,
         },
     ];
     let out = decoder().decode(&records, &ctx());

@@ -65,6 +65,12 @@ impl Harness {
             metrics_listen: None,
             tenants: tenants(),
             key: Some(MasterKey::from_hex(KEY_HEX).unwrap()),
+            dead_letters: Default::default(),
+            special_category_fields:
+                meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
         }
     }
 
@@ -154,11 +160,13 @@ pub fn tenants() -> TenantRegistry {
             id: "oslo-utility".into(),
             deployment: Deployment::Public,
             timezone: chrono_tz::Europe::Oslo,
+            rules: meterline_operators::Rules::default(),
         },
         Tenant {
             id: "acme-industri".into(),
             deployment: Deployment::Private,
             timezone: chrono_tz::Europe::Oslo,
+            rules: meterline_operators::Rules::default(),
         },
     ])
     .unwrap()

@@ -5,4 +5,7 @@
 mod common;
 mod crash;
 mod dead_letters;
+mod corrections;
 mod privacy;
+mod replay;
+mod sensitive;

@@ -14,7 +14,7 @@ use crate::common::{run_until_accounted, Harness};
 fn secrets_for(i: usize) -> Vec<String> {
     vec![
         format!("devsecret-{i:05}-x"),
-        format!("7070575{i:011}"), // 18 digits, a meter id
+        meterline::generator::gsrn(4_200_000 + i as u32), // a valid GSRN
         format!("subject-secret-{i:04}"),
         format!("Kari Nordmann {i}"),
         format!("kari.{i}@example.no"),
@@ -55,7 +55,7 @@ async fn no_raw_identifier_or_pii_of_a_public_tenant_is_stored() {
                 "schema": "reading/v1", "tenant": "oslo-utility",
                 "device_id": s[0], "meter_id": s[1], "subject": s[2],
                 "quantity": "electricity",
-                "start": format!("2026-10-25T{:02}:00:00Z", hour % 23),
+                "start": format!("2026-10-25T{:02}:00:00Z", hour % 24),
                 "resolution": "PT1H", "value": 0.5 + hour as f64, "unit": "kWh",
                 "quality": "measured", "version": "2026-10-26T06:00:00Z", "area": "NO1",
                 "pii": { "name": s[3], "email": s[4], "phone": s[5], "address": s[6],

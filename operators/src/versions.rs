@@ -1,0 +1,410 @@
+//! Versions and corrections (Elhub semantics).
+//!
+//! Key: (tenant, meter, quantity, direction, interval_start). For a reading whose key
+//! is already known (stored, or accepted earlier in this run):
+//!
+//! | incoming `version` vs current | outcome |
+//! |---|---|
+//! | newer | accepted: stored in `readings`, becomes the current value |
+//! | equal, same value | duplicate: dropped, counted (`duplicate`) |
+//! | equal, other value | conflict: dead letter `version_conflict` |
+//! | older | ignored, counted (`superseded`) |
+//!
+//! A missing `version` is older than any version (two readings without a version
+//! compare as equal). `readings` therefore holds each accepted version once, and the
+//! current value of a key is its row with the highest version (`readings_current`).
+//!
+//! The index is pure; the pipeline fills it from the lake one (tenant, local date)
+//! partition at a time before classifying rows of that partition, and clears it
+//! when partitions move between processes. Its size is bounded: when it holds more
+//! than the configured number of keys it is cleared and refilled on demand.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{
+    Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+
+use crate::operator::OperatorError;
+
+/// What `classify` did with a batch.
+#[derive(Debug)]
+pub struct Classified {
+    /// New keys and newer versions, in input order.
+    pub accepted: RecordBatch,
+    pub duplicates: usize,
+    pub superseded: usize,
+    /// (source partition, source offset) of conflicting rows.
+    pub conflicts: Vec<(i32, i64)>,
+}
+
+/// Current (version, value) per key, for the partitions loaded so far.
+#[derive(Debug, Clone)]
+pub struct VersionIndex {
+    series: HashMap<String, u32>,
+    current: HashMap<(u32, i64), (i64, i64)>,
+    loaded: HashSet<(String, i32)>,
+    max_keys: usize,
+}
+
+/// Approximate memory per key held (hash map entry, key, version, value), for the
+/// pipeline's memory bound.
+pub const BYTES_PER_KEY: u64 = 48;
+
+/// Values are Decimal(18, 3): at most 10^18 - 1 thousandths, which fits an i64.
+fn stored_value(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `version` as an ordered number: missing is older than everything.
+const NO_VERSION: i64 = i64::MIN;
+
+fn schema_error(column: &'static str) -> OperatorError {
+    OperatorError::Schema {
+        operator: "versions",
+        column,
+    }
+}
+
+struct Columns<'a> {
+    tenant: Option<&'a arrow::array::StringArray>,
+    meter: &'a arrow::array::StringArray,
+    quantity: &'a arrow::array::StringArray,
+    direction: &'a arrow::array::StringArray,
+    start: &'a arrow::array::TimestampMicrosecondArray,
+    version: &'a arrow::array::TimestampMicrosecondArray,
+    value: &'a arrow::array::Decimal128Array,
+}
+
+fn columns(batch: &RecordBatch, with_tenant: bool) -> Result<Columns<'_>, OperatorError> {
+    let s = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or(schema_error(name))
+    };
+    let ts = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            .ok_or(schema_error(name))
+    };
+    Ok(Columns {
+        tenant: if with_tenant { Some(s("tenant")?) } else { None },
+        meter: s("meter")?,
+        quantity: s("quantity")?,
+        direction: s("direction")?,
+        start: ts("interval_start")?,
+        version: ts("version")?,
+        value: batch
+            .column_by_name("value")
+            .and_then(|c| c.as_primitive_opt::<Decimal128Type>())
+            .ok_or(schema_error("value"))?,
+    })
+}
+
+impl VersionIndex {
+    /// An empty index holding at most `max_keys` keys.
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            series: HashMap::new(),
+            current: HashMap::new(),
+            loaded: HashSet::new(),
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty()
+    }
+
+    /// Forget everything (partitions moved, or the bound was reached).
+    pub fn clear(&mut self) {
+        self.series.clear();
+        self.current.clear();
+        self.loaded.clear();
+    }
+
+    /// The (tenant, local date) partitions of a `readings` batch not loaded yet.
+    ///
+    /// # Errors
+    /// A batch without `tenant` or `local_date`.
+    pub fn missing(&self, batch: &RecordBatch) -> Result<BTreeSet<(String, i32)>, OperatorError> {
+        let tenant = batch
+            .column_by_name("tenant")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or(schema_error("tenant"))?;
+        let date = batch
+            .column_by_name("local_date")
+            .and_then(|c| c.as_primitive_opt::<Date32Type>())
+            .ok_or(schema_error("local_date"))?;
+        let mut out = BTreeSet::new();
+        for row in 0..batch.num_rows() {
+            let key = (tenant.value(row), date.value(row));
+            if !self.loaded.contains(&(key.0.to_owned(), key.1)) {
+                out.insert((key.0.to_owned(), key.1));
+            }
+        }
+        Ok(out)
+    }
+
+    fn series_id(&mut self, tenant: &str, meter: &str, quantity: &str, direction: &str) -> u32 {
+        let key = format!("{tenant}\u{0}{meter}\u{0}{quantity}\u{0}{direction}");
+        let next = self.series.len() as u32;
+        *self.series.entry(key).or_insert(next)
+    }
+
+    /// Make room before loading: clear everything when the bound would be passed.
+    pub fn make_room(&mut self) {
+        if self.current.len() >= self.max_keys {
+            self.clear();
+        }
+    }
+
+    /// Record stored rows of a tenant's partitions (columns `meter`, `quantity`,
+    /// `direction`, `interval_start`, `version`, `value`) and mark those local dates
+    /// loaded. Several versions of a key may be given; the highest wins.
+    ///
+    /// # Errors
+    /// Batches without those columns.
+    pub fn load(
+        &mut self,
+        tenant: &str,
+        local_dates: &[i32],
+        stored: &[RecordBatch],
+    ) -> Result<(), OperatorError> {
+        for batch in stored {
+            let c = columns(batch, false)?;
+            for row in 0..batch.num_rows() {
+                let id = self.series_id(
+                    tenant,
+                    c.meter.value(row),
+                    c.quantity.value(row),
+                    c.direction.value(row),
+                );
+                let version = if c.version.is_valid(row) {
+                    c.version.value(row)
+                } else {
+                    NO_VERSION
+                };
+                let entry = (version, stored_value(c.value.value(row)));
+                self.current
+                    .entry((id, c.start.value(row)))
+                    .and_modify(|e| {
+                        if entry.0 > e.0 {
+                            *e = entry;
+                        }
+                    })
+                    .or_insert(entry);
+            }
+        }
+        for date in local_dates {
+            self.loaded.insert((tenant.to_owned(), *date));
+        }
+        Ok(())
+    }
+
+    /// Classify a `readings` batch (in input order) against the index and add the
+    /// accepted rows to it. Every partition of the batch must be loaded.
+    ///
+    /// # Errors
+    /// Batches without the key, version or value columns.
+    pub fn classify(&mut self, batch: &RecordBatch) -> Result<Classified, OperatorError> {
+        let c = columns(batch, true)?;
+        let tenant = c.tenant.ok_or(schema_error("tenant"))?;
+        let partition = batch
+            .column_by_name("source_partition")
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .ok_or(schema_error("source_partition"))?;
+        let offset = batch
+            .column_by_name("source_offset")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or(schema_error("source_offset"))?;
+        let rows = batch.num_rows();
+        let mut keep = Vec::with_capacity(rows);
+        let (mut duplicates, mut superseded) = (0, 0);
+        let mut conflicts = Vec::new();
+        for row in 0..rows {
+            let id = self.series_id(
+                tenant.value(row),
+                c.meter.value(row),
+                c.quantity.value(row),
+                c.direction.value(row),
+            );
+            let version = if c.version.is_valid(row) {
+                c.version.value(row)
+            } else {
+                NO_VERSION
+            };
+            let value = stored_value(c.value.value(row));
+            let accepted = match self.current.get(&(id, c.start.value(row))) {
+                None => true,
+                Some(&(v, _)) if version > v => true,
+                Some(&(v, x)) if version == v && value == x => {
+                    duplicates += 1;
+                    false
+                }
+                Some(&(v, _)) if version == v => {
+                    conflicts.push((partition.value(row), offset.value(row)));
+                    false
+                }
+                Some(_) => {
+                    superseded += 1;
+                    false
+                }
+            };
+            if accepted {
+                self.current
+                    .insert((id, c.start.value(row)), (version, value));
+            }
+            keep.push(accepted);
+        }
+        let accepted = if keep.iter().all(|k| *k) {
+            batch.clone()
+        } else {
+            filter_record_batch(batch, &BooleanArray::from(keep)).map_err(|source| {
+                OperatorError::Arrow {
+                    operator: "versions",
+                    source,
+                }
+            })?
+        };
+        Ok(Classified {
+            accepted,
+            duplicates,
+            superseded,
+            conflicts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Date32Array, Decimal128Array, Int32Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use proptest::prelude::*;
+
+    /// (meter, start, version, value) rows of tenant `t`, partition 0.
+    fn batch(rows: &[(&str, i64, Option<i64>, i128)]) -> RecordBatch {
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tenant", DataType::Utf8, false),
+            Field::new("meter", DataType::Utf8, false),
+            Field::new("quantity", DataType::Utf8, false),
+            Field::new("direction", DataType::Utf8, false),
+            Field::new("interval_start", ts(), false),
+            Field::new("local_date", DataType::Date32, false),
+            Field::new("version", ts(), true),
+            Field::new("value", DataType::Decimal128(18, 3), false),
+            Field::new("source_partition", DataType::Int32, false),
+            Field::new("source_offset", DataType::Int64, false),
+        ]));
+        let n = rows.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["t"; n])),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from(vec!["electricity"; n])),
+            Arc::new(StringArray::from(vec!["import"; n])),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Date32Array::from(vec![1; n])),
+            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                Decimal128Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+                    .with_precision_and_scale(18, 3)
+                    .unwrap(),
+            ),
+            Arc::new(Int32Array::from(vec![0; n])),
+            Arc::new(Int64Array::from_iter_values(0..n as i64)),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn newer_equal_older_and_conflicting_versions() {
+        let mut index = VersionIndex::new(100);
+        index.load("t", &[1], &[batch(&[("m", 0, Some(10), 5)])]).unwrap();
+        let out = index
+            .classify(&batch(&[
+                ("m", 0, Some(10), 5),  // duplicate
+                ("m", 0, Some(10), 6),  // conflict
+                ("m", 0, Some(9), 7),   // older
+                ("m", 0, None, 7),      // no version: older than any
+                ("m", 0, Some(11), 8),  // newer
+                ("m", 0, Some(11), 8),  // now a duplicate of the newer one
+                ("m", 3600, None, 1),   // new key
+                ("m", 3600, None, 1),   // duplicate without versions
+                ("m", 3600, None, 2),   // conflict without versions
+            ]))
+            .unwrap();
+        assert_eq!(out.accepted.num_rows(), 2);
+        assert_eq!(out.duplicates, 3);
+        assert_eq!(out.superseded, 2);
+        assert_eq!(out.conflicts, vec![(0, 1), (0, 8)]);
+    }
+
+    #[test]
+    fn the_bound_clears_and_forgets_loaded_partitions() {
+        let mut index = VersionIndex::new(2);
+        index
+            .load("t", &[1], &[batch(&[("a", 0, None, 1), ("b", 0, None, 1)])])
+            .unwrap();
+        assert!(index.missing(&batch(&[("a", 0, None, 1)])).unwrap().is_empty());
+        index.make_room();
+        assert!(index.is_empty());
+        assert_eq!(index.missing(&batch(&[("a", 0, None, 1)])).unwrap().len(), 1);
+    }
+
+    proptest! {
+        /// Whatever the arrival order and batching, the accepted rows of a key end
+        /// with the highest version (first arrival among equal versions), and every
+        /// input row is accepted, a duplicate, superseded or a conflict.
+        #[test]
+        fn current_value_is_the_highest_version(
+            rows in proptest::collection::vec((0usize..3, 0i64..3, proptest::option::of(0i64..4), 0i128..3), 1..40),
+            split in 1usize..10,
+        ) {
+            let meters = ["a", "b", "c"];
+            let input: Vec<(&str, i64, Option<i64>, i128)> =
+                rows.iter().map(|(m, s, v, x)| (meters[*m], *s * 3600, *v, *x)).collect();
+            let mut index = VersionIndex::new(1000);
+            index.load("t", &[1], &[]).unwrap();
+            let mut current: HashMap<(&str, i64), (Option<i64>, i128)> = HashMap::new();
+            let mut accounted = 0;
+            for chunk in input.chunks(split) {
+                let out = index.classify(&batch(chunk)).unwrap();
+                accounted += out.accepted.num_rows() + out.duplicates + out.superseded + out.conflicts.len();
+                let c = columns(&out.accepted, false).unwrap();
+                for r in 0..out.accepted.num_rows() {
+                    let v = c.version.is_valid(r).then(|| c.version.value(r));
+                    current.insert((if c.meter.value(r) == "a" { "a" } else if c.meter.value(r) == "b" { "b" } else { "c" }, c.start.value(r)), (v, c.value.value(r)));
+                }
+            }
+            prop_assert_eq!(accounted, input.len());
+            // Model: first arrival of the maximal version per key.
+            let mut model: HashMap<(&str, i64), (Option<i64>, i128)> = HashMap::new();
+            for (m, s, v, x) in &input {
+                match model.get(&(*m, *s)) {
+                    Some((cv, _)) if v <= cv => {}
+                    _ => { model.insert((*m, *s), (*v, *x)); }
+                }
+            }
+            prop_assert_eq!(current, model);
+        }
+    }
+}
