@@ -9,9 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meterline_benches::{messages, pseudonymizer, tenants};
-use meterline_operators::{
-    Chain, DecodeConfig, Decoder, OperatorContext, RawRecord, VersionIndex,
-};
+use meterline_operators::{Chain, DecodeConfig, Decoder, OperatorContext, RawRecord, VersionIndex};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -57,8 +55,8 @@ fn chain(c: &mut Criterion) {
     });
 
     group.bench_function("decode_validate_anonymize_versions_parquet", |b| {
-        let mut chain =
-            Chain::new(DecodeConfig::default(), tenants(), Some(pseudonymizer())).expect("key given");
+        let mut chain = Chain::new(DecodeConfig::default(), tenants(), Some(pseudonymizer()))
+            .expect("key given");
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level")))
             .build();

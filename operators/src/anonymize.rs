@@ -122,7 +122,11 @@ impl Operator for Anonymize {
                 operator: "anonymize",
                 column: "flags",
             })?;
-        let flags_out: StringArray = flag_bits.values().iter().map(|b| flags::render(*b)).collect();
+        let flags_out: StringArray = flag_bits
+            .values()
+            .iter()
+            .map(|b| flags::render(*b))
+            .collect();
 
         let mut meter_out = StringBuilder::with_capacity(rows, rows * 32);
         let mut device_out = StringBuilder::with_capacity(rows, rows * 32);

@@ -66,8 +66,10 @@ impl Chain {
         let decoded_rows = decoded.batch.num_rows();
         let validated = self.validate.process(decoded.batch, ctx)?;
         if !validated.rejected.is_empty() {
-            let by_position: HashMap<(i32, i64), &RawRecord<'_>> =
-                records.iter().map(|r| ((r.partition, r.offset), r)).collect();
+            let by_position: HashMap<(i32, i64), &RawRecord<'_>> = records
+                .iter()
+                .map(|r| ((r.partition, r.offset), r))
+                .collect();
             for rejected in validated.rejected {
                 dead_letters.push(self.redacted(&by_position, rejected));
             }

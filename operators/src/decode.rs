@@ -31,12 +31,12 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::dead_letter::{DeadLetter, Reason};
-use crate::flags;
-use crate::sensitive::{SensitiveCounts, SensitiveScanner};
 use crate::decimal::{self, DecimalError};
+use crate::flags;
 use crate::operator::OperatorContext;
 use crate::pseudonym::{IdKind, Pseudonymizer};
 use crate::schema::{DECODED, UTC};
+use crate::sensitive::{SensitiveCounts, SensitiveScanner};
 use crate::tenant::{valid_tenant_id, Deployment, TenantRegistry};
 
 /// The only schema version this build decodes.

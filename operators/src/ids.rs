@@ -67,7 +67,9 @@ fn days_in_month(month: u32, year: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -86,7 +88,7 @@ pub fn national_id(digits: &[u8]) -> Option<NationalIdKind> {
         return None;
     }
     let sum2: u32 = K2_WEIGHTS.iter().zip(&d[..10]).map(|(w, x)| w * x).sum();
-    if (sum2 + d[10]) % 11 != 0 {
+    if !(sum2 + d[10]).is_multiple_of(11) {
         return None;
     }
     let mut day = d[0] * 10 + d[1];
@@ -173,10 +175,7 @@ mod tests {
         assert_eq!(check_gsrn(""), Err(GsrnError::Shape));
         // A Danish GSRN passes the checksum rule (the prefix rule is separate).
         let danish = format!("5713{:013}", 42);
-        let full = format!(
-            "{danish}{}",
-            gs1_check_digit(danish.as_bytes())
-        );
+        let full = format!("{danish}{}", gs1_check_digit(danish.as_bytes()));
         assert_eq!(check_gsrn(&full), Ok(()));
     }
 
@@ -214,7 +213,10 @@ mod tests {
     #[test]
     fn national_id_rules() {
         let id = with_check_digits("010190123").expect("valid check digits");
-        assert_eq!(national_id(id.as_bytes()), Some(NationalIdKind::Fodselsnummer));
+        assert_eq!(
+            national_id(id.as_bytes()),
+            Some(NationalIdKind::Fodselsnummer)
+        );
         // Wrong second check digit.
         let mut bad = id.clone().into_bytes();
         bad[10] = b'0' + (bad[10] - b'0' + 1) % 10;

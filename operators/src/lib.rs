@@ -35,11 +35,11 @@ pub mod versions;
 
 pub use anonymize::Anonymize;
 pub use chain::{Chain, ChainOutput};
-pub use sensitive::{SensitiveCounts, SensitiveScanner};
-pub use validate::Validate;
-pub use versions::{Classified, VersionIndex};
 pub use dead_letter::{DeadLetter, Reason};
 pub use decode::{DecodeConfig, DecodeOutput, Decoder, RawRecord};
 pub use operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 pub use pseudonym::{MasterKey, Pseudonymizer};
+pub use sensitive::{SensitiveCounts, SensitiveScanner};
 pub use tenant::{Deployment, Rules, Tenant, TenantRegistry};
+pub use validate::Validate;
+pub use versions::{Classified, VersionIndex};

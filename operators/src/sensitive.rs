@@ -71,7 +71,8 @@ pub struct SensitiveCounts {
 }
 
 impl SensitiveCounts {
-    pub const KINDS: [&'static str; 4] = ["fodselsnummer", "d_number", "h_number", "special_category"];
+    pub const KINDS: [&'static str; 4] =
+        ["fodselsnummer", "d_number", "h_number", "special_category"];
 
     pub fn add(&mut self, other: &SensitiveCounts) {
         self.fodselsnummer += other.fodselsnummer;
@@ -135,7 +136,11 @@ fn normalize(name: &str) -> String {
 
 impl Default for SensitiveScanner {
     fn default() -> Self {
-        Self::new(DEFAULT_SPECIAL_CATEGORY_FIELDS.iter().map(|s| s.to_string()))
+        Self::new(
+            DEFAULT_SPECIAL_CATEGORY_FIELDS
+                .iter()
+                .map(|s| s.to_string()),
+        )
     }
 }
 
@@ -161,7 +166,7 @@ impl SensitiveScanner {
 
     fn denied(&self, key: &str) -> bool {
         let k = normalize(key);
-        self.deny.iter().any(|d| *d == k)
+        self.deny.contains(&k)
     }
 
     /// Scan a payload; rewrite it only if it holds something sensitive.
@@ -243,7 +248,9 @@ mod tests {
     use crate::ids::with_check_digits;
 
     fn fnr() -> String {
-        with_check_digits("150387123").or_else(|| with_check_digits("150387124")).unwrap()
+        with_check_digits("150387123")
+            .or_else(|| with_check_digits("150387124"))
+            .unwrap()
     }
 
     #[test]
@@ -300,7 +307,10 @@ mod tests {
         let escaped: String = id.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
         let payload = format!(r#"{{"status":{{"note":"{escaped}","rel\u0069gion":"x"}}}}"#);
         let out = s.sanitize(payload.as_bytes());
-        assert_eq!(out.removed.fodselsnummer + out.removed.d_number + out.removed.h_number, 1);
+        assert_eq!(
+            out.removed.fodselsnummer + out.removed.d_number + out.removed.h_number,
+            1
+        );
         assert_eq!(out.removed.special_category, 1);
     }
 
@@ -309,6 +319,8 @@ mod tests {
         let s = SensitiveScanner::new(["Shoe Size".to_owned()]);
         let out = s.sanitize(br#"{"pii":{"shoe_size":44,"religion":"x"}}"#);
         assert_eq!(out.removed.special_category, 1);
-        assert!(String::from_utf8(out.bytes.unwrap()).unwrap().contains("religion"));
+        assert!(String::from_utf8(out.bytes.unwrap())
+            .unwrap()
+            .contains("religion"));
     }
 }

@@ -28,8 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray,
-    UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{
@@ -167,10 +166,7 @@ impl Operator for Validate {
             let rules = match rules_cache {
                 Some((id, r)) if id == t => r,
                 _ => {
-                    let r = self
-                        .tenants
-                        .by_id(t)
-                        .map_or(&default_rules, |x| &x.rules);
+                    let r = self.tenants.by_id(t).map_or(&default_rules, |x| &x.rules);
                     rules_cache = Some((t, r));
                     r
                 }
@@ -198,7 +194,10 @@ impl Operator for Validate {
                         }
                     }
                     if !rules.gsrn_prefixes.is_empty()
-                        && !rules.gsrn_prefixes.iter().any(|p| m.starts_with(p.as_str()))
+                        && !rules
+                            .gsrn_prefixes
+                            .iter()
+                            .any(|p| m.starts_with(p.as_str()))
                     {
                         return Err(rejection(
                             Reason::GsrnPrefix,

@@ -92,7 +92,11 @@ fn columns(batch: &RecordBatch, with_tenant: bool) -> Result<Columns<'_>, Operat
             .ok_or(schema_error(name))
     };
     Ok(Columns {
-        tenant: if with_tenant { Some(s("tenant")?) } else { None },
+        tenant: if with_tenant {
+            Some(s("tenant")?)
+        } else {
+            None
+        },
         meter: s("meter")?,
         quantity: s("quantity")?,
         direction: s("direction")?,
@@ -323,7 +327,10 @@ mod tests {
                     .with_timezone("UTC"),
             ),
             Arc::new(Date32Array::from(vec![1; n])),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
             Arc::new(
                 Decimal128Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())
                     .with_precision_and_scale(18, 3)
@@ -338,18 +345,20 @@ mod tests {
     #[test]
     fn newer_equal_older_and_conflicting_versions() {
         let mut index = VersionIndex::new(100);
-        index.load("t", &[1], &[batch(&[("m", 0, Some(10), 5)])]).unwrap();
+        index
+            .load("t", &[1], &[batch(&[("m", 0, Some(10), 5)])])
+            .unwrap();
         let out = index
             .classify(&batch(&[
-                ("m", 0, Some(10), 5),  // duplicate
-                ("m", 0, Some(10), 6),  // conflict
-                ("m", 0, Some(9), 7),   // older
-                ("m", 0, None, 7),      // no version: older than any
-                ("m", 0, Some(11), 8),  // newer
-                ("m", 0, Some(11), 8),  // now a duplicate of the newer one
-                ("m", 3600, None, 1),   // new key
-                ("m", 3600, None, 1),   // duplicate without versions
-                ("m", 3600, None, 2),   // conflict without versions
+                ("m", 0, Some(10), 5), // duplicate
+                ("m", 0, Some(10), 6), // conflict
+                ("m", 0, Some(9), 7),  // older
+                ("m", 0, None, 7),     // no version: older than any
+                ("m", 0, Some(11), 8), // newer
+                ("m", 0, Some(11), 8), // now a duplicate of the newer one
+                ("m", 3600, None, 1),  // new key
+                ("m", 3600, None, 1),  // duplicate without versions
+                ("m", 3600, None, 2),  // conflict without versions
             ]))
             .unwrap();
         assert_eq!(out.accepted.num_rows(), 2);
@@ -364,10 +373,16 @@ mod tests {
         index
             .load("t", &[1], &[batch(&[("a", 0, None, 1), ("b", 0, None, 1)])])
             .unwrap();
-        assert!(index.missing(&batch(&[("a", 0, None, 1)])).unwrap().is_empty());
+        assert!(index
+            .missing(&batch(&[("a", 0, None, 1)]))
+            .unwrap()
+            .is_empty());
         index.make_room();
         assert!(index.is_empty());
-        assert_eq!(index.missing(&batch(&[("a", 0, None, 1)])).unwrap().len(), 1);
+        assert_eq!(
+            index.missing(&batch(&[("a", 0, None, 1)])).unwrap().len(),
+            1
+        );
     }
 
     proptest! {

@@ -578,7 +578,10 @@ impl Config {
         }
         let d = &self.dead_letters;
         if d.retention_days == 0 {
-            return Err(invalid("dead_letters.retention_days", "must be greater than 0"));
+            return Err(invalid(
+                "dead_letters.retention_days",
+                "must be greater than 0",
+            ));
         }
         if d.retention_check_secs == 0 {
             return Err(invalid(

@@ -64,7 +64,9 @@ pub fn parse_reason(text: &str) -> Result<Reason, String> {
 /// # Errors
 /// Anything else.
 pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
-    let bad = || "expected an RFC 3339 time, a date (YYYY-MM-DD) or an age such as 90m, 24h, 7d".to_owned();
+    let bad = || {
+        "expected an RFC 3339 time, a date (YYYY-MM-DD) or an age such as 90m, 24h, 7d".to_owned()
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -87,7 +89,12 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 ///
 /// # Errors
 /// Configuration, storage and SQL errors.
-pub async fn list(config: &Config, filter: &Filter, limit: usize, format: Format) -> anyhow::Result<String> {
+pub async fn list(
+    config: &Config,
+    filter: &Filter,
+    limit: usize,
+    format: Format,
+) -> anyhow::Result<String> {
     let lake = config.lake_config();
     let query = format!(
         "SELECT dead_lettered_at, tenant, reason, source_topic, source_partition, source_offset, \
@@ -115,11 +122,17 @@ pub struct ReplayReport {
 ///
 /// # Errors
 /// Configuration, storage and Kafka errors.
-pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyhow::Result<ReplayReport> {
+pub async fn replay(
+    settings: &Settings,
+    filter: &Filter,
+    dry_run: bool,
+) -> anyhow::Result<ReplayReport> {
     let topic = &settings.kafka.readings_topic;
     // Topic names are restricted by Kafka to [a-zA-Z0-9._-].
     anyhow::ensure!(
-        topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
         "kafka.readings_topic is not a valid Kafka topic name"
     );
     let query = format!(
@@ -156,7 +169,9 @@ pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyh
             report.replayed += 1;
             let Some(producer) = &producer else { continue };
             let body = payload.value(i);
-            let tag = pseudonymizer.as_ref().map(|p| p.replay_tag(body.as_bytes()));
+            let tag = pseudonymizer
+                .as_ref()
+                .map(|p| p.replay_tag(body.as_bytes()));
             let headers = OwnedHeaders::new().insert(Header {
                 key: REPLAY_HEADER,
                 value: tag.as_deref(),

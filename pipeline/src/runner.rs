@@ -26,14 +26,13 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use meterline_operators::{
-    Chain, Classified, DeadLetter, OperatorContext, Pseudonymizer, RawRecord, Reason,
-    VersionIndex,
+    Chain, Classified, DeadLetter, OperatorContext, Pseudonymizer, RawRecord, Reason, VersionIndex,
 };
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use meterline_sinks::{
     dead_letter_batch, dead_letters_spec, readings_spec, Lake, OffsetTable, SinkError,
 };
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -208,7 +207,9 @@ impl Runner {
             version_index_max_keys: p.version_index_max_keys,
             dlq,
             dead_letter_retention: chrono::Duration::days(
-                i64::try_from(d.retention_days).unwrap_or(36_500).min(36_500),
+                i64::try_from(d.retention_days)
+                    .unwrap_or(36_500)
+                    .min(36_500),
             ),
             retention_every: Duration::from_secs(d.retention_check_secs),
             readings,
@@ -629,7 +630,15 @@ impl Runner {
             return Ok(());
         };
         let col = |name: &str| dl.column_by_name(name);
-        let (Some(tenant), Some(src_topic), Some(partition), Some(offset), Some(reason), Some(detail), Some(payload)) = (
+        let (
+            Some(tenant),
+            Some(src_topic),
+            Some(partition),
+            Some(offset),
+            Some(reason),
+            Some(detail),
+            Some(payload),
+        ) = (
             col("tenant").and_then(|c| c.as_string_opt::<i32>()),
             col("source_topic").and_then(|c| c.as_string_opt::<i32>()),
             col("source_partition").and_then(|c| c.as_primitive_opt::<Int32Type>()),
@@ -637,26 +646,61 @@ impl Runner {
             col("reason").and_then(|c| c.as_string_opt::<i32>()),
             col("detail").and_then(|c| c.as_string_opt::<i32>()),
             col("payload").and_then(|c| c.as_string_opt::<i32>()),
-        ) else {
-            return Err(RunError::Internal("dead letter batch without its columns".into()));
+        )
+        else {
+            return Err(RunError::Internal(
+                "dead letter batch without its columns".into(),
+            ));
         };
+        // The send futures borrow these until delivery.
+        let keys: Vec<String> = (0..dl.num_rows())
+            .map(|i| {
+                format!(
+                    "{}:{}:{}",
+                    src_topic.value(i),
+                    partition.value(i),
+                    offset.value(i)
+                )
+            })
+            .collect();
+        let positions: Vec<(String, String)> = (0..dl.num_rows())
+            .map(|i| (partition.value(i).to_string(), offset.value(i).to_string()))
+            .collect();
         let mut backoff = self.backoff_initial;
         loop {
             let mut pending = Vec::with_capacity(dl.num_rows());
             for i in 0..dl.num_rows() {
-                let key = format!("{}:{}:{}", src_topic.value(i), partition.value(i), offset.value(i));
-                let (p, o) = (partition.value(i).to_string(), offset.value(i).to_string());
+                let key = &keys[i];
+                let (p, o) = &positions[i];
                 let mut headers = OwnedHeaders::new()
-                    .insert(Header { key: "meterline-reason", value: Some(reason.value(i)) })
-                    .insert(Header { key: "meterline-detail", value: Some(detail.value(i)) })
-                    .insert(Header { key: "meterline-source-topic", value: Some(src_topic.value(i)) })
-                    .insert(Header { key: "meterline-source-partition", value: Some(p.as_str()) })
-                    .insert(Header { key: "meterline-source-offset", value: Some(o.as_str()) });
+                    .insert(Header {
+                        key: "meterline-reason",
+                        value: Some(reason.value(i)),
+                    })
+                    .insert(Header {
+                        key: "meterline-detail",
+                        value: Some(detail.value(i)),
+                    })
+                    .insert(Header {
+                        key: "meterline-source-topic",
+                        value: Some(src_topic.value(i)),
+                    })
+                    .insert(Header {
+                        key: "meterline-source-partition",
+                        value: Some(p.as_str()),
+                    })
+                    .insert(Header {
+                        key: "meterline-source-offset",
+                        value: Some(o.as_str()),
+                    });
                 if tenant.is_valid(i) {
-                    headers = headers.insert(Header { key: "meterline-tenant", value: Some(tenant.value(i)) });
+                    headers = headers.insert(Header {
+                        key: "meterline-tenant",
+                        value: Some(tenant.value(i)),
+                    });
                 }
                 let mut record: FutureRecord<'_, str, str> =
-                    FutureRecord::to(topic).key(&key).headers(headers);
+                    FutureRecord::to(topic).key(key.as_str()).headers(headers);
                 if payload.is_valid(i) {
                     record = record.payload(payload.value(i));
                 }
@@ -665,7 +709,9 @@ impl Runner {
             let results = futures::future::join_all(pending).await;
             let failed = results.iter().filter(|r| r.is_err()).count();
             if failed == 0 {
-                self.metrics.dead_letters_published.inc_by(dl.num_rows() as u64);
+                self.metrics
+                    .dead_letters_published
+                    .inc_by(dl.num_rows() as u64);
                 return Ok(());
             }
             self.metrics.kafka_errors.inc_by(failed as u64);

@@ -110,7 +110,11 @@ fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arrow
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if field.data_type() == &DataType::Utf8View {
             columns.push(arrow::compute::cast(column, &DataType::Utf8)?);
-            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
         } else {
             columns.push(column.clone());
             fields.push(field.as_ref().clone());
@@ -465,7 +469,7 @@ impl OffsetTable {
         self.table
             .update_datafusion_session(&ctx.state())
             .map_err(transient(name))?;
-        let provider = self.table.table_provider().await.map_err(transient(name))?;
+        let provider = self.table.table_provider().await.map_err(failed)?;
         ctx.register_table("t", provider).map_err(failed)?;
         let batches = ctx
             .sql(sql)
@@ -508,12 +512,7 @@ impl OffsetTable {
             .await
             .map_err(transient(name))?;
         self.table = table;
-        let (table, vacuumed) = self
-            .table
-            .clone()
-            .vacuum()
-            .await
-            .map_err(transient(name))?;
+        let (table, vacuumed) = self.table.clone().vacuum().await.map_err(transient(name))?;
         self.table = table;
         Ok((
             metrics.num_deleted_rows.unwrap_or(0),

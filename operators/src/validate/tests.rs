@@ -76,8 +76,11 @@ fn run_with(chain: &mut Chain, texts: &[String]) -> Run {
         texts.len(),
         "every record accounted for"
     );
-    let mut reasons: Vec<(i64, Reason)> =
-        out.dead_letters.iter().map(|d| (d.offset, d.reason)).collect();
+    let mut reasons: Vec<(i64, Reason)> = out
+        .dead_letters
+        .iter()
+        .map(|d| (d.offset, d.reason))
+        .collect();
     reasons.sort();
     Run {
         readings: out.readings,
@@ -125,7 +128,10 @@ fn gsrn_rules() {
         reason_of(&[("meter_id", "\"70705750002293981\"")]),
         Some(Reason::InvalidGsrn)
     );
-    assert_eq!(reason_of(&[("meter_id", "\"meter-7\"")]), Some(Reason::InvalidGsrn));
+    assert_eq!(
+        reason_of(&[("meter_id", "\"meter-7\"")]),
+        Some(Reason::InvalidGsrn)
+    );
     // No meter id: the device is the key; nothing to check.
     assert_eq!(reason_of(&[("meter_id", "null")]), None);
 
@@ -153,13 +159,29 @@ fn intervals_are_aligned_in_utc_terms() {
     let cases = [
         ("2026-10-25T00:00:00Z", "PT1H", None),
         ("2026-10-25T02:00:00+02:00", "PT1H", None),
-        ("2026-10-25T00:30:00Z", "PT1H", Some(Reason::MisalignedInterval)),
-        ("2026-10-25T00:00:01Z", "PT1H", Some(Reason::MisalignedInterval)),
+        (
+            "2026-10-25T00:30:00Z",
+            "PT1H",
+            Some(Reason::MisalignedInterval),
+        ),
+        (
+            "2026-10-25T00:00:01Z",
+            "PT1H",
+            Some(Reason::MisalignedInterval),
+        ),
         ("2026-10-25T00:45:00Z", "PT15M", None),
-        ("2026-10-25T00:50:00Z", "PT15M", Some(Reason::MisalignedInterval)),
+        (
+            "2026-10-25T00:50:00Z",
+            "PT15M",
+            Some(Reason::MisalignedInterval),
+        ),
         // +05:30: local half past is a whole UTC hour.
         ("2026-10-25T05:30:00+05:30", "PT1H", None),
-        ("2026-10-25T05:00:00+05:30", "PT1H", Some(Reason::MisalignedInterval)),
+        (
+            "2026-10-25T05:00:00+05:30",
+            "PT1H",
+            Some(Reason::MisalignedInterval),
+        ),
     ];
     for (start, res, want) in cases {
         let got = reason_of(&[
@@ -179,7 +201,10 @@ fn future_and_too_old() {
     // the default 15 min skew; one that ends in 1 h is not.
     assert_eq!(reason_of(&[("start", &at(now - Duration::hours(1)))]), None);
     assert_eq!(
-        reason_of(&[("start", &at(now - Duration::minutes(45) - Duration::minutes(1)))]),
+        reason_of(&[(
+            "start",
+            &at(now - Duration::minutes(45) - Duration::minutes(1))
+        )]),
         None
     );
     assert_eq!(
@@ -211,13 +236,22 @@ fn future_and_too_old() {
 
 #[test]
 fn units_per_quantity_and_wh_conversion() {
-    assert_eq!(reason_of(&[("quantity", "\"gas\""), ("unit", "\"m3\"")]), None);
-    assert_eq!(reason_of(&[("quantity", "\"water\""), ("unit", "\"kWh\"")]), None);
+    assert_eq!(
+        reason_of(&[("quantity", "\"gas\""), ("unit", "\"m3\"")]),
+        None
+    );
+    assert_eq!(
+        reason_of(&[("quantity", "\"water\""), ("unit", "\"kWh\"")]),
+        None
+    );
     assert_eq!(
         reason_of(&[("quantity", "\"district_heating\""), ("unit", "\"m3\"")]),
         Some(Reason::UnitNotAllowed)
     );
-    assert_eq!(reason_of(&[("unit", "\"m3\"")]), Some(Reason::UnitNotAllowed));
+    assert_eq!(
+        reason_of(&[("unit", "\"m3\"")]),
+        Some(Reason::UnitNotAllowed)
+    );
     assert_eq!(
         reason_of(&[("unit", "\"Wh\""), ("value", "1500")]),
         Some(Reason::UnitNotAllowed)
@@ -230,15 +264,39 @@ fn units_per_quantity_and_wh_conversion() {
         &mut chain(convert),
         &[
             reading(&[("unit", "\"Wh\""), ("value", "1500")]),
-            reading(&[("unit", "\"Wh\""), ("value", "2.5"), ("start", "\"2026-10-25T01:00:00Z\"")]),
-            reading(&[("unit", "\"Wh\""), ("value", "30000"), ("start", "\"2026-10-25T02:00:00Z\"")]),
+            reading(&[
+                ("unit", "\"Wh\""),
+                ("value", "2.5"),
+                ("start", "\"2026-10-25T01:00:00Z\""),
+            ]),
+            reading(&[
+                ("unit", "\"Wh\""),
+                ("value", "30000"),
+                ("start", "\"2026-10-25T02:00:00Z\""),
+            ]),
         ],
     );
-    assert_eq!(r.reasons, vec![(2, Reason::ValueTooHigh)], "converted, then bounded");
-    let values = r.readings.column_by_name("value").unwrap().as_primitive::<Decimal128Type>();
+    assert_eq!(
+        r.reasons,
+        vec![(2, Reason::ValueTooHigh)],
+        "converted, then bounded"
+    );
+    let values = r
+        .readings
+        .column_by_name("value")
+        .unwrap()
+        .as_primitive::<Decimal128Type>();
     assert_eq!(values.value(0), 1_500);
-    assert_eq!(values.value(1), 2, "2.5 Wh is 0.0025 kWh: half to even -> 0.002");
-    let units = r.readings.column_by_name("unit").unwrap().as_string::<i32>();
+    assert_eq!(
+        values.value(1),
+        2,
+        "2.5 Wh is 0.0025 kWh: half to even -> 0.002"
+    );
+    let units = r
+        .readings
+        .column_by_name("unit")
+        .unwrap()
+        .as_string::<i32>();
     assert_eq!(units.value(0), "kWh");
     assert_eq!(flags_of(&r.readings)[0].as_deref(), Some("unit_converted"));
 }
@@ -246,9 +304,15 @@ fn units_per_quantity_and_wh_conversion() {
 #[test]
 fn value_bounds_scale_with_resolution() {
     assert_eq!(reason_of(&[("value", "25")]), None);
-    assert_eq!(reason_of(&[("value", "25.001")]), Some(Reason::ValueTooHigh));
+    assert_eq!(
+        reason_of(&[("value", "25.001")]),
+        Some(Reason::ValueTooHigh)
+    );
     assert_eq!(reason_of(&[("value", "0")]), None);
-    assert_eq!(reason_of(&[("value", "-0.001")]), Some(Reason::NegativeValue));
+    assert_eq!(
+        reason_of(&[("value", "-0.001")]),
+        Some(Reason::NegativeValue)
+    );
     assert_eq!(
         reason_of(&[("value", "6.25"), ("resolution", "\"PT15M\"")]),
         None
@@ -258,7 +322,11 @@ fn value_bounds_scale_with_resolution() {
         Some(Reason::ValueTooHigh)
     );
     assert_eq!(
-        reason_of(&[("quantity", "\"water\""), ("unit", "\"m3\""), ("value", "10.001")]),
+        reason_of(&[
+            ("quantity", "\"water\""),
+            ("unit", "\"m3\""),
+            ("value", "10.001")
+        ]),
         Some(Reason::ValueTooHigh)
     );
     let big_fuse = Rules {
@@ -271,15 +339,46 @@ fn value_bounds_scale_with_resolution() {
 
 #[test]
 fn quality_codes_are_normalized() {
-    let texts: Vec<String> = [("127", "measured"), ("56", "estimated"), ("81", "final_estimate"), ("21", "temporary"), ("58", "withdrawn"), ("\"127\"", "measured"), ("\"calculated\"", "calculated")]
-        .iter()
-        .enumerate()
-        .map(|(i, (q, _))| reading(&[("quality", q), ("start", &format!("\"2026-10-25T{i:02}:00:00Z\""))]))
-        .collect();
+    let texts: Vec<String> = [
+        ("127", "measured"),
+        ("56", "estimated"),
+        ("81", "final_estimate"),
+        ("21", "temporary"),
+        ("58", "withdrawn"),
+        ("\"127\"", "measured"),
+        ("\"calculated\"", "calculated"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (q, _))| {
+        reading(&[
+            ("quality", q),
+            ("start", &format!("\"2026-10-25T{i:02}:00:00Z\"")),
+        ])
+    })
+    .collect();
     let r = run(&texts);
     assert!(r.reasons.is_empty());
-    let got: Vec<&str> = r.readings.column_by_name("quality").unwrap().as_string::<i32>().iter().flatten().collect();
-    assert_eq!(got, ["measured", "estimated", "final_estimate", "temporary", "withdrawn", "measured", "calculated"]);
+    let got: Vec<&str> = r
+        .readings
+        .column_by_name("quality")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "measured",
+            "estimated",
+            "final_estimate",
+            "temporary",
+            "withdrawn",
+            "measured",
+            "calculated"
+        ]
+    );
     assert_eq!(reason_of(&[("quality", "99")]), Some(Reason::InvalidValue));
     assert_eq!(reason_of(&[("quality", "1.5")]), Some(Reason::WrongType));
     assert_eq!(reason_of(&[("quality", "true")]), Some(Reason::WrongType));
@@ -328,10 +427,7 @@ fn a_resolution_change_within_a_local_day_is_flagged() {
     let r1 = run_with(&mut c, &hourly);
     assert!(flags_of(&r1.readings).iter().all(Option::is_none));
     // Later, the same meter-day in PT15M (in another batch).
-    let shifted: Vec<String> = quarters
-        .iter()
-        .map(|q| q.replace("T22:", "T23:"))
-        .collect();
+    let shifted: Vec<String> = quarters.iter().map(|q| q.replace("T22:", "T23:")).collect();
     let r2 = run_with(&mut c, &shifted);
     assert!(flags_of(&r2.readings)
         .iter()

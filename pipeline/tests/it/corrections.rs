@@ -41,7 +41,7 @@ async fn corrections_in_random_order_across_batches_and_restarts() {
         let meter = meterline::generator::gsrn(500 + m);
         for hour in 0..6 {
             let start = base + Duration::hours(hour);
-            let versioned = (m + hour as u32) % 5 != 0;
+            let versioned = !(m + hour as u32).is_multiple_of(5);
             for _ in 0..rng.random_range(1..7) {
                 let v = versioned.then(|| rng.random_range(1..4));
                 // Few distinct values, so equal versions often carry equal values.
@@ -71,7 +71,10 @@ async fn corrections_in_random_order_across_batches_and_restarts() {
             Some(_) => want.superseded += 1,
         }
     }
-    assert!(want.duplicates > 0 && want.superseded > 0 && want.conflicts > 0, "{want:?}");
+    assert!(
+        want.duplicates > 0 && want.superseded > 0 && want.conflicts > 0,
+        "{want:?}"
+    );
 
     let messages: Vec<(String, Option<Vec<u8>>)> = events
         .iter()
@@ -118,7 +121,10 @@ async fn corrections_in_random_order_across_batches_and_restarts() {
     assert_eq!(got, want);
 
     let lake = h.lake_config();
-    assert_eq!(h.count("SELECT count(*) FROM readings").await, want.accepted);
+    assert_eq!(
+        h.count("SELECT count(*) FROM readings").await,
+        want.accepted
+    );
     assert_eq!(
         h.count("SELECT count(*) FROM dead_letters WHERE reason = 'version_conflict'")
             .await,

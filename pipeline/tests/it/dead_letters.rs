@@ -82,7 +82,7 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
         (bad(&[("redacted", json!(true))]), "invalid_replay"),
         (bad(&[("tenant", json!("Bad Tenant"))]), "unknown_tenant"),
         (
-            Some(format!("{{\"schema\":\"reading/v1\",\"tenant\":\"\u{{0}}{}\"}}", "x").into_bytes()),
+            Some(br#"{"schema":"reading/v1","tenant":"\u0000x"}"#.to_vec()),
             "missing_field",
         ),
         (Some(b"{\"schema\":\"reading/v1\",\"device_id\":\"\xff\xfe\"}".to_vec()), "not_utf8"),
@@ -112,7 +112,10 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
     // another value. Counted drops: the same reading again (duplicate) and an
     // older version (superseded).
     let good = bad(&[("meter_id", json!("707057500000000018"))]);
-    let conflict = bad(&[("meter_id", json!("707057500000000018")), ("value", json!(2.5))]);
+    let conflict = bad(&[
+        ("meter_id", json!("707057500000000018")),
+        ("value", json!(2.5)),
+    ]);
     let older = bad(&[
         ("meter_id", json!("707057500000000018")),
         ("version", json!("2026-03-28T20:00:00Z")),
@@ -128,8 +131,7 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
     }
     let produced = messages.len() as u64;
     let bad = messages.iter().filter(|m| m.2.is_some()).count() as u64;
-    let reasons: std::collections::BTreeSet<&str> =
-        messages.iter().filter_map(|m| m.2).collect();
+    let reasons: std::collections::BTreeSet<&str> = messages.iter().filter_map(|m| m.2).collect();
     assert!(reasons.len() >= 20, "{} kinds of bad record", reasons.len());
     h.produce(
         &messages
@@ -141,19 +143,14 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
 
     // acme-industri allows Norwegian GSRNs only.
     let mut settings = h.settings("dlq-group");
-    settings.tenants = meterline_operators::TenantRegistry::new(
-        settings
-            .tenants
-            .iter()
-            .cloned()
-            .map(|mut t| {
-                if t.id == "acme-industri" {
-                    t.rules.gsrn_prefixes = vec!["707057500".into()];
-                }
-                t
-            }),
-    )
-    .unwrap();
+    settings.tenants =
+        meterline_operators::TenantRegistry::new(settings.tenants.iter().cloned().map(|mut t| {
+            if t.id == "acme-industri" {
+                t.rules.gsrn_prefixes = vec!["707057500".into()];
+            }
+            t
+        }))
+        .unwrap();
     let metrics = run_until_accounted(settings, produced).await;
 
     let lake = h.lake_config();
@@ -166,8 +163,14 @@ async fn every_bad_record_is_a_dead_letter_with_its_reason() {
     assert_eq!(c.consumed, produced);
     assert_eq!(c.dropped, 2, "one duplicate, one superseded version");
     let text = metrics.render();
-    assert!(text.contains("meterline_records_dropped_total{reason=\"duplicate\"} 1"), "{text}");
-    assert!(text.contains("meterline_records_dropped_total{reason=\"superseded\"} 1"), "{text}");
+    assert!(
+        text.contains("meterline_records_dropped_total{reason=\"duplicate\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meterline_records_dropped_total{reason=\"superseded\"} 1"),
+        "{text}"
+    );
 
     // Each reason appears as often as it was planted.
     let mut want: BTreeMap<String, i64> = BTreeMap::new();

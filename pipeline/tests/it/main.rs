@@ -3,9 +3,9 @@
 //! directory -> SQL. The real-broker and S3 variants live in the reliability suite.
 
 mod common;
+mod corrections;
 mod crash;
 mod dead_letters;
-mod corrections;
 mod privacy;
 mod replay;
 mod sensitive;

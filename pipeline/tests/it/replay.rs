@@ -28,7 +28,9 @@ fn reading(tenant: &str, meter: &str, hour: u32) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
     let h = Harness::new(2);
-    let meters: Vec<String> = (0..6).map(|i| meterline::generator::gsrn(7_000 + i)).collect();
+    let meters: Vec<String> = (0..6)
+        .map(|i| meterline::generator::gsrn(7_000 + i))
+        .collect();
     let mut messages = Vec::new();
     for m in &meters {
         for hour in 0..3 {
@@ -75,7 +77,8 @@ async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
         .map(|m| (m.clone(), reading("new-utility", m, 5)))
         .collect();
     h.produce(&direct).await;
-    let metrics = run_until_accounted(settings.clone(), report.replayed + direct.len() as u64).await;
+    let metrics =
+        run_until_accounted(settings.clone(), report.replayed + direct.len() as u64).await;
     let c = metrics.conservation();
     assert_eq!(c.written, report.replayed + direct.len() as u64, "{c:?}");
     assert_eq!(
@@ -90,11 +93,17 @@ async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
         "SELECT count(DISTINCT meter), count(DISTINCT device), max(length(meter)) FROM readings WHERE tenant = 'new-utility'",
     )
     .await;
-    let col = |i: usize| rows[0].column(i).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let col = |i: usize| {
+        rows[0]
+            .column(i)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
     assert_eq!(col(0), meters.len() as i64);
     assert_eq!(col(1), meters.len() as i64);
     assert_eq!(
-        h.count("SELECT count(*) FROM readings WHERE meter LIKE '707057%'").await,
+        h.count("SELECT count(*) FROM readings WHERE meter LIKE '707057%'")
+            .await,
         0
     );
 

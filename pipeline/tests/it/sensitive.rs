@@ -42,7 +42,9 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[test]
@@ -81,7 +83,8 @@ fn sensitive_values_never_reach_the_lake_the_dead_letter_topic_logs_or_metrics()
             v["area"] = json!(dnr);
             variants.push(v.to_string());
             let mut v = base(2);
-            v["status"] = json!({ "note": format!("owner {hnr}"), "ids": [fnr.parse::<u64>().unwrap(), 3] });
+            v["status"] =
+                json!({ "note": format!("owner {hnr}"), "ids": [fnr.parse::<u64>().unwrap(), 3] });
             variants.push(v.to_string());
             let mut v = base(3);
             v["pii"] = json!({ "national_id": fnr, "religion": secret("religion"), "name": "x" });
@@ -90,7 +93,10 @@ fn sensitive_values_never_reach_the_lake_the_dead_letter_topic_logs_or_metrics()
             v["Trade-Union"] = json!(secret("union"));
             variants.push(v.to_string());
             // Escaped digits do not hide a number (the raw text keeps the escapes).
-            let escaped: String = dnr.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+            let escaped: String = dnr
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect();
             let text = base(4)
                 .to_string()
                 .replacen('{', &format!("{{\"ssn\":\"{escaped}\","), 1);
@@ -166,20 +172,26 @@ deployment = "private"
         .env("METERLINE_LOG", "debug");
     let mut run = Process::spawn("meterline", command);
     let mut metrics = String::new();
-    runtime.block_on(wait_for("every record accounted for", Duration::from_secs(90), || {
-        let text = http(port, "GET", "/metrics").map(|r| r.1).unwrap_or_default();
-        let sum: u64 = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("meterline_records_written_total")
-                    || l.starts_with("meterline_dead_letters_total")
-                    || l.starts_with("meterline_records_dropped_total")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        metrics = text;
-        async move { sum >= produced }
-    }));
+    runtime.block_on(wait_for(
+        "every record accounted for",
+        Duration::from_secs(90),
+        || {
+            let text = http(port, "GET", "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            let sum: u64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("meterline_records_written_total")
+                        || l.starts_with("meterline_dead_letters_total")
+                        || l.starts_with("meterline_records_dropped_total")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            metrics = text;
+            async move { sum >= produced }
+        },
+    ));
     let status = run.terminate(Duration::from_secs(30)).expect("stops");
     assert!(status.success(), "{status:?}");
     let ledger = run.ledger().expect("ledger line");
@@ -223,7 +235,11 @@ deployment = "private"
     let mut dlq_bytes: Vec<Vec<u8>> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while (dlq_bytes.len() as u64) < identifier_dead + other_dead {
-        assert!(std::time::Instant::now() < deadline, "dead-letter topic: {} messages", dlq_bytes.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead-letter topic: {} messages",
+            dlq_bytes.len()
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let mut bytes = m.payload().unwrap_or_default().to_vec();
             bytes.extend(m.key().unwrap_or_default());
@@ -244,10 +260,11 @@ deployment = "private"
     for path in &files {
         let bytes = std::fs::read(path).unwrap();
         if path.extension().is_some_and(|e| e == "parquet") {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
-                .unwrap()
-                .build()
-                .unwrap();
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
+                    .unwrap()
+                    .build()
+                    .unwrap();
             let mut text = Vec::new();
             {
                 let mut w = ArrayWriter::new(&mut text);
@@ -270,7 +287,10 @@ deployment = "private"
     views.push(("metrics".into(), metrics.into_bytes()));
     for (what, bytes) in &views {
         for secret in &planted {
-            assert!(!contains(bytes, secret), "{what} contains a planted sensitive value");
+            assert!(
+                !contains(bytes, secret),
+                "{what} contains a planted sensitive value"
+            );
         }
     }
 }
