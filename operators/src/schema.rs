@@ -42,7 +42,7 @@ pub static DECODED: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("subject", DataType::Utf8, true),
     ];
     fields.extend(common_tail());
-    fields.push(Field::new("flags", DataType::Utf8, true));
+    fields.push(Field::new("flags", DataType::UInt32, false));
     Arc::new(Schema::new(fields))
 });
 
@@ -58,6 +58,7 @@ pub static READINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("subject", DataType::Utf8, true),
     ];
     fields.extend(common_tail());
+    fields.push(Field::new("flags", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 });
 

@@ -197,15 +197,24 @@ fn intervals_are_aligned_in_utc_terms() {
 fn future_and_too_old() {
     let at = |t: DateTime<Utc>| format!("\"{}\"", t.to_rfc3339());
     let now = DateTime::from_timestamp_micros(NOW).unwrap();
-    // The interval that ended just now is fine; one that ends in 14 min is within
-    // the default 15 min skew; one that ends in 1 h is not.
+    // The interval that ended just now is fine; a quarter that ends in 15 min is
+    // within the default 15 min skew; an hour that ends in 1 h is not.
     assert_eq!(reason_of(&[("start", &at(now - Duration::hours(1)))]), None);
     assert_eq!(
-        reason_of(&[(
-            "start",
-            &at(now - Duration::minutes(45) - Duration::minutes(1))
-        )]),
+        reason_of(&[
+            ("start", &at(now)),
+            ("resolution", "\"PT15M\""),
+            ("value", "1")
+        ]),
         None
+    );
+    assert_eq!(
+        reason_of(&[
+            ("start", &at(now + Duration::minutes(15))),
+            ("resolution", "\"PT15M\""),
+            ("value", "1")
+        ]),
+        Some(Reason::FutureInterval)
     );
     assert_eq!(
         reason_of(&[("start", &at(now))]),
