@@ -217,9 +217,11 @@ listen = "127.0.0.1:{port}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+validation = {{ max_age_days = 36500 }}
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+validation = {{ max_age_days = 36500 }}
 "#,
             brokers = broker.bootstrap(),
             group = unique_name("bench"),

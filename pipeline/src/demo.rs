@@ -136,13 +136,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             id: PUBLIC_TENANT.into(),
             deployment: Deployment::Public,
             timezone: tz,
-            rules: meterline_operators::Rules::default(),
+            rules: fixed_dates_rules(),
         },
         Tenant {
             id: PRIVATE_TENANT.into(),
             deployment: Deployment::Private,
             timezone: tz,
-            rules: meterline_operators::Rules::default(),
+            rules: fixed_dates_rules(),
         },
     ])?;
     let settings = Settings {
@@ -395,4 +395,12 @@ async fn print_summary(
     );
     println!("finished in {:.1}s", elapsed.as_secs_f64());
     Ok(())
+}
+
+/// The demo's data has fixed dates (default 2026-10-24): accept them however long ago.
+fn fixed_dates_rules() -> meterline_operators::Rules {
+    meterline_operators::Rules {
+        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
+        ..meterline_operators::Rules::default()
+    }
 }

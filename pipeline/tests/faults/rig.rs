@@ -164,14 +164,17 @@ retry_max_backoff_secs = 4
 [metrics]
 listen = "{listen}"
 
+# Test data has fixed dates: accept them however long ago they are.
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
 timezone = "Europe/Oslo"
+validation = {{ max_age_days = 36500 }}
 
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+validation = {{ max_age_days = 36500 }}
 "#,
             brokers = self.broker.bootstrap(),
             topic = self.topic,

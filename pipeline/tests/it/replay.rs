@@ -6,7 +6,7 @@
 
 use arrow::array::AsArray;
 use meterline::dlq::{replay, Filter};
-use meterline_operators::{Deployment, Reason, Rules, Tenant, TenantRegistry};
+use meterline_operators::{Deployment, Reason, Tenant, TenantRegistry};
 use serde_json::json;
 
 use crate::common::{query, run_until_accounted, tenants, Harness};
@@ -61,7 +61,7 @@ async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
         id: "new-utility".into(),
         deployment: Deployment::Public,
         timezone: chrono_tz::Europe::Oslo,
-        rules: Rules::default(),
+        rules: crate::common::fixed_dates_rules(),
     });
     settings.tenants = TenantRegistry::new(all).unwrap();
     let filter = Filter {

@@ -153,10 +153,12 @@ kafka_topic = "{dlq_topic}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+validation = {{ max_age_days = 36500 }}
 
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+validation = {{ max_age_days = 36500 }}
 "#,
             brokers = h.brokers,
             topic = h.topic,
