@@ -41,6 +41,47 @@ pub struct DemoOptions {
     pub bad: usize,
 }
 
+/// Corrections of the first readings of `device`: a newer version of three of
+/// them (stored; `readings_current` shows the new value), that newer version again
+/// (a duplicate, dropped) and one original again (an older version, ignored).
+fn corrections(
+    messages: &[crate::generator::Message],
+    device: &str,
+) -> Vec<crate::generator::Message> {
+    let originals: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|m| m.key == device && m.bad_reason.is_none())
+        .take(3)
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect();
+    let mut out = Vec::new();
+    let message = |v: &serde_json::Value| crate::generator::Message {
+        key: device.to_owned(),
+        payload: v.to_string().into_bytes(),
+        bad_reason: None,
+    };
+    let mut newer = Vec::new();
+    for v in &originals {
+        let mut n = v.clone();
+        let version = v["version"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t + chrono::Duration::days(2))
+            .unwrap_or_default();
+        n["version"] = serde_json::json!(version.to_rfc3339());
+        n["value"] = serde_json::json!(
+            ((v["value"].as_f64().unwrap_or(0.0) + 0.5) * 1000.0).round() / 1000.0
+        );
+        newer.push(n);
+    }
+    out.extend(newer.iter().map(message));
+    if let (Some(first), Some(original)) = (newer.first(), originals.get(1)) {
+        out.push(message(first));
+        out.push(message(original));
+    }
+    out
+}
+
 /// What the demo found in the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoReport {
@@ -178,17 +219,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         bad: opts.bad,
         seed: 20261025,
     };
-    let messages = spec.generate();
+    let mut messages = spec.generate();
+    // Elhub-style corrections of the showcased meter, sent after its readings.
+    let corrections = corrections(&messages, &spec.meter(1).1);
+    let n_corrections = corrections.len();
+    messages.extend(corrections);
     let produced = messages.len() as u64;
     println!(
-        "meterline demo: {} meters ({} public, {} private), {} day(s) from {}, {} readings + {} bad records",
+        "meterline demo: {} meters ({} public, {} private), {} day(s) from {}, {} readings + {} bad records + {} corrections",
         opts.meters,
         opts.meters.div_ceil(2),
         opts.meters / 2,
         opts.days,
         opts.first_day,
         spec.good_count(),
-        opts.bad
+        opts.bad,
+        n_corrections
     );
 
     // Pipeline first (it consumes while the generator produces).
@@ -309,7 +355,10 @@ async fn print_summary(
     for (reason, n) in &r.dead_lettered {
         println!("  {reason:<20}{n:>10}");
     }
-    println!("intentionally dropped {:>10}", r.dropped);
+    println!(
+        "intentionally dropped {:>10}  (a duplicate and an older version)",
+        r.dropped
+    );
     println!(
         "check: {} = {} + {} + {}  -> {}",
         r.produced,
@@ -318,6 +367,17 @@ async fn print_summary(
         r.dropped,
         if r.adds_up() { "OK" } else { "MISMATCH" }
     );
+    let current = count(lake, "SELECT count(*) FROM readings_current").await?;
+    println!(
+        "readings_current      {current:>10}  (one row per meter and interval; {} superseded by a correction stay in readings)",
+        r.stored.saturating_sub(current)
+    );
+    let flagged = count(
+        lake,
+        "SELECT count(*) FROM readings WHERE flags IS NOT NULL",
+    )
+    .await?;
+    println!("flagged readings      {flagged:>10}  (passed validation with a remark, see readings.flags)");
 
     // One private meter (identifiers readable) on the DST day, if it is in range.
     let dst_day = opts
@@ -335,7 +395,7 @@ async fn print_summary(
     let hourly = crate::sql::query(
         lake,
         &format!(
-            "SELECT interval_start, sum(value) AS kwh FROM readings \
+            "SELECT interval_start, sum(value) AS kwh FROM readings_current \
              WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND local_date = DATE '{dst_day}' \
              GROUP BY interval_start ORDER BY interval_start"
         ),
@@ -366,7 +426,7 @@ async fn print_summary(
     let daily = crate::sql::query(
         lake,
         &format!(
-            "SELECT local_date, count(*) AS hours, sum(value) AS kwh FROM readings \
+            "SELECT local_date, count(*) AS hours, sum(value) AS kwh FROM readings_current \
              WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' \
              GROUP BY local_date ORDER BY local_date"
         ),

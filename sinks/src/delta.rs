@@ -539,6 +539,70 @@ impl OffsetTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{dead_letter_batch, dead_letters_spec, LakeConfig};
+    use meterline_operators::{DeadLetter, Reason};
+
+    fn letter(offset: i64) -> DeadLetter {
+        DeadLetter {
+            partition: 0,
+            offset,
+            reason: Reason::UnknownTenant,
+            detail: "field `tenant`: not a configured tenant".into(),
+            tenant: None,
+            payload: Some("{}".into()),
+            payload_bytes: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_dead_letters_only_and_keeps_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&LakeConfig {
+            uri: dir.path().to_string_lossy().into_owned(),
+            storage_options: Default::default(),
+        })
+        .unwrap();
+        let mut table = OffsetTable::open_or_create(&lake, dead_letters_spec(), "t")
+            .await
+            .unwrap();
+        table.load_offsets(&[0]).await.unwrap();
+        let now = chrono::Utc::now();
+        let old = (now - chrono::Duration::days(20)).timestamp_micros();
+        let recent = (now - chrono::Duration::days(2)).timestamp_micros();
+        let batches = [
+            dead_letter_batch("t", &[letter(0), letter(1)], old),
+            dead_letter_batch("t", &[letter(2)], recent),
+        ];
+        table
+            .append(&batches, &BTreeMap::from([(0, 2)]))
+            .await
+            .unwrap();
+        let (deleted, _) = table
+            .delete_before("dead_lettered_at", now - chrono::Duration::days(14))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2);
+        let left = table
+            .query("SELECT source_offset FROM t ORDER BY source_offset")
+            .await
+            .unwrap();
+        let offsets: Vec<i64> = left
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(offsets, vec![2]);
+        // The Kafka offsets recorded with the rows are untouched.
+        assert_eq!(
+            table.load_offsets(&[0]).await.unwrap().get(&0),
+            Some(&Some(2))
+        );
+        // Nothing older left: a second pass deletes nothing.
+        let (again, _) = table
+            .delete_before("dead_lettered_at", now - chrono::Duration::days(14))
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
+    }
 
     #[test]
     fn a_parquet_error_caused_by_a_failed_upload_is_transient() {
