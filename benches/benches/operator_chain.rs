@@ -63,7 +63,7 @@ fn chain(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut index = VersionIndex::new(10_000_000);
-                index.load("oslo", &[], &[]).expect("empty load");
+                index.load("oslo", &[], &[], &[]).expect("empty load");
                 (Vec::with_capacity(8 << 20), index)
             },
             |(mut out, mut index)| {
@@ -72,8 +72,20 @@ fn chain(c: &mut Criterion) {
                 // Every partition counts as loaded and empty (a new lake).
                 let batch = {
                     let missing = index.missing(&chained.readings).expect("schema");
-                    for (tenant, date) in missing {
-                        index.load(&tenant, &[date], &[]).expect("empty load");
+                    let mut by_tenant: std::collections::BTreeMap<String, (Vec<i32>, Vec<String>)> =
+                        Default::default();
+                    for (tenant, date, meter) in missing {
+                        let e = by_tenant.entry(tenant).or_default();
+                        e.0.push(date);
+                        e.1.push(meter);
+                    }
+                    for (tenant, (mut dates, meters)) in by_tenant {
+                        dates.sort_unstable();
+                        dates.dedup();
+                        let meters: Vec<&str> = meters.iter().map(String::as_str).collect();
+                        index
+                            .load(&tenant, &dates, &meters, &[])
+                            .expect("empty load");
                     }
                     index.classify(&chained.readings).expect("schema").accepted
                 };

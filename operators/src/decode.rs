@@ -402,11 +402,7 @@ impl Decoder {
         };
         let replayed = match wire.redacted {
             Some(true) => {
-                let valid = match (&self.pseudonymizer, rec.replay_tag) {
-                    (Some(p), Some(tag)) => p.replay_tag(bytes).as_bytes() == tag,
-                    _ => false,
-                };
-                if !valid {
+                if !self.valid_replay(bytes, rec.replay_tag) {
                     return Err(reject(
                         Reason::InvalidReplay,
                         "field `redacted` is set but the `meterline-replay` header is missing or does not match",
@@ -418,9 +414,26 @@ impl Decoder {
         };
         let mut row = self.check(wire)?;
         if replayed {
+            if self.tenants.get(row.tenant).deployment == Deployment::Private {
+                // Its identifiers were pseudonymized when it was dead-lettered (the
+                // tenant was not known then); stored as a private tenant's they would
+                // not match the same meter's raw identifiers.
+                return Err(reject(
+                    Reason::InvalidReplay,
+                    "a redacted dead letter cannot be replayed into a private tenant (its identifiers are pseudonyms)",
+                ));
+            }
             row.flags |= flags::REPLAYED;
         }
         Ok(row)
+    }
+
+    /// True if `tag` is the replay tag of `bytes` under this process's key.
+    fn valid_replay(&self, bytes: &[u8], tag: Option<&[u8]>) -> bool {
+        match (&self.pseudonymizer, tag) {
+            (Some(p), Some(tag)) => p.replay_tag(bytes).as_bytes() == tag,
+            _ => false,
+        }
     }
 
     fn check<'a>(&mut self, w: Wire<'a>) -> Result<Row<'a>, Reject> {
@@ -568,7 +581,7 @@ impl Decoder {
             Reason::EmptyPayload | Reason::TooLarge | Reason::NotUtf8 | Reason::MalformedJson
         );
         let (tenant, payload) = if parseable {
-            self.redact(bytes)
+            self.redact(bytes, rec.replay_tag)
         } else {
             (None, None)
         };
@@ -589,7 +602,14 @@ impl Decoder {
     /// For public tenants, and for tenants this process does not know (which may
     /// become public), only contract fields are kept, `subject` is removed and
     /// `device_id`/`meter_id` are replaced by pseudonyms; `"redacted": true` marks it.
-    fn redact(&mut self, bytes: &[u8]) -> (Option<String>, Option<String>) {
+    /// A payload redacted earlier (a replay with a valid tag) keeps its pseudonyms;
+    /// a `redacted` claim without one is removed (private) or its identifiers are
+    /// pseudonymized like any others (public).
+    fn redact(
+        &mut self,
+        bytes: &[u8],
+        replay_tag: Option<&[u8]>,
+    ) -> (Option<String>, Option<String>) {
         let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else {
             return (None, None);
         };
@@ -597,11 +617,16 @@ impl Decoder {
             Some(Value::String(t)) if valid_tenant_id(t) => Some(t.clone()),
             _ => None,
         };
+        let already_redacted =
+            map.get("redacted") == Some(&Value::Bool(true)) && self.valid_replay(bytes, replay_tag);
         map.remove("pii");
         let private = tenant
             .as_deref()
             .and_then(|t| self.tenants.by_id(t))
             .is_some_and(|t| t.deployment == Deployment::Private);
+        if private && !already_redacted {
+            map.remove("redacted");
+        }
         if !private {
             const KEEP: [&str; 12] = [
                 "schema",
@@ -620,6 +645,9 @@ impl Decoder {
             map.retain(|k, _| KEEP.contains(&k.as_str()) || k == "area");
             let scope = tenant.clone().unwrap_or_else(|| "-".to_owned());
             for (field, kind) in [("device_id", IdKind::Device), ("meter_id", IdKind::Meter)] {
+                if already_redacted {
+                    break;
+                }
                 let replacement = match (map.get(field), self.pseudonymizer.as_mut()) {
                     (Some(Value::String(id)), Some(p)) => {
                         Some(Value::String(p.pseudonym(&scope, kind, id)))

@@ -18,8 +18,9 @@ use serde_json::Value;
 
 use crate::ids::{find_national_id, NationalIdKind};
 
-/// Default deny-list of field names (compared after lower-casing and mapping `-` and
-/// space to `_`). Generic device words such as `health` (device health) are not on
+/// Default deny-list of field names (compared after lower-casing and removing `_`,
+/// `-` and spaces, so `political_opinion`, `political-opinion` and `politicalOpinion`
+/// are the same name). Generic device words such as `health` (device health) are not on
 /// it; extend it with `[privacy] special_category_fields`.
 pub const DEFAULT_SPECIAL_CATEGORY_FIELDS: [&str; 36] = [
     "health_data",
@@ -116,6 +117,16 @@ pub struct Sanitized {
     pub identifier_removed: bool,
 }
 
+/// True if the bytes may hold a number in exponent notation (`1.5038712345e10`),
+/// whose digits are only visible once parsed.
+fn has_exponent(bytes: &[u8]) -> bool {
+    bytes.windows(3).any(|w| {
+        w[0].is_ascii_digit()
+            && (w[1] == b'e' || w[1] == b'E')
+            && (w[2].is_ascii_digit() || w[2] == b'+' || w[2] == b'-')
+    })
+}
+
 /// Finds and removes sensitive data in JSON payloads.
 #[derive(Debug, Clone)]
 pub struct SensitiveScanner {
@@ -127,10 +138,8 @@ pub struct SensitiveScanner {
 
 fn normalize(name: &str) -> String {
     name.chars()
-        .map(|c| match c {
-            '-' | ' ' => '_',
-            c => c.to_ascii_lowercase(),
-        })
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .map(|c| c.to_ascii_lowercase())
         .collect()
 }
 
@@ -147,16 +156,18 @@ impl Default for SensitiveScanner {
 impl SensitiveScanner {
     /// A scanner for a deny-list of field names.
     pub fn new(fields: impl IntoIterator<Item = String>) -> Self {
-        let deny: Vec<String> = fields.into_iter().map(|f| normalize(&f)).collect();
+        let fields: Vec<String> = fields.into_iter().collect();
+        let deny: Vec<String> = fields.iter().map(|f| normalize(f)).collect();
         let mut patterns: Vec<String> = vec!["\\u".to_owned()];
-        for f in &deny {
-            patterns.push(format!("\"{f}\""));
-            for alt in ['-', ' '] {
-                if f.contains('_') {
-                    patterns.push(format!("\"{}\"", f.replace('_', &alt.to_string())));
-                }
+        for f in &fields {
+            // Every spelling of the separators (matched ignoring ASCII case).
+            let words: Vec<&str> = f.split(['_', '-', ' ']).filter(|w| !w.is_empty()).collect();
+            for sep in ["", "_", "-", " "] {
+                patterns.push(format!("\"{}\"", words.join(sep)));
             }
         }
+        patterns.sort();
+        patterns.dedup();
         let prescan = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(&patterns)
@@ -171,7 +182,10 @@ impl SensitiveScanner {
 
     /// Scan a payload; rewrite it only if it holds something sensitive.
     pub fn sanitize(&self, bytes: &[u8]) -> Sanitized {
-        if !self.prescan.is_match(bytes) && find_national_id(bytes).is_none() {
+        if !self.prescan.is_match(bytes)
+            && find_national_id(bytes).is_none()
+            && !has_exponent(bytes)
+        {
             return Sanitized::default();
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
@@ -209,14 +223,12 @@ impl SensitiveScanner {
                 }
                 None => false,
             },
-            Value::Number(n) => match n.as_u64().map(|x| x.to_string()) {
-                Some(digits) => match find_national_id(digits.as_bytes()) {
-                    Some(kind) => {
-                        found.national(kind);
-                        true
-                    }
-                    None => false,
-                },
+            // Any notation: -15038712345 and 15038712345.0 hold the same digits.
+            Value::Number(n) => match find_national_id(n.to_string().as_bytes()) {
+                Some(kind) => {
+                    found.national(kind);
+                    true
+                }
                 None => false,
             },
             Value::Array(items) => {
@@ -281,6 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_any_notation_are_checked() {
+        let s = SensitiveScanner::default();
+        let id = fnr();
+        let exponent = format!("{}.{}e10", &id[..1], &id[1..]);
+        for number in [format!("-{id}"), format!("{id}.0"), exponent] {
+            let payload = format!(r#"{{"status":{{"n":{number},"ok":1}}}}"#);
+            let out = s.sanitize(payload.as_bytes());
+            let text = String::from_utf8(out.bytes.expect("rewritten")).unwrap();
+            assert_eq!(text, r#"{"status":{"ok":1}}"#, "{number}");
+        }
+    }
+
+    #[test]
     fn an_identifier_holding_a_national_id_is_reported() {
         let s = SensitiveScanner::default();
         let payload = format!(r#"{{"device_id":"dev-{}","value":1}}"#, fnr());
@@ -292,10 +317,10 @@ mod tests {
     #[test]
     fn special_category_fields_are_removed_by_name_in_any_spelling() {
         let s = SensitiveScanner::default();
-        let payload = br#"{"pii":{"Religion":"x","political-opinion":"y","name":"z"},"status":{"health_condition":"asthma","battery":3}}"#;
+        let payload = br#"{"pii":{"Religion":"x","political-opinion":"y","name":"z","numberOfChildren":2},"status":{"health_condition":"asthma","battery":3}}"#;
         let out = s.sanitize(payload);
         let text = String::from_utf8(out.bytes.unwrap()).unwrap();
-        assert_eq!(out.removed.special_category, 3);
+        assert_eq!(out.removed.special_category, 4, "{text}");
         assert!(!text.contains("asthma") && !text.contains("\"x\"") && !text.contains("\"y\""));
         assert!(text.contains("battery") && text.contains("\"name\":\"z\""));
     }

@@ -50,8 +50,9 @@ const MAX_REMEMBERED_DAYS: usize = 1_000_000;
 #[derive(Debug, Clone)]
 pub struct Validate {
     tenants: TenantRegistry,
-    /// (tenant, meter, local date) -> resolution in minutes.
-    day_resolution: HashMap<(String, String, i32), i32>,
+    /// (tenant, meter, quantity, direction joined by NUL; local date) -> resolution
+    /// in minutes.
+    day_resolution: HashMap<(String, i32), i32>,
 }
 
 impl Validate {
@@ -298,7 +299,7 @@ impl Operator for Validate {
         if self.day_resolution.len() > MAX_REMEMBERED_DAYS {
             self.day_resolution.clear();
         }
-        for ((t, m, _, _, date), members) in &days {
+        for ((t, m, q, d, date), members) in &days {
             if members.len() >= 3 {
                 let mut sorted: Vec<(i128, usize)> =
                     members.iter().map(|r| (values[*r], *r)).collect();
@@ -313,13 +314,13 @@ impl Operator for Validate {
                     row_flags[top_row] |= flags::SPIKE;
                 }
             }
+            // The resolution seen first (earlier batch or first row) is the day's.
+            let seen = *self
+                .day_resolution
+                .entry((format!("{t}\u{0}{m}\u{0}{q}\u{0}{d}"), *date))
+                .or_insert_with(|| resolution.value(members[0]));
             for r in members {
-                let res = resolution.value(*r);
-                let seen = *self
-                    .day_resolution
-                    .entry(((*t).to_owned(), (*m).to_owned(), *date))
-                    .or_insert(res);
-                if seen != res {
+                if resolution.value(*r) != seen {
                     row_flags[*r] |= flags::RESOLUTION_MIX;
                 }
             }

@@ -14,10 +14,11 @@
 //! compare as equal). `readings` therefore holds each accepted version once, and the
 //! current value of a key is its row with the highest version (`readings_current`).
 //!
-//! The index is pure; the pipeline fills it from the lake one (tenant, local date)
-//! partition at a time before classifying rows of that partition, and clears it
-//! when partitions move between processes. Its size is bounded: when it holds more
-//! than the configured number of keys it is cleared and refilled on demand.
+//! The index is pure; before classifying a batch the pipeline fills it from the lake
+//! with the stored keys of the batch's (tenant, local date, meter) combinations not
+//! loaded yet, and clears it when partitions move between processes. Its size is
+//! bounded: when it holds more than the configured number of keys it is cleared
+//! (after a commit) and refilled on demand.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -45,7 +46,7 @@ pub struct Classified {
 pub struct VersionIndex {
     series: HashMap<String, u32>,
     current: HashMap<(u32, i64), (i64, i64)>,
-    loaded: HashSet<(String, i32)>,
+    loaded: HashSet<(String, i32, String)>,
     max_keys: usize,
 }
 
@@ -136,11 +137,15 @@ impl VersionIndex {
         self.loaded.clear();
     }
 
-    /// The (tenant, local date) partitions of a `readings` batch not loaded yet.
+    /// The (tenant, local date, meter) combinations of a `readings` batch whose
+    /// stored keys are not loaded yet.
     ///
     /// # Errors
-    /// A batch without `tenant` or `local_date`.
-    pub fn missing(&self, batch: &RecordBatch) -> Result<BTreeSet<(String, i32)>, OperatorError> {
+    /// A batch without `tenant`, `local_date` or `meter`.
+    pub fn missing(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<BTreeSet<(String, i32, String)>, OperatorError> {
         let tenant = batch
             .column_by_name("tenant")
             .and_then(|c| c.as_string_opt::<i32>())
@@ -149,11 +154,19 @@ impl VersionIndex {
             .column_by_name("local_date")
             .and_then(|c| c.as_primitive_opt::<Date32Type>())
             .ok_or(schema_error("local_date"))?;
+        let meter = batch
+            .column_by_name("meter")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or(schema_error("meter"))?;
         let mut out = BTreeSet::new();
         for row in 0..batch.num_rows() {
-            let key = (tenant.value(row), date.value(row));
-            if !self.loaded.contains(&(key.0.to_owned(), key.1)) {
-                out.insert((key.0.to_owned(), key.1));
+            let key = (
+                tenant.value(row).to_owned(),
+                date.value(row),
+                meter.value(row).to_owned(),
+            );
+            if !self.loaded.contains(&key) {
+                out.insert(key);
             }
         }
         Ok(out)
@@ -172,9 +185,10 @@ impl VersionIndex {
         }
     }
 
-    /// Record stored rows of a tenant's partitions (columns `meter`, `quantity`,
-    /// `direction`, `interval_start`, `version`, `value`) and mark those local dates
-    /// loaded. Several versions of a key may be given; the highest wins.
+    /// Record stored rows of a tenant (columns `meter`, `quantity`, `direction`,
+    /// `interval_start`, `version`, `value`) read for `local_dates` x `meters`, and
+    /// mark those combinations loaded. Several versions of a key may be given; the
+    /// highest wins.
     ///
     /// # Errors
     /// Batches without those columns.
@@ -182,6 +196,7 @@ impl VersionIndex {
         &mut self,
         tenant: &str,
         local_dates: &[i32],
+        meters: &[&str],
         stored: &[RecordBatch],
     ) -> Result<(), OperatorError> {
         for batch in stored {
@@ -210,7 +225,10 @@ impl VersionIndex {
             }
         }
         for date in local_dates {
-            self.loaded.insert((tenant.to_owned(), *date));
+            for meter in meters {
+                self.loaded
+                    .insert((tenant.to_owned(), *date, (*meter).to_owned()));
+            }
         }
         Ok(())
     }
@@ -346,7 +364,7 @@ mod tests {
     fn newer_equal_older_and_conflicting_versions() {
         let mut index = VersionIndex::new(100);
         index
-            .load("t", &[1], &[batch(&[("m", 0, Some(10), 5)])])
+            .load("t", &[1], &["m"], &[batch(&[("m", 0, Some(10), 5)])])
             .unwrap();
         let out = index
             .classify(&batch(&[
@@ -371,7 +389,12 @@ mod tests {
     fn the_bound_clears_and_forgets_loaded_partitions() {
         let mut index = VersionIndex::new(2);
         index
-            .load("t", &[1], &[batch(&[("a", 0, None, 1), ("b", 0, None, 1)])])
+            .load(
+                "t",
+                &[1],
+                &["a", "b"],
+                &[batch(&[("a", 0, None, 1), ("b", 0, None, 1)])],
+            )
             .unwrap();
         assert!(index
             .missing(&batch(&[("a", 0, None, 1)]))
@@ -398,7 +421,7 @@ mod tests {
             let input: Vec<(&str, i64, Option<i64>, i128)> =
                 rows.iter().map(|(m, s, v, x)| (meters[*m], *s * 3600, *v, *x)).collect();
             let mut index = VersionIndex::new(1000);
-            index.load("t", &[1], &[]).unwrap();
+            index.load("t", &[1], &["a", "b", "c"], &[]).unwrap();
             let mut current: HashMap<(&str, i64), (Option<i64>, i128)> = HashMap::new();
             let mut accounted = 0;
             for chunk in input.chunks(split) {

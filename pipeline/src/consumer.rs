@@ -93,11 +93,12 @@ impl Chunk {
                 partition: *partition,
                 offset: *offset,
                 payload: range.as_ref().map(|r| &self.data[r.clone()]),
+                // Tags are pushed in entry order: binary search.
                 replay_tag: self
                     .replay_tags
-                    .iter()
-                    .find(|(at, _)| *at == i)
-                    .map(|(_, tag)| tag.as_slice()),
+                    .binary_search_by_key(&i, |(at, _)| *at)
+                    .ok()
+                    .map(|j| self.replay_tags[j].1.as_slice()),
             })
             .collect()
     }

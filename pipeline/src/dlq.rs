@@ -73,7 +73,8 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).ok_or_else(bad)?.and_utc());
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let split = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (number, unit) = text.split_at(split);
     let n: i64 = number.parse().map_err(|_| bad())?;
     let age = match unit {
         "m" => chrono::Duration::try_minutes(n),
@@ -217,6 +218,8 @@ mod tests {
         assert!(age >= chrono::Duration::hours(24) && age < chrono::Duration::hours(25));
         assert!(parse_since("yesterday").is_err());
         assert!(parse_since("5y").is_err());
+        assert!(parse_since("7ø").is_err());
+        assert!(parse_since("").is_err());
     }
 
     #[test]

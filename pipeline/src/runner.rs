@@ -291,8 +291,24 @@ impl Runner {
         }
     }
 
-    /// Run the operator chain and the version rules over one chunk; buffer the result.
+    /// Run the operator chain and the version rules over one chunk; buffer the
+    /// result. On an error (the process then stops) the chunk and whatever is still
+    /// buffered are counted as not stored: the next owner consumes them again.
     async fn process(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
+        let result = self.process_chunk(chunk).await;
+        if result.is_err() {
+            let lost = chunk.len() + self.buffer.records;
+            self.buffer = Buffer::default();
+            self.metrics
+                .records_dropped
+                .with_label_values(&[drop_reason::UNCOMMITTED_AT_EXIT])
+                .inc_by(lost as u64);
+            self.metrics.buffered_rows.set(0);
+        }
+        result
+    }
+
+    async fn process_chunk(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
         let records = chunk.records();
         if records.is_empty() {
             return Ok(());
@@ -373,46 +389,69 @@ impl Runner {
             self.versions.clear();
             missing = self.versions.missing(batch)?;
         }
-        let mut by_tenant: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for (tenant, date) in missing {
-            by_tenant.entry(tenant).or_default().push(date);
+        // Per tenant: the dates and meters of the batch whose keys are not loaded.
+        let mut by_tenant: BTreeMap<String, (BTreeSet<i32>, BTreeSet<String>)> = BTreeMap::new();
+        for (tenant, date, meter) in missing {
+            let entry = by_tenant.entry(tenant).or_default();
+            entry.0.insert(date);
+            entry.1.insert(meter);
         }
-        for (tenant, dates) in by_tenant {
-            let list: Vec<String> = dates
-                .iter()
-                .map(|d| {
-                    let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
-                        .unwrap_or_default();
-                    format!("DATE '{date}'")
-                })
-                .collect();
-            // Tenant ids are [a-z0-9_-] (validated at configuration).
-            let sql = format!(
-                "SELECT meter, quantity, direction, interval_start, version, value FROM t \
-                 WHERE tenant = '{tenant}' AND local_date IN ({})",
-                list.join(", ")
-            );
-            let stored = self.query_with_retry(&sql).await?;
-            self.versions.load(&tenant, &dates, &stored)?;
+        for (tenant, (dates, meters)) in by_tenant {
+            use datafusion::prelude::{col, lit};
+            use datafusion::scalar::ScalarValue;
+            // Partition pruning on tenant and local_date; values as literals, not SQL
+            // text, so identifiers need no quoting.
+            let filter = col("tenant")
+                .eq(lit(tenant.as_str()))
+                .and(
+                    col("local_date").in_list(
+                        dates
+                            .iter()
+                            .map(|d| lit(ScalarValue::Date32(Some(*d))))
+                            .collect(),
+                        false,
+                    ),
+                )
+                .and(col("meter").in_list(meters.iter().map(|m| lit(m.as_str())).collect(), false));
+            let stored = self.scan_with_retry(filter).await?;
+            let dates: Vec<i32> = dates.into_iter().collect();
+            let meters: Vec<&str> = meters.iter().map(String::as_str).collect();
+            self.versions.load(&tenant, &dates, &meters, &stored)?;
         }
         Ok(self.versions.classify(batch)?)
     }
 
-    async fn query_with_retry(&mut self, sql: &str) -> Result<Vec<RecordBatch>, RunError> {
+    async fn scan_with_retry(
+        &mut self,
+        filter: datafusion::prelude::Expr,
+    ) -> Result<Vec<RecordBatch>, RunError> {
+        const COLUMNS: [&str; 6] = [
+            "meter",
+            "quantity",
+            "direction",
+            "interval_start",
+            "version",
+            "value",
+        ];
         let mut backoff = self.backoff_initial;
         loop {
-            match self.readings.query(sql).await {
+            match self.readings.scan(&COLUMNS, filter.clone()).await {
                 Ok(batches) => return Ok(batches),
                 Err(e) if e.is_transient() => {
                     self.metrics
                         .storage_errors
                         .with_label_values(&["readings"])
                         .inc();
-                    if self.shutdown.is_requested() {
-                        return Err(RunError::GraceExceeded);
+                    if let Some(deadline) = self.stop_deadline {
+                        if Instant::now() >= deadline {
+                            return Err(RunError::GraceExceeded);
+                        }
                     }
-                    warn!(error = %e, "cannot read stored versions; retrying");
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read stored versions; retrying");
                     self.sleep(backoff).await;
+                    if self.shutdown.is_requested() && self.stop_deadline.is_none() {
+                        self.stop_deadline = Some(Instant::now() + self.grace);
+                    }
                     backoff = (backoff * 2).min(self.backoff_max);
                 }
                 Err(e) => return Err(e.into()),

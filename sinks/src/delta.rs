@@ -452,6 +452,37 @@ impl OffsetTable {
     /// # Errors
     /// Storage errors (transient) and SQL errors (internal).
     pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
+        self.run(|ctx| async move { ctx.sql(sql).await }).await
+    }
+
+    /// Read `columns` of the rows matching `filter` (a DataFusion expression, so
+    /// values need no quoting) from the latest version of the table.
+    ///
+    /// # Errors
+    /// Storage errors (transient) and planning errors (internal).
+    pub async fn scan(
+        &mut self,
+        columns: &[&str],
+        filter: deltalake::datafusion::prelude::Expr,
+    ) -> Result<Vec<RecordBatch>, SinkError> {
+        let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+        self.run(|ctx| async move {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            ctx.table("t").await?.filter(filter)?.select_columns(&names)
+        })
+        .await
+    }
+
+    async fn run<F, Fut>(&mut self, plan: F) -> Result<Vec<RecordBatch>, SinkError>
+    where
+        F: FnOnce(deltalake::datafusion::prelude::SessionContext) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<
+                deltalake::datafusion::prelude::DataFrame,
+                deltalake::datafusion::error::DataFusionError,
+            >,
+        >,
+    {
         let name = self.spec.name;
         self.table.update_state().await.map_err(transient(name))?;
         if self.table.version().is_none() {
@@ -471,8 +502,7 @@ impl OffsetTable {
             .map_err(transient(name))?;
         let provider = self.table.table_provider().await.map_err(failed)?;
         ctx.register_table("t", provider).map_err(failed)?;
-        let batches = ctx
-            .sql(sql)
+        let batches = plan(ctx)
             .await
             .map_err(failed)?
             .collect()

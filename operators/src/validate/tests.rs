@@ -523,3 +523,36 @@ proptest! {
         prop_assert_eq!(got, if thousandths > max { Some(Reason::ValueTooHigh) } else { None });
     }
 }
+
+#[test]
+fn resolutions_are_per_quantity_and_direction() {
+    let mut c = chain(Rules::default());
+    let meter = "707057500022939815";
+    let texts: Vec<String> = (0..4)
+        .flat_map(|i| {
+            let hour = format!("\"2026-06-01T0{i}:00:00Z\"");
+            let quarter = format!("\"2026-06-01T0{i}:15:00Z\"");
+            [
+                reading(&[("start", &hour), ("meter_id", &format!("\"{meter}\""))]),
+                reading(&[
+                    ("start", &quarter),
+                    ("resolution", "\"PT15M\""),
+                    ("quantity", "\"water\""),
+                    ("unit", "\"m3\""),
+                    ("value", "0.1"),
+                    ("meter_id", &format!("\"{meter}\"")),
+                ]),
+                reading(&[
+                    ("start", &quarter),
+                    ("resolution", "\"PT15M\""),
+                    ("direction", "\"export\""),
+                    ("value", "0.1"),
+                    ("meter_id", &format!("\"{meter}\"")),
+                ]),
+            ]
+        })
+        .collect();
+    let r = run_with(&mut c, &texts);
+    assert!(r.reasons.is_empty(), "{:?}", r.reasons);
+    assert!(flags_of(&r.readings).iter().all(Option::is_none));
+}

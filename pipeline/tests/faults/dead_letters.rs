@@ -149,9 +149,12 @@ async fn dead_letters_reach_table_and_topic_and_replay_after_a_fix() {
 
     // The tenant is configured; replay; restart.
     text.push_str(
-        "\n[[tenants]]\nid = \"late-utility\"\ndeployment = \"private\"\nvalidation = { max_age_days = 36500 }\n",
+        "\n[[tenants]]\nid = \"late-utility\"\ndeployment = \"public\"\nvalidation = { max_age_days = 36500 }\n",
     );
     std::fs::write(&config, &text).unwrap();
+    let still_unknown =
+        "SELECT count(DISTINCT payload) FROM dead_letters WHERE tenant = 'no-such-tenant'";
+    assert_eq!(rig.count(still_unknown).await, 2);
     let out = cli(&["dlq", "replay", "--reason", "unknown_tenant"], &config);
     assert!(out.contains("replayed 62 dead letters"), "{out}");
     let mut second = rig.spawn("second", &config);
@@ -168,6 +171,20 @@ async fn dead_letters_reach_table_and_topic_and_replay_after_a_fix() {
     assert!(status.is_some_and(|s| s.success()));
     let two = assert_ledger(&second);
     assert_eq!((two.consumed, two.written, two.dead_lettered), (62, 60, 2));
+    // Dead-lettered again, their payloads are the same (pseudonyms are not hashed
+    // twice), so a later replay still finds the same meters.
+    assert_eq!(rig.count(still_unknown).await, 2);
+    assert_eq!(
+        rig.count("SELECT count(*) FROM dead_letters WHERE tenant = 'no-such-tenant'")
+            .await,
+        4
+    );
+    // The replayed public tenant's rows carry the same pseudonyms as direct rows.
+    assert_eq!(
+        rig.count("SELECT count(DISTINCT meter) FROM readings WHERE tenant = 'late-utility'")
+            .await,
+        5
+    );
 
     // Replaying again stores nothing new: duplicates under the version rules.
     let out = cli(&["dlq", "replay", "--reason", "unknown_tenant"], &config);

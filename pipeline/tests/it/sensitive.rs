@@ -61,7 +61,7 @@ fn sensitive_values_never_reach_the_lake_the_dead_letter_topic_logs_or_metrics()
         for s in [&fnr, &dnr, &hnr] {
             planted.push(s.clone());
         }
-        for w in ["religion", "diagnosis", "child", "union"] {
+        for w in ["religion", "diagnosis", "child", "union", "politics"] {
             planted.push(secret(w));
         }
         for (t, tenant) in ["oslo-utility", "acme-industri"].iter().enumerate() {
@@ -83,14 +83,20 @@ fn sensitive_values_never_reach_the_lake_the_dead_letter_topic_logs_or_metrics()
             v["area"] = json!(dnr);
             variants.push(v.to_string());
             let mut v = base(2);
-            v["status"] =
-                json!({ "note": format!("owner {hnr}"), "ids": [fnr.parse::<u64>().unwrap(), 3] });
+            let n: i64 = fnr.parse().unwrap();
+            v["status"] = json!({
+                "note": format!("owner {hnr}"),
+                "ids": [n, 3],
+                "negative": -n,
+                "float": n as f64,
+            });
             variants.push(v.to_string());
             let mut v = base(3);
             v["pii"] = json!({ "national_id": fnr, "religion": secret("religion"), "name": "x" });
             v["health_condition"] = json!({ "diagnosis": secret("diagnosis") });
             v["children"] = json!([secret("child")]);
             v["Trade-Union"] = json!(secret("union"));
+            v["pii"]["politicalOpinion"] = json!(secret("politics"));
             variants.push(v.to_string());
             // Escaped digits do not hide a number (the raw text keeps the escapes).
             let escaped: String = dnr
