@@ -46,8 +46,11 @@ pub struct Classified {
 pub struct VersionIndex {
     series: HashMap<String, u32>,
     current: HashMap<(u32, i64), (i64, i64)>,
-    loaded: HashSet<(String, i32, String)>,
+    /// tenant -> local date -> meters whose stored keys are loaded.
+    loaded: HashMap<String, HashMap<i32, HashSet<String>>>,
     max_keys: usize,
+    /// Reused buffer for series keys (no allocation per row).
+    key_buf: String,
 }
 
 /// Approximate memory per key held (hash map entry, key, version, value), for the
@@ -116,8 +119,9 @@ impl VersionIndex {
         Self {
             series: HashMap::new(),
             current: HashMap::new(),
-            loaded: HashSet::new(),
+            loaded: HashMap::new(),
             max_keys: max_keys.max(1),
+            key_buf: String::new(),
         }
     }
 
@@ -160,22 +164,34 @@ impl VersionIndex {
             .ok_or(schema_error("meter"))?;
         let mut out = BTreeSet::new();
         for row in 0..batch.num_rows() {
-            let key = (
-                tenant.value(row).to_owned(),
-                date.value(row),
-                meter.value(row).to_owned(),
-            );
-            if !self.loaded.contains(&key) {
-                out.insert(key);
+            let (t, d, m) = (tenant.value(row), date.value(row), meter.value(row));
+            let loaded = self
+                .loaded
+                .get(t)
+                .and_then(|dates| dates.get(&d))
+                .is_some_and(|meters| meters.contains(m));
+            if !loaded {
+                out.insert((t.to_owned(), d, m.to_owned()));
             }
         }
         Ok(out)
     }
 
     fn series_id(&mut self, tenant: &str, meter: &str, quantity: &str, direction: &str) -> u32 {
-        let key = format!("{tenant}\u{0}{meter}\u{0}{quantity}\u{0}{direction}");
+        let key = &mut self.key_buf;
+        key.clear();
+        for (i, part) in [tenant, meter, quantity, direction].into_iter().enumerate() {
+            if i > 0 {
+                key.push('\u{0}');
+            }
+            key.push_str(part);
+        }
+        if let Some(id) = self.series.get(key.as_str()) {
+            return *id;
+        }
         let next = self.series.len() as u32;
-        *self.series.entry(key).or_insert(next)
+        self.series.insert(key.clone(), next);
+        next
     }
 
     /// Make room before loading: clear everything when the bound would be passed.
@@ -227,7 +243,11 @@ impl VersionIndex {
         for date in local_dates {
             for meter in meters {
                 self.loaded
-                    .insert((tenant.to_owned(), *date, (*meter).to_owned()));
+                    .entry(tenant.to_owned())
+                    .or_default()
+                    .entry(*date)
+                    .or_default()
+                    .insert((*meter).to_owned());
             }
         }
         Ok(())
