@@ -11,7 +11,6 @@
 //! `pii` and `status` never reach this operator: `decode` does not keep them.
 //! Pseudonyms are computed once per distinct identifier per batch.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
@@ -22,6 +21,7 @@ use crate::operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 use crate::pseudonym::{pseudonym_with_key, IdKind, Pseudonymizer};
 use crate::schema::{col, DECODED, READINGS};
 use crate::tenant::{Deployment, TenantRegistry};
+use crate::FastMap;
 
 /// The anonymize operator. Public tenants require a pseudonymizer (a master key).
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ fn generalize_area(area: &str) -> &str {
 /// The pseudonym of `id` under `key`, computed once per batch. The key is part of
 /// the cache key: the same id of another tenant has another pseudonym.
 fn cached<'a>(
-    cache: &mut HashMap<([u8; 32], &'a str), String>,
+    cache: &mut FastMap<([u8; 32], &'a str), String>,
     key: [u8; 32],
     id: &'a str,
 ) -> String {
@@ -136,7 +136,7 @@ impl Operator for Anonymize {
         // Per batch: tenant string -> (deployment, device key, meter key), and a
         // cache of pseudonyms for identifiers that repeat within the batch.
         let mut tenant_cache: Option<(&str, Deployment, [u8; 32], [u8; 32])> = None;
-        let mut cache: HashMap<([u8; 32], &str), String> = HashMap::new();
+        let mut cache: FastMap<([u8; 32], &str), String> = FastMap::default();
 
         for row in 0..rows {
             let t = tenant.value(row);

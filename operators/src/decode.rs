@@ -17,7 +17,6 @@
 //!   ([`crate::sensitive`]); what is found is removed and the row flagged.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -25,7 +24,7 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
 };
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -36,8 +35,9 @@ use crate::flags;
 use crate::operator::OperatorContext;
 use crate::pseudonym::{IdKind, Pseudonymizer};
 use crate::schema::{DECODED, UTC};
-use crate::sensitive::{SensitiveCounts, SensitiveScanner};
+use crate::sensitive::{Sanitized, SensitiveCounts, SensitiveScanner};
 use crate::tenant::{valid_tenant_id, Deployment, TenantRegistry};
+use crate::FastMap;
 
 /// The only schema version this build decodes.
 pub const SCHEMA_V1: &str = "reading/v1";
@@ -122,7 +122,7 @@ pub struct Decoder {
     tenants: TenantRegistry,
     pseudonymizer: Option<Pseudonymizer>,
     /// (tenant index, 15-minute slot) -> local date (days since epoch).
-    local_dates: HashMap<(usize, i64), i32>,
+    local_dates: FastMap<(usize, i64), i32>,
 }
 
 /// The fast-path view of a message: borrowed wherever the JSON has no escapes.
@@ -154,36 +154,121 @@ struct Wire<'a> {
     version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     area: Option<Cow<'a, str>>,
-    #[serde(default)]
-    #[allow(dead_code)] // validated for shape only; never stored
-    status: Option<AnyObject>,
+    /// Validated for shape; never stored; its keys are checked for special categories.
+    #[serde(borrow = "'a", default)]
+    status: Option<ObjectKeys<'a>>,
     #[serde(borrow, default)]
     subject: Option<Cow<'a, str>>,
-    #[serde(default)]
-    #[allow(dead_code)] // validated for shape only; never stored
-    pii: Option<AnyObject>,
+    /// Validated for shape; never stored; its keys are checked for special categories.
+    #[serde(borrow = "'a", default)]
+    pii: Option<ObjectKeys<'a>>,
     /// Set by meterline on redacted dead-letter payloads.
     #[serde(default)]
     redacted: Option<bool>,
+    /// Keys of unknown fields (at any depth), checked for special categories.
+    #[serde(borrow = "'a", flatten)]
+    unknown: ObjectKeys<'a>,
 }
 
-/// Accepts any JSON object and keeps nothing of it.
-struct AnyObject;
+/// The object keys inside a value, at any depth (borrowed where unescaped). The
+/// value itself must be an object; nothing else of it is kept.
+#[derive(Default)]
+struct ObjectKeys<'a>(Vec<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for AnyObject {
+impl<'a> ObjectKeys<'a> {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|k| k.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectKeys<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        d.deserialize_map(KeyWalker { keys: &mut keys })?;
+        Ok(ObjectKeys(keys))
+    }
+}
+
+/// Walks any JSON value, collecting object keys.
+struct KeyWalker<'k, 'de> {
+    keys: &'k mut Vec<Cow<'de, str>>,
+}
+
+/// A key, borrowed from the payload when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = AnyObject;
+            type Value = Key<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
+                f.write_str("a key")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(AnyObject)
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_str(V)
+    }
+}
+
+impl<'k, 'de> serde::de::DeserializeSeed<'de> for KeyWalker<'k, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'k, 'de> Visitor<'de> for KeyWalker<'k, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(KeyWalker {
+                keys: &mut *self.keys,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            self.keys.push(k);
+            map.next_value_seed(KeyWalker {
+                keys: &mut *self.keys,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -302,6 +387,19 @@ impl Builders {
     }
 }
 
+/// Why `decode_one` produced no row.
+enum Failure {
+    Reject(Reject),
+    /// A special-category field name was found while parsing: clean and retry.
+    SpecialCategory,
+}
+
+impl From<Reject> for Failure {
+    fn from(r: Reject) -> Self {
+        Failure::Reject(r)
+    }
+}
+
 /// A rejection before a row exists.
 struct Reject {
     reason: Reason,
@@ -325,7 +423,7 @@ impl Decoder {
             config,
             tenants,
             pseudonymizer,
-            local_dates: HashMap::new(),
+            local_dates: FastMap::default(),
         }
     }
 
@@ -342,24 +440,29 @@ impl Decoder {
         for rec in records {
             // Sensitive data goes first: nothing below (rows, dead letters) ever sees
             // the original bytes of a payload that held some.
-            let sanitized = match rec.payload {
+            let mut sanitized = match rec.payload {
                 Some(b) if b.len() <= self.config.max_message_bytes => {
                     self.config.sensitive.sanitize(b)
                 }
                 _ => Default::default(),
             };
+            let mut result = self.decode_sanitized(rec, &sanitized);
+            if matches!(result, Err(Failure::SpecialCategory)) {
+                // Found while parsing: remove the fields and parse the clean payload.
+                let bytes = sanitized.bytes.clone();
+                let source = bytes.as_deref().or(rec.payload).unwrap_or_default();
+                let cleaned = self.config.sensitive.clean(source);
+                sanitized.removed.add(&cleaned.removed);
+                sanitized.identifier_removed |= cleaned.identifier_removed;
+                if cleaned.bytes.is_some() {
+                    sanitized.bytes = cleaned.bytes;
+                }
+                result = self.decode_sanitized(rec, &sanitized);
+            }
             sensitive.add(&sanitized.removed);
             let view = RawRecord {
                 payload: sanitized.bytes.as_deref().or(rec.payload),
                 ..*rec
-            };
-            let result = if sanitized.identifier_removed {
-                Err(reject(
-                    Reason::SensitiveIdentifier,
-                    "field `device_id` or `meter_id` held a national identity number; it was removed",
-                ))
-            } else {
-                self.decode_one(&view)
             };
             match result {
                 Ok(mut row) => {
@@ -369,7 +472,27 @@ impl Decoder {
                     let tenant_id = self.tenants.get(row.tenant).id.as_str();
                     builders.append(tenant_id, &row, rec, ctx.now_micros);
                 }
-                Err(rej) => dead_letters.push(self.dead_letter(&view, rej)),
+                Err(Failure::Reject(rej)) => {
+                    let (dl, removed) = self.dead_letter_counted(&view, rej);
+                    sensitive.add(&removed);
+                    dead_letters.push(dl);
+                }
+                Err(Failure::SpecialCategory) => {
+                    // Cannot happen after `clean`; never store what could not be cleaned.
+                    let rej = reject(
+                        Reason::MalformedJson,
+                        "special-category fields could not be removed from the payload",
+                    );
+                    let mut dl = self.dead_letter(
+                        &RawRecord {
+                            payload: None,
+                            ..*rec
+                        },
+                        rej,
+                    );
+                    dl.payload_bytes = rec.payload.map_or(0, |b| b.len() as u64);
+                    dead_letters.push(dl);
+                }
             }
         }
         DecodeOutput {
@@ -379,9 +502,28 @@ impl Decoder {
         }
     }
 
-    fn decode_one<'a>(&mut self, rec: &RawRecord<'a>) -> Result<Row<'a>, Reject> {
+    /// Decode a record from its sanitized bytes.
+    fn decode_sanitized<'a>(
+        &mut self,
+        rec: &RawRecord<'a>,
+        sanitized: &'a Sanitized,
+    ) -> Result<Row<'a>, Failure> {
+        if sanitized.identifier_removed {
+            return Err(Failure::Reject(reject(
+                Reason::SensitiveIdentifier,
+                "field `device_id` or `meter_id` held a national identity number; it was removed",
+            )));
+        }
+        let view = RawRecord {
+            payload: sanitized.bytes.as_deref().or(rec.payload),
+            ..*rec
+        };
+        self.decode_one(&view)
+    }
+
+    fn decode_one<'a>(&mut self, rec: &RawRecord<'a>) -> Result<Row<'a>, Failure> {
         let Some(bytes) = rec.payload else {
-            return Err(reject(Reason::EmptyPayload, "message has no value"));
+            return Err(reject(Reason::EmptyPayload, "message has no value").into());
         };
         if bytes.len() > self.config.max_message_bytes {
             return Err(reject(
@@ -391,22 +533,35 @@ impl Decoder {
                     bytes.len(),
                     self.config.max_message_bytes
                 ),
-            ));
+            )
+            .into());
         }
         let Ok(text) = std::str::from_utf8(bytes) else {
-            return Err(reject(Reason::NotUtf8, "payload is not valid UTF-8"));
+            return Err(reject(Reason::NotUtf8, "payload is not valid UTF-8").into());
         };
         let wire: Wire<'a> = match serde_json::from_str(text) {
             Ok(wire) => wire,
-            Err(_) => return Err(diagnose(text)),
+            Err(_) => return Err(diagnose(text).into()),
         };
+        let scanner = &self.config.sensitive;
+        let special = wire
+            .status
+            .iter()
+            .chain(wire.pii.iter())
+            .chain(std::iter::once(&wire.unknown))
+            .flat_map(ObjectKeys::iter)
+            .any(|k| scanner.denied(k));
+        if special {
+            return Err(Failure::SpecialCategory);
+        }
         let replayed = match wire.redacted {
             Some(true) => {
                 if !self.valid_replay(bytes, rec.replay_tag) {
                     return Err(reject(
                         Reason::InvalidReplay,
                         "field `redacted` is set but the `meterline-replay` header is missing or does not match",
-                    ));
+                    )
+                    .into());
                 }
                 true
             }
@@ -421,7 +576,8 @@ impl Decoder {
                 return Err(reject(
                     Reason::InvalidReplay,
                     "a redacted dead letter cannot be replayed into a private tenant (its identifiers are pseudonyms)",
-                ));
+                )
+                .into());
             }
             row.flags |= flags::REPLAYED;
         }
@@ -575,17 +731,27 @@ impl Decoder {
     }
 
     fn dead_letter(&mut self, rec: &RawRecord<'_>, rej: Reject) -> DeadLetter {
+        self.dead_letter_counted(rec, rej).0
+    }
+
+    /// A dead letter, and the sensitive values its payload still had (removed).
+    fn dead_letter_counted(
+        &mut self,
+        rec: &RawRecord<'_>,
+        rej: Reject,
+    ) -> (DeadLetter, SensitiveCounts) {
         let bytes = rec.payload.unwrap_or_default();
         let parseable = !matches!(
             rej.reason,
             Reason::EmptyPayload | Reason::TooLarge | Reason::NotUtf8 | Reason::MalformedJson
         );
+        let mut removed = SensitiveCounts::default();
         let (tenant, payload) = if parseable {
-            self.redact(bytes, rec.replay_tag)
+            self.redact(bytes, rec.replay_tag, &mut removed)
         } else {
             (None, None)
         };
-        DeadLetter {
+        let letter = DeadLetter {
             partition: rec.partition,
             offset: rec.offset,
             reason: rej.reason,
@@ -593,12 +759,15 @@ impl Decoder {
             tenant,
             payload,
             payload_bytes: bytes.len() as u64,
-        }
+        };
+        (letter, removed)
     }
 
     /// The storable form of a rejected payload and its (syntactically valid) tenant.
     ///
-    /// `pii` is always removed. For private tenants the rest is kept (replay needs it).
+    /// Sensitive data (national ids, special-category fields) is removed first,
+    /// wherever it is, and counted in `removed`. `pii` is always removed. For
+    /// private tenants the rest is kept (replay needs it).
     /// For public tenants, and for tenants this process does not know (which may
     /// become public), only contract fields are kept, `subject` is removed and
     /// `device_id`/`meter_id` are replaced by pseudonyms; `"redacted": true` marks it.
@@ -609,8 +778,13 @@ impl Decoder {
         &mut self,
         bytes: &[u8],
         replay_tag: Option<&[u8]>,
+        removed: &mut SensitiveCounts,
     ) -> (Option<String>, Option<String>) {
-        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+            return (None, None);
+        };
+        let _ = self.config.sensitive.clean_value(&mut value, removed);
+        let Value::Object(mut map) = value else {
             return (None, None);
         };
         let tenant = match map.get("tenant") {

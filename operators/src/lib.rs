@@ -33,6 +33,11 @@ pub mod tenant;
 pub mod validate;
 pub mod versions;
 
+/// Hash maps of the hot paths: foldhash (fast, randomly seeded per map) instead of
+/// SipHash; keys include producer-controlled strings, so a seeded hasher.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub use anonymize::Anonymize;
 pub use chain::{Chain, ChainOutput};
 pub use dead_letter::{DeadLetter, Reason};

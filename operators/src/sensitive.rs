@@ -2,18 +2,20 @@
 //! anywhere in a payload, and fields that carry special categories of personal data
 //! (health, biometrics, religion, politics, ethnicity, children, ...) by name.
 //!
-//! The scan runs on the raw payload bytes, before decoding, because it is the only
-//! place where `status`, `pii` and unknown fields still exist. Fast path: one
-//! Aho-Corasick pass for deny-listed field names (`"name"`, any ASCII case) and JSON
-//! `\u` escapes (which could hide digits or names), and one pass over runs of exactly
-//! 11 digits. Only a payload with a hit is parsed and rewritten without the offending
-//! values; the rewritten payload is what decode, dead letters and replay see.
+//! Detection runs where the payload still has `status`, `pii` and unknown fields:
+//! - national ids: one pass over the raw bytes for runs of exactly 11 digits, number
+//!   exponents and backslashes (JSON escapes could hide digits or names);
+//! - field names: `decode` collects the keys of `status`, `pii` and unknown fields
+//!   (at any depth) while it parses, and asks [`SensitiveScanner::denied`].
+//!
+//! Only a payload with a hit is parsed into a tree and rewritten without the
+//! offending values ([`SensitiveScanner::clean`]); the rewritten payload is what
+//! decode, dead letters and replay see. Dead-letter payloads are always cleaned.
 //!
 //! A detected value is dropped, never hashed and kept: a keyed hash of an 11-digit
 //! number with a valid date and two check digits is still a national id to whoever
 //! holds the key.
 
-use aho_corasick::AhoCorasick;
 use serde_json::Value;
 
 use crate::ids::{find_national_id, NationalIdKind};
@@ -117,24 +119,43 @@ pub struct Sanitized {
     pub identifier_removed: bool,
 }
 
-/// True if the bytes may hold a number in exponent notation (`1.5038712345e10`),
-/// whose digits are only visible once parsed.
-fn has_exponent(bytes: &[u8]) -> bool {
-    bytes.windows(3).any(|w| {
-        w[0].is_ascii_digit()
-            && (w[1] == b'e' || w[1] == b'E')
-            && (w[2].is_ascii_digit() || w[2] == b'+' || w[2] == b'-')
-    })
+/// True if the raw bytes may hold a national id: an 11-digit run that is one, a
+/// number in exponent notation (`1.5038712345e10`, digits visible only once parsed)
+/// or a backslash (an escape could spell digits or names). One pass.
+fn suspicious(bytes: &[u8]) -> bool {
+    let mut run = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_digit() {
+            run += 1;
+            continue;
+        }
+        if run == 11 && crate::ids::national_id(&bytes[i - 11..i]).is_some() {
+            return true;
+        }
+        if b == b'\\' {
+            return true;
+        }
+        if run > 0 && (b == b'e' || b == b'E') {
+            if let Some(next) = bytes.get(i + 1) {
+                if next.is_ascii_digit() || *next == b'+' || *next == b'-' {
+                    return true;
+                }
+            }
+        }
+        run = 0;
+    }
+    run == 11 && crate::ids::national_id(&bytes[bytes.len() - 11..]).is_some()
 }
 
 /// Finds and removes sensitive data in JSON payloads.
 #[derive(Debug, Clone)]
 pub struct SensitiveScanner {
-    /// Field names, normalized.
-    deny: Vec<String>,
-    /// `"name"` patterns (both `_` and `-` spellings) plus `\u`.
-    prescan: AhoCorasick,
+    /// Normalized field names, by length (index = normalized length).
+    deny: Vec<Vec<Vec<u8>>>,
 }
+
+/// Longest normalized field name compared (longer names are never on the list).
+const MAX_NAME: usize = 64;
 
 fn normalize(name: &str) -> String {
     name.chars()
@@ -156,40 +177,49 @@ impl Default for SensitiveScanner {
 impl SensitiveScanner {
     /// A scanner for a deny-list of field names.
     pub fn new(fields: impl IntoIterator<Item = String>) -> Self {
-        let fields: Vec<String> = fields.into_iter().collect();
-        let deny: Vec<String> = fields.iter().map(|f| normalize(f)).collect();
-        let mut patterns: Vec<String> = vec!["\\u".to_owned()];
-        for f in &fields {
-            // Every spelling of the separators (matched ignoring ASCII case).
-            let words: Vec<&str> = f.split(['_', '-', ' ']).filter(|w| !w.is_empty()).collect();
-            for sep in ["", "_", "-", " "] {
-                patterns.push(format!("\"{}\"", words.join(sep)));
+        let mut deny: Vec<Vec<Vec<u8>>> = vec![Vec::new(); MAX_NAME + 1];
+        for f in fields {
+            let n = normalize(&f).into_bytes();
+            if !n.is_empty() && n.len() <= MAX_NAME && !deny[n.len()].contains(&n) {
+                deny[n.len()].push(n);
             }
         }
-        patterns.sort();
-        patterns.dedup();
-        let prescan = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(&patterns)
-            .expect("deny-list patterns build an automaton");
-        Self { deny, prescan }
+        Self { deny }
     }
 
-    fn denied(&self, key: &str) -> bool {
-        let k = normalize(key);
-        self.deny.contains(&k)
+    /// True if a field name is on the deny-list (ignoring ASCII case, `_`, `-` and
+    /// spaces). No allocation.
+    pub fn denied(&self, key: &str) -> bool {
+        let mut buf = [0u8; MAX_NAME];
+        let mut n = 0;
+        for b in key.bytes() {
+            if matches!(b, b'_' | b'-' | b' ') {
+                continue;
+            }
+            if n == MAX_NAME {
+                return false;
+            }
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        self.deny[n].iter().any(|t| t[..] == buf[..n])
     }
 
-    /// Scan a payload; rewrite it only if it holds something sensitive.
+    /// Scan a payload's bytes for national ids (and escapes that could hide one);
+    /// rewrite it only if it may hold one. Field names are checked by `decode`,
+    /// which then calls [`clean`](Self::clean).
     pub fn sanitize(&self, bytes: &[u8]) -> Sanitized {
-        if !self.prescan.is_match(bytes)
-            && find_national_id(bytes).is_none()
-            && !has_exponent(bytes)
-        {
+        if !suspicious(bytes) {
             return Sanitized::default();
         }
+        self.clean(bytes)
+    }
+
+    /// Parse a payload and remove every national id and special-category field,
+    /// wherever it is. `bytes: None` in the result when nothing was removed (or the
+    /// payload is not JSON: decode dead-letters it and nothing of it is stored).
+    pub fn clean(&self, bytes: &[u8]) -> Sanitized {
         let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
-            // Not JSON: decode dead-letters it and nothing of it is stored.
             return Sanitized::default();
         };
         let mut out = Sanitized::default();
@@ -204,7 +234,7 @@ impl SensitiveScanner {
                 }
             }
         }
-        if self.clean(&mut value, &mut out.removed) {
+        if self.clean_value(&mut value, &mut out.removed) {
             value = Value::Null;
         }
         if out.removed.total() > 0 {
@@ -214,7 +244,7 @@ impl SensitiveScanner {
     }
 
     /// Remove sensitive parts of `v`; true if `v` itself must go.
-    fn clean(&self, v: &mut Value, found: &mut SensitiveCounts) -> bool {
+    pub fn clean_value(&self, v: &mut Value, found: &mut SensitiveCounts) -> bool {
         match v {
             Value::String(s) => match find_national_id(s.as_bytes()) {
                 Some(kind) => {
@@ -232,7 +262,7 @@ impl SensitiveScanner {
                 None => false,
             },
             Value::Array(items) => {
-                items.retain_mut(|x| !self.clean(x, found));
+                items.retain_mut(|x| !self.clean_value(x, found));
                 false
             }
             Value::Object(map) => {
@@ -245,7 +275,7 @@ impl SensitiveScanner {
                         found.national(kind);
                         return false;
                     }
-                    !self.clean(x, found)
+                    !self.clean_value(x, found)
                 });
                 false
             }
@@ -318,7 +348,20 @@ mod tests {
     fn special_category_fields_are_removed_by_name_in_any_spelling() {
         let s = SensitiveScanner::default();
         let payload = br#"{"pii":{"Religion":"x","political-opinion":"y","name":"z","numberOfChildren":2},"status":{"health_condition":"asthma","battery":3}}"#;
-        let out = s.sanitize(payload);
+        for key in [
+            "Religion",
+            "political-opinion",
+            "numberOfChildren",
+            "health_condition",
+            "HEALTH CONDITION",
+        ] {
+            assert!(s.denied(key), "{key}");
+        }
+        for key in ["name", "battery", "health", "status", ""] {
+            assert!(!s.denied(key), "{key}");
+        }
+        assert!(!s.denied(&"x".repeat(500)));
+        let out = s.clean(payload);
         let text = String::from_utf8(out.bytes.unwrap()).unwrap();
         assert_eq!(out.removed.special_category, 4, "{text}");
         assert!(!text.contains("asthma") && !text.contains("\"x\"") && !text.contains("\"y\""));
@@ -342,7 +385,7 @@ mod tests {
     #[test]
     fn the_deny_list_is_configurable() {
         let s = SensitiveScanner::new(["Shoe Size".to_owned()]);
-        let out = s.sanitize(br#"{"pii":{"shoe_size":44,"religion":"x"}}"#);
+        let out = s.clean(br#"{"pii":{"shoe_size":44,"religion":"x"}}"#);
         assert_eq!(out.removed.special_category, 1);
         assert!(String::from_utf8(out.bytes.unwrap())
             .unwrap()

@@ -24,7 +24,6 @@
 //! batch* (Elhub delivers a day's series together); the resolution rule remembers the
 //! resolution per meter and day across batches (bounded; forgotten on restart).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -42,6 +41,7 @@ use crate::ids::{check_gsrn, GsrnError};
 use crate::operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 use crate::schema::{col, DECODED};
 use crate::tenant::{Rules, TenantRegistry};
+use crate::FastMap;
 
 /// Meter-days whose resolution is remembered; the memory is cleared beyond this.
 const MAX_REMEMBERED_DAYS: usize = 1_000_000;
@@ -52,14 +52,14 @@ pub struct Validate {
     tenants: TenantRegistry,
     /// (tenant, meter, quantity, direction joined by NUL; local date) -> resolution
     /// in minutes.
-    day_resolution: HashMap<(String, i32), i32>,
+    day_resolution: FastMap<(String, i32), i32>,
 }
 
 impl Validate {
     pub fn new(tenants: TenantRegistry) -> Self {
         Self {
             tenants,
-            day_resolution: HashMap::new(),
+            day_resolution: FastMap::default(),
         }
     }
 }
@@ -285,7 +285,7 @@ impl Operator for Validate {
             }
         };
         type DayKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32);
-        let mut days: HashMap<DayKey<'_>, Vec<usize>> = HashMap::new();
+        let mut days: FastMap<DayKey<'_>, Vec<usize>> = FastMap::default();
         for row in (0..rows).filter(|r| keep[*r]) {
             let key = (
                 tenant.value(row),

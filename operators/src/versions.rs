@@ -20,7 +20,7 @@
 //! bounded: when it holds more than the configured number of keys it is cleared
 //! (after a commit) and refilled on demand.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -29,6 +29,7 @@ use arrow::datatypes::{
 };
 
 use crate::operator::OperatorError;
+use crate::{FastMap, FastSet};
 
 /// What `classify` did with a batch.
 #[derive(Debug)]
@@ -44,10 +45,10 @@ pub struct Classified {
 /// Current (version, value) per key, for the partitions loaded so far.
 #[derive(Debug, Clone)]
 pub struct VersionIndex {
-    series: HashMap<String, u32>,
-    current: HashMap<(u32, i64), (i64, i64)>,
+    series: FastMap<String, u32>,
+    current: FastMap<(u32, i64), (i64, i64)>,
     /// tenant -> local date -> meters whose stored keys are loaded.
-    loaded: HashMap<String, HashMap<i32, HashSet<String>>>,
+    loaded: FastMap<String, FastMap<i32, FastSet<String>>>,
     max_keys: usize,
     /// Reused buffer for series keys (no allocation per row).
     key_buf: String,
@@ -117,9 +118,9 @@ impl VersionIndex {
     /// An empty index holding at most `max_keys` keys.
     pub fn new(max_keys: usize) -> Self {
         Self {
-            series: HashMap::new(),
-            current: HashMap::new(),
-            loaded: HashMap::new(),
+            series: FastMap::default(),
+            current: FastMap::default(),
+            loaded: FastMap::default(),
             max_keys: max_keys.max(1),
             key_buf: String::new(),
         }
@@ -330,6 +331,7 @@ impl VersionIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     use arrow::array::{

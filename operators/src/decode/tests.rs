@@ -297,3 +297,39 @@ fn escaped_strings_decode() {
     let out = decode_texts(&[&text]);
     assert_eq!(out.batch.column(1).as_string::<i32>().value(0), "dev-æ\"q");
 }
+
+#[test]
+fn special_category_fields_are_found_while_parsing_and_removed() {
+    let mut nested: Value = serde_json::from_str(GOOD).unwrap();
+    nested["status"] = serde_json::json!({"battery": 1, "nested": [{"Religion": "secret-a"}]});
+    let mut top: Value = serde_json::from_str(GOOD).unwrap();
+    top["healthCondition"] = serde_json::json!("secret-b");
+    top["start"] = serde_json::json!("2026-03-29T02:00:00+02:00");
+    let mut dead: Value = serde_json::from_str(GOOD).unwrap();
+    dead["tenant"] = serde_json::json!("acme");
+    dead["value"] = serde_json::json!(-1);
+    dead["status"] = serde_json::json!({"political_opinion": "secret-c", "battery": 2});
+    let out = decode_texts(&[&nested.to_string(), &top.to_string(), &dead.to_string()]);
+    assert_eq!(out.batch.num_rows(), 2);
+    assert_eq!(out.sensitive.special_category, 3);
+    let flags = out
+        .batch
+        .column_by_name("flags")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    assert!(flags
+        .values()
+        .iter()
+        .all(|f| f & flags::SENSITIVE_REMOVED != 0));
+    let dl = &out.dead_letters[0];
+    assert_eq!(dl.reason, Reason::NegativeValue);
+    let payload = dl.payload.as_deref().unwrap();
+    assert!(
+        !payload.contains("secret-c") && !payload.contains("political"),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("battery"),
+        "private payloads keep the rest of status"
+    );
+}
