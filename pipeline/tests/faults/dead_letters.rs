@@ -59,7 +59,7 @@ async fn dead_letters_reach_table_and_topic_and_replay_after_a_fix() {
     let mut rig = Rig::new(2);
     let dlq_topic = unique_name("dead-letters");
     rig.broker.create_topic(&dlq_topic, 1);
-    let mut stream = messages(3_000, 12, 21);
+    let mut stream = messages(2_000, 12, 21);
     let late = late_tenant(60);
     for (i, m) in late.iter().enumerate() {
         stream.insert((i * 53) % stream.len(), m.clone());
