@@ -359,6 +359,21 @@ impl Settings {
         }
     }
 
+    /// Client settings for meterline's producers (dead-letter topic, replay): the
+    /// brokers and `[kafka.properties]` (security, ...), a 30 s delivery timeout.
+    /// librdkafka logs only errors for consumer-only properties it ignores here.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        for (k, v) in &self.kafka.properties {
+            config.set(k, v.to_string());
+        }
+        config
+            .set("bootstrap.servers", &self.kafka.brokers)
+            .set("message.timeout.ms", "30000")
+            .set("log_level", "3");
+        config
+    }
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_secs(self.pipeline.flush_interval_secs)
     }

@@ -147,15 +147,12 @@ pub async fn replay(
     let producer: Option<FutureProducer> = if dry_run {
         None
     } else {
-        let mut config = rdkafka::ClientConfig::new();
-        for (k, v) in &settings.kafka.properties {
-            config.set(k, v.to_string());
-        }
-        config
-            .set("bootstrap.servers", &settings.kafka.brokers)
-            .set("message.timeout.ms", "30000")
-            .set("log_level", "3");
-        Some(config.create().context("create Kafka producer")?)
+        Some(
+            settings
+                .producer_config()
+                .create()
+                .context("create Kafka producer")?,
+        )
     };
     let mut pending = Vec::new();
     for b in &batches {

@@ -187,15 +187,8 @@ impl Runner {
         let dlq = if d.kafka_topic.is_empty() {
             None
         } else {
-            let mut config = rdkafka::ClientConfig::new();
-            for (k, v) in &settings.kafka.properties {
-                config.set(k, v.to_string());
-            }
-            config
-                .set("bootstrap.servers", &settings.kafka.brokers)
-                .set("message.timeout.ms", "30000")
-                .set("log_level", "3");
-            let producer: FutureProducer = config
+            let producer: FutureProducer = settings
+                .producer_config()
                 .create()
                 .map_err(|e| RunError::Config(format!("dead_letters.kafka_topic: {e}")))?;
             Some((producer, d.kafka_topic.clone()))

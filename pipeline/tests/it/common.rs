@@ -224,3 +224,22 @@ pub fn fixed_dates_rules() -> meterline_operators::Rules {
         ..meterline_operators::Rules::default()
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// True if `needle` occurs in `haystack` as bytes.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}

@@ -3,13 +3,11 @@
 //! and scanned as bytes (statistics, page headers, footer metadata); every other
 //! file (Delta log, checkpoints, CRCs) is scanned as bytes.
 
-use std::path::Path;
-
 use arrow::json::ArrayWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
-use crate::common::{run_until_accounted, Harness};
+use crate::common::{collect_files, contains, run_until_accounted, Harness};
 
 fn secrets_for(i: usize) -> Vec<String> {
     vec![
@@ -23,23 +21,6 @@ fn secrets_for(i: usize) -> Vec<String> {
         format!("203.0.113.{}", 100 + i),
         format!("N-0{i:03}-zip"),
     ]
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
 
-use crate::common::{wait_for, Harness, KEY_HEX};
+use crate::common::{collect_files, contains, wait_for, Harness, KEY_HEX};
 
 /// A valid number of each kind for meter `i`.
 fn national_ids(i: u32) -> [String; 3] {
@@ -28,23 +28,6 @@ fn national_ids(i: u32) -> [String; 3] {
             .expect("a valid number exists")
     };
     [find(10 + i % 18, 4), find(41 + i % 18, 6), find(12, 43)]
-}
-
-fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[test]
