@@ -32,6 +32,7 @@ use serde_json::Value;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::decimal::{self, DecimalError};
 use crate::flags;
+use crate::ids::find_national_id;
 use crate::operator::OperatorContext;
 use crate::pseudonym::{IdKind, Pseudonymizer};
 use crate::schema::{DECODED, UTC};
@@ -172,26 +173,47 @@ struct Wire<'a> {
 
 /// The object keys inside a value, at any depth (borrowed where unescaped). The
 /// value itself must be an object; nothing else of it is kept.
+/// Also notes whether any key, string or number in it holds a national id.
 #[derive(Default)]
-struct ObjectKeys<'a>(Vec<Cow<'a, str>>);
+struct ObjectKeys<'a> {
+    keys: Vec<Cow<'a, str>>,
+    national_id: bool,
+}
 
 impl<'a> ObjectKeys<'a> {
     fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|k| k.as_ref())
+        self.keys.iter().map(|k| k.as_ref())
     }
+}
+
+/// True if a string holds a national identity number.
+fn has_national_id(s: &str) -> bool {
+    find_national_id(s.as_bytes()).is_some()
+}
+
+/// True if a number's digits are a national identity number. Only numbers of
+/// 10^9 or more can be (11 digits), so small numbers cost nothing.
+fn number_has_national_id(n: f64) -> bool {
+    n.abs() >= 1e9 && has_national_id(&format!("{n}"))
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for ObjectKeys<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        d.deserialize_map(KeyWalker { keys: &mut keys })?;
-        Ok(ObjectKeys(keys))
+        let mut national_id = false;
+        d.deserialize_map(KeyWalker {
+            keys: &mut keys,
+            national_id: &mut national_id,
+        })?;
+        Ok(ObjectKeys { keys, national_id })
     }
 }
 
-/// Walks any JSON value, collecting object keys.
+/// Walks any JSON value, collecting object keys and noting national ids in keys,
+/// strings (unescaped) and numbers.
 struct KeyWalker<'k, 'de> {
     keys: &'k mut Vec<Cow<'de, str>>,
+    national_id: &'k mut bool,
 }
 
 /// A key, borrowed from the payload when it has no escapes.
@@ -231,16 +253,20 @@ impl<'k, 'de> Visitor<'de> for KeyWalker<'k, 'de> {
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
         Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        *self.national_id |= v.unsigned_abs() >= 1_000_000_000 && has_national_id(&v.to_string());
         Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        *self.national_id |= v >= 1_000_000_000 && has_national_id(&v.to_string());
         Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        *self.national_id |= number_has_national_id(v);
         Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        *self.national_id |= has_national_id(v);
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
@@ -256,6 +282,7 @@ impl<'k, 'de> Visitor<'de> for KeyWalker<'k, 'de> {
         while seq
             .next_element_seed(KeyWalker {
                 keys: &mut *self.keys,
+                national_id: &mut *self.national_id,
             })?
             .is_some()
         {}
@@ -263,9 +290,11 @@ impl<'k, 'de> Visitor<'de> for KeyWalker<'k, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            *self.national_id |= has_national_id(&k);
             self.keys.push(k);
             map.next_value_seed(KeyWalker {
                 keys: &mut *self.keys,
+                national_id: &mut *self.national_id,
             })?;
         }
         Ok(())
@@ -390,8 +419,9 @@ impl Builders {
 /// Why `decode_one` produced no row.
 enum Failure {
     Reject(Reject),
-    /// A special-category field name was found while parsing: clean and retry.
-    SpecialCategory,
+    /// A national id or a special-category field name was found while parsing:
+    /// clean the payload and decode it again.
+    Sensitive,
 }
 
 impl From<Reject> for Failure {
@@ -438,17 +468,14 @@ impl Decoder {
         let mut dead_letters = Vec::new();
         let mut sensitive = SensitiveCounts::default();
         for rec in records {
-            // Sensitive data goes first: nothing below (rows, dead letters) ever sees
-            // the original bytes of a payload that held some.
-            let mut sanitized = match rec.payload {
-                Some(b) if b.len() <= self.config.max_message_bytes => {
-                    self.config.sensitive.sanitize(b)
-                }
-                _ => Default::default(),
-            };
+            // Sensitive data is found while parsing (every key, string and number is
+            // looked at); nothing below (rows, dead letters) ever sees the original
+            // bytes of a payload that held some. Dead-letter payloads are cleaned
+            // again when they are redacted.
+            let mut sanitized = Sanitized::default();
             let mut result = self.decode_sanitized(rec, &sanitized);
-            if matches!(result, Err(Failure::SpecialCategory)) {
-                // Found while parsing: remove the fields and parse the clean payload.
+            if matches!(result, Err(Failure::Sensitive)) {
+                // Remove what was found and parse the clean payload.
                 let bytes = sanitized.bytes.clone();
                 let source = bytes.as_deref().or(rec.payload).unwrap_or_default();
                 let cleaned = self.config.sensitive.clean(source);
@@ -477,7 +504,7 @@ impl Decoder {
                     sensitive.add(&removed);
                     dead_letters.push(dl);
                 }
-                Err(Failure::SpecialCategory) => {
+                Err(Failure::Sensitive) => {
                     // Cannot happen after `clean`; never store what could not be cleaned.
                     let rej = reject(
                         Reason::MalformedJson,
@@ -544,15 +571,41 @@ impl Decoder {
             Err(_) => return Err(diagnose(text).into()),
         };
         let scanner = &self.config.sensitive;
-        let special = wire
-            .status
-            .iter()
-            .chain(wire.pii.iter())
-            .chain(std::iter::once(&wire.unknown))
-            .flat_map(ObjectKeys::iter)
-            .any(|k| scanner.denied(k));
-        if special {
-            return Err(Failure::SpecialCategory);
+        let nested = || {
+            wire.status
+                .iter()
+                .chain(wire.pii.iter())
+                .chain(std::iter::once(&wire.unknown))
+        };
+        let strings = [
+            Some(&wire.schema),
+            Some(&wire.tenant),
+            Some(&wire.device_id),
+            wire.meter_id.as_ref(),
+            Some(&wire.quantity),
+            wire.direction.as_ref(),
+            Some(&wire.start),
+            Some(&wire.resolution),
+            Some(&wire.unit),
+            wire.version.as_ref(),
+            wire.area.as_ref(),
+            wire.subject.as_ref(),
+        ];
+        let raw_number = |raw: &RawValue| {
+            let text = raw.get();
+            has_national_id(text)
+                || (text.contains(['e', 'E'])
+                    && text.parse::<f64>().is_ok_and(number_has_national_id))
+        };
+        let sensitive = nested().any(|o| o.national_id)
+            || strings.into_iter().flatten().any(|s| has_national_id(s))
+            || raw_number(wire.value)
+            || raw_number(wire.quality)
+            || nested()
+                .flat_map(ObjectKeys::iter)
+                .any(|k| scanner.denied(k));
+        if sensitive {
+            return Err(Failure::Sensitive);
         }
         let replayed = match wire.redacted {
             Some(true) => {

@@ -333,3 +333,59 @@ fn special_category_fields_are_found_while_parsing_and_removed() {
         "private payloads keep the rest of status"
     );
 }
+
+#[test]
+fn national_ids_are_found_while_parsing_in_every_position() {
+    let id = (0..1000)
+        .find_map(|ind| crate::ids::with_check_digits(&format!("150387{ind:03}")))
+        .unwrap();
+    let n: u64 = id.parse().unwrap();
+    let escaped: String = id.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let exponent = format!("{}.{}e10", &id[..1], &id[1..]);
+    let mut texts = Vec::new();
+    for (i, (field, value)) in [
+        ("subject", format!("\"x {id}\"")),
+        ("area", format!("\"{id}\"")),
+        ("status", format!("{{\"note\":\"{id}\"}}")),
+        ("status", format!("{{\"n\":[1,{n}]}}")),
+        ("status", format!("{{\"n\":-{n}}}")),
+        ("status", format!("{{\"n\":{exponent}}}")),
+        ("pii", format!("{{\"{id}\":1}}")),
+        ("extra", format!("\"{escaped}\"")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut v: Value = serde_json::from_str(GOOD).unwrap();
+        v["start"] = serde_json::json!(format!("2026-03-29T{:02}:00:00Z", i + 3));
+        let mut text = v.to_string();
+        // Insert the raw JSON text of the field (keeps escapes and number notation).
+        text.insert_str(1, &format!("\"{field}\":{value},"));
+        let text = text.replacen(&format!(",\"{field}\":"), &format!(",\"{field}_orig\":"), 1);
+        texts.push(text);
+    }
+    let mut dev: Value = serde_json::from_str(GOOD).unwrap();
+    dev["device_id"] = serde_json::json!(format!("dev-{id}"));
+    texts.push(dev.to_string());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let out = decode_texts(&refs);
+    assert_eq!(out.batch.num_rows(), 8, "{:?}", out.dead_letters);
+    assert_eq!(out.dead_letters.len(), 1);
+    assert_eq!(out.dead_letters[0].reason, Reason::SensitiveIdentifier);
+    assert!(out.sensitive.fodselsnummer >= 9, "{:?}", out.sensitive);
+    let flags = out
+        .batch
+        .column_by_name("flags")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    assert!(flags
+        .values()
+        .iter()
+        .all(|f| f & flags::SENSITIVE_REMOVED != 0));
+    for col in ["subject", "area", "device_id", "meter_id"] {
+        let c = out.batch.column_by_name(col).unwrap().as_string::<i32>();
+        assert!(c.iter().flatten().all(|v| !v.contains(&id[..10])), "{col}");
+    }
+    let payload = out.dead_letters[0].payload.as_deref().unwrap_or_default();
+    assert!(!payload.contains(&id[..10]));
+}
