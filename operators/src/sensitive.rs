@@ -2,11 +2,10 @@
 //! anywhere in a payload, and fields that carry special categories of personal data
 //! (health, biometrics, religion, politics, ethnicity, children, ...) by name.
 //!
-//! Detection runs where the payload still has `status`, `pii` and unknown fields:
-//! - national ids: one pass over the raw bytes for runs of exactly 11 digits, number
-//!   exponents and backslashes (JSON escapes could hide digits or names);
-//! - field names: `decode` collects the keys of `status`, `pii` and unknown fields
-//!   (at any depth) while it parses, and asks [`SensitiveScanner::denied`].
+//! Detection happens in `decode`, while it parses (the only place where `status`,
+//! `pii` and unknown fields still exist): every key, string (unescaped) and number
+//! at any depth is checked for national ids, and keys of `status`, `pii` and unknown
+//! fields are checked with [`SensitiveScanner::denied`].
 //!
 //! Only a payload with a hit is parsed into a tree and rewritten without the
 //! offending values ([`SensitiveScanner::clean`]); the rewritten payload is what
@@ -119,34 +118,6 @@ pub struct Sanitized {
     pub identifier_removed: bool,
 }
 
-/// True if the raw bytes may hold a national id: an 11-digit run that is one, a
-/// number in exponent notation (`1.5038712345e10`, digits visible only once parsed)
-/// or a backslash (an escape could spell digits or names). One pass.
-fn suspicious(bytes: &[u8]) -> bool {
-    let mut run = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b.is_ascii_digit() {
-            run += 1;
-            continue;
-        }
-        if run == 11 && crate::ids::national_id(&bytes[i - 11..i]).is_some() {
-            return true;
-        }
-        if b == b'\\' {
-            return true;
-        }
-        if run > 0 && (b == b'e' || b == b'E') {
-            if let Some(next) = bytes.get(i + 1) {
-                if next.is_ascii_digit() || *next == b'+' || *next == b'-' {
-                    return true;
-                }
-            }
-        }
-        run = 0;
-    }
-    run == 11 && crate::ids::national_id(&bytes[bytes.len() - 11..]).is_some()
-}
-
 /// Finds and removes sensitive data in JSON payloads.
 #[derive(Debug, Clone)]
 pub struct SensitiveScanner {
@@ -203,16 +174,6 @@ impl SensitiveScanner {
             n += 1;
         }
         self.deny[n].iter().any(|t| t[..] == buf[..n])
-    }
-
-    /// Scan a payload's bytes for national ids (and escapes that could hide one);
-    /// rewrite it only if it may hold one. Field names are checked by `decode`,
-    /// which then calls [`clean`](Self::clean).
-    pub fn sanitize(&self, bytes: &[u8]) -> Sanitized {
-        if !suspicious(bytes) {
-            return Sanitized::default();
-        }
-        self.clean(bytes)
     }
 
     /// Parse a payload and remove every national id and special-category field,
@@ -299,7 +260,7 @@ mod tests {
     fn clean_payloads_are_not_rewritten() {
         let s = SensitiveScanner::default();
         let p = br#"{"schema":"reading/v1","meter_id":"707057500022939815","start":"2026-03-29T01:00:00+02:00","status":{"health":"ok"}}"#;
-        let out = s.sanitize(p);
+        let out = s.clean(p);
         assert!(out.bytes.is_none());
         assert_eq!(out.removed.total(), 0);
     }
@@ -312,7 +273,7 @@ mod tests {
             r#"{{"subject":"customer {id}","status":{{"note":"owner {id}","codes":[1,"{id}",{n}]}},"pii":{{"{id}":"x"}},"area":"0150"}}"#,
             n = id.trim_start_matches('0')
         );
-        let out = s.sanitize(payload.as_bytes());
+        let out = s.clean(payload.as_bytes());
         let bytes = out.bytes.expect("rewritten");
         let text = String::from_utf8(bytes).unwrap();
         assert!(!text.contains(&id), "{text}");
@@ -329,7 +290,7 @@ mod tests {
         let exponent = format!("{}.{}e10", &id[..1], &id[1..]);
         for number in [format!("-{id}"), format!("{id}.0"), exponent] {
             let payload = format!(r#"{{"status":{{"n":{number},"ok":1}}}}"#);
-            let out = s.sanitize(payload.as_bytes());
+            let out = s.clean(payload.as_bytes());
             let text = String::from_utf8(out.bytes.expect("rewritten")).unwrap();
             assert_eq!(text, r#"{"status":{"ok":1}}"#, "{number}");
         }
@@ -339,7 +300,7 @@ mod tests {
     fn an_identifier_holding_a_national_id_is_reported() {
         let s = SensitiveScanner::default();
         let payload = format!(r#"{{"device_id":"dev-{}","value":1}}"#, fnr());
-        let out = s.sanitize(payload.as_bytes());
+        let out = s.clean(payload.as_bytes());
         assert!(out.identifier_removed);
         assert_eq!(out.bytes.as_deref(), Some(&br#"{"value":1}"#[..]));
     }
@@ -374,7 +335,7 @@ mod tests {
         let id = fnr();
         let escaped: String = id.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
         let payload = format!(r#"{{"status":{{"note":"{escaped}","rel\u0069gion":"x"}}}}"#);
-        let out = s.sanitize(payload.as_bytes());
+        let out = s.clean(payload.as_bytes());
         assert_eq!(
             out.removed.fodselsnummer + out.removed.d_number + out.removed.h_number,
             1
