@@ -113,6 +113,9 @@ pub fn national_id(digits: &[u8]) -> Option<NationalIdKind> {
 /// The first national identity number in `text`, looking only at runs of exactly 11
 /// ASCII digits (digits inside a longer run, such as a GSRN, are not candidates).
 pub fn find_national_id(text: &[u8]) -> Option<NationalIdKind> {
+    if text.len() < 11 {
+        return None;
+    }
     let mut i = 0;
     while i < text.len() {
         if !text[i].is_ascii_digit() {

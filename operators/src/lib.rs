@@ -27,6 +27,7 @@ pub mod flags;
 pub mod ids;
 pub mod operator;
 pub mod pseudonym;
+pub mod rfc3339;
 pub mod schema;
 pub mod sensitive;
 pub mod tenant;

@@ -163,9 +163,15 @@ impl VersionIndex {
             .column_by_name("meter")
             .and_then(|c| c.as_string_opt::<i32>())
             .ok_or(schema_error("meter"))?;
+        // Each combination is looked up once (a batch holds many rows per meter-day).
+        let mut seen: FastSet<(&str, i32, &str)> = FastSet::default();
         let mut out = BTreeSet::new();
         for row in 0..batch.num_rows() {
-            let (t, d, m) = (tenant.value(row), date.value(row), meter.value(row));
+            let key = (tenant.value(row), date.value(row), meter.value(row));
+            if !seen.insert(key) {
+                continue;
+            }
+            let (t, d, m) = key;
             let loaded = self
                 .loaded
                 .get(t)

@@ -389,3 +389,12 @@ fn national_ids_are_found_while_parsing_in_every_position() {
     let payload = out.dead_letters[0].payload.as_deref().unwrap_or_default();
     assert!(!payload.contains(&id[..10]));
 }
+
+#[test]
+fn every_contract_field_is_recognized_in_order() {
+    for (i, name) in FIELDS.iter().enumerate() {
+        assert_eq!(field_index(name), Some(i), "{name}");
+    }
+    assert_eq!(field_index("Tenant"), None);
+    assert_eq!(field_index("tenant_"), None);
+}
