@@ -79,17 +79,32 @@ fn generalize_area(area: &str) -> &str {
     }
 }
 
-/// The pseudonym of `id` under `key`, computed once per batch. The key is part of
-/// the cache key: the same id of another tenant has another pseudonym.
-fn cached<'a>(
-    cache: &mut FastMap<([u8; 32], &'a str), String>,
-    key: [u8; 32],
+/// Pseudonyms computed once per distinct (tenant, kind, identifier) in a batch: the
+/// same id of another tenant or kind has another pseudonym.
+#[derive(Default)]
+struct PseudonymCache<'a> {
+    /// (tenant slot in this batch, kind, id) -> index into `values`.
+    index: FastMap<(usize, IdKind, &'a str), usize>,
+    values: Vec<String>,
+}
+
+impl<'a> PseudonymCache<'a> {
+    fn get(&mut self, slot: usize, kind: IdKind, key: &[u8; 32], id: &'a str) -> &str {
+        let values = &mut self.values;
+        let i = *self.index.entry((slot, kind, id)).or_insert_with(|| {
+            values.push(pseudonym_with_key(key, id));
+            values.len() - 1
+        });
+        &self.values[i]
+    }
+}
+
+/// A tenant as this batch uses it: looked up once per batch, not per row.
+struct BatchTenant<'a> {
     id: &'a str,
-) -> String {
-    cache
-        .entry((key, id))
-        .or_insert_with(|| pseudonym_with_key(&key, id))
-        .clone()
+    deployment: Deployment,
+    device_key: [u8; 32],
+    meter_key: [u8; 32],
 }
 
 impl Operator for Anonymize {
@@ -133,16 +148,16 @@ impl Operator for Anonymize {
         let mut subject_out = StringBuilder::with_capacity(rows, rows * 8);
         let mut area_out = StringBuilder::with_capacity(rows, rows * 4);
 
-        // Per batch: tenant string -> (deployment, device key, meter key), and a
-        // cache of pseudonyms for identifiers that repeat within the batch.
-        let mut tenant_cache: Option<(&str, Deployment, [u8; 32], [u8; 32])> = None;
-        let mut cache: FastMap<([u8; 32], &str), String> = FastMap::default();
+        // Per batch: the tenants seen (few; found by a short scan) and a cache of
+        // pseudonyms for identifiers that repeat within the batch.
+        let mut seen: Vec<BatchTenant<'_>> = Vec::new();
+        let mut cache = PseudonymCache::default();
 
         for row in 0..rows {
             let t = tenant.value(row);
-            let (deployment, device_key, meter_key) = match tenant_cache {
-                Some((id, d, dk, mk)) if id == t => (d, dk, mk),
-                _ => {
+            let slot = match seen.iter().position(|s| s.id == t) {
+                Some(slot) => slot,
+                None => {
                     let deployment = self
                         .tenants
                         .by_id(t)
@@ -150,7 +165,8 @@ impl Operator for Anonymize {
                         // decode only emits configured tenants; treat anything else
                         // with the strictest rules.
                         .unwrap_or(Deployment::Public);
-                    let (dk, mk) = match (deployment, self.pseudonymizer.as_mut()) {
+                    let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut())
+                    {
                         (Deployment::Public, Some(p)) => {
                             (p.key(t, IdKind::Device), p.key(t, IdKind::Meter))
                         }
@@ -164,10 +180,21 @@ impl Operator for Anonymize {
                         }
                         (Deployment::Private, _) => ([0; 32], [0; 32]),
                     };
-                    tenant_cache = Some((t, deployment, dk, mk));
-                    (deployment, dk, mk)
+                    seen.push(BatchTenant {
+                        id: t,
+                        deployment,
+                        device_key,
+                        meter_key,
+                    });
+                    seen.len() - 1
                 }
             };
+            let BatchTenant {
+                deployment,
+                device_key,
+                meter_key,
+                ..
+            } = seen[slot];
             let device = device_id.value(row);
             // A replayed dead letter of a public tenant carries pseudonyms already
             // (verified by its replay tag in decode): keep them as they are.
@@ -186,13 +213,14 @@ impl Operator for Anonymize {
                     );
                 }
                 Deployment::Public => {
-                    let device_pseudo = cached(&mut cache, device_key, device);
-                    if meter_id.is_valid(row) {
-                        meter_out.append_value(cached(&mut cache, meter_key, meter_id.value(row)));
-                    } else {
-                        meter_out.append_value(&device_pseudo);
-                    }
+                    let device_pseudo = cache.get(slot, IdKind::Device, &device_key, device);
                     device_out.append_value(device_pseudo);
+                    if meter_id.is_valid(row) {
+                        let m = meter_id.value(row);
+                        meter_out.append_value(cache.get(slot, IdKind::Meter, &meter_key, m));
+                    } else {
+                        meter_out.append_value(cache.get(slot, IdKind::Device, &device_key, device));
+                    }
                     subject_out.append_null();
                     if area.is_valid(row) {
                         area_out.append_value(generalize_area(area.value(row)));

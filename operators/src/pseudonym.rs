@@ -84,7 +84,8 @@ impl fmt::Debug for MasterKey {
 #[derive(Clone)]
 pub struct Pseudonymizer {
     master: MasterKey,
-    keys: HashMap<(String, IdKind), [u8; 32]>,
+    /// tenant -> derived key per [`IdKind`] (looked up without allocating).
+    keys: HashMap<String, [Option<[u8; 32]>; 3]>,
 }
 
 impl fmt::Debug for Pseudonymizer {
@@ -105,8 +106,9 @@ impl Pseudonymizer {
 
     /// The derived key for one tenant and identifier kind.
     pub fn key(&mut self, tenant: &str, kind: IdKind) -> [u8; 32] {
-        if let Some(key) = self.keys.get(&(tenant.to_owned(), kind)) {
-            return *key;
+        let slot = kind as usize;
+        if let Some(key) = self.keys.get(tenant).and_then(|k| k[slot]) {
+            return key;
         }
         // Key material: master || tenant || 0x00 || kind. Tenant ids cannot contain
         // 0x00, so distinct (tenant, kind) pairs never share material.
@@ -116,7 +118,7 @@ impl Pseudonymizer {
         material.push(0);
         material.extend_from_slice(kind.label().as_bytes());
         let key = blake3::derive_key(KDF_CONTEXT, &material);
-        self.keys.insert((tenant.to_owned(), kind), key);
+        self.keys.entry(tenant.to_owned()).or_default()[slot] = Some(key);
         key
     }
 

@@ -159,16 +159,18 @@ impl Operator for Validate {
         let mut units: Vec<&str> = Vec::with_capacity(rows);
         let mut row_flags: Vec<u32> = flag_in.values().to_vec();
         let mut rejected = Vec::new();
-        let mut rules_cache: Option<(&str, &Rules)> = None;
+        // The tenants of this batch (few), found by a short scan instead of a
+        // registry lookup per row.
+        let mut seen: Vec<(&str, &Rules)> = Vec::new();
         let default_rules = Rules::default();
 
         for row in 0..rows {
             let t = tenant.value(row);
-            let rules = match rules_cache {
-                Some((id, r)) if id == t => r,
-                _ => {
+            let rules = match seen.iter().find(|(id, _)| *id == t) {
+                Some((_, r)) => *r,
+                None => {
                     let r = self.tenants.by_id(t).map_or(&default_rules, |x| &x.rules);
-                    rules_cache = Some((t, r));
+                    seen.push((t, r));
                     r
                 }
             };
