@@ -165,8 +165,7 @@ impl Operator for Anonymize {
                         // decode only emits configured tenants; treat anything else
                         // with the strictest rules.
                         .unwrap_or(Deployment::Public);
-                    let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut())
-                    {
+                    let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut()) {
                         (Deployment::Public, Some(p)) => {
                             (p.key(t, IdKind::Device), p.key(t, IdKind::Meter))
                         }
@@ -219,7 +218,12 @@ impl Operator for Anonymize {
                         let m = meter_id.value(row);
                         meter_out.append_value(cache.get(slot, IdKind::Meter, &meter_key, m));
                     } else {
-                        meter_out.append_value(cache.get(slot, IdKind::Device, &device_key, device));
+                        meter_out.append_value(cache.get(
+                            slot,
+                            IdKind::Device,
+                            &device_key,
+                            device,
+                        ));
                     }
                     subject_out.append_null();
                     if area.is_valid(row) {

@@ -127,8 +127,9 @@ pub struct Decoder {
 }
 
 /// The fast-path view of a message: borrowed wherever the JSON has no escapes.
-/// Parsed by [`WireSeed`], which looks at every key, string and number for
-/// sensitive data while it parses.
+/// Parsed by [`fast::parse`] or [`WireSeed`], which look at every key, string and
+/// number for sensitive data while they parse.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Wire<'a> {
     schema: Cow<'a, str>,
     tenant: Cow<'a, str>,
@@ -138,9 +139,11 @@ struct Wire<'a> {
     direction: Option<Cow<'a, str>>,
     start: Cow<'a, str>,
     resolution: Cow<'a, str>,
-    value: &'a RawValue,
+    /// Raw JSON text (a number, or a string with its quotes).
+    value: &'a str,
     unit: Cow<'a, str>,
-    quality: &'a RawValue,
+    /// Raw JSON text (a string with its quotes, or a number).
+    quality: &'a str,
     version: Option<Cow<'a, str>>,
     area: Option<Cow<'a, str>>,
     subject: Option<Cow<'a, str>>,
@@ -163,10 +166,17 @@ fn number_has_national_id(n: f64) -> bool {
 }
 
 /// True if a raw JSON number (or string) holds a national id, also in exponent form.
-fn raw_has_national_id(raw: &RawValue) -> bool {
-    let text = raw.get();
+fn raw_has_national_id(text: &str) -> bool {
     has_national_id(text)
         || (text.contains(['e', 'E']) && text.parse::<f64>().is_ok_and(number_has_national_id))
+}
+
+/// The serde path: any well-formed payload (escapes, unusual numbers, ...).
+fn parse_wire<'a>(text: &'a str, scanner: &SensitiveScanner) -> serde_json::Result<Wire<'a>> {
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let wire = WireSeed { scanner }.deserialize(&mut parser)?;
+    parser.end()?;
+    Ok(wire)
 }
 
 /// The contract's fields, in [`Wire`] order; the first 14 (all but `value` and
@@ -284,13 +294,13 @@ impl<'de, 's> Visitor<'de> for WireSeed<'s> {
             match field {
                 VALUE => {
                     let raw: &'de RawValue = map.next_value()?;
-                    sensitive |= raw_has_national_id(raw);
-                    value = Some(raw);
+                    sensitive |= raw_has_national_id(raw.get());
+                    value = Some(raw.get());
                 }
                 QUALITY => {
                     let raw: &'de RawValue = map.next_value()?;
-                    sensitive |= raw_has_national_id(raw);
-                    quality = Some(raw);
+                    sensitive |= raw_has_national_id(raw.get());
+                    quality = Some(raw.get());
                 }
                 REDACTED => redacted = map.next_value::<Option<bool>>()?,
                 STATUS | PII => {
@@ -715,15 +725,13 @@ impl Decoder {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Err(reject(Reason::NotUtf8, "payload is not valid UTF-8").into());
         };
-        let mut parser = serde_json::Deserializer::from_str(text);
-        let parsed = WireSeed {
-            scanner: &self.config.sensitive,
-        }
-        .deserialize(&mut parser)
-        .and_then(|wire| parser.end().map(|()| wire));
-        let wire = match parsed {
-            Ok(wire) => wire,
-            Err(_) => return Err(diagnose(text).into()),
+        let scanner = &self.config.sensitive;
+        let wire = match fast::parse(text, scanner) {
+            Some(wire) => wire,
+            None => match parse_wire(text, scanner) {
+                Ok(wire) => wire,
+                Err(_) => return Err(diagnose(text).into()),
+            },
         };
         if wire.sensitive {
             return Err(Failure::Sensitive);
@@ -810,7 +818,7 @@ impl Decoder {
                 ))
             }
         };
-        let value = match decimal::parse_thousandths(w.value.get()) {
+        let value = match decimal::parse_thousandths(w.value) {
             Ok(v) if v >= 0 => v,
             Ok(_) => {
                 return Err(reject(
@@ -832,7 +840,7 @@ impl Decoder {
             }
         };
         let unit = one_of("unit", &w.unit, &UNITS)?;
-        let quality = parse_quality(w.quality.get())?;
+        let quality = parse_quality(w.quality)?;
         let version_micros = match w.version.as_deref() {
             None => None,
             Some(v) => Some(parse_time("version", v)?),
@@ -1182,5 +1190,6 @@ fn diagnose(text: &str) -> Reject {
     )
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;
