@@ -1022,7 +1022,13 @@ fn days_since_epoch(date: NaiveDate) -> i32 {
 }
 
 fn check_id(field: &'static str, id: &str) -> Result<(), Reject> {
-    if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
+    let bad = if id.is_ascii() {
+        // The common case, one pass over the bytes.
+        id.is_empty() || id.len() > MAX_ID_CHARS || id.bytes().any(|b| b.is_ascii_control())
+    } else {
+        id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control)
+    };
+    if bad {
         return Err(reject(
             Reason::InvalidValue,
             format!("field `{field}`: must be 1-{MAX_ID_CHARS} printable characters"),

@@ -50,9 +50,9 @@ const MAX_REMEMBERED_DAYS: usize = 1_000_000;
 #[derive(Debug, Clone)]
 pub struct Validate {
     tenants: TenantRegistry,
-    /// (tenant, meter, quantity, direction joined by NUL; local date) -> resolution
-    /// in minutes.
-    day_resolution: FastMap<(String, i32), i32>,
+    /// Key of [`day_key`] (tenant, meter, quantity, direction, local date) ->
+    /// resolution in minutes.
+    day_resolution: FastMap<String, i32>,
 }
 
 impl Validate {
@@ -88,6 +88,18 @@ fn unit_allowed(quantity: &str, unit: &str) -> bool {
         "gas" | "water" => unit == "kWh" || unit == "m3",
         _ => unit == "kWh",
     }
+}
+
+/// The resolution memory's key for a meter-day, built in a reused buffer: the parts
+/// joined by NUL (which identifiers cannot contain), then the date.
+fn day_key(buf: &mut String, parts: [&str; 4], date: i32) {
+    use std::fmt::Write;
+    buf.clear();
+    for part in parts {
+        buf.push_str(part);
+        buf.push('\u{0}');
+    }
+    let _ = write!(buf, "{date}");
 }
 
 struct Rejection {
@@ -301,6 +313,7 @@ impl Operator for Validate {
         if self.day_resolution.len() > MAX_REMEMBERED_DAYS {
             self.day_resolution.clear();
         }
+        let mut key = String::new();
         for ((t, m, q, d, date), members) in &days {
             if members.len() >= 3 {
                 let mut sorted: Vec<(i128, usize)> =
@@ -317,10 +330,15 @@ impl Operator for Validate {
                 }
             }
             // The resolution seen first (earlier batch or first row) is the day's.
-            let seen = *self
-                .day_resolution
-                .entry((format!("{t}\u{0}{m}\u{0}{q}\u{0}{d}"), *date))
-                .or_insert_with(|| resolution.value(members[0]));
+            day_key(&mut key, [t, m, q, d], *date);
+            let seen = match self.day_resolution.get(key.as_str()) {
+                Some(r) => *r,
+                None => {
+                    let r = resolution.value(members[0]);
+                    self.day_resolution.insert(key.clone(), r);
+                    r
+                }
+            };
             for r in members {
                 if resolution.value(*r) != seen {
                     row_flags[*r] |= flags::RESOLUTION_MIX;

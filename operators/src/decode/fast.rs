@@ -38,6 +38,31 @@ pub(super) fn parse<'a>(text: &'a str, scanner: &SensitiveScanner) -> Option<Wir
     (p.i == p.b.len()).then_some(wire)
 }
 
+/// The position of the first `"`, `\` or control character (< 0x20), eight bytes
+/// at a time. Within a word the lowest flagged byte is exact (borrows only run
+/// upwards), and bytes >= 0x80 (UTF-8 sequences) are never flagged.
+fn string_end(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let hits = zero_byte(v ^ (ONES * u64::from(b'"')))
+            | zero_byte(v ^ (ONES * u64::from(b'\\')))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
+        if hits != 0 {
+            return Some(i + hits.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| special(c)).map(|p| i + p)
+}
+
+fn special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
 struct Parser<'a, 's> {
     text: &'a str,
     b: &'a [u8],
@@ -66,9 +91,7 @@ impl<'a> Parser<'a, '_> {
         self.eat(b'"')?;
         let start = self.i;
         let rest = &self.b[start..];
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = string_end(rest)?;
         if rest[len] != b'"' {
             return None;
         }
@@ -306,6 +329,19 @@ mod tests {
     use crate::decode::parse_wire;
     use crate::ids::with_check_digits;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn string_end_finds_the_first_special_byte(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(string_end(&bytes), bytes.iter().position(|&c| special(c)));
+        }
+
+        #[test]
+        fn string_end_in_text(text in "[a-z\"\\\\\\x00-\\x1f\\x7fæø€]{0,40}") {
+            let bytes = text.as_bytes();
+            prop_assert_eq!(string_end(bytes), bytes.iter().position(|&c| special(c)));
+        }
+    }
 
     fn scanner() -> SensitiveScanner {
         SensitiveScanner::default()
