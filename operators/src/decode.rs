@@ -1,10 +1,12 @@
 //! `decode`: Kafka payloads (`reading/v1` JSON) into an Arrow batch of the
 //! [`DECODED`](crate::schema::DECODED) schema, and dead letters for the rest.
 //!
-//! Fast path: each payload is parsed by serde_json straight into borrowed field slices
-//! (no per-row allocation for unescaped strings), checked, and appended to column
-//! builders. A payload that fails the fast path is parsed again generically only to
-//! say precisely *why* (missing field, wrong type, ...) without echoing any value.
+//! Each payload is parsed into borrowed field slices (no per-row allocation for
+//! unescaped strings), checked, and appended to column builders. Payloads of the
+//! common shape take a single-pass parser ([`fast`]); the rest go through a serde
+//! visitor ([`WireSeed`]) that reads the same fields. A payload that fails both is
+//! parsed again generically only to say precisely *why* (missing field, wrong type,
+//! ...) without echoing any value.
 //!
 //! Contract details (see README "Message contract"):
 //! - required: `schema` (= "reading/v1"), `tenant`, `device_id`, `quantity`, `start`,
