@@ -1,10 +1,10 @@
 //! `decode`: Kafka payloads (`reading/v1` JSON) into an Arrow batch of the
-//! [`DECODED`](crate::schema::DECODED) schema, and dead letters for the rest.
+//! [`DECODED`] schema, and dead letters for the rest.
 //!
 //! Each payload is parsed into borrowed field slices (no per-row allocation for
 //! unescaped strings), checked, and appended to column builders. Payloads of the
-//! common shape take a single-pass parser ([`fast`]); the rest go through a serde
-//! visitor ([`WireSeed`]) that reads the same fields. A payload that fails both is
+//! common shape take a single-pass parser (`decode/fast.rs`); the rest go through a serde
+//! visitor (`WireSeed`) that reads the same fields. A payload that fails both is
 //! parsed again generically only to say precisely *why* (missing field, wrong type,
 //! ...) without echoing any value.
 //!
