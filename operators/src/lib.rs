@@ -18,6 +18,7 @@
 //!   or a log line; public tenants' dead-letter payloads are redacted and pseudonymized;
 //! - per-row work happens inside the batch functions; nothing awaits.
 
+pub mod aggregate;
 pub mod anonymize;
 pub mod chain;
 pub mod dead_letter;
