@@ -68,12 +68,12 @@ impl std::fmt::Debug for OffsetTable {
     }
 }
 
-fn transient(table: &'static str) -> impl FnOnce(DeltaTableError) -> SinkError {
+pub(crate) fn transient(table: &'static str) -> impl FnOnce(DeltaTableError) -> SinkError {
     move |source| classify(table, source)
 }
 
 /// Storage and I/O failures are transient; everything else is internal.
-fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
+pub(crate) fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
     match &source {
         DeltaTableError::ObjectStore { .. }
         | DeltaTableError::Io { .. }
@@ -102,19 +102,28 @@ fn classify(table: &'static str, source: DeltaTableError) -> SinkError {
     }
 }
 
-/// DataFusion reads strings as `Utf8View`; callers get plain `Utf8`.
+/// DataFusion reads strings as `Utf8View` and partition columns as dictionaries;
+/// callers get plain `Utf8` and the dictionaries' value types.
 fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::datatypes::{DataType, Field, Schema};
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if field.data_type() == &DataType::Utf8View {
-            columns.push(arrow::compute::cast(column, &DataType::Utf8)?);
-            fields.push(Field::new(
-                field.name(),
-                DataType::Utf8,
-                field.is_nullable(),
-            ));
+        let plain = match field.data_type() {
+            DataType::Dictionary(_, value) => Some(value.as_ref().clone()),
+            other => Some(other.clone()),
+        }
+        .map(|t| {
+            if t == DataType::Utf8View {
+                DataType::Utf8
+            } else {
+                t
+            }
+        })
+        .filter(|t| t != field.data_type());
+        if let Some(plain) = plain {
+            columns.push(arrow::compute::cast(column, &plain)?);
+            fields.push(Field::new(field.name(), plain, field.is_nullable()));
         } else {
             columns.push(column.clone());
             fields.push(field.as_ref().clone());
@@ -135,6 +144,142 @@ fn storage_caused(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Open a table, creating it (with this schema, partitioning and properties) when
+/// it does not exist yet. Safe when several processes start at once: a lost
+/// creation race just loads the winner's table.
+///
+/// # Errors
+/// Transient storage errors; [`SinkError::Internal`] if the existing table's
+/// columns are not `schema`'s.
+pub(crate) async fn open_or_create_table(
+    lake: &Lake,
+    name: &'static str,
+    schema: &SchemaRef,
+    partition_columns: &[&str],
+    properties: &[(&str, &str)],
+) -> Result<DeltaTable, SinkError> {
+    let url = lake.table_url(name);
+    if url.scheme() == "file" {
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| SinkError::Config(format!("cannot create {}: {e}", path.display())))?;
+        }
+    }
+    let mut table =
+        DeltaTable::try_from_url_with_storage_options(url.clone(), lake.storage_options().clone())
+            .await
+            .map_err(transient(name))?;
+    let wanted: StructType =
+        schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| SinkError::Internal {
+                table: name,
+                error: Box::new(DeltaTableError::Generic(e.to_string())),
+            })?;
+    if table.version().is_none() {
+        let mut create = table
+            .create()
+            .with_table_name(name)
+            .with_columns(wanted.fields().cloned())
+            .with_partition_columns(partition_columns.iter().copied())
+            .with_save_mode(deltalake::protocol::SaveMode::Ignore);
+        for (k, v) in properties {
+            create = create.with_configuration_property(
+                k.parse()
+                    .map_err(|e: DeltaTableError| SinkError::Internal {
+                        table: name,
+                        error: Box::new(e),
+                    })?,
+                Some(*v),
+            );
+        }
+        match create.await {
+            Ok(created) => {
+                info!(table = name, "created delta table");
+                table = created;
+            }
+            Err(e) => {
+                // Someone else may have created it concurrently: load theirs.
+                debug!(table = name, error = %e, "create failed; loading existing table");
+                table.load().await.map_err(transient(name))?;
+            }
+        }
+    }
+    let existing: StructType = table
+        .snapshot()
+        .map_err(transient(name))?
+        .schema()
+        .as_ref()
+        .clone();
+    let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
+    if names(&existing) != names(&wanted) {
+        return Err(SinkError::Internal {
+            table: name,
+            error: Box::new(DeltaTableError::Generic(format!(
+                "existing table has columns {:?}, meterline writes {:?}",
+                names(&existing),
+                names(&wanted)
+            ))),
+        });
+    }
+    Ok(table)
+}
+
+/// Run a DataFusion plan over a table as loaded (registered as `t`; no reload, so
+/// the result is of exactly that version). Strings come back as `Utf8`; an empty
+/// table gives no batches.
+pub(crate) async fn query_table<F, Fut>(
+    table: &DeltaTable,
+    name: &'static str,
+    plan: F,
+) -> Result<Vec<RecordBatch>, SinkError>
+where
+    F: FnOnce(deltalake::datafusion::prelude::SessionContext) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<
+            deltalake::datafusion::prelude::DataFrame,
+            deltalake::datafusion::error::DataFusionError,
+        >,
+    >,
+{
+    if table.version().is_none() {
+        return Ok(Vec::new());
+    }
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    let failed = |e: deltalake::datafusion::error::DataFusionError| {
+        let error = Box::new(DeltaTableError::Generic(e.to_string()));
+        if storage_caused(&e) {
+            SinkError::Transient { table: name, error }
+        } else {
+            SinkError::Internal { table: name, error }
+        }
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(transient(name))?;
+    let provider = table.table_provider().await.map_err(failed)?;
+    ctx.register_table("t", provider).map_err(failed)?;
+    let batches = plan(ctx)
+        .await
+        .map_err(failed)?
+        .collect()
+        .await
+        .map_err(failed)?;
+    batches
+        .iter()
+        .map(|b| plain_strings(b).map_err(|e| failed(e.into())))
+        .collect()
+}
+
+/// The writer settings of every table: zstd level 1.
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_created_by("meterline".to_owned())
+        .build()
+}
+
 impl OffsetTable {
     /// Open the table, creating it (with `spec`'s schema, partitioning and
     /// properties) when it does not exist yet. Safe when several processes start at
@@ -148,85 +293,20 @@ impl OffsetTable {
         spec: TableSpec,
         topic: &str,
     ) -> Result<Self, SinkError> {
-        let name = spec.name;
-        let url = lake.table_url(name);
-        if url.scheme() == "file" {
-            if let Ok(path) = url.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| {
-                    SinkError::Config(format!("cannot create {}: {e}", path.display()))
-                })?;
-            }
-        }
-        let mut table = DeltaTable::try_from_url_with_storage_options(
-            url.clone(),
-            lake.storage_options().clone(),
+        let table = open_or_create_table(
+            lake,
+            spec.name,
+            &spec.schema,
+            spec.partition_columns,
+            spec.properties,
         )
-        .await
-        .map_err(transient(name))?;
-        let wanted: StructType =
-            spec.schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| SinkError::Internal {
-                    table: name,
-                    error: Box::new(DeltaTableError::Generic(e.to_string())),
-                })?;
-        if table.version().is_none() {
-            let mut create = table
-                .create()
-                .with_table_name(name)
-                .with_columns(wanted.fields().cloned())
-                .with_partition_columns(spec.partition_columns.iter().copied())
-                .with_save_mode(deltalake::protocol::SaveMode::Ignore);
-            for (k, v) in spec.properties {
-                create = create.with_configuration_property(
-                    k.parse()
-                        .map_err(|e: DeltaTableError| SinkError::Internal {
-                            table: name,
-                            error: Box::new(e),
-                        })?,
-                    Some(*v),
-                );
-            }
-            match create.await {
-                Ok(created) => {
-                    info!(table = name, "created delta table");
-                    table = created;
-                }
-                Err(e) => {
-                    // Someone else may have created it concurrently: load theirs.
-                    debug!(table = name, error = %e, "create failed; loading existing table");
-                    table.load().await.map_err(transient(name))?;
-                }
-            }
-        }
-        let existing: StructType = table
-            .snapshot()
-            .map_err(transient(name))?
-            .schema()
-            .as_ref()
-            .clone();
-        let names = |s: &StructType| s.fields().map(|f| f.name().clone()).collect::<Vec<_>>();
-        if names(&existing) != names(&wanted) {
-            return Err(SinkError::Internal {
-                table: name,
-                error: Box::new(DeltaTableError::Generic(format!(
-                    "existing table has columns {:?}, meterline writes {:?}",
-                    names(&existing),
-                    names(&wanted)
-                ))),
-            });
-        }
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-            .set_created_by("meterline".to_owned())
-            .build();
+        .await?;
         Ok(Self {
             spec,
             table,
             topic: topic.to_owned(),
             expected: HashMap::new(),
-            writer_properties,
+            writer_properties: writer_properties(),
         })
     }
 
@@ -485,33 +565,7 @@ impl OffsetTable {
     {
         let name = self.spec.name;
         self.table.update_state().await.map_err(transient(name))?;
-        if self.table.version().is_none() {
-            return Ok(Vec::new());
-        }
-        let ctx = deltalake::datafusion::prelude::SessionContext::new();
-        let failed = |e: deltalake::datafusion::error::DataFusionError| {
-            let error = Box::new(DeltaTableError::Generic(e.to_string()));
-            if storage_caused(&e) {
-                SinkError::Transient { table: name, error }
-            } else {
-                SinkError::Internal { table: name, error }
-            }
-        };
-        self.table
-            .update_datafusion_session(&ctx.state())
-            .map_err(transient(name))?;
-        let provider = self.table.table_provider().await.map_err(failed)?;
-        ctx.register_table("t", provider).map_err(failed)?;
-        let batches = plan(ctx)
-            .await
-            .map_err(failed)?
-            .collect()
-            .await
-            .map_err(failed)?;
-        batches
-            .iter()
-            .map(|b| plain_strings(b).map_err(|e| failed(e.into())))
-            .collect()
+        query_table(&self.table, name, plan).await
     }
 
     /// Delete the rows where `column` (a timestamp) is before `cutoff`, then vacuum

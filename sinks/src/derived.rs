@@ -1,0 +1,581 @@
+//! Tables derived from `readings` (the aggregates), written by replacing whole
+//! partitions, with their progress in the same commit.
+//!
+//! A derived partition is a pure function of the `readings` partitions it comes
+//! from. Recomputing it and replacing it (remove its files, add the new ones) is
+//! idempotent, so a crash or a repeated round never duplicates rows. Each commit can
+//! carry a Delta `txn` action (app id, version) saying which `readings` version the
+//! table reflects; on restart the materializer continues from there.
+
+use std::collections::BTreeSet;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use tracing::debug;
+
+use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
+use crate::lake::Lake;
+use crate::SinkError;
+
+/// A partition: its values, as Delta writes them (`2026-10-25` for dates), in the
+/// order of the table's partition columns.
+pub type Partition = Vec<String>;
+
+/// The shape of a derived table.
+#[derive(Debug, Clone)]
+pub struct DerivedSpec {
+    pub name: &'static str,
+    pub schema: SchemaRef,
+    pub partition_columns: &'static [&'static str],
+    pub properties: &'static [(&'static str, &'static str)],
+}
+
+/// What a replacement did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub rows: usize,
+    pub files_added: usize,
+    pub files_removed: usize,
+    pub version: Option<u64>,
+}
+
+/// A table whose partitions are replaced as a whole.
+pub struct DerivedTable {
+    spec: DerivedSpec,
+    table: DeltaTable,
+}
+
+impl std::fmt::Debug for DerivedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedTable")
+            .field("table", &self.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The partition values of a file, in `columns` order.
+fn partition_of(
+    values: &std::collections::HashMap<String, Option<String>>,
+    columns: &[&str],
+) -> Partition {
+    columns
+        .iter()
+        .map(|c| values.get(*c).cloned().flatten().unwrap_or_default())
+        .collect()
+}
+
+/// The partitions of the files a table holds now.
+async fn live_partitions(
+    table: &DeltaTable,
+    name: &'static str,
+    columns: &[&str],
+) -> Result<BTreeSet<Partition>, SinkError> {
+    if table.version().is_none() {
+        return Ok(BTreeSet::new());
+    }
+    let files: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(transient(name))?;
+    Ok(files
+        .iter()
+        .map(|f| partition_of(&f.partition_values_map(), columns))
+        .collect())
+}
+
+impl DerivedTable {
+    /// Open the table, creating it when it does not exist.
+    ///
+    /// # Errors
+    /// Storage errors (transient); a table with other columns (internal).
+    pub async fn open_or_create(lake: &Lake, spec: DerivedSpec) -> Result<Self, SinkError> {
+        let table = open_or_create_table(
+            lake,
+            spec.name,
+            &spec.schema,
+            spec.partition_columns,
+            spec.properties,
+        )
+        .await?;
+        Ok(Self { spec, table })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// Reload the table and read the version recorded for `app_id` (`None`: never).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn progress(&mut self, app_id: &str) -> Result<Option<i64>, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        let log_store = self.table.log_store();
+        self.table
+            .snapshot()
+            .map_err(transient(name))?
+            .transaction_version(log_store.as_ref(), app_id)
+            .await
+            .map_err(transient(name))
+    }
+
+    /// The partitions holding data now.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn partitions(&self) -> Result<BTreeSet<Partition>, SinkError> {
+        live_partitions(&self.table, self.spec.name, self.spec.partition_columns).await
+    }
+
+    /// Read `columns` of the rows matching `filter` from the table as last loaded.
+    ///
+    /// # Errors
+    /// Storage errors (transient) and planning errors (internal).
+    pub async fn scan(
+        &self,
+        columns: &[&str],
+        filter: deltalake::datafusion::prelude::Expr,
+    ) -> Result<Vec<RecordBatch>, SinkError> {
+        scan(&self.table, self.spec.name, columns, filter).await
+    }
+
+    /// Replace `partitions` with the rows of `batches` (which must all fall into
+    /// them), recording `progress` (app id, version) in the same commit. A partition
+    /// without new rows is emptied. Idempotent: the same call again gives the same
+    /// table.
+    ///
+    /// # Errors
+    /// Storage errors and conflicts with a concurrent writer (both transient: the
+    /// next round recomputes); rows outside `partitions` (internal).
+    pub async fn replace(
+        &mut self,
+        batches: &[RecordBatch],
+        partitions: &BTreeSet<Partition>,
+        progress: Option<(&str, i64)>,
+    ) -> Result<Replaced, SinkError> {
+        let name = self.spec.name;
+        let columns = self.spec.partition_columns;
+        self.table.update_state().await.map_err(transient(name))?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+
+        let mut actions: Vec<Action> = Vec::new();
+        let mut files_added = 0;
+        if rows > 0 {
+            let mut writer = RecordBatchWriter::for_table(&self.table)
+                .map_err(transient(name))?
+                .with_writer_properties(writer_properties());
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                writer.write(batch.clone()).await.map_err(transient(name))?;
+            }
+            let adds = writer.flush().await.map_err(transient(name))?;
+            for add in &adds {
+                let p = partition_of(&add.partition_values.clone().into_iter().collect(), columns);
+                if !partitions.contains(&p) {
+                    return Err(SinkError::Internal {
+                        table: name,
+                        error: Box::new(DeltaTableError::Generic(format!(
+                            "rows of partition {p:?} outside the partitions being replaced"
+                        ))),
+                    });
+                }
+            }
+            files_added = adds.len();
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        let mut files_removed = 0;
+        if self.table.version().is_some() && !partitions.is_empty() {
+            let files: Vec<_> = self
+                .table
+                .get_active_add_actions_by_partitions(&[])
+                .try_collect()
+                .await
+                .map_err(transient(name))?;
+            for f in files {
+                if partitions.contains(&partition_of(&f.partition_values_map(), columns)) {
+                    actions.push(Action::Remove(f.remove_action(true)));
+                    files_removed += 1;
+                }
+            }
+        }
+        if let Some((app_id, version)) = progress {
+            actions.push(Action::Txn(Transaction::new_with_last_update(
+                app_id,
+                version,
+                Some(chrono::Utc::now().timestamp_millis()),
+            )));
+        }
+        if actions.is_empty() {
+            return Ok(Replaced::default());
+        }
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
+            predicate: Some(format!("{} partitions recomputed", partitions.len())),
+        };
+        let snapshot = self.table.snapshot().map_err(transient(name))?;
+        let finalized = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| match e {
+                // Another materializer replaced the same partitions: ours is stale or
+                // redundant; the next round recomputes from the stored progress.
+                DeltaTableError::Transaction { .. } => SinkError::Transient {
+                    table: name,
+                    error: Box::new(e),
+                },
+                e => classify(name, e),
+            })?;
+        let version = finalized.version();
+        debug!(
+            table = name,
+            rows, files_added, files_removed, version, "partitions replaced"
+        );
+        self.table.state = Some(finalized.snapshot());
+        Ok(Replaced {
+            rows,
+            files_added,
+            files_removed,
+            version: Some(version),
+        })
+    }
+
+    /// Vacuum files removed longer ago than the table's retention.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn vacuum(&mut self) -> Result<usize, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        if self.table.version().is_none() {
+            return Ok(0);
+        }
+        let (table, vacuumed) = self.table.clone().vacuum().await.map_err(transient(name))?;
+        self.table = table;
+        Ok(vacuumed.files_deleted.len())
+    }
+}
+
+async fn scan(
+    table: &DeltaTable,
+    name: &'static str,
+    columns: &[&str],
+    filter: deltalake::datafusion::prelude::Expr,
+) -> Result<Vec<RecordBatch>, SinkError> {
+    let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+    query_table(table, name, |ctx| async move {
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        ctx.table("t").await?.filter(filter)?.select_columns(&names)
+    })
+    .await
+}
+
+/// A source table read at a pinned version (the materializer's view of
+/// `readings`): every read between two [`refresh`](Self::refresh) calls sees the
+/// same version.
+pub struct SourceTable {
+    name: &'static str,
+    partition_columns: &'static [&'static str],
+    table: Option<DeltaTable>,
+    lake: Lake,
+}
+
+impl std::fmt::Debug for SourceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceTable")
+            .field("table", &self.name)
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceTable {
+    pub fn new(
+        lake: &Lake,
+        name: &'static str,
+        partition_columns: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            partition_columns,
+            table: None,
+            lake: lake.clone(),
+        }
+    }
+
+    /// The version read, if the table exists.
+    pub fn version(&self) -> Option<u64> {
+        self.table.as_ref().and_then(DeltaTable::version)
+    }
+
+    /// Load the latest version (`None` while the table does not exist yet).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn refresh(&mut self) -> Result<Option<u64>, SinkError> {
+        let name = self.name;
+        match &mut self.table {
+            Some(t) => t.update_state().await.map_err(transient(name))?,
+            None => {
+                let url = self.lake.table_url(name);
+                if url.scheme() == "file"
+                    && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").exists())
+                {
+                    return Ok(None);
+                }
+                let mut t = DeltaTable::try_from_url_with_storage_options(
+                    url,
+                    self.lake.storage_options().clone(),
+                )
+                .await
+                .map_err(transient(name))?;
+                match t.load().await {
+                    Ok(()) => self.table = Some(t),
+                    Err(DeltaTableError::NotATable(_)) => return Ok(None),
+                    Err(e) => {
+                        // A missing log directory reads as "not a table" on some
+                        // stores and as an empty listing on others.
+                        if t.version().is_none() {
+                            debug!(table = name, error = %e, "source table not readable yet");
+                            return Ok(None);
+                        }
+                        return Err(classify(name, e));
+                    }
+                }
+            }
+        }
+        Ok(self.version())
+    }
+
+    /// The partitions with data at the pinned version.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn partitions(&self) -> Result<BTreeSet<Partition>, SinkError> {
+        match &self.table {
+            Some(t) => live_partitions(t, self.name, self.partition_columns).await,
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Read `columns` of the rows matching `filter` at the pinned version.
+    ///
+    /// # Errors
+    /// Storage errors (transient) and planning errors (internal).
+    pub async fn scan(
+        &self,
+        columns: &[&str],
+        filter: deltalake::datafusion::prelude::Expr,
+    ) -> Result<Vec<RecordBatch>, SinkError> {
+        match &self.table {
+            Some(t) => scan(t, self.name, columns, filter).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The partitions whose data changed in versions `after + 1 ..= upto` (files
+    /// added or removed with `dataChange`; compaction does not count). `None` when
+    /// a commit in that range is no longer in the log (cleaned up after
+    /// `delta.logRetentionDuration`): recompute everything then.
+    ///
+    /// # Errors
+    /// Storage errors (transient); an unreadable commit (internal).
+    pub async fn changed_partitions(
+        &self,
+        after: i64,
+        upto: u64,
+    ) -> Result<Option<BTreeSet<Partition>>, SinkError> {
+        let name = self.name;
+        let Some(table) = &self.table else {
+            return Ok(Some(BTreeSet::new()));
+        };
+        let log_store = table.log_store();
+        let mut changed = BTreeSet::new();
+        let first = u64::try_from(after + 1).unwrap_or(0);
+        for version in first..=upto {
+            let Some(bytes) = log_store
+                .read_commit_entry(version)
+                .await
+                .map_err(transient(name))?
+            else {
+                return Ok(None);
+            };
+            let actions =
+                deltalake::logstore::get_actions(version, &bytes).map_err(|e| classify(name, e))?;
+            for action in actions {
+                let values = match &action {
+                    Action::Add(a) if a.data_change => Some(a.partition_values.clone()),
+                    Action::Remove(r) if r.data_change => {
+                        Some(r.partition_values.clone().unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                if let Some(values) = values {
+                    let map = values.into_iter().collect();
+                    changed.insert(partition_of(&map, self.partition_columns));
+                }
+            }
+        }
+        Ok(Some(changed))
+    }
+
+    /// When the commit of `version` was written (milliseconds since the epoch).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn commit_time_ms(&self, version: u64) -> Result<Option<i64>, SinkError> {
+        let name = self.name;
+        let Some(table) = &self.table else {
+            return Ok(None);
+        };
+        let Some(bytes) = table
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(transient(name))?
+        else {
+            return Ok(None);
+        };
+        let actions =
+            deltalake::logstore::get_actions(version, &bytes).map_err(|e| classify(name, e))?;
+        Ok(actions.iter().find_map(|a| match a {
+            Action::CommitInfo(info) => info.timestamp,
+            _ => None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LakeConfig;
+    use arrow::array::{AsArray, Int32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    use deltalake::datafusion::prelude::{col, lit};
+    use std::sync::Arc;
+
+    fn spec() -> DerivedSpec {
+        DerivedSpec {
+            name: "agg",
+            schema: Arc::new(Schema::new(vec![
+                Field::new("tenant", DataType::Utf8, false),
+                Field::new("v", DataType::Int32, false),
+            ])),
+            partition_columns: &["tenant"],
+            properties: &[],
+        }
+    }
+
+    fn rows(pairs: &[(&str, i32)]) -> RecordBatch {
+        RecordBatch::try_new(
+            spec().schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(pairs.iter().map(|p| p.0))),
+                Arc::new(Int32Array::from_iter_values(pairs.iter().map(|p| p.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn parts(names: &[&str]) -> BTreeSet<Partition> {
+        names.iter().map(|n| vec![(*n).to_owned()]).collect()
+    }
+
+    async fn contents(t: &DerivedTable) -> Vec<(String, i32)> {
+        let batches = t.scan(&["tenant", "v"], lit(true)).await.unwrap();
+        let mut out: Vec<(String, i32)> = batches
+            .iter()
+            .flat_map(|b| {
+                let t = b.column(0).as_string::<i32>().clone();
+                let v = b.column(1).as_primitive::<Int32Type>().clone();
+                (0..b.num_rows())
+                    .map(move |i| (t.value(i).to_owned(), v.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn partitions_are_replaced_whole_and_progress_travels_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&LakeConfig {
+            uri: dir.path().to_string_lossy().into_owned(),
+            storage_options: Default::default(),
+        })
+        .unwrap();
+        let mut t = DerivedTable::open_or_create(&lake, spec()).await.unwrap();
+        assert_eq!(t.progress("p").await.unwrap(), None);
+        let first = t
+            .replace(
+                &[rows(&[("a", 1), ("b", 2)])],
+                &parts(&["a", "b"]),
+                Some(("p", 5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(t.progress("p").await.unwrap(), Some(5));
+        // Replacing a partition replaces its rows; others stay; the same call twice
+        // gives the same table.
+        for _ in 0..2 {
+            t.replace(&[rows(&[("a", 10), ("a", 11)])], &parts(&["a"]), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                contents(&t).await,
+                vec![("a".into(), 10), ("a".into(), 11), ("b".into(), 2)]
+            );
+        }
+        assert_eq!(t.progress("p").await.unwrap(), Some(5));
+        // A partition without new rows is emptied.
+        let emptied = t
+            .replace(&[], &parts(&["b"]), Some(("p", 7)))
+            .await
+            .unwrap();
+        assert_eq!(emptied.files_removed, 1);
+        assert_eq!(contents(&t).await, vec![("a".into(), 10), ("a".into(), 11)]);
+        assert_eq!(t.partitions().await.unwrap(), parts(&["a"]));
+        assert_eq!(t.progress("p").await.unwrap(), Some(7));
+        // Rows outside the partitions being replaced are refused.
+        let err = t
+            .replace(&[rows(&[("c", 1)])], &parts(&["a"]), None)
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+
+        // Read as a source: which partitions changed after the first commit.
+        let mut source = SourceTable::new(&lake, "agg", &["tenant"]);
+        let latest = source.refresh().await.unwrap().unwrap();
+        let v1 = first.version.unwrap() as i64;
+        assert_eq!(
+            source.changed_partitions(v1, latest).await.unwrap(),
+            Some(parts(&["a", "b"]))
+        );
+        assert_eq!(
+            source
+                .changed_partitions(latest as i64, latest)
+                .await
+                .unwrap(),
+            Some(BTreeSet::new())
+        );
+        let scanned = source
+            .scan(&["v"], col("tenant").eq(lit("a")))
+            .await
+            .unwrap();
+        assert_eq!(scanned.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        assert!(source.commit_time_ms(latest).await.unwrap().is_some());
+
+        // A source table that does not exist yet.
+        let mut missing = SourceTable::new(&lake, "nothing", &["tenant"]);
+        assert_eq!(missing.refresh().await.unwrap(), None);
+    }
+}
