@@ -426,7 +426,8 @@ fn timestamp_column(values: Vec<i64>) -> ArrayRef {
 /// Hourly and daily consumption of one tenant from `readings` rows (every stored
 /// version of complete local-date partitions; columns `meter`, `quantity`,
 /// `direction`, `interval_start`, `resolution_minutes`, `local_date`, `value`,
-/// `quality`, `version`, `area`).
+/// `quality`, `version`, `area`, and optionally `ingested_at`, which breaks ties
+/// between equal versions like the view does).
 ///
 /// # Errors
 /// Batches without those columns.
@@ -435,8 +436,9 @@ pub fn hourly_daily(
     tz: Tz,
     readings: &[RecordBatch],
 ) -> Result<HourlyDaily, OperatorError> {
-    // 1. The current version of every key.
-    let mut current: FastMap<(Series<'_>, i64), (i64, Current<'_>)> = FastMap::default();
+    // 1. The current version of every key: highest version, then latest
+    //    ingestion (the order of the `readings_current` view).
+    let mut current: FastMap<(Series<'_>, i64), ((i64, i64), Current<'_>)> = FastMap::default();
     for batch in readings {
         let meter = strings(batch, "meter")?;
         let quantity = strings(batch, "quantity")?;
@@ -448,16 +450,22 @@ pub fn hourly_daily(
         let resolution = int32s(batch, "resolution_minutes")?;
         let local_date = dates(batch, "local_date")?;
         let value = decimal_array(batch, "value")?;
+        let ingested = batch
+            .column_by_name("ingested_at")
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
         for row in 0..batch.num_rows() {
             let key = (
                 (meter.value(row), quantity.value(row), direction.value(row)),
                 start.value(row),
             );
-            let v = if version.is_valid(row) {
-                version.value(row)
-            } else {
-                i64::MIN
-            };
+            let v = (
+                if version.is_valid(row) {
+                    version.value(row)
+                } else {
+                    i64::MIN
+                },
+                ingested.map_or(0, |i| i.value(row)),
+            );
             let reading = Current {
                 area: area.is_valid(row).then(|| area.value(row)),
                 resolution: resolution.value(row),

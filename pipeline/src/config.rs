@@ -52,6 +52,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     #[serde(default)]
     pub dead_letters: DeadLettersConfig,
+    #[serde(default)]
+    pub aggregate: AggregateConfig,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -209,6 +211,50 @@ pub struct PrivacyConfig {
     pub special_category_fields: Option<Vec<String>>,
 }
 
+/// `[aggregate]`: the aggregate tables (consumption per hour, day, month).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateConfig {
+    /// Keep the aggregate tables current inside `meterline run`.
+    pub enabled: bool,
+    /// Seconds between materialization rounds: aggregates reflect a `readings`
+    /// commit within about this long (`meterline_aggregate_lag_seconds`).
+    pub interval_secs: u64,
+    /// Local days recomputed per step (bounds memory when a lake is aggregated for
+    /// the first time).
+    pub max_days_per_step: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 30,
+            max_days_per_step: 31,
+        }
+    }
+}
+
+/// `[tenants.aggregate]`: when an area cell of a public tenant may be published.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantAggregateConfig {
+    /// At least this many distinct meters per area cell (k).
+    pub min_meters: usize,
+    /// No meter may contribute more than this share (0-1) of a cell's value.
+    pub max_meter_share: f64,
+}
+
+impl Default for TenantAggregateConfig {
+    fn default() -> Self {
+        let d = meterline_operators::aggregate::Disclosure::default();
+        Self {
+            min_meters: d.min_meters,
+            max_meter_share: d.max_meter_share,
+        }
+    }
+}
+
 /// `[[tenants]]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +268,9 @@ pub struct TenantConfig {
     /// Validation thresholds (`[tenants.validation]`).
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// Area-cell disclosure (`[tenants.aggregate]`, public tenants).
+    #[serde(default)]
+    pub aggregate: TenantAggregateConfig,
 }
 
 /// `[tenants.validation]`: the tenant's meter-data rules.
@@ -349,6 +398,8 @@ pub struct Settings {
     pub dead_letters: DeadLettersConfig,
     /// Special-category field names (the deny-list in effect).
     pub special_category_fields: Vec<String>,
+    /// The materializer of the aggregate tables.
+    pub aggregate: crate::aggregate::AggregateSettings,
 }
 
 impl Settings {
@@ -610,6 +661,45 @@ impl Config {
                 "must not be the readings topic",
             ));
         }
+        let a = &self.aggregate;
+        if a.interval_secs == 0 {
+            return Err(invalid("aggregate.interval_secs", "must be greater than 0"));
+        }
+        if a.max_days_per_step == 0 {
+            return Err(invalid(
+                "aggregate.max_days_per_step",
+                "must be greater than 0",
+            ));
+        }
+        let mut disclosure = std::collections::HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let d = &t.aggregate;
+            if d.min_meters == 0 {
+                return Err(invalid(
+                    format!("tenants[{i}].aggregate.min_meters"),
+                    "must be at least 1 (10 is a sound default)",
+                ));
+            }
+            if !(d.max_meter_share > 0.0 && d.max_meter_share <= 1.0) {
+                return Err(invalid(
+                    format!("tenants[{i}].aggregate.max_meter_share"),
+                    "must be a share above 0 and at most 1 (0.5 is the default)",
+                ));
+            }
+            disclosure.insert(
+                t.id.clone(),
+                meterline_operators::aggregate::Disclosure {
+                    min_meters: d.min_meters,
+                    max_meter_share: d.max_meter_share,
+                },
+            );
+        }
+        let aggregate = crate::aggregate::AggregateSettings {
+            enabled: a.enabled,
+            interval: std::time::Duration::from_secs(a.interval_secs),
+            max_days_per_step: a.max_days_per_step,
+            disclosure,
+        };
         let storage_options = self
             .lake
             .storage_options
@@ -633,6 +723,7 @@ impl Config {
                     .collect()
             }),
             dead_letters: self.dead_letters,
+            aggregate,
         })
     }
 }

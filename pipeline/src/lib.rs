@@ -11,6 +11,7 @@
 //!                                                   └──▶ group offset commit (monitoring only)
 //! ```
 
+pub mod aggregate;
 pub mod config;
 pub mod consumer;
 pub mod demo;

@@ -62,6 +62,12 @@ pub struct Metrics {
     pub sensitive_removed: IntCounterVec,
     pub retention_deleted: IntCounterVec,
     pub dead_letters_published: IntCounter,
+    pub aggregate_lag: Gauge,
+    pub aggregate_version: IntGauge,
+    pub aggregate_partitions: IntCounter,
+    pub aggregate_readings: IntCounter,
+    pub aggregate_suppressed: IntCounterVec,
+    pub aggregate_rounds: IntCounterVec,
     ready: Arc<AtomicBool>,
 }
 
@@ -203,6 +209,37 @@ impl Metrics {
             "meterline_dead_letters_published_total",
             "Dead letters published to the dead-letter Kafka topic.",
         );
+        let aggregate_lag = must(Gauge::new(
+            "meterline_aggregate_lag_seconds",
+            "Age of the oldest readings commit the aggregate tables do not reflect yet (0: current).",
+        ));
+        must(registry.register(Box::new(aggregate_lag.clone())));
+        let aggregate_version = must(IntGauge::new(
+            "meterline_aggregate_readings_version",
+            "The readings table version the aggregate tables reflect.",
+        ));
+        must(registry.register(Box::new(aggregate_version.clone())));
+        let aggregate_partitions = counter(
+            "meterline_aggregate_partitions_recomputed_total",
+            "Local days (tenant, local date) whose aggregates were recomputed.",
+        );
+        let aggregate_readings = counter(
+            "meterline_aggregate_readings_folded_total",
+            "Readings rows read to recompute aggregates.",
+        );
+        let aggregate_suppressed = counter_vec(
+            "meterline_aggregate_cells_suppressed_total",
+            "Area cells not written: fewer than k meters or one dominant meter, by table.",
+            &["table"],
+        );
+        let aggregate_rounds = counter_vec(
+            "meterline_aggregate_rounds_total",
+            "Materialization rounds, by outcome (ok, error).",
+            &["outcome"],
+        );
+        for outcome in ["ok", "error"] {
+            aggregate_rounds.with_label_values(&[outcome]);
+        }
         // Pre-register fixed label values so dashboards see zeros, not gaps.
         for (_, flag) in meterline_operators::flags::ALL {
             flags.with_label_values(&[flag]);
@@ -244,6 +281,12 @@ impl Metrics {
             sensitive_removed,
             retention_deleted,
             dead_letters_published,
+            aggregate_lag,
+            aggregate_version,
+            aggregate_partitions,
+            aggregate_readings,
+            aggregate_suppressed,
+            aggregate_rounds,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -53,7 +53,28 @@ pub async fn run_pipeline(
             handle.stop();
         })
     };
+    // The aggregate tables follow `readings` in their own task (own table handles):
+    // a slow round never holds up consumption.
+    let aggregates = if settings.aggregate.enabled {
+        let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
+        Some(tokio::spawn(crate::aggregate::run_loop(
+            lake,
+            settings.tenants.clone(),
+            settings.aggregate.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     let result = runner.run(rx).await;
+    // Let a round in progress finish its current commit (bounded by the grace).
+    shutdown.request();
+    if let Some(task) = aggregates {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            info!("aggregates: round still running at shutdown; the next start continues it");
+        }
+    }
     // However the runner ended, stop the Kafka thread and wait for it.
     source.stop();
     stopper.abort();

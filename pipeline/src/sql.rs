@@ -8,7 +8,16 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 2] = ["readings", "dead_letters"];
+pub const TABLES: [&str; 8] = [
+    "readings",
+    "dead_letters",
+    "consumption_hourly",
+    "consumption_daily",
+    "consumption_monthly",
+    "area_consumption_hourly",
+    "area_consumption_daily",
+    "area_consumption_monthly",
+];
 
 /// The `readings_current` view: exactly one row per key (tenant, meter, quantity,
 /// direction, interval_start), the one with the highest `version` (a missing
@@ -84,36 +93,14 @@ pub async fn session(lake: &LakeConfig) -> anyhow::Result<SessionContext> {
 pub async fn query(lake: &LakeConfig, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let ctx = session(lake).await?;
     let df = ctx.sql(sql).await?;
-    df.collect().await?.iter().map(plain_strings).collect()
-}
-
-/// DataFusion reads strings as `Utf8View`; results are handed out as plain `Utf8`
-/// (what Arrow writers and most consumers expect).
-fn plain_strings(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
-    use arrow::datatypes::{DataType, Field, Schema};
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let target = match field.data_type() {
-            DataType::Utf8View => Some(DataType::Utf8),
-            DataType::BinaryView => Some(DataType::Binary),
-            _ => None,
-        };
-        match target {
-            Some(t) => {
-                columns.push(arrow::compute::cast(column, &t)?);
-                fields.push(Field::new(field.name(), t, field.is_nullable()));
-            }
-            None => {
-                columns.push(column.clone());
-                fields.push(field.as_ref().clone());
-            }
-        }
-    }
-    Ok(RecordBatch::try_new(
-        std::sync::Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    // Plain `Utf8` strings and no dictionaries (partition columns), what Arrow
+    // writers and most consumers expect.
+    Ok(df
+        .collect()
+        .await?
+        .iter()
+        .map(meterline_sinks::plain_strings)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Render batches in a format.

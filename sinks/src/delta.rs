@@ -103,8 +103,12 @@ pub(crate) fn classify(table: &'static str, source: DeltaTableError) -> SinkErro
 }
 
 /// DataFusion reads strings as `Utf8View` and partition columns as dictionaries;
-/// callers get plain `Utf8` and the dictionaries' value types.
-fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// callers get plain `Utf8` (`Binary`) and the dictionaries' value types, what
+/// Arrow writers and most consumers expect.
+///
+/// # Errors
+/// A column that cannot be cast (not expected for these types).
+pub fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::datatypes::{DataType, Field, Schema};
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
@@ -113,12 +117,10 @@ fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arrow
             DataType::Dictionary(_, value) => Some(value.as_ref().clone()),
             other => Some(other.clone()),
         }
-        .map(|t| {
-            if t == DataType::Utf8View {
-                DataType::Utf8
-            } else {
-                t
-            }
+        .map(|t| match t {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            t => t,
         })
         .filter(|t| t != field.data_type());
         if let Some(plain) = plain {

@@ -327,7 +327,9 @@ impl SourceTable {
             None => {
                 let url = self.lake.table_url(name);
                 if url.scheme() == "file"
-                    && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").exists())
+                    && url
+                        .to_file_path()
+                        .is_ok_and(|p| !p.join("_delta_log").exists())
                 {
                     return Ok(None);
                 }

@@ -24,7 +24,7 @@ pub mod derived;
 pub mod lake;
 
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
-pub use delta::{AppendOutcome, OffsetTable, TableSpec};
+pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
 pub use lake::{Lake, LakeConfig};
 

@@ -71,6 +71,11 @@ impl Harness {
                     .iter()
                     .map(|s| (*s).to_owned())
                     .collect(),
+            // Tests that need the aggregate tables turn them on.
+            aggregate: meterline::aggregate::AggregateSettings {
+                enabled: false,
+                ..Default::default()
+            },
         }
     }
 

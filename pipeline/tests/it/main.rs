@@ -2,6 +2,7 @@
 //! a real Kafka-protocol server on loopback) -> pipeline -> Delta lake on a local
 //! directory -> SQL. The real-broker and S3 variants live in the reliability suite.
 
+mod aggregates;
 mod common;
 mod corrections;
 mod crash;
