@@ -76,8 +76,10 @@ fn stream() -> (Vec<Produced>, Vec<Produced>) {
             12..16 => "NO2",
             _ => "NO3",
         };
-        let scale = if i == 16 { 50 } else { 1 };
-        let resolution = if i % 5 == 0 { 15 } else { 60 };
+        let scale = if i == 16 { 24 } else { 1 };
+        // Some PT15M meters (not in NO3, whose dominant meter must stay dominant
+        // in every hour).
+        let resolution = if i % 5 == 0 && i < 16 { 15 } else { 60 };
         meters.push((
             PUBLIC,
             meterline::generator::gsrn(900 + i),
@@ -460,9 +462,17 @@ async fn aggregates_equal_an_oracle_after_late_data_and_corrections() {
     assert_eq!(got.area_daily, want.area_daily);
     assert_eq!(got.area_hourly, want.area_hourly);
     // The stream was built to exercise suppression: NO2 is too small, NO3 has a
-    // dominant meter; only NO1 cells exist.
+    // dominant meter (in every day; in most hours: corrections of other meters
+    // make it less than half of a few hours).
     let areas: BTreeSet<&str> = got.area_daily.keys().map(|k| k.1.as_str()).collect();
     assert_eq!(areas, BTreeSet::from(["NO1"]));
+    let hours = |area: &str| got.area_hourly.keys().filter(|k| k.1 == area).count();
+    assert_eq!(hours("NO2"), 0);
+    assert!(
+        hours("NO3") * 4 < hours("NO1"),
+        "NO3 hours: {}",
+        hours("NO3")
+    );
     // The 25-hour day: 25 hourly rows per PT1H meter, 100 quarters per PT15M meter.
     let dst = days(NaiveDate::from_ymd_opt(2026, 10, 25).unwrap());
     assert!(got
