@@ -165,6 +165,10 @@ pub struct Round {
     pub suppressed: usize,
 }
 
+/// Test hook: after this many aggregate commits the round stalls forever (so a
+/// test can SIGKILL the process at a known point in the middle of a round).
+pub const FAILPOINT_ENV: &str = "METERLINE_FAILPOINT_AGGREGATE_STALL_AFTER_COMMITS";
+
 /// Keeps the aggregate tables current.
 pub struct Materializer {
     tenants: TenantRegistry,
@@ -172,6 +176,8 @@ pub struct Materializer {
     readings: SourceTable,
     tables: Vec<DerivedTable>,
     metrics: Metrics,
+    commits: u64,
+    stall_after: Option<u64>,
 }
 
 impl std::fmt::Debug for Materializer {
@@ -235,6 +241,10 @@ impl Materializer {
             readings: SourceTable::new(lake, "readings", &["tenant", "local_date"]),
             tables,
             metrics,
+            commits: 0,
+            stall_after: std::env::var(FAILPOINT_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -478,11 +488,19 @@ impl Materializer {
             Ok(done) => {
                 if done.version.is_some() {
                     self.metrics.commits.with_label_values(&[name]).inc();
+                    self.commits += 1;
                 }
                 self.metrics
                     .records_written
                     .with_label_values(&[name])
                     .inc_by(done.rows as u64);
+                if self.stall_after == Some(self.commits) {
+                    warn!(
+                        commits = self.commits,
+                        "failpoint: aggregate round stalled ({FAILPOINT_ENV})"
+                    );
+                    std::future::pending::<()>().await;
+                }
                 Ok(())
             }
             Err(e) => {

@@ -7,6 +7,7 @@
 //!
 //! The tools come from `scripts/test.sh` (see `meterline::testkit`).
 
+mod aggregates;
 mod dead_letters;
 mod rig;
 mod storage;

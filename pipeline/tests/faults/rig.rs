@@ -187,7 +187,18 @@ validation = {{ max_age_days = 36500 }}
 
     /// Start `meterline run` with the phase markers of the sink logged.
     pub fn spawn(&self, name: &str, config: &std::path::Path) -> Process {
+        self.spawn_with_env(name, config, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables (test hooks).
+    pub fn spawn_with_env(
+        &self,
+        name: &str,
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_meterline"));
+        command.envs(env.iter().copied());
         command
             .args(["run", "--config"])
             .arg(config)
