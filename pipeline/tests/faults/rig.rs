@@ -122,6 +122,17 @@ impl Rig {
     /// The consumer group is `group` with a random suffix; processes started
     /// from one config file share it.
     pub fn config(&self, group: &str, metrics_port: Option<u16>, pipeline: &str) -> PathBuf {
+        self.config_with_session(group, metrics_port, pipeline, 6_000)
+    }
+
+    /// [`config`](Self::config) with another consumer session timeout.
+    pub fn config_with_session(
+        &self,
+        group: &str,
+        metrics_port: Option<u16>,
+        pipeline: &str,
+        session_timeout_ms: u32,
+    ) -> PathBuf {
         let group = unique_name(group);
         let options: String = self
             .s3
@@ -144,7 +155,7 @@ readings_topic = "{topic}"
 # the broker outage the consumer rejoins under a new member id, and tansu waits
 # for the old one that long (librdkafka's default is 5 minutes).
 [kafka.properties]
-"session.timeout.ms" = 6000
+"session.timeout.ms" = {session_timeout_ms}
 "heartbeat.interval.ms" = 500
 "max.poll.interval.ms" = 60000
 
