@@ -464,6 +464,7 @@ async fn print_summary(
         ),
     )
     .await?;
+    println!();
     println!(
         "area consumption of the public tenant, from area_consumption_daily (cells of fewer than 10 meters are not written):"
     );
