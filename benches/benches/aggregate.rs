@@ -17,38 +17,15 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use meterline::aggregate::{AggregateSettings, Materializer};
-use meterline::generator::{GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
+use meterline::generator::{tenants, GeneratorSpec};
 use meterline::metrics::Metrics;
 use meterline_operators::{
-    Chain, DecodeConfig, Deployment, MasterKey, OperatorContext, Pseudonymizer, RawRecord, Tenant,
-    TenantRegistry,
+    Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
 };
 use meterline_sinks::{readings_spec, Lake, LakeConfig, OffsetTable};
 
 const METERS: usize = 40;
 const DAYS: u32 = 365;
-
-fn tenants() -> TenantRegistry {
-    let rules = meterline_operators::Rules {
-        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-        ..meterline_operators::Rules::default()
-    };
-    TenantRegistry::new([
-        Tenant {
-            id: PUBLIC_TENANT.into(),
-            deployment: Deployment::Public,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: rules.clone(),
-        },
-        Tenant {
-            id: PRIVATE_TENANT.into(),
-            deployment: Deployment::Private,
-            timezone: chrono_tz::Europe::Oslo,
-            rules,
-        },
-    ])
-    .expect("tenants")
-}
 
 /// Payloads through the operator chain into `readings`, in commits of `per_commit`.
 async fn append(

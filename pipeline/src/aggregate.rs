@@ -591,35 +591,13 @@ pub async fn run_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
+    use crate::generator::{tenants, GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
     use arrow::array::AsArray;
     use arrow::datatypes::{Decimal128Type, Int64Type};
     use meterline_operators::{
-        Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord, Tenant,
+        Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
     };
     use meterline_sinks::{readings_spec, LakeConfig, OffsetTable};
-
-    fn tenants() -> TenantRegistry {
-        let rules = meterline_operators::Rules {
-            max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-            ..meterline_operators::Rules::default()
-        };
-        TenantRegistry::new([
-            Tenant {
-                id: PUBLIC_TENANT.into(),
-                deployment: Deployment::Public,
-                timezone: chrono_tz::Europe::Oslo,
-                rules: rules.clone(),
-            },
-            Tenant {
-                id: PRIVATE_TENANT.into(),
-                deployment: Deployment::Private,
-                timezone: chrono_tz::Europe::Oslo,
-                rules,
-            },
-        ])
-        .unwrap()
-    }
 
     /// Readings through the real operator chain, appended with offsets.
     async fn append(table: &mut OffsetTable, payloads: &[Vec<u8>], first_offset: i64) {

@@ -24,7 +24,7 @@ use crate::config::{KafkaConfig, PipelineConfig, Settings};
 use crate::generator::{GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
 use crate::metrics::Metrics;
 use crate::runner::Shutdown;
-use meterline_operators::{Deployment, MasterKey, Tenant, TenantRegistry};
+use meterline_operators::MasterKey;
 use meterline_sinks::LakeConfig;
 
 /// Marker file that makes a directory a demo lake the demo may wipe.
@@ -172,20 +172,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let brokers = cluster.bootstrap_servers();
 
     let tz = chrono_tz::Europe::Oslo;
-    let tenants = TenantRegistry::new([
-        Tenant {
-            id: PUBLIC_TENANT.into(),
-            deployment: Deployment::Public,
-            timezone: tz,
-            rules: fixed_dates_rules(),
-        },
-        Tenant {
-            id: PRIVATE_TENANT.into(),
-            deployment: Deployment::Private,
-            timezone: tz,
-            rules: fixed_dates_rules(),
-        },
-    ])?;
+    let tenants = crate::generator::tenants();
     let settings = Settings {
         kafka: KafkaConfig {
             brokers: brokers.clone(),
@@ -489,12 +476,4 @@ async fn print_summary(
     );
     println!("finished in {:.1}s", elapsed.as_secs_f64());
     Ok(())
-}
-
-/// The demo's data has fixed dates (default 2026-10-24): accept them however long ago.
-fn fixed_dates_rules() -> meterline_operators::Rules {
-    meterline_operators::Rules {
-        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-        ..meterline_operators::Rules::default()
-    }
 }

@@ -48,6 +48,32 @@ pub struct Message {
     pub bad_reason: Option<&'static str>,
 }
 
+/// The generator's two tenants (Europe/Oslo): [`PUBLIC_TENANT`] and
+/// [`PRIVATE_TENANT`]. Generated data has fixed dates, so readings of any age are
+/// accepted (the rest of the validation rules are the defaults).
+pub fn tenants() -> meterline_operators::TenantRegistry {
+    use meterline_operators::{Deployment, Rules, Tenant, TenantRegistry};
+    let rules = Rules {
+        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
+        ..Rules::default()
+    };
+    TenantRegistry::new([
+        Tenant {
+            id: PUBLIC_TENANT.into(),
+            deployment: Deployment::Public,
+            timezone: chrono_tz::Europe::Oslo,
+            rules: rules.clone(),
+        },
+        Tenant {
+            id: PRIVATE_TENANT.into(),
+            deployment: Deployment::Private,
+            timezone: chrono_tz::Europe::Oslo,
+            rules,
+        },
+    ])
+    .expect("valid tenant ids")
+}
+
 /// A valid Norwegian GSRN for a serial: prefix 7070575000, 7 digits, GS1 check digit.
 pub fn gsrn(serial: u32) -> String {
     let body = format!("7070575000{:07}", serial % 10_000_000);

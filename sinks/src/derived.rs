@@ -297,6 +297,25 @@ impl std::fmt::Debug for SourceTable {
     }
 }
 
+/// The actions of one commit (`None` when it is no longer in the log).
+async fn read_commit(
+    table: &DeltaTable,
+    name: &'static str,
+    version: u64,
+) -> Result<Option<Vec<Action>>, SinkError> {
+    let Some(bytes) = table
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(transient(name))?
+    else {
+        return Ok(None);
+    };
+    deltalake::logstore::get_actions(version, &bytes)
+        .map(Some)
+        .map_err(|e| classify(name, e))
+}
+
 impl SourceTable {
     pub fn new(
         lake: &Lake,
@@ -399,19 +418,12 @@ impl SourceTable {
         let Some(table) = &self.table else {
             return Ok(Some(BTreeSet::new()));
         };
-        let log_store = table.log_store();
         let mut changed = BTreeSet::new();
         let first = u64::try_from(after + 1).unwrap_or(0);
         for version in first..=upto {
-            let Some(bytes) = log_store
-                .read_commit_entry(version)
-                .await
-                .map_err(transient(name))?
-            else {
+            let Some(actions) = read_commit(table, name, version).await? else {
                 return Ok(None);
             };
-            let actions =
-                deltalake::logstore::get_actions(version, &bytes).map_err(|e| classify(name, e))?;
             for action in actions {
                 let values = match &action {
                     Action::Add(a) if a.data_change => Some(a.partition_values.clone()),
@@ -438,16 +450,9 @@ impl SourceTable {
         let Some(table) = &self.table else {
             return Ok(None);
         };
-        let Some(bytes) = table
-            .log_store()
-            .read_commit_entry(version)
-            .await
-            .map_err(transient(name))?
-        else {
+        let Some(actions) = read_commit(table, name, version).await? else {
             return Ok(None);
         };
-        let actions =
-            deltalake::logstore::get_actions(version, &bytes).map_err(|e| classify(name, e))?;
         Ok(actions.iter().find_map(|a| match a {
             Action::CommitInfo(info) => info.timestamp,
             _ => None,

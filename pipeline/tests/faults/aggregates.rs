@@ -7,34 +7,12 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use meterline::aggregate::{AggregateSettings, Materializer, FAILPOINT_ENV};
+use meterline::generator::tenants;
 use meterline::metrics::Metrics;
-use meterline_operators::{Deployment, Tenant, TenantRegistry};
 use meterline_sinks::{Lake, SourceTable};
 
 use crate::rig::{messages, serial, Rig};
 use crate::GRACE;
-
-fn tenants() -> TenantRegistry {
-    let rules = meterline_operators::Rules {
-        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-        ..meterline_operators::Rules::default()
-    };
-    TenantRegistry::new([
-        Tenant {
-            id: "oslo-utility".into(),
-            deployment: Deployment::Public,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: rules.clone(),
-        },
-        Tenant {
-            id: "acme-industri".into(),
-            deployment: Deployment::Private,
-            timezone: chrono_tz::Europe::Oslo,
-            rules,
-        },
-    ])
-    .unwrap()
-}
 
 async fn single(rig: &Rig, sql: &str) -> i64 {
     let batches = rig.query(sql).await.expect("query");

@@ -8,7 +8,7 @@ use arrow::datatypes::Int64Type;
 use meterline::config::{KafkaConfig, PipelineConfig, Settings};
 use meterline::metrics::Metrics;
 use meterline::runner::Shutdown;
-use meterline_operators::{Deployment, MasterKey, Tenant, TenantRegistry};
+use meterline_operators::{MasterKey, TenantRegistry};
 use meterline_sinks::LakeConfig;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -162,21 +162,7 @@ validation = {{ max_age_days = 36500 }}
 }
 
 pub fn tenants() -> TenantRegistry {
-    TenantRegistry::new([
-        Tenant {
-            id: "oslo-utility".into(),
-            deployment: Deployment::Public,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: fixed_dates_rules(),
-        },
-        Tenant {
-            id: "acme-industri".into(),
-            deployment: Deployment::Private,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: fixed_dates_rules(),
-        },
-    ])
-    .unwrap()
+    meterline::generator::tenants()
 }
 
 pub async fn query(lake: &LakeConfig, sql: &str) -> Vec<RecordBatch> {
@@ -220,14 +206,6 @@ pub async fn run_until_accounted(settings: Settings, expected: u64) -> Metrics {
     shutdown.request();
     task.await.expect("join").expect("pipeline ends cleanly");
     metrics
-}
-
-/// Test data has fixed dates: accept them however long ago they are.
-pub fn fixed_dates_rules() -> meterline_operators::Rules {
-    meterline_operators::Rules {
-        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-        ..meterline_operators::Rules::default()
-    }
 }
 
 /// Every file under `dir`, recursively.

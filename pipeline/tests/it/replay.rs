@@ -61,7 +61,7 @@ async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
         id: "new-utility".into(),
         deployment: Deployment::Public,
         timezone: chrono_tz::Europe::Oslo,
-        rules: crate::common::fixed_dates_rules(),
+        rules: tenants().get(0).rules.clone(),
     });
     settings.tenants = TenantRegistry::new(all).unwrap();
     let filter = Filter {
