@@ -769,5 +769,35 @@ mod tests {
         assert!(metrics
             .render()
             .contains("meterline_aggregate_partitions_recomputed_total 7"));
+
+        // Deletions (retention, erasure) are reflected: the first local day of
+        // readings is deleted; its aggregate rows go, and its month is recomputed.
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2026-10-24T22:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let (deleted, _) = readings
+            .delete_before("interval_start", cutoff)
+            .await
+            .unwrap();
+        assert!(deleted > 0);
+        let after_delete = m.round().await.unwrap();
+        assert_eq!(
+            after_delete.partitions, 2,
+            "the deleted day of both tenants"
+        );
+        let daily = per_day(&config, FROM_DAILY).await;
+        assert_eq!(daily, per_day(&config, FROM_CURRENT).await);
+        let first_day =
+            aggregate::days_since_epoch(chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap());
+        assert!(daily.keys().all(|k| k.3 != first_day));
+        let sums = crate::sql::query(
+            &config,
+            "SELECT (SELECT sum(value) FROM consumption_monthly) = (SELECT sum(value) FROM readings_current) AS months, \
+             (SELECT count(*) FROM consumption_hourly WHERE local_date = DATE '2026-10-24') AS hours",
+        )
+        .await
+        .unwrap();
+        assert!(sums[0].column(0).as_boolean().value(0));
+        assert_eq!(sums[0].column(1).as_primitive::<Int64Type>().value(0), 0);
     }
 }
