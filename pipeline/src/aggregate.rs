@@ -225,11 +225,12 @@ impl Materializer {
     ) -> Result<Self, SinkError> {
         let mut tables = Vec::new();
         for spec in specs() {
-            // Zeros on dashboards from the start.
+            // Zeros on dashboards from the start. (Not in records_written or
+            // storage_errors: those count the ingestion path, whose ledger is
+            // consumed = written + dead-lettered + dropped.)
             let label = [spec.name];
             metrics.commits.with_label_values(&label);
-            metrics.records_written.with_label_values(&label);
-            metrics.storage_errors.with_label_values(&label);
+            metrics.aggregate_rows.with_label_values(&label);
             if spec.name.starts_with("area_") {
                 metrics.aggregate_suppressed.with_label_values(&label);
             }
@@ -491,7 +492,7 @@ impl Materializer {
                     self.commits += 1;
                 }
                 self.metrics
-                    .records_written
+                    .aggregate_rows
                     .with_label_values(&[name])
                     .inc_by(done.rows as u64);
                 if self.stall_after == Some(self.commits) {
@@ -503,10 +504,8 @@ impl Materializer {
                 }
                 Ok(())
             }
-            Err(e) => {
-                self.metrics.storage_errors.with_label_values(&[name]).inc();
-                Err(e)
-            }
+            // Counted by the round (meterline_aggregate_rounds_total{outcome="error"}).
+            Err(e) => Err(e),
         }
     }
 

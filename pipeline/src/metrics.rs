@@ -68,6 +68,7 @@ pub struct Metrics {
     pub aggregate_readings: IntCounter,
     pub aggregate_suppressed: IntCounterVec,
     pub aggregate_rounds: IntCounterVec,
+    pub aggregate_rows: IntCounterVec,
     ready: Arc<AtomicBool>,
 }
 
@@ -237,6 +238,11 @@ impl Metrics {
             "Materialization rounds, by outcome (ok, error).",
             &["outcome"],
         );
+        let aggregate_rows = counter_vec(
+            "meterline_aggregate_rows_written_total",
+            "Rows written to the aggregate tables (replacing the recomputed partitions), by table.",
+            &["table"],
+        );
         for outcome in ["ok", "error"] {
             aggregate_rounds.with_label_values(&[outcome]);
         }
@@ -287,6 +293,7 @@ impl Metrics {
             aggregate_readings,
             aggregate_suppressed,
             aggregate_rounds,
+            aggregate_rows,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
