@@ -248,6 +248,68 @@ impl DerivedTable {
         })
     }
 
+    /// Append `batches`, with `progress` (app id, version) actions in the same
+    /// commit: a log whose entries say which requests they answer. Returns the
+    /// commit version (`None` when there was nothing to commit).
+    ///
+    /// # Errors
+    /// Storage errors and conflicts (transient).
+    pub async fn append(
+        &mut self,
+        batches: &[RecordBatch],
+        progress: &[(String, i64)],
+    ) -> Result<Option<u64>, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        let mut actions: Vec<Action> = Vec::new();
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            let mut writer = RecordBatchWriter::for_table(&self.table)
+                .map_err(transient(name))?
+                .with_writer_properties(writer_properties());
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                writer.write(batch.clone()).await.map_err(transient(name))?;
+            }
+            let adds = writer.flush().await.map_err(transient(name))?;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        actions.extend(progress.iter().map(|(app_id, version)| {
+            Action::Txn(Transaction::new_with_last_update(
+                app_id,
+                *version,
+                Some(now),
+            ))
+        }));
+        if actions.is_empty() {
+            return Ok(None);
+        }
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let snapshot = self.table.snapshot().map_err(transient(name))?;
+        let finalized = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| match e {
+                DeltaTableError::Transaction { .. } => SinkError::Transient {
+                    table: name,
+                    error: Box::new(e),
+                },
+                e => classify(name, e),
+            })?;
+        let version = finalized.version();
+        self.table.state = Some(finalized.snapshot());
+        Ok(Some(version))
+    }
+
+    /// The underlying Delta table (for [`crate::erase`]).
+    pub fn table_mut(&mut self) -> &mut DeltaTable {
+        &mut self.table
+    }
+
     /// Vacuum files removed longer ago than the table's retention.
     ///
     /// # Errors
@@ -297,6 +359,40 @@ impl std::fmt::Debug for SourceTable {
     }
 }
 
+/// Load a table that may not exist yet (`None` then).
+///
+/// # Errors
+/// Storage errors (transient); an unreadable log (internal).
+pub async fn open_existing(
+    lake: &Lake,
+    name: &'static str,
+) -> Result<Option<DeltaTable>, SinkError> {
+    let url = lake.table_url(name);
+    if url.scheme() == "file"
+        && url
+            .to_file_path()
+            .is_ok_and(|p| !p.join("_delta_log").exists())
+    {
+        return Ok(None);
+    }
+    let mut t = DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
+        .await
+        .map_err(transient(name))?;
+    match t.load().await {
+        Ok(()) => Ok(Some(t)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => {
+            // A missing log directory reads as "not a table" on some stores and as
+            // an empty listing on others.
+            if t.version().is_none() {
+                debug!(table = name, error = %e, "table not readable yet");
+                return Ok(None);
+            }
+            Err(classify(name, e))
+        }
+    }
+}
+
 /// The actions of one commit (`None` when it is no longer in the log).
 async fn read_commit(
     table: &DeltaTable,
@@ -343,35 +439,10 @@ impl SourceTable {
         let name = self.name;
         match &mut self.table {
             Some(t) => t.update_state().await.map_err(transient(name))?,
-            None => {
-                let url = self.lake.table_url(name);
-                if url.scheme() == "file"
-                    && url
-                        .to_file_path()
-                        .is_ok_and(|p| !p.join("_delta_log").exists())
-                {
-                    return Ok(None);
-                }
-                let mut t = DeltaTable::try_from_url_with_storage_options(
-                    url,
-                    self.lake.storage_options().clone(),
-                )
-                .await
-                .map_err(transient(name))?;
-                match t.load().await {
-                    Ok(()) => self.table = Some(t),
-                    Err(DeltaTableError::NotATable(_)) => return Ok(None),
-                    Err(e) => {
-                        // A missing log directory reads as "not a table" on some
-                        // stores and as an empty listing on others.
-                        if t.version().is_none() {
-                            debug!(table = name, error = %e, "source table not readable yet");
-                            return Ok(None);
-                        }
-                        return Err(classify(name, e));
-                    }
-                }
-            }
+            None => match open_existing(&self.lake, name).await? {
+                Some(t) => self.table = Some(t),
+                None => return Ok(None),
+            },
         }
         Ok(self.version())
     }
