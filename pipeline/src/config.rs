@@ -198,7 +198,7 @@ impl Default for MetricsConfig {
 }
 
 /// `[privacy]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// File holding the 64-hex-character pseudonym master key. Used when
@@ -209,6 +209,24 @@ pub struct PrivacyConfig {
     /// removed wherever they appear in a message. Unset: the built-in list (see the
     /// README); set: this list replaces it.
     pub special_category_fields: Option<Vec<String>>,
+    /// Compacted topic of erasure requests: a record with key = subject and no
+    /// value (a tombstone) erases that subject. Empty: no erasure consumer.
+    pub erasure_topic: String,
+    /// An erasure must be complete (rows removed, aggregates recomputed, old files
+    /// deleted) within this many seconds of the request; `meterline audit` reports
+    /// any that took longer.
+    pub erasure_deadline_secs: u64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            special_category_fields: None,
+            erasure_topic: "subject.erasure".to_owned(),
+            erasure_deadline_secs: 3600,
+        }
+    }
 }
 
 /// `[aggregate]`: the aggregate tables (consumption per hour, day, month).
@@ -271,6 +289,15 @@ pub struct TenantConfig {
     /// Area-cell disclosure (`[tenants.aggregate]`, public tenants).
     #[serde(default)]
     pub aggregate: TenantAggregateConfig,
+    /// Readings (and the aggregates computed from them) are deleted this many
+    /// local days after their date. Must exceed `validation.max_age_days`.
+    #[serde(default = "default_telemetry_retention_days")]
+    pub telemetry_retention_days: u32,
+}
+
+fn default_telemetry_retention_days() -> u32 {
+    // Five years: longer than Elhub's three years of corrections.
+    1826
 }
 
 /// `[tenants.validation]`: the tenant's meter-data rules.
@@ -400,6 +427,8 @@ pub struct Settings {
     pub special_category_fields: Vec<String>,
     /// The materializer of the aggregate tables.
     pub aggregate: crate::aggregate::AggregateSettings,
+    /// Erasure and retention.
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
 }
 
 impl Settings {
@@ -672,7 +701,18 @@ impl Config {
             ));
         }
         let mut disclosure = std::collections::HashMap::new();
+        let mut telemetry_days = std::collections::HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
+            if u64::from(t.telemetry_retention_days) <= t.validation.max_age_days {
+                return Err(invalid(
+                    format!("tenants[{i}].telemetry_retention_days"),
+                    format!(
+                        "must be greater than validation.max_age_days ({}): readings that old are still accepted",
+                        t.validation.max_age_days
+                    ),
+                ));
+            }
+            telemetry_days.insert(t.id.clone(), t.telemetry_retention_days);
             let d = &t.aggregate;
             if d.min_meters == 0 {
                 return Err(invalid(
@@ -700,6 +740,29 @@ impl Config {
             max_days_per_step: a.max_days_per_step,
             disclosure,
         };
+        if self.privacy.erasure_deadline_secs == 0 {
+            return Err(invalid(
+                "privacy.erasure_deadline_secs",
+                "must be greater than 0",
+            ));
+        }
+        if !self.privacy.erasure_topic.is_empty()
+            && (self.privacy.erasure_topic == self.kafka.readings_topic
+                || self.privacy.erasure_topic == d.kafka_topic)
+        {
+            return Err(invalid(
+                "privacy.erasure_topic",
+                "must not be the readings or dead-letter topic",
+            ));
+        }
+        let lifecycle = crate::lifecycle::LifecycleSettings {
+            erasure_topic: self.privacy.erasure_topic.clone(),
+            erasure_group: format!("{}.erasure", self.kafka.group_id),
+            erasure_deadline: Duration::from_secs(self.privacy.erasure_deadline_secs),
+            retention_every: Duration::from_secs(d.retention_check_secs),
+            dead_letter_days: u32::try_from(d.retention_days).unwrap_or(u32::MAX),
+            telemetry_days,
+        };
         let storage_options = self
             .lake
             .storage_options
@@ -724,6 +787,7 @@ impl Config {
             }),
             dead_letters: self.dead_letters,
             aggregate,
+            lifecycle,
         })
     }
 }

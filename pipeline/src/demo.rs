@@ -202,6 +202,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             enabled: false,
             ..Default::default()
         },
+        // No erasure topic in the demo; retention defaults (dead letters 14 days).
+        lifecycle: crate::lifecycle::LifecycleSettings::default(),
     };
     let aggregate_tenants = settings.tenants.clone();
 

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub flags: IntCounterVec,
     pub sensitive_removed: IntCounterVec,
     pub retention_deleted: IntCounterVec,
+    pub retention_sweeps: IntCounterVec,
+    pub erased_rows: IntCounterVec,
+    pub erasures: IntCounterVec,
     pub dead_letters_published: IntCounter,
     pub aggregate_lag: Gauge,
     pub aggregate_version: IntGauge,
@@ -206,6 +209,28 @@ impl Metrics {
             "Rows deleted by retention, by table.",
             &["table"],
         );
+        let retention_sweeps = counter_vec(
+            "meterline_retention_sweeps_total",
+            "Retention sweeps, by outcome (ok, error: repeated at the next sweep).",
+            &["outcome"],
+        );
+        let erased_rows = counter_vec(
+            "meterline_erased_rows_total",
+            "Rows removed by erasure requests, by table.",
+            &["table"],
+        );
+        let erasures = counter_vec(
+            "meterline_erasures_total",
+            "Erasure requests, by outcome: completed, late (after the deadline), \
+             ignored (not a tombstone or no usable key), error (an attempt failed; retried).",
+            &["outcome"],
+        );
+        for outcome in ["ok", "error"] {
+            retention_sweeps.with_label_values(&[outcome]);
+        }
+        for outcome in ["completed", "late", "ignored", "error"] {
+            erasures.with_label_values(&[outcome]);
+        }
         let dead_letters_published = counter(
             "meterline_dead_letters_published_total",
             "Dead letters published to the dead-letter Kafka topic.",
@@ -286,6 +311,9 @@ impl Metrics {
             flags,
             sensitive_removed,
             retention_deleted,
+            retention_sweeps,
+            erased_rows,
+            erasures,
             dead_letters_published,
             aggregate_lag,
             aggregate_version,

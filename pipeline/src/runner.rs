@@ -143,8 +143,6 @@ pub struct Runner {
     versions: VersionIndex,
     version_index_max_keys: usize,
     dlq: Option<(FutureProducer, String)>,
-    dead_letter_retention: chrono::Duration,
-    retention_every: Duration,
     readings: OffsetTable,
     dead: OffsetTable,
     buffer: Buffer,
@@ -199,12 +197,6 @@ impl Runner {
             versions: VersionIndex::new(p.version_index_max_keys),
             version_index_max_keys: p.version_index_max_keys,
             dlq,
-            dead_letter_retention: chrono::Duration::days(
-                i64::try_from(d.retention_days)
-                    .unwrap_or(36_500)
-                    .min(36_500),
-            ),
-            retention_every: Duration::from_secs(d.retention_check_secs),
             readings,
             dead,
             buffer: Buffer::default(),
@@ -231,9 +223,6 @@ impl Runner {
         let tick = (self.flush_interval / 4).max(Duration::from_millis(50));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: retention is applied at start, then periodically.
-        let mut retention = tokio::time::interval(self.retention_every);
-        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.metrics.set_ready(true);
         loop {
             if self.shutdown.is_requested() && self.stop_deadline.is_none() {
@@ -273,7 +262,6 @@ impl Runner {
                         self.flush().await?;
                     }
                 }
-                _ = retention.tick() => self.apply_retention().await,
             }
         }
     }
@@ -448,35 +436,6 @@ impl Runner {
                     backoff = (backoff * 2).min(self.backoff_max);
                 }
                 Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Delete dead letters past their retention (and vacuum their files). Failures
-    /// are logged and retried at the next check.
-    async fn apply_retention(&mut self) {
-        let cutoff = chrono::Utc::now() - self.dead_letter_retention;
-        match self.dead.delete_before("dead_lettered_at", cutoff).await {
-            Ok((rows, files)) => {
-                self.metrics
-                    .retention_deleted
-                    .with_label_values(&["dead_letters"])
-                    .inc_by(rows as u64);
-                if rows > 0 || files > 0 {
-                    info!(
-                        table = "dead_letters",
-                        rows_deleted = rows,
-                        files_vacuumed = files,
-                        "retention applied"
-                    );
-                }
-            }
-            Err(e) => {
-                self.metrics
-                    .storage_errors
-                    .with_label_values(&["dead_letters"])
-                    .inc();
-                warn!(table = "dead_letters", error = %e, "retention failed; retrying at the next check");
             }
         }
     }

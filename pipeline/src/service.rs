@@ -67,12 +67,42 @@ pub async fn run_pipeline(
     } else {
         None
     };
+    // Retention sweeps and the erasure consumer: their own tasks and table handles.
+    let retention = {
+        let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
+        tokio::spawn(crate::lifecycle::retention_loop(
+            lake,
+            settings.tenants.clone(),
+            settings.key.clone(),
+            settings.lifecycle.clone(),
+            settings.aggregate.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    };
+    let erasure = (!settings.lifecycle.erasure_topic.is_empty()).then(|| {
+        tokio::spawn(crate::erasure::run_loop(
+            settings.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let result = runner.run(rx).await;
     // Let a round in progress finish its current commit (bounded by the grace).
     shutdown.request();
     if let Some(task) = aggregates {
         if tokio::time::timeout(grace, task).await.is_err() {
             info!("aggregates: round still running at shutdown; the next start continues it");
+        }
+    }
+    for (name, task) in [("retention", Some(retention)), ("erasure", erasure)] {
+        if let Some(task) = task {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                info!(
+                    task = name,
+                    "still running at shutdown; the next start repeats it"
+                );
+            }
         }
     }
     // However the runner ended, stop the Kafka thread and wait for it.

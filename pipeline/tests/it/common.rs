@@ -76,6 +76,8 @@ impl Harness {
                 enabled: false,
                 ..Default::default()
             },
+            // Tests that need erasure set a topic.
+            lifecycle: Default::default(),
         }
     }
 

@@ -1,0 +1,234 @@
+//! The erasure consumer: tombstones on the erasure topic (key = subject, null
+//! value) erase that subject from the lake (see [`crate::lifecycle`]).
+//!
+//! Exactly once per request: the audit row of an erasure is committed together
+//! with the Kafka position it answers (a `txn` action, app id
+//! `meterline:<topic>:<partition>`), and positions at or below it are skipped.
+//! Kafka group offsets are committed afterwards (where a restart begins reading);
+//! a crash in between repeats at most the last request, which finds nothing left
+//! to remove and is then skipped by its position.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::lifecycle::{Lifecycle, Work};
+use crate::metrics::Metrics;
+use crate::runner::Shutdown;
+
+/// Longest subject id accepted as an erasure key (bytes).
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// One request read from the topic (the message itself is not held while the
+/// erasure runs).
+#[derive(Debug)]
+struct Request {
+    partition: i32,
+    offset: i64,
+    /// `None`: not a usable erasure request (a value, or no usable key).
+    subject: Option<String>,
+    requested_at: DateTime<Utc>,
+}
+
+fn request(message: &rdkafka::message::BorrowedMessage<'_>) -> Request {
+    let subject = match (message.key(), message.payload()) {
+        (Some(key), None) if !key.is_empty() && key.len() <= MAX_SUBJECT_BYTES => {
+            std::str::from_utf8(key).ok().map(str::to_owned)
+        }
+        _ => None,
+    };
+    let requested_at = message
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_else(Utc::now);
+    Request {
+        partition: message.partition(),
+        offset: message.offset(),
+        subject,
+        requested_at,
+    }
+}
+
+/// Wait `backoff` unless shutdown comes first (returns false then).
+async fn pause(backoff: Duration, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => true,
+        () = shutdown.requested() => false,
+    }
+}
+
+/// Consume the erasure topic and erase until shutdown. Errors are logged, counted
+/// and retried with backoff; a request is never skipped because storage failed.
+pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdown>) {
+    let lifecycle_settings = settings.lifecycle.clone();
+    let topic = lifecycle_settings.erasure_topic.clone();
+    let mut config = ClientConfig::new();
+    for (k, v) in &settings.kafka.properties {
+        config.set(k, v.to_string());
+    }
+    config
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("group.id", &lifecycle_settings.erasure_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = match config.create() {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "erasure consumer cannot start; erasure requests are not processed");
+            return;
+        }
+    };
+    if let Err(e) = consumer.subscribe(&[&topic]) {
+        error!(error = %e, %topic, "erasure consumer cannot subscribe");
+        return;
+    }
+    let lake = match meterline_sinks::Lake::new(&settings.lake) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "erasure consumer: lake configuration");
+            return;
+        }
+    };
+    info!(%topic, group = %lifecycle_settings.erasure_group, "erasure consumer started");
+    let max_backoff = Duration::from_secs(settings.pipeline.retry_max_backoff_secs.max(1));
+    let first_backoff = Duration::from_millis(settings.pipeline.retry_initial_backoff_ms.max(1));
+    let mut lifecycle: Option<Lifecycle> = None;
+    let mut backoff = first_backoff;
+    while lifecycle.is_none() {
+        match Lifecycle::open(
+            &lake,
+            settings.tenants.clone(),
+            settings.key.clone(),
+            lifecycle_settings.clone(),
+            settings.aggregate.clone(),
+            metrics.clone(),
+        )
+        .await
+        {
+            Ok(l) => lifecycle = Some(l),
+            Err(e) => {
+                warn!(error = %e, "erasure consumer: cannot open the audit table; retrying");
+                if !pause(backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+    let Some(mut lifecycle) = lifecycle else {
+        return;
+    };
+    loop {
+        let received = tokio::select! {
+            r = consumer.recv() => r.map(|m| request(&m)),
+            () = shutdown.requested() => break,
+        };
+        let req = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // Also "topic not available" until someone creates it.
+                metrics.kafka_errors.inc();
+                warn!(error = %e, %topic, "erasure consumer: kafka error");
+                if !pause(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !handle(
+            &mut lifecycle,
+            &topic,
+            &req,
+            &metrics,
+            &shutdown,
+            first_backoff,
+            max_backoff,
+        )
+        .await
+        {
+            break;
+        }
+        let mut position = TopicPartitionList::new();
+        if position
+            .add_partition_offset(&topic, req.partition, Offset::Offset(req.offset + 1))
+            .is_ok()
+        {
+            if let Err(e) = consumer.commit(&position, CommitMode::Async) {
+                warn!(error = %e, "erasure consumer: group offset commit failed (the audit table decides)");
+            }
+        }
+    }
+    info!("erasure consumer stopped");
+}
+
+/// Erase for one request, retrying until it is recorded. False when shutdown
+/// interrupted it (the request is read again on restart).
+async fn handle(
+    lifecycle: &mut Lifecycle,
+    topic: &str,
+    req: &Request,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+    first_backoff: Duration,
+    max_backoff: Duration,
+) -> bool {
+    let app_id = format!("meterline:{topic}:{}", req.partition);
+    let mut backoff = first_backoff;
+    let mut work = Work::default();
+    loop {
+        let attempt = async {
+            if lifecycle
+                .answered(&app_id)
+                .await?
+                .is_some_and(|done| req.offset <= done)
+            {
+                return Ok(());
+            }
+            let Some(subject) = &req.subject else {
+                // Never echo the key or value: they may be personal data.
+                metrics.erasures.with_label_values(&["ignored"]).inc();
+                warn!(
+                    partition = req.partition,
+                    offset = req.offset,
+                    "erasure topic: record is not a tombstone with a subject key (1-{MAX_SUBJECT_BYTES} bytes of UTF-8); ignored"
+                );
+                return Ok(());
+            };
+            let request_id = format!("{topic}:{}:{}", req.partition, req.offset);
+            lifecycle
+                .erase(
+                    &request_id,
+                    subject,
+                    req.requested_at,
+                    &[(app_id.clone(), req.offset)],
+                    &mut work,
+                )
+                .await
+                .map(|_| ())
+        };
+        match attempt.await {
+            Ok(()) => return true,
+            Err(e) => {
+                metrics.erasures.with_label_values(&["error"]).inc();
+                warn!(
+                    error = %e,
+                    partition = req.partition,
+                    offset = req.offset,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "erasure failed; retrying"
+                );
+                if !pause(backoff, shutdown).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}

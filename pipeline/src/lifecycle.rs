@@ -1,0 +1,633 @@
+//! The privacy lifecycle of stored data: erasure on request, retention sweeps, and
+//! the `erasure_audit` table that proves both happened.
+//!
+//! ```text
+//!  subject.erasure (tombstone, key = subject) ─▶ erase: readings, dead_letters
+//!                                                 │  (rewrite only files holding the subject)
+//!                                                 ├─▶ aggregates recomputed from what is left
+//!                                                 ├─▶ purge: the old files deleted from storage
+//!                                                 └─▶ erasure_audit row + Kafka position, one commit
+//!  schedule / `meterline retention run` ────────▶ sweep: readings per tenant policy, dead letters
+//!                                                 └─▶ same recompute, purge and audit
+//! ```
+//!
+//! Every step is idempotent: a crash at any point repeats the request, which finds
+//! less (or nothing) to remove, recomputes and purges again, and records it once
+//! (the audit commit carries the Kafka position it answers).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arrow::array::{
+    AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::error::ArrowError;
+use chrono::{DateTime, Utc};
+use meterline_operators::{MasterKey, TenantRegistry};
+use meterline_sinks::{
+    open_existing, purge, remove_files, remove_rows, DerivedSpec, DerivedTable, Lake, Removal,
+    SinkError, DEAD_LETTERS,
+};
+use tracing::{info, warn};
+
+use crate::aggregate::{AggregateSettings, Materializer};
+use crate::metrics::Metrics;
+
+/// The audit table.
+pub const AUDIT_TABLE: &str = "erasure_audit";
+
+/// `kind` of an audit row.
+pub mod kind {
+    /// A subject's data removed on request (`subject.erasure`) or account end.
+    pub const ERASURE: &str = "erasure";
+    /// Data past its retention period removed.
+    pub const RETENTION: &str = "retention";
+}
+
+/// Schema of `erasure_audit`: what was removed, when, why, and how much. It holds
+/// no personal data: a subject appears only as a keyed hash.
+pub static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("tenant", DataType::Utf8, true),
+        Field::new("subject_hash", DataType::Utf8, true),
+        Field::new("requested_at", ts(), false),
+        Field::new("deadline_at", ts(), true),
+        Field::new("completed_at", ts(), false),
+        Field::new("tables", DataType::Utf8, false),
+        Field::new("rows_removed", DataType::Int64, false),
+        Field::new("files_rewritten", DataType::Int64, false),
+        Field::new("files_vacuumed", DataType::Int64, false),
+        Field::new("detail", DataType::Utf8, true),
+    ]))
+});
+
+/// The audit table's spec (append-only, kept for good: it holds no personal data).
+pub fn audit_spec() -> DerivedSpec {
+    DerivedSpec {
+        name: AUDIT_TABLE,
+        schema: AUDIT.clone(),
+        partition_columns: &[],
+        properties: &[(
+            "delta.dataSkippingStatsColumns",
+            "kind,requested_at,completed_at",
+        )],
+    }
+}
+
+/// Context of the key behind [`subject_hash`].
+const AUDIT_CONTEXT: &str = "meterline 2026-11 erasure audit subject v1";
+
+/// The keyed hash of a subject in the audit trail (32 hex characters): whoever
+/// holds the key and a subject id can find its erasure; the table alone reveals
+/// nothing, and a plain hash of an account number could be reversed by trying them.
+pub fn subject_hash(key: &MasterKey, subject: &str) -> String {
+    let derived = blake3::derive_key(AUDIT_CONTEXT, key.to_hex().as_bytes());
+    blake3::keyed_hash(&derived, subject.as_bytes()).to_hex()[..32].to_owned()
+}
+
+/// Retention and erasure settings.
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// Compacted topic of erasure tombstones; empty: no erasure consumer.
+    pub erasure_topic: String,
+    /// Consumer group of the erasure consumer.
+    pub erasure_group: String,
+    /// An erasure must be complete this long after it was requested.
+    pub erasure_deadline: Duration,
+    /// How often `meterline run` sweeps.
+    pub retention_every: Duration,
+    /// Dead letters are kept this many days.
+    pub dead_letter_days: u32,
+    /// Readings (and the aggregates made of them) are kept this many local days per
+    /// tenant.
+    pub telemetry_days: HashMap<String, u32>,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            erasure_topic: String::new(),
+            erasure_group: "meterline.erasure".to_owned(),
+            erasure_deadline: Duration::from_secs(3600),
+            retention_every: Duration::from_secs(3600),
+            dead_letter_days: 14,
+            telemetry_days: HashMap::new(),
+        }
+    }
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub request_id: String,
+    pub kind: &'static str,
+    /// `subject` for erasures; `telemetry` or `dead_letters` for retention.
+    pub category: String,
+    pub tenant: Option<String>,
+    pub subject_hash: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub completed_at: DateTime<Utc>,
+    /// Tables changed (rows removed or recomputed), in the order touched.
+    pub tables: Vec<String>,
+    pub rows_removed: u64,
+    pub files_rewritten: u64,
+    pub files_vacuumed: u64,
+    pub detail: Option<String>,
+}
+
+fn audit_batch(entries: &[AuditEntry]) -> RecordBatch {
+    let ts = |f: &dyn Fn(&AuditEntry) -> Option<i64>| {
+        Arc::new(TimestampMicrosecondArray::from_iter(entries.iter().map(f)).with_timezone("UTC"))
+    };
+    let count = |f: &dyn Fn(&AuditEntry) -> u64| {
+        Arc::new(Int64Array::from_iter_values(
+            entries
+                .iter()
+                .map(|e| i64::try_from(f(e)).unwrap_or(i64::MAX)),
+        ))
+    };
+    RecordBatch::try_new(
+        AUDIT.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|e| e.request_id.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|e| e.kind),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|e| e.category.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.tenant.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.subject_hash.as_deref()),
+            )),
+            ts(&|e| Some(e.requested_at.timestamp_micros())),
+            ts(&|e| e.deadline_at.map(|d| d.timestamp_micros())),
+            ts(&|e| Some(e.completed_at.timestamp_micros())),
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|e| e.tables.join(",")),
+            )),
+            count(&|e| e.rows_removed),
+            count(&|e| e.files_rewritten),
+            count(&|e| e.files_vacuumed),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.detail.as_deref()),
+            )),
+        ],
+    )
+    .expect("columns match AUDIT")
+}
+
+/// Rows of `readings` whose `subject` is `subject`.
+fn subject_is<'a>(
+    subject: &'a str,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    move |batch| {
+        let column = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
+            ArrowError::SchemaError("`subject` is not a string column".to_owned())
+        })?;
+        Ok(column.iter().map(|v| Some(v == Some(subject))).collect())
+    }
+}
+
+/// Dead letters whose stored payload names `subject` (private tenants keep it).
+fn payload_names<'a>(
+    subject: &'a str,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    #[derive(serde::Deserialize)]
+    struct Subject<'p> {
+        #[serde(borrow, default)]
+        subject: Option<std::borrow::Cow<'p, str>>,
+    }
+    move |batch| {
+        let column = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
+            ArrowError::SchemaError("`payload` is not a string column".to_owned())
+        })?;
+        Ok(column
+            .iter()
+            .map(|payload| {
+                // Cheap test first; then parse, so `"subject" : "x"` with spaces and
+                // escapes count too.
+                let hit = payload.is_some_and(|p| {
+                    p.contains("subject")
+                        && serde_json::from_str::<Subject<'_>>(p)
+                            .is_ok_and(|s| s.subject.as_deref() == Some(subject))
+                });
+                Some(hit)
+            })
+            .collect())
+    }
+}
+
+/// Rows whose timestamp column is before `cutoff` (µs).
+fn before(cutoff: i64) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync {
+    move |batch| {
+        let column = batch
+            .column(0)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| ArrowError::SchemaError("not a timestamp column".to_owned()))?;
+        Ok(column
+            .iter()
+            .map(|v| Some(v.is_some_and(|t| t < cutoff)))
+            .collect())
+    }
+}
+
+/// Accumulated work of one request across attempts (a transient error in the
+/// middle repeats the request; what the first attempt removed still counts).
+#[derive(Debug, Default, Clone)]
+pub struct Work {
+    tables: Vec<String>,
+    rows: u64,
+    rewritten: u64,
+    vacuumed: u64,
+}
+
+impl Work {
+    fn add(&mut self, table: &str, removal: &Removal) {
+        if removal.changed() {
+            self.touch(table);
+            self.rows += removal.rows_removed;
+            self.rewritten += removal.files_rewritten as u64;
+        }
+    }
+
+    fn touch(&mut self, table: &str) {
+        if !self.tables.iter().any(|t| t == table) {
+            self.tables.push(table.to_owned());
+        }
+    }
+}
+
+/// Erasure and retention over one lake.
+pub struct Lifecycle {
+    lake: Lake,
+    tenants: TenantRegistry,
+    key: Option<MasterKey>,
+    settings: LifecycleSettings,
+    aggregate: AggregateSettings,
+    metrics: Metrics,
+    audit: DerivedTable,
+    materializer: Option<Materializer>,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle").finish_non_exhaustive()
+    }
+}
+
+impl Lifecycle {
+    /// Open (creating when needed) the audit table.
+    ///
+    /// # Errors
+    /// Storage errors (transient); a table of another shape (internal).
+    pub async fn open(
+        lake: &Lake,
+        tenants: TenantRegistry,
+        key: Option<MasterKey>,
+        settings: LifecycleSettings,
+        aggregate: AggregateSettings,
+        metrics: Metrics,
+    ) -> Result<Self, SinkError> {
+        let audit = DerivedTable::open_or_create(lake, audit_spec()).await?;
+        for table in ["readings", "dead_letters"] {
+            metrics.retention_deleted.with_label_values(&[table]);
+            metrics.erased_rows.with_label_values(&[table]);
+        }
+        Ok(Self {
+            lake: lake.clone(),
+            tenants,
+            key,
+            settings,
+            aggregate,
+            metrics,
+            audit,
+            materializer: None,
+        })
+    }
+
+    pub fn settings(&self) -> &LifecycleSettings {
+        &self.settings
+    }
+
+    /// The Kafka position of the erasure topic the audit table has answered up to.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn answered(&mut self, app_id: &str) -> Result<Option<i64>, SinkError> {
+        self.audit.progress(app_id).await
+    }
+
+    /// Remove `subject` from every table that can hold it, recompute the aggregates
+    /// of the days it had data on, delete the old files from storage, and record
+    /// the erasure (with `progress`, the Kafka position it answers, in the same
+    /// commit). `work` carries what earlier attempts of the same request did.
+    ///
+    /// # Errors
+    /// Storage errors (transient: call again with the same `work`); internal errors.
+    pub async fn erase(
+        &mut self,
+        request_id: &str,
+        subject: &str,
+        requested_at: DateTime<Utc>,
+        progress: &[(String, i64)],
+        work: &mut Work,
+    ) -> Result<AuditEntry, SinkError> {
+        let hash = self.key.as_ref().map(|k| subject_hash(k, subject));
+        // Private tenants store `subject` with each reading. (Public tenants never
+        // store it: their readings are not linked to a subject.)
+        if let Some(mut readings) = open_existing(&self.lake, "readings").await? {
+            let schema = meterline_operators::schema::READINGS.clone();
+            let matcher = subject_is(subject);
+            let removal = remove_rows(
+                &mut readings,
+                "readings",
+                &schema,
+                &["subject"],
+                &|_| true,
+                &matcher,
+                kind::ERASURE,
+            )
+            .await?;
+            self.count_erased("readings", &removal);
+            work.add("readings", &removal);
+        }
+        if let Some(mut dead) = open_existing(&self.lake, "dead_letters").await? {
+            let matcher = payload_names(subject);
+            let removal = remove_rows(
+                &mut dead,
+                "dead_letters",
+                &DEAD_LETTERS,
+                &["payload"],
+                &|_| true,
+                &matcher,
+                kind::ERASURE,
+            )
+            .await?;
+            self.count_erased("dead_letters", &removal);
+            work.add("dead_letters", &removal);
+        }
+        self.settle(work).await?;
+        let entry = AuditEntry {
+            request_id: request_id.to_owned(),
+            kind: kind::ERASURE,
+            category: "subject".to_owned(),
+            tenant: None,
+            subject_hash: hash,
+            requested_at,
+            deadline_at: Some(requested_at + chrono_duration(self.settings.erasure_deadline)),
+            completed_at: Utc::now(),
+            tables: work.tables.clone(),
+            rows_removed: work.rows,
+            files_rewritten: work.rewritten,
+            files_vacuumed: work.vacuumed,
+            detail: None,
+        };
+        self.audit
+            .append(&[audit_batch(std::slice::from_ref(&entry))], progress)
+            .await?;
+        let late = entry.completed_at > entry.deadline_at.unwrap_or(entry.completed_at);
+        self.metrics
+            .erasures
+            .with_label_values(&[if late { "late" } else { "completed" }])
+            .inc();
+        info!(
+            request_id,
+            rows_removed = entry.rows_removed,
+            files_rewritten = entry.files_rewritten,
+            files_vacuumed = entry.files_vacuumed,
+            tables = %entry.tables.join(","),
+            late,
+            "erasure complete"
+        );
+        Ok(entry)
+    }
+
+    /// Apply every retention period as of `now`: readings (by local date, per
+    /// tenant) and dead letters; then recompute, purge and record like an erasure.
+    /// Returns the audit rows written (one per tenant and category that lost data).
+    ///
+    /// # Errors
+    /// Storage errors (transient: the next sweep repeats it); internal errors.
+    pub async fn sweep(&mut self, now: DateTime<Utc>) -> Result<Vec<AuditEntry>, SinkError> {
+        let mut entries = Vec::new();
+        let mut work = Work::default();
+        if let Some(mut readings) = open_existing(&self.lake, "readings").await? {
+            let policies: BTreeMap<String, (u32, chrono::NaiveDate)> = self
+                .tenants
+                .iter()
+                .filter_map(|t| {
+                    let days = *self.settings.telemetry_days.get(&t.id)?;
+                    let today = now.with_timezone(&t.timezone).date_naive();
+                    Some((t.id.clone(), (days, today - chrono::Days::new(days.into()))))
+                })
+                .collect();
+            for (tenant, (days, cutoff)) in &policies {
+                let cutoff_text = cutoff.format("%Y-%m-%d").to_string();
+                // Partition values are ISO dates: text order is date order.
+                let old = |p: &HashMap<String, Option<String>>| {
+                    p.get("tenant").cloned().flatten().as_deref() == Some(tenant.as_str())
+                        && p.get("local_date")
+                            .cloned()
+                            .flatten()
+                            .is_some_and(|d| d < cutoff_text)
+                };
+                let removal =
+                    remove_files(&mut readings, "readings", &old, kind::RETENTION).await?;
+                if removal.changed() {
+                    self.metrics
+                        .retention_deleted
+                        .with_label_values(&["readings"])
+                        .inc_by(removal.rows_removed);
+                    work.add("readings", &removal);
+                    entries.push(self.retention_entry(
+                        "telemetry",
+                        Some(tenant.clone()),
+                        now,
+                        &removal,
+                        format!("local_date < {cutoff_text} ({days} days)"),
+                    ));
+                }
+            }
+        }
+        if let Some(mut dead) = open_existing(&self.lake, "dead_letters").await? {
+            let days = self.settings.dead_letter_days;
+            let cutoff = now - chrono::Duration::days(days.into());
+            let matcher = before(cutoff.timestamp_micros());
+            let removal = remove_rows(
+                &mut dead,
+                "dead_letters",
+                &DEAD_LETTERS,
+                &["dead_lettered_at"],
+                &|_| true,
+                &matcher,
+                kind::RETENTION,
+            )
+            .await?;
+            if removal.changed() {
+                self.metrics
+                    .retention_deleted
+                    .with_label_values(&["dead_letters"])
+                    .inc_by(removal.rows_removed);
+                work.add("dead_letters", &removal);
+                entries.push(self.retention_entry(
+                    "dead_letters",
+                    None,
+                    now,
+                    &removal,
+                    format!(
+                        "dead_lettered_at < {} ({days} days)",
+                        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+        }
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        self.settle(&mut work).await?;
+        let completed = Utc::now();
+        for e in &mut entries {
+            e.completed_at = completed;
+            e.files_vacuumed = work.vacuumed;
+            e.tables.clone_from(&work.tables);
+        }
+        self.audit.append(&[audit_batch(&entries)], &[]).await?;
+        info!(
+            entries = entries.len(),
+            rows_removed = entries.iter().map(|e| e.rows_removed).sum::<u64>(),
+            files_vacuumed = work.vacuumed,
+            "retention applied"
+        );
+        Ok(entries)
+    }
+
+    fn retention_entry(
+        &self,
+        category: &str,
+        tenant: Option<String>,
+        now: DateTime<Utc>,
+        removal: &Removal,
+        detail: String,
+    ) -> AuditEntry {
+        AuditEntry {
+            request_id: format!("retention:{}:{category}", now.timestamp_micros()),
+            kind: kind::RETENTION,
+            category: category.to_owned(),
+            tenant,
+            subject_hash: None,
+            requested_at: now,
+            deadline_at: None,
+            completed_at: now,
+            tables: Vec::new(),
+            rows_removed: removal.rows_removed,
+            files_rewritten: removal.files_rewritten as u64,
+            files_vacuumed: 0,
+            detail: Some(detail),
+        }
+    }
+
+    fn count_erased(&self, table: &str, removal: &Removal) {
+        self.metrics
+            .erased_rows
+            .with_label_values(&[table])
+            .inc_by(removal.rows_removed);
+    }
+
+    /// After removing rows: bring the aggregates up to date with what is left
+    /// (they are recomputed from `readings`, not edited), then delete every removed
+    /// file from storage.
+    async fn settle(&mut self, work: &mut Work) -> Result<(), SinkError> {
+        if self.aggregate.enabled && work.tables.iter().any(|t| t == "readings") {
+            if self.materializer.is_none() {
+                self.materializer = Some(
+                    Materializer::open(
+                        &self.lake,
+                        self.tenants.clone(),
+                        self.aggregate.clone(),
+                        self.metrics.clone(),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(m) = self.materializer.as_mut() {
+                let round = m.round().await?;
+                if round.partitions > 0 {
+                    for spec in crate::aggregate::specs() {
+                        work.touch(spec.name);
+                    }
+                }
+            }
+        }
+        let mut tables: Vec<&'static str> = vec!["readings", "dead_letters"];
+        tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
+        for name in tables {
+            if let Some(mut t) = open_existing(&self.lake, name).await? {
+                work.vacuumed += purge(&mut t, name).await? as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Sweep every `settings.retention_every` (the first at start) until shutdown.
+/// Failures are logged and counted; the next sweep repeats the work.
+pub async fn retention_loop(
+    lake: Lake,
+    tenants: TenantRegistry,
+    key: Option<MasterKey>,
+    settings: LifecycleSettings,
+    aggregate: AggregateSettings,
+    metrics: Metrics,
+    shutdown: Arc<crate::runner::Shutdown>,
+) {
+    let every = settings.retention_every;
+    let mut lifecycle: Option<Lifecycle> = None;
+    while !shutdown.is_requested() {
+        if lifecycle.is_none() {
+            match Lifecycle::open(
+                &lake,
+                tenants.clone(),
+                key.clone(),
+                settings.clone(),
+                aggregate.clone(),
+                metrics.clone(),
+            )
+            .await
+            {
+                Ok(l) => lifecycle = Some(l),
+                Err(e) => warn!(error = %e, "retention: cannot open the audit table; retrying"),
+            }
+        }
+        if let Some(l) = lifecycle.as_mut() {
+            let outcome = l.sweep(Utc::now()).await;
+            metrics
+                .retention_sweeps
+                .with_label_values(&[if outcome.is_ok() { "ok" } else { "error" }])
+                .inc();
+            if let Err(e) = outcome {
+                warn!(error = %e, "retention sweep failed; the next sweep repeats it");
+            }
+        }
+        // The sweep schedule, not a synchronization.
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.requested() => {}
+        }
+    }
+}
