@@ -199,7 +199,7 @@ async fn handle(
                     offset = req.offset,
                     "erasure topic: record is not a tombstone with a subject key (1-{MAX_SUBJECT_BYTES} bytes of UTF-8); ignored"
                 );
-                return Ok(());
+                return lifecycle.answer(&[(app_id.clone(), req.offset)]).await;
             };
             let request_id = format!("{topic}:{}:{}", req.partition, req.offset);
             lifecycle

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod audit;
 pub mod config;
 pub mod consumer;
 pub mod demo;

@@ -329,6 +329,15 @@ impl Lifecycle {
         self.audit.progress(app_id).await
     }
 
+    /// Record that the requests up to these positions are answered without an
+    /// erasure (records that are not erasure requests).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn answer(&mut self, progress: &[(String, i64)]) -> Result<(), SinkError> {
+        self.audit.append(&[], progress).await.map(|_| ())
+    }
+
     /// Remove `subject` from every table that can hold it, recompute the aggregates
     /// of the days it had data on, delete the old files from storage, and record
     /// the erasure (with `progress`, the Kafka position it answers, in the same

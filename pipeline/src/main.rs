@@ -130,6 +130,37 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
+    /// Apply every retention period now, as `meterline run` does on its schedule:
+    /// readings older than each tenant's `telemetry_retention_days` (by local
+    /// date), dead letters older than `dead_letters.retention_days`; aggregates are
+    /// recomputed, the removed files deleted from storage, and each deletion
+    /// recorded in the `erasure_audit` table.
+    ///
+    /// Example:
+    ///   meterline retention run --config deploy/meterline.toml
+    #[command(verbatim_doc_comment)]
+    Retention {
+        #[command(subcommand)]
+        action: RetentionCommand,
+    },
+    /// Report what the lake stores per tenant and category (deployment type,
+    /// retention, rows, oldest record), the erasures done and pending, and whether
+    /// a promise is broken: data older than its retention (plus the sweep
+    /// interval), an erasure completed after its deadline, or a request still
+    /// pending past it. Exit codes: 0 clean, 3 a promise is broken, 1 error,
+    /// 2 configuration.
+    ///
+    /// Example:
+    ///   meterline audit --config deploy/meterline.toml --tenant oslo-utility
+    #[command(verbatim_doc_comment)]
+    Audit {
+        /// The configuration of the pipeline (lake, retention, erasure topic).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this tenant's data.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Print a new random pseudonym key (64 hex characters) for [privacy] key_file.
     ///
     /// Example:
@@ -169,6 +200,16 @@ enum DlqCommand {
         /// Count what would be replayed without publishing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// One sweep now; prints the audit rows it wrote.
+    Run {
+        /// The configuration of the pipeline (lake, tenants' retention).
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -224,7 +265,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Sql { .. } | Command::Dlq { .. }
+        Command::Demo { .. } | Command::Sql { .. } | Command::Dlq { .. } | Command::Audit { .. }
     );
     init_logs(&cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -276,6 +317,17 @@ async fn dispatch(command: Command) -> ExitCode {
             bad,
         } => report(simulate(brokers, topic, meters, days, from, rate, bad).await),
         Command::Dlq { action } => report(dlq(action).await),
+        Command::Retention {
+            action: RetentionCommand::Run { config },
+        } => report(retention(&config).await),
+        Command::Audit { config, tenant } => match audit(&config, tenant.as_deref()).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(meterline::audit::VIOLATION_EXIT),
+            Err(e) => {
+                eprintln!("error: {}", chain(&e));
+                ExitCode::FAILURE
+            }
+        },
         Command::Keygen => {
             let key = meterline_operators::MasterKey::from_bytes(rand::random());
             println!("{}", key.to_hex());
@@ -323,6 +375,49 @@ async fn sql(
         println!();
     }
     Ok(())
+}
+
+async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
+    let settings = meterline::config::Config::load(config)?.build()?;
+    let lake = meterline_sinks::Lake::new(&settings.lake)?;
+    let mut lifecycle = meterline::lifecycle::Lifecycle::open(
+        &lake,
+        settings.tenants.clone(),
+        settings.key.clone(),
+        settings.lifecycle.clone(),
+        settings.aggregate.clone(),
+        meterline::metrics::Metrics::new(),
+    )
+    .await?;
+    let entries = lifecycle.sweep(chrono::Utc::now()).await?;
+    if entries.is_empty() {
+        println!("nothing past its retention");
+    }
+    for e in entries {
+        println!(
+            "{} {}: {} rows removed, {} files rewritten, {} files deleted from storage ({})",
+            e.category,
+            e.tenant.as_deref().unwrap_or("all tenants"),
+            e.rows_removed,
+            e.files_rewritten,
+            e.files_vacuumed,
+            e.detail.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// True when no promise is broken.
+async fn audit(config: &std::path::Path, tenant: Option<&str>) -> anyhow::Result<bool> {
+    let settings = meterline::config::Config::load(config)?.build()?;
+    if let Some(t) = tenant {
+        if settings.tenants.by_id(t).is_none() {
+            anyhow::bail!("tenant `{t}` is not in the configuration");
+        }
+    }
+    let report = meterline::audit::report(&settings, tenant, chrono::Utc::now()).await?;
+    print!("{}", meterline::audit::render(&report));
+    Ok(report.clean())
 }
 
 async fn dlq(action: DlqCommand) -> anyhow::Result<()> {

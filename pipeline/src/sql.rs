@@ -8,9 +8,10 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "readings",
     "dead_letters",
+    "erasure_audit",
     "consumption_hourly",
     "consumption_daily",
     "consumption_monthly",

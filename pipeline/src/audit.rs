@@ -1,0 +1,420 @@
+//! `meterline audit`: what the lake stores per tenant and data category, under which
+//! deployment type and retention, the oldest record of each, the erasures done and
+//! pending; and whether any promise is broken (data older than its retention plus
+//! the sweep interval, an erasure finished after its deadline, a request waiting
+//! past its deadline).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
+use chrono::{DateTime, NaiveDate, Utc};
+use meterline_operators::aggregate::date_of;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::lifecycle::{kind, AUDIT_TABLE};
+
+/// Exit code of `meterline audit` when a promise is broken.
+pub const VIOLATION_EXIT: u8 = 3;
+
+/// One line of the report: a table's rows of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub tenant: String,
+    pub deployment: String,
+    pub category: &'static str,
+    pub table: &'static str,
+    pub rows: i64,
+    /// The oldest record's date or time, as text.
+    pub oldest: Option<String>,
+    pub retention: String,
+}
+
+/// Erasure requests read from the topic but not answered yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub requests: i64,
+    pub oldest_requested_at: Option<DateTime<Utc>>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub holdings: Vec<Holding>,
+    pub erasures_completed: i64,
+    pub erasures_late: i64,
+    pub retention_deletions: i64,
+    /// `None`: no erasure topic configured, or Kafka not reachable (see `notes`).
+    pub pending: Option<Pending>,
+    pub violations: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Tables whose rows have a local date, and the category they are reported in.
+const DATED: [(&str, &str); 5] = [
+    ("readings", "telemetry"),
+    ("consumption_hourly", "aggregates"),
+    ("consumption_daily", "aggregates"),
+    ("area_consumption_hourly", "aggregates"),
+    ("area_consumption_daily", "aggregates"),
+];
+
+async fn query(settings: &Settings, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    crate::sql::query(&settings.lake, sql).await
+}
+
+async fn exists(settings: &Settings, table: &'static str) -> anyhow::Result<bool> {
+    let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+    Ok(meterline_sinks::open_existing(&lake, table)
+        .await?
+        .is_some())
+}
+
+/// Rows (tenant, count, oldest date) of a table with `local_date`.
+async fn dated(
+    settings: &Settings,
+    table: &str,
+) -> anyhow::Result<Vec<(String, i64, Option<NaiveDate>)>> {
+    let batches = query(
+        settings,
+        &format!(
+            "SELECT tenant, count(*) AS n, min(local_date) AS oldest FROM {table} GROUP BY tenant"
+        ),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let tenants = b.column(0).as_string::<i32>();
+        let counts = b.column(1).as_primitive::<Int64Type>();
+        let oldest = b.column(2).as_primitive::<Date32Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                tenants.value(i).to_owned(),
+                counts.value(i),
+                oldest.is_valid(i).then(|| date_of(oldest.value(i))),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Build the report as of `now`.
+///
+/// # Errors
+/// The lake cannot be read.
+pub async fn report(
+    settings: &Settings,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let lifecycle = &settings.lifecycle;
+    // A sweep runs every `retention_every`; data may outlive its period by that
+    // much (plus a day: retention of readings goes by whole local days).
+    let grace = chrono::Duration::from_std(lifecycle.retention_every)?;
+    let wanted = |t: &str| tenant.is_none_or(|w| w == t);
+    for (table, category) in DATED {
+        if !exists(settings, table).await? {
+            continue;
+        }
+        for (t, rows, oldest) in dated(settings, table).await? {
+            if !wanted(&t) {
+                continue;
+            }
+            let configured = settings.tenants.by_id(&t);
+            let days = lifecycle.telemetry_days.get(&t).copied();
+            if let (Some(cfg), Some(days), Some(oldest)) = (configured, days, oldest) {
+                let today = (now - grace).with_timezone(&cfg.timezone).date_naive();
+                let limit = today - chrono::Days::new(u64::from(days) + 1);
+                if oldest < limit {
+                    report.violations.push(format!(
+                        "tenant {t}: {table} holds local date {oldest}, older than its retention of {days} days"
+                    ));
+                }
+            }
+            report.holdings.push(Holding {
+                deployment: configured
+                    .map_or("unconfigured", |c| c.deployment.as_str())
+                    .to_owned(),
+                tenant: t,
+                category,
+                table,
+                rows,
+                oldest: oldest.map(|d| d.to_string()),
+                retention: days.map_or("none".to_owned(), |d| format!("{d} days")),
+            });
+        }
+    }
+    if exists(settings, "dead_letters").await? {
+        let batches = query(
+            settings,
+            "SELECT coalesce(tenant, '(unknown)') AS tenant, count(*) AS n, \
+             min(dead_lettered_at) AS oldest FROM dead_letters GROUP BY 1",
+        )
+        .await?;
+        let days = lifecycle.dead_letter_days;
+        let limit = now - grace - chrono::Duration::days(days.into());
+        for b in &batches {
+            let tenants = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                let t = tenants.value(i);
+                if !wanted(t) {
+                    continue;
+                }
+                let oldest = oldest
+                    .is_valid(i)
+                    .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
+                    .flatten();
+                if oldest.is_some_and(|o| o < limit) {
+                    report.violations.push(format!(
+                        "tenant {t}: dead_letters holds a record from {}, older than its retention of {days} days",
+                        oldest.map(|o| o.to_rfc3339()).unwrap_or_default()
+                    ));
+                }
+                report.holdings.push(Holding {
+                    tenant: t.to_owned(),
+                    deployment: settings
+                        .tenants
+                        .by_id(t)
+                        .map_or("unconfigured", |c| c.deployment.as_str())
+                        .to_owned(),
+                    category: "dead_letters",
+                    table: "dead_letters",
+                    rows: counts.value(i),
+                    oldest: oldest.map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    retention: format!("{days} days"),
+                });
+            }
+        }
+    }
+    if exists(settings, AUDIT_TABLE).await? {
+        let batches = query(
+            settings,
+            &format!(
+                "SELECT kind, count(*) AS n, \
+                 sum(CASE WHEN completed_at > deadline_at THEN 1 ELSE 0 END) AS late \
+                 FROM {AUDIT_TABLE} GROUP BY kind"
+            ),
+        )
+        .await?;
+        for b in &batches {
+            let kinds = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            let late = b.column(2).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                match kinds.value(i) {
+                    kind::ERASURE => {
+                        report.erasures_completed = counts.value(i);
+                        report.erasures_late = late.value(i);
+                    }
+                    kind::RETENTION => report.retention_deletions = counts.value(i),
+                    _ => {}
+                }
+            }
+        }
+        if report.erasures_late > 0 {
+            report.violations.push(format!(
+                "{} erasure(s) completed after their deadline (see {AUDIT_TABLE}: completed_at > deadline_at)",
+                report.erasures_late
+            ));
+        }
+    }
+    if !lifecycle.erasure_topic.is_empty() {
+        match pending(settings).await {
+            Ok(p) => {
+                let deadline = chrono::Duration::from_std(lifecycle.erasure_deadline)?;
+                if let Some(oldest) = p.oldest_requested_at {
+                    if now - oldest > deadline {
+                        report.violations.push(format!(
+                            "an erasure requested at {} is still pending after its deadline of {} s",
+                            oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            lifecycle.erasure_deadline.as_secs()
+                        ));
+                    }
+                }
+                report.pending = Some(p);
+            }
+            Err(e) => report.notes.push(format!(
+                "pending erasures not checked: {e:#} (is Kafka reachable?)"
+            )),
+        }
+    }
+    report.notes.push(
+        "key epochs: not implemented yet; one pseudonym key for all time (see the README, Privacy)"
+            .to_owned(),
+    );
+    Ok(report)
+}
+
+/// The erasure requests on the topic after the position the audit table answers.
+async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
+    let topic = settings.lifecycle.erasure_topic.clone();
+    let mut config = ClientConfig::new();
+    for (k, v) in &settings.kafka.properties {
+        config.set(k, v.to_string());
+    }
+    config
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("group.id", format!("{}.audit", settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3");
+    let consumer: BaseConsumer = config.create()?;
+    let consumer = std::sync::Arc::new(consumer);
+    let timeout = Duration::from_secs(10);
+    let partitions = {
+        let (consumer, topic) = (consumer.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect())
+        })
+        .await??
+    };
+    let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+    let mut answered = BTreeMap::new();
+    if let Some(table) = meterline_sinks::open_existing(&lake, AUDIT_TABLE).await? {
+        let log_store = table.log_store();
+        let snapshot = table.snapshot()?;
+        for p in &partitions {
+            let app_id = format!("meterline:{topic}:{p}");
+            if let Some(v) = snapshot
+                .transaction_version(log_store.as_ref(), &app_id)
+                .await?
+            {
+                answered.insert(*p, v);
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Pending> {
+        let mut pending = Pending {
+            requests: 0,
+            oldest_requested_at: None,
+        };
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+            let next = answered.get(&p).map_or(low, |a| (*a + 1).max(low));
+            if next >= high {
+                continue;
+            }
+            pending.requests += high - next;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, p, Offset::Offset(next))?;
+            consumer.assign(&tpl)?;
+            if let Some(Ok(m)) = consumer.poll(timeout) {
+                let at = m
+                    .timestamp()
+                    .to_millis()
+                    .and_then(DateTime::from_timestamp_millis);
+                pending.oldest_requested_at = match (pending.oldest_requested_at, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Ok(pending)
+    })
+    .await?
+}
+
+/// The report as text for people.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let headers = [
+        "tenant",
+        "deployment",
+        "category",
+        "table",
+        "rows",
+        "oldest",
+        "retention",
+    ];
+    let rows: Vec<[String; 7]> = report
+        .holdings
+        .iter()
+        .map(|h| {
+            [
+                h.tenant.clone(),
+                h.deployment.clone(),
+                h.category.to_owned(),
+                h.table.to_owned(),
+                h.rows.to_string(),
+                h.oldest.clone().unwrap_or_else(|| "-".to_owned()),
+                h.retention.clone(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let _ = writeln!(out, "{}", line(&headers.map(str::to_owned)));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "erasures completed: {} ({} after their deadline); retention deletions recorded: {}",
+        report.erasures_completed, report.erasures_late, report.retention_deletions
+    );
+    match &report.pending {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "erasure requests pending: {}{}",
+                p.requests,
+                p.oldest_requested_at
+                    .map(|t| format!(
+                        " (oldest requested at {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "erasure requests pending: not checked");
+        }
+    }
+    for n in &report.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    if report.violations.is_empty() {
+        let _ = writeln!(out, "OK: no retention or erasure deadline is broken");
+    } else {
+        for v in &report.violations {
+            let _ = writeln!(out, "VIOLATION: {v}");
+        }
+    }
+    out
+}
