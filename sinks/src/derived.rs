@@ -17,6 +17,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use tracing::debug;
 
 use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
@@ -220,20 +221,16 @@ impl DerivedTable {
             partition_by: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
             predicate: Some(format!("{} partitions recomputed", partitions.len())),
         };
-        let snapshot = self.table.snapshot().map_err(transient(name))?;
-        let finalized = CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| match e {
-                // Another materializer replaced the same partitions: ours is stale or
-                // redundant; the next round recomputes from the stored progress.
-                DeltaTableError::Transaction { .. } => SinkError::Transient {
-                    table: name,
-                    error: Box::new(e),
-                },
-                e => classify(name, e),
-            })?;
+        // A conflict means another materializer replaced the same partitions: ours
+        // is stale or redundant; the next round recomputes from the stored progress.
+        let finalized = commit_or_discard(
+            &self.table,
+            name,
+            actions,
+            operation,
+            CommitProperties::default(),
+        )
+        .await?;
         let version = finalized.version();
         debug!(
             table = name,
@@ -288,18 +285,14 @@ impl DerivedTable {
             partition_by: None,
             predicate: None,
         };
-        let snapshot = self.table.snapshot().map_err(transient(name))?;
-        let finalized = CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| match e {
-                DeltaTableError::Transaction { .. } => SinkError::Transient {
-                    table: name,
-                    error: Box::new(e),
-                },
-                e => classify(name, e),
-            })?;
+        let finalized = commit_or_discard(
+            &self.table,
+            name,
+            actions,
+            operation,
+            CommitProperties::default(),
+        )
+        .await?;
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         Ok(Some(version))
@@ -356,6 +349,53 @@ impl std::fmt::Debug for SourceTable {
             .field("table", &self.name)
             .field("version", &self.version())
             .finish_non_exhaustive()
+    }
+}
+
+/// Commit `actions` on top of the table as loaded; a conflict with a concurrent
+/// commit is transient. When the commit fails, the files it would have added are
+/// deleted: they were uploaded but are referenced by nothing, so no VACUUM in Lite
+/// mode would remove them, and they may hold data erased since.
+///
+/// # Errors
+/// Storage errors and conflicts (transient); others classified.
+pub(crate) async fn commit_or_discard(
+    table: &DeltaTable,
+    name: &'static str,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    properties: CommitProperties,
+) -> Result<deltalake::kernel::transaction::FinalizedCommit, SinkError> {
+    let uploaded: Vec<deltalake::Path> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Add(add) => deltalake::Path::parse(&add.path).ok(),
+            _ => None,
+        })
+        .collect();
+    let snapshot = table.snapshot().map_err(transient(name))?;
+    let committed = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await;
+    match committed {
+        Ok(finalized) => Ok(finalized),
+        Err(e) => {
+            let store = table.object_store();
+            for path in &uploaded {
+                if let Err(err) = store.delete(path).await {
+                    debug!(table = name, error = %err, "could not delete an uncommitted file");
+                }
+            }
+            Err(match e {
+                // Another writer changed the same files first: read again, retry.
+                DeltaTableError::Transaction { .. } => SinkError::Transient {
+                    table: name,
+                    error: Box::new(e),
+                },
+                e => classify(name, e),
+            })
+        }
     }
 }
 

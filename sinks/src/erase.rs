@@ -25,7 +25,7 @@ use arrow::array::{
 use arrow::compute::{cast, filter_record_batch, not};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Action;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
@@ -37,7 +37,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use tracing::debug;
 
-use crate::delta::{classify, transient, writer_properties};
+use crate::delta::{transient, writer_properties};
+use crate::derived::commit_or_discard;
 use crate::SinkError;
 
 /// Which rows to remove: given a batch of the requested columns of one file, true
@@ -231,19 +232,7 @@ async fn commit_removal(
     )]);
     // No predicate: the operation parameters would keep it in the log.
     let operation = DeltaOperation::Delete { predicate: None };
-    let snapshot = table.snapshot().map_err(transient(name))?;
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(|e| match e {
-            // Someone removed the same files first: read again and retry.
-            DeltaTableError::Transaction { .. } => SinkError::Transient {
-                table: name,
-                error: Box::new(e),
-            },
-            e => classify(name, e),
-        })?;
+    let finalized = commit_or_discard(table, name, actions, operation, properties).await?;
     let version = finalized.version();
     table.state = Some(finalized.snapshot());
     Ok(version)

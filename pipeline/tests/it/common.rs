@@ -129,6 +129,23 @@ validation = {{ max_age_days = 36500 }}
     }
 
     pub async fn produce(&self, messages: &[(String, Option<Vec<u8>>)]) {
+        self.produce_to(&self.topic, messages, None).await;
+    }
+
+    /// A topic of its own on this cluster (e.g. the erasure topic).
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        self._cluster
+            .create_topic(name, partitions, 1)
+            .expect("create topic");
+    }
+
+    /// Produce to `topic`; `timestamp_ms` sets the records' create time.
+    pub async fn produce_to(
+        &self,
+        topic: &str,
+        messages: &[(String, Option<Vec<u8>>)],
+        timestamp_ms: Option<i64>,
+    ) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("linger.ms", "5")
@@ -136,9 +153,12 @@ validation = {{ max_age_days = 36500 }}
             .expect("producer");
         let mut pending = Vec::new();
         for (key, payload) in messages {
-            let mut record = FutureRecord::<String, Vec<u8>>::to(&self.topic).key(key);
+            let mut record = FutureRecord::<String, Vec<u8>>::to(topic).key(key);
             if let Some(p) = payload {
                 record = record.payload(p);
+            }
+            if let Some(ts) = timestamp_ms {
+                record = record.timestamp(ts);
             }
             pending.push(
                 producer
@@ -220,6 +240,36 @@ pub fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(path);
         }
     }
+}
+
+/// Every stored byte under `dir`: each file as it is, and each Parquet file's
+/// values as JSON text too (compressed pages need not show a value's bytes).
+pub fn stored_views(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    let mut views = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes::Bytes::from(bytes.clone()),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            let mut text = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut text);
+                for batch in reader {
+                    w.write(&batch.unwrap()).unwrap();
+                }
+                w.finish().unwrap();
+            }
+            views.push((path.clone(), text));
+        }
+        views.push((path, bytes));
+    }
+    views
 }
 
 /// True if `needle` occurs in `haystack` as bytes.

@@ -7,6 +7,7 @@ mod common;
 mod corrections;
 mod crash;
 mod dead_letters;
+mod lifecycle;
 mod privacy;
 mod replay;
 mod sensitive;

@@ -10,15 +10,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use arrow::json::ArrayWriter;
 use meterline::testkit::{free_port, http, Process};
 use meterline_operators::ids::with_check_digits;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
 
-use crate::common::{collect_files, contains, wait_for, Harness, KEY_HEX};
+use crate::common::{contains, stored_views, wait_for, Harness, KEY_HEX};
 
 /// A valid number of each kind for meter `i`.
 fn national_ids(i: u32) -> [String; 3] {
@@ -245,29 +243,10 @@ validation = {{ max_age_days = 36500 }}
     }
 
     // Every stored byte.
-    let mut files = Vec::new();
-    collect_files(&h.lake.path().join("lake"), &mut files);
-    let mut views: Vec<(String, Vec<u8>)> = Vec::new();
-    for path in &files {
-        let bytes = std::fs::read(path).unwrap();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
-                    .unwrap()
-                    .build()
-                    .unwrap();
-            let mut text = Vec::new();
-            {
-                let mut w = ArrayWriter::new(&mut text);
-                for batch in reader {
-                    w.write(&batch.unwrap()).unwrap();
-                }
-                w.finish().unwrap();
-            }
-            views.push((format!("{} (values)", path.display()), text));
-        }
-        views.push((path.display().to_string(), bytes));
-    }
+    let mut views: Vec<(String, Vec<u8>)> = stored_views(&h.lake.path().join("lake"))
+        .into_iter()
+        .map(|(p, b)| (p.display().to_string(), b))
+        .collect();
     assert!(views.len() > 4, "the lake has files");
     for (i, b) in dlq_bytes.into_iter().enumerate() {
         views.push((format!("dead-letter topic message {i}"), b));
