@@ -217,10 +217,12 @@ listen = "127.0.0.1:{port}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 "#,
             brokers = broker.bootstrap(),

@@ -38,6 +38,11 @@ use crate::metrics::Metrics;
 /// The audit table.
 pub const AUDIT_TABLE: &str = "erasure_audit";
 
+/// Test hook: when set, an erasure stalls forever after removing the subject's
+/// readings (before the aggregates, the purge and the audit row), so a test can
+/// SIGKILL the process in the middle of an erasure.
+pub const FAILPOINT_ENV: &str = "METERLINE_FAILPOINT_ERASURE_STALL";
+
 /// `kind` of an audit row.
 pub mod kind {
     /// A subject's data removed on request (`subject.erasure`) or account end.
@@ -371,6 +376,10 @@ impl Lifecycle {
             .await?;
             self.count_erased("readings", &removal);
             work.add("readings", &removal);
+            if std::env::var_os(FAILPOINT_ENV).is_some() {
+                warn!("failpoint: erasure stalled");
+                std::future::pending::<()>().await;
+            }
         }
         if let Some(mut dead) = open_existing(&self.lake, "dead_letters").await? {
             let matcher = payload_names(subject);

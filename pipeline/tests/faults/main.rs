@@ -9,6 +9,7 @@
 
 mod aggregates;
 mod dead_letters;
+mod erasure;
 mod rig;
 mod storage;
 

@@ -180,11 +180,13 @@ listen = "{listen}"
 id = "oslo-utility"
 deployment = "public"
 timezone = "Europe/Oslo"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 "#,
             brokers = self.broker.bootstrap(),
@@ -413,6 +415,19 @@ pub fn scrape(port: u16) -> Option<String> {
 pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// [`eventually`] with an async condition.
+pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

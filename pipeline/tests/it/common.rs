@@ -111,11 +111,13 @@ listen = ""
 id = "oslo-utility"
 deployment = "public"
 timezone = "Europe/Oslo"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 "#,
             brokers = self.brokers,

@@ -140,11 +140,13 @@ kafka_topic = "{dlq_topic}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 
 [[tenants]]
 id = "acme-industri"
 deployment = "private"
+telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 "#,
             brokers = h.brokers,
