@@ -200,6 +200,104 @@ pub async fn report(
             }
         }
     }
+    // Timed personal data of the subjects tables: (table, category, time column,
+    // kept for, what the retention is measured from).
+    let account_days = lifecycle.account_days;
+    let access_days = lifecycle.access_log_days;
+    for (table, category, column, days, rule) in [
+        (
+            crate::subjects::ACCESS_LOG_TABLE,
+            "access_log",
+            "seen_at",
+            access_days,
+            format!("{access_days} days"),
+        ),
+        (
+            crate::subjects::SUBJECTS_TABLE,
+            "account",
+            "terminated_at",
+            account_days,
+            format!("account life + {account_days} days"),
+        ),
+    ] {
+        if !exists(settings, table).await? {
+            continue;
+        }
+        let batches = query(
+            settings,
+            &format!("SELECT tenant, count(*) AS n, min({column}) AS oldest FROM {table} GROUP BY tenant"),
+        )
+        .await?;
+        let limit = now - grace - chrono::Duration::days(days.into());
+        for b in &batches {
+            let tenants = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                let t = tenants.value(i);
+                if !wanted(t) {
+                    continue;
+                }
+                let oldest = oldest
+                    .is_valid(i)
+                    .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
+                    .flatten();
+                if oldest.is_some_and(|o| o < limit) {
+                    report.violations.push(format!(
+                        "tenant {t}: {table} holds data past its retention ({rule}; {column} {})",
+                        oldest
+                            .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                            .unwrap_or_default()
+                    ));
+                }
+                report.holdings.push(Holding {
+                    tenant: t.to_owned(),
+                    deployment: settings
+                        .tenants
+                        .by_id(t)
+                        .map_or("unconfigured", |c| c.deployment.as_str())
+                        .to_owned(),
+                    category,
+                    table,
+                    rows: counts.value(i),
+                    oldest: oldest.map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    retention: rule.clone(),
+                });
+            }
+        }
+    }
+    if exists(settings, crate::subjects::LEDGER_TABLE).await? {
+        let batches = query(
+            settings,
+            "SELECT tenant, count(*) AS n, min(recorded_at) AS oldest FROM consent_ledger GROUP BY tenant",
+        )
+        .await?;
+        for b in &batches {
+            let tenants = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                let t = tenants.value(i);
+                if !wanted(t) {
+                    continue;
+                }
+                report.holdings.push(Holding {
+                    tenant: t.to_owned(),
+                    deployment: settings
+                        .tenants
+                        .by_id(t)
+                        .map_or("unconfigured", |c| c.deployment.as_str())
+                        .to_owned(),
+                    category: "consent",
+                    table: crate::subjects::LEDGER_TABLE,
+                    rows: counts.value(i),
+                    oldest: DateTime::from_timestamp_micros(oldest.value(i))
+                        .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    retention: "kept (keyed hashes only)".to_owned(),
+                });
+            }
+        }
+    }
     if exists(settings, AUDIT_TABLE).await? {
         let batches = query(
             settings,

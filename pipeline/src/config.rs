@@ -216,6 +216,16 @@ pub struct PrivacyConfig {
     /// deleted) within this many seconds of the request; `meterline audit` reports
     /// any that took longer.
     pub erasure_deadline_secs: u64,
+    /// Topic of `subject-event/v1` records (consent, upgrade, termination, Elhub
+    /// consent, profile data). Empty: no subjects consumer.
+    pub subject_events_topic: String,
+    /// Offline IP -> city/country table (`cidr,city,country` lines) for profiles;
+    /// unset: city and country stay empty.
+    pub geoip_file: Option<PathBuf>,
+    /// Raw IPs (`access_log`) are deleted after this many days.
+    pub access_log_retention_days: u32,
+    /// A terminated account's data is erased this many days after termination.
+    pub account_retention_days: u32,
 }
 
 impl Default for PrivacyConfig {
@@ -225,6 +235,10 @@ impl Default for PrivacyConfig {
             special_category_fields: None,
             erasure_topic: "subject.erasure".to_owned(),
             erasure_deadline_secs: 3600,
+            subject_events_topic: "subject.events".to_owned(),
+            geoip_file: None,
+            access_log_retention_days: 90,
+            account_retention_days: 30,
         }
     }
 }
@@ -755,7 +769,45 @@ impl Config {
                 "must not be the readings or dead-letter topic",
             ));
         }
+        let p = &self.privacy;
+        if !p.subject_events_topic.is_empty() {
+            if key.is_none() {
+                return Err(invalid(
+                    "privacy.subject_events_topic",
+                    format!("the consent ledger needs a pseudonym key (it stores subjects only as keyed hashes): set {KEY_ENV} or [privacy] key_file, or set subject_events_topic = \"\""),
+                ));
+            }
+            if [
+                self.kafka.readings_topic.as_str(),
+                d.kafka_topic.as_str(),
+                p.erasure_topic.as_str(),
+            ]
+            .contains(&p.subject_events_topic.as_str())
+            {
+                return Err(invalid(
+                    "privacy.subject_events_topic",
+                    "must not be the readings, dead-letter or erasure topic",
+                ));
+            }
+        }
+        if p.access_log_retention_days == 0 {
+            return Err(invalid(
+                "privacy.access_log_retention_days",
+                "must be greater than 0",
+            ));
+        }
+        let geo: std::sync::Arc<dyn crate::geo::GeoLookup> = match &p.geoip_file {
+            Some(path) => std::sync::Arc::new(
+                crate::geo::CidrTable::load(path).map_err(|e| invalid("privacy.geoip_file", e))?,
+            ),
+            None => std::sync::Arc::new(crate::geo::CidrTable::default()),
+        };
         let lifecycle = crate::lifecycle::LifecycleSettings {
+            subject_events_topic: p.subject_events_topic.clone(),
+            subject_group: format!("{}.subjects", self.kafka.group_id),
+            geo,
+            access_log_days: p.access_log_retention_days,
+            account_days: p.account_retention_days,
             erasure_topic: self.privacy.erasure_topic.clone(),
             erasure_group: format!("{}.erasure", self.kafka.group_id),
             erasure_deadline: Duration::from_secs(self.privacy.erasure_deadline_secs),

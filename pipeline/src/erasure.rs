@@ -57,7 +57,7 @@ fn request(message: &rdkafka::message::BorrowedMessage<'_>) -> Request {
 }
 
 /// Wait `backoff` unless shutdown comes first (returns false then).
-async fn pause(backoff: Duration, shutdown: &Shutdown) -> bool {
+pub(crate) async fn pause(backoff: Duration, shutdown: &Shutdown) -> bool {
     tokio::select! {
         () = tokio::time::sleep(backoff) => true,
         () = shutdown.requested() => false,
@@ -66,29 +66,57 @@ async fn pause(backoff: Duration, shutdown: &Shutdown) -> bool {
 
 /// Consume the erasure topic and erase until shutdown. Errors are logged, counted
 /// and retried with backoff; a request is never skipped because storage failed.
-pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdown>) {
-    let lifecycle_settings = settings.lifecycle.clone();
-    let topic = lifecycle_settings.erasure_topic.clone();
+/// A consumer of `topic` in consumer group `group`, with `[kafka.properties]`,
+/// committing its offsets itself. `None` (logged) when librdkafka refuses it.
+pub(crate) fn group_consumer(
+    settings: &Settings,
+    group: &str,
+    topic: &str,
+) -> Option<StreamConsumer> {
     let mut config = ClientConfig::new();
     for (k, v) in &settings.kafka.properties {
         config.set(k, v.to_string());
     }
     config
         .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("group.id", &lifecycle_settings.erasure_group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let consumer: StreamConsumer = match config.create() {
         Ok(c) => c,
         Err(e) => {
-            error!(error = %e, "erasure consumer cannot start; erasure requests are not processed");
-            return;
+            error!(error = %e, %topic, "consumer cannot start; the topic is not processed");
+            return None;
         }
     };
-    if let Err(e) = consumer.subscribe(&[&topic]) {
-        error!(error = %e, %topic, "erasure consumer cannot subscribe");
-        return;
+    if let Err(e) = consumer.subscribe(&[topic]) {
+        error!(error = %e, %topic, "consumer cannot subscribe");
+        return None;
     }
+    Some(consumer)
+}
+
+/// Commit `offset + 1` of `partition` as the group's position (where a restart
+/// begins reading; the lake decides what is done).
+pub(crate) fn commit_position(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+    let mut position = TopicPartitionList::new();
+    if position
+        .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
+        .is_ok()
+    {
+        if let Err(e) = consumer.commit(&position, CommitMode::Async) {
+            warn!(error = %e, %topic, "group offset commit failed (the lake decides)");
+        }
+    }
+}
+
+pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdown>) {
+    let lifecycle_settings = settings.lifecycle.clone();
+    let topic = lifecycle_settings.erasure_topic.clone();
+    let Some(consumer) = group_consumer(&settings, &lifecycle_settings.erasure_group, &topic)
+    else {
+        return;
+    };
     let lake = match meterline_sinks::Lake::new(&settings.lake) {
         Ok(l) => l,
         Err(e) => {
@@ -155,15 +183,7 @@ pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdo
         {
             break;
         }
-        let mut position = TopicPartitionList::new();
-        if position
-            .add_partition_offset(&topic, req.partition, Offset::Offset(req.offset + 1))
-            .is_ok()
-        {
-            if let Err(e) = consumer.commit(&position, CommitMode::Async) {
-                warn!(error = %e, "erasure consumer: group offset commit failed (the audit table decides)");
-            }
-        }
+        commit_position(&consumer, &topic, req.partition, req.offset);
     }
     info!("erasure consumer stopped");
 }

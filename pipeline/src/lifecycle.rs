@@ -112,6 +112,16 @@ pub struct LifecycleSettings {
     /// Readings (and the aggregates made of them) are kept this many local days per
     /// tenant.
     pub telemetry_days: HashMap<String, u32>,
+    /// Topic of `subject-event/v1` records; empty: no subjects consumer.
+    pub subject_events_topic: String,
+    /// Consumer group of the subjects consumer.
+    pub subject_group: String,
+    /// IP -> city/country for profiles.
+    pub geo: Arc<dyn crate::geo::GeoLookup>,
+    /// `access_log` rows are kept this many days.
+    pub access_log_days: u32,
+    /// A terminated account's data is erased this many days after termination.
+    pub account_days: u32,
 }
 
 impl Default for LifecycleSettings {
@@ -123,6 +133,11 @@ impl Default for LifecycleSettings {
             retention_every: Duration::from_secs(3600),
             dead_letter_days: 14,
             telemetry_days: HashMap::new(),
+            subject_events_topic: String::new(),
+            subject_group: "meterline.subjects".to_owned(),
+            geo: Arc::new(crate::geo::CidrTable::default()),
+            access_log_days: 90,
+            account_days: 30,
         }
     }
 }
@@ -248,6 +263,15 @@ fn before(cutoff: i64) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowErr
     }
 }
 
+/// Why a subject is erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// A tombstone on the erasure topic.
+    Request,
+    /// The account ended longer ago than its retention.
+    AccountRetention,
+}
+
 /// Accumulated work of one request across attempts (a transient error in the
 /// middle repeats the request; what the first attempt removed still counts).
 #[derive(Debug, Default, Clone)]
@@ -358,6 +382,26 @@ impl Lifecycle {
         progress: &[(String, i64)],
         work: &mut Work,
     ) -> Result<AuditEntry, SinkError> {
+        self.erase_for(
+            Cause::Request,
+            request_id,
+            subject,
+            requested_at,
+            progress,
+            work,
+        )
+        .await
+    }
+
+    async fn erase_for(
+        &mut self,
+        cause: Cause,
+        request_id: &str,
+        subject: &str,
+        requested_at: DateTime<Utc>,
+        progress: &[(String, i64)],
+        work: &mut Work,
+    ) -> Result<AuditEntry, SinkError> {
         let hash = self.key.as_ref().map(|k| subject_hash(k, subject));
         // Private tenants store `subject` with each reading. (Public tenants never
         // store it: their readings are not linked to a subject.)
@@ -396,15 +440,49 @@ impl Lifecycle {
             self.count_erased("dead_letters", &removal);
             work.add("dead_letters", &removal);
         }
+        for table in [
+            crate::subjects::SUBJECTS_TABLE,
+            crate::subjects::ACCESS_LOG_TABLE,
+        ] {
+            if let Some(mut t) = open_existing(&self.lake, table).await? {
+                let schema = if table == crate::subjects::SUBJECTS_TABLE {
+                    crate::subjects::SUBJECTS.clone()
+                } else {
+                    crate::subjects::ACCESS_LOG.clone()
+                };
+                let matcher = subject_is(subject);
+                let removal = remove_rows(
+                    &mut t,
+                    table,
+                    &schema,
+                    &["subject"],
+                    &|_| true,
+                    &matcher,
+                    kind::ERASURE,
+                )
+                .await?;
+                work.add(table, &removal);
+            }
+        }
         self.settle(work).await?;
         let entry = AuditEntry {
             request_id: request_id.to_owned(),
-            kind: kind::ERASURE,
-            category: "subject".to_owned(),
+            kind: if cause == Cause::Request {
+                kind::ERASURE
+            } else {
+                kind::RETENTION
+            },
+            category: if cause == Cause::Request {
+                "subject"
+            } else {
+                "account"
+            }
+            .to_owned(),
             tenant: None,
             subject_hash: hash,
             requested_at,
-            deadline_at: Some(requested_at + chrono_duration(self.settings.erasure_deadline)),
+            deadline_at: (cause == Cause::Request)
+                .then(|| requested_at + chrono_duration(self.settings.erasure_deadline)),
             completed_at: Utc::now(),
             tables: work.tables.clone(),
             rows_removed: work.rows,
@@ -416,10 +494,12 @@ impl Lifecycle {
             .append(&[audit_batch(std::slice::from_ref(&entry))], progress)
             .await?;
         let late = entry.completed_at > entry.deadline_at.unwrap_or(entry.completed_at);
-        self.metrics
-            .erasures
-            .with_label_values(&[if late { "late" } else { "completed" }])
-            .inc();
+        if cause == Cause::Request {
+            self.metrics
+                .erasures
+                .with_label_values(&[if late { "late" } else { "completed" }])
+                .inc();
+        }
         info!(
             request_id,
             rows_removed = entry.rows_removed,
@@ -511,7 +591,38 @@ impl Lifecycle {
                 ));
             }
         }
-        if entries.is_empty() {
+        if let Some(mut access) =
+            open_existing(&self.lake, crate::subjects::ACCESS_LOG_TABLE).await?
+        {
+            let days = self.settings.access_log_days;
+            let cutoff = now - chrono::Duration::days(days.into());
+            let matcher = before(cutoff.timestamp_micros());
+            let removal = remove_rows(
+                &mut access,
+                crate::subjects::ACCESS_LOG_TABLE,
+                &crate::subjects::ACCESS_LOG,
+                &["seen_at"],
+                &|_| true,
+                &matcher,
+                kind::RETENTION,
+            )
+            .await?;
+            if removal.changed() {
+                work.add(crate::subjects::ACCESS_LOG_TABLE, &removal);
+                entries.push(self.retention_entry(
+                    "access_log",
+                    None,
+                    now,
+                    &removal,
+                    format!(
+                        "seen_at < {} ({days} days)",
+                        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+        }
+        let ended = self.ended_accounts(now).await?;
+        if entries.is_empty() && ended.is_empty() {
             return Ok(entries);
         }
         self.settle(&mut work).await?;
@@ -522,6 +633,28 @@ impl Lifecycle {
             e.tables.clone_from(&work.tables);
         }
         self.audit.append(&[audit_batch(&entries)], &[]).await?;
+        // Accounts past their retention: a whole erasure each (audited as retention).
+        for (tenant, subject, terminated_at) in ended {
+            let hash = self.key.as_ref().map(|k| subject_hash(k, &subject));
+            let request_id = format!(
+                "retention:{}:account:{}",
+                now.timestamp_micros(),
+                hash.as_deref().unwrap_or("-")
+            );
+            let mut account_work = Work::default();
+            let mut entry = self
+                .erase_for(
+                    Cause::AccountRetention,
+                    &request_id,
+                    &subject,
+                    terminated_at,
+                    &[],
+                    &mut account_work,
+                )
+                .await?;
+            entry.tenant = Some(tenant);
+            entries.push(entry);
+        }
         info!(
             entries = entries.len(),
             rows_removed = entries.iter().map(|e| e.rows_removed).sum::<u64>(),
@@ -529,6 +662,50 @@ impl Lifecycle {
             "retention applied"
         );
         Ok(entries)
+    }
+
+    /// (tenant, subject, terminated at) of accounts terminated longer ago than
+    /// their retention that still have a profile.
+    async fn ended_accounts(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, SinkError> {
+        if open_existing(&self.lake, crate::subjects::SUBJECTS_TABLE)
+            .await?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
+        let [_, spec, _] = crate::subjects::specs();
+        let table = DerivedTable::open_or_create(&self.lake, spec).await?;
+        let cutoff = now - chrono::Duration::days(self.settings.account_days.into());
+        let batches = table
+            .scan(
+                &["tenant", "subject", "terminated_at"],
+                deltalake::datafusion::prelude::col("terminated_at").lt(
+                    deltalake::datafusion::prelude::lit(
+                        deltalake::datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                            Some(cutoff.timestamp_micros()),
+                            Some("UTC".into()),
+                        ),
+                    ),
+                ),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let t = b.column(0).as_string::<i32>();
+            let s = b.column(1).as_string::<i32>();
+            let at = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                out.push((
+                    t.value(i).to_owned(),
+                    s.value(i).to_owned(),
+                    DateTime::from_timestamp_micros(at.value(i)).unwrap_or(now),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     fn retention_entry(
@@ -588,7 +765,12 @@ impl Lifecycle {
                 }
             }
         }
-        let mut tables: Vec<&'static str> = vec!["readings", "dead_letters"];
+        let mut tables: Vec<&'static str> = vec![
+            "readings",
+            "dead_letters",
+            crate::subjects::SUBJECTS_TABLE,
+            crate::subjects::ACCESS_LOG_TABLE,
+        ];
         tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
         for name in tables {
             if let Some(mut t) = open_existing(&self.lake, name).await? {

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub retention_sweeps: IntCounterVec,
     pub erased_rows: IntCounterVec,
     pub erasures: IntCounterVec,
+    pub subject_events: IntCounterVec,
     pub dead_letters_published: IntCounter,
     pub aggregate_lag: Gauge,
     pub aggregate_version: IntGauge,
@@ -225,6 +226,15 @@ impl Metrics {
              ignored (not a tombstone or no usable key), error (an attempt failed; retried).",
             &["outcome"],
         );
+        let subject_events = counter_vec(
+            "meterline_subject_events_total",
+            "Subject events, by outcome: recorded (in consent_ledger), dead_lettered, \
+             skipped (recorded before a restart), error (an attempt failed; retried).",
+            &["outcome"],
+        );
+        for outcome in ["recorded", "dead_lettered", "skipped", "error"] {
+            subject_events.with_label_values(&[outcome]);
+        }
         for outcome in ["ok", "error"] {
             retention_sweeps.with_label_values(&[outcome]);
         }
@@ -314,6 +324,7 @@ impl Metrics {
             retention_sweeps,
             erased_rows,
             erasures,
+            subject_events,
             dead_letters_published,
             aggregate_lag,
             aggregate_version,

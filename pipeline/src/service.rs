@@ -87,6 +87,13 @@ pub async fn run_pipeline(
             shutdown.clone(),
         ))
     });
+    let subjects = (!settings.lifecycle.subject_events_topic.is_empty()).then(|| {
+        tokio::spawn(crate::subjects::run_loop(
+            settings.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let result = runner.run(rx).await;
     // Let a round in progress finish its current commit (bounded by the grace).
     shutdown.request();
@@ -95,7 +102,11 @@ pub async fn run_pipeline(
             info!("aggregates: round still running at shutdown; the next start continues it");
         }
     }
-    for (name, task) in [("retention", Some(retention)), ("erasure", erasure)] {
+    for (name, task) in [
+        ("retention", Some(retention)),
+        ("erasure", erasure),
+        ("subjects", subjects),
+    ] {
         if let Some(task) = task {
             if tokio::time::timeout(grace, task).await.is_err() {
                 info!(

@@ -8,10 +8,13 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 12] = [
     "readings",
     "dead_letters",
     "erasure_audit",
+    "consent_ledger",
+    "subjects",
+    "access_log",
     "consumption_hourly",
     "consumption_daily",
     "consumption_monthly",

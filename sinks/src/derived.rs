@@ -128,6 +128,15 @@ impl DerivedTable {
             .map_err(transient(name))
     }
 
+    /// Load the latest version (reads see it until the next reload).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn reload(&mut self) -> Result<(), SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))
+    }
+
     /// The partitions holding data now.
     ///
     /// # Errors

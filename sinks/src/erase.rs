@@ -86,6 +86,37 @@ pub async fn remove_rows(
     matcher: RowMatcher<'_>,
     reason: &str,
 ) -> Result<Removal, SinkError> {
+    upsert(
+        table,
+        name,
+        schema,
+        columns,
+        files,
+        matcher,
+        &[],
+        &[],
+        reason,
+    )
+    .await
+}
+
+/// [`remove_rows`], and append `rows` plus `progress` (app id, version) actions in
+/// the same commit: replacing rows (a profile that changed) atomically.
+///
+/// # Errors
+/// As [`remove_rows`].
+#[allow(clippy::too_many_arguments)]
+pub async fn upsert(
+    table: &mut DeltaTable,
+    name: &'static str,
+    schema: &SchemaRef,
+    columns: &[&str],
+    files: FileFilter<'_>,
+    matcher: RowMatcher<'_>,
+    rows: &[RecordBatch],
+    progress: &[(String, i64)],
+    reason: &str,
+) -> Result<Removal, SinkError> {
     table.update_state().await.map_err(transient(name))?;
     if table.version().is_none() {
         return Ok(Removal::default());
@@ -139,10 +170,30 @@ pub async fn remove_rows(
             w.write(kept).await.map_err(transient(name))?;
         }
     }
+    for batch in rows.iter().filter(|b| b.num_rows() > 0) {
+        if writer.is_none() {
+            writer = Some(
+                RecordBatchWriter::for_table(table)
+                    .map_err(transient(name))?
+                    .with_writer_properties(writer_properties()),
+            );
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(batch.clone()).await.map_err(transient(name))?;
+        }
+    }
     if let Some(mut w) = writer {
         let adds = w.flush().await.map_err(transient(name))?;
         actions.extend(adds.into_iter().map(Action::Add));
     }
+    let now = chrono::Utc::now().timestamp_millis();
+    actions.extend(progress.iter().map(|(app_id, version)| {
+        Action::Txn(deltalake::kernel::Transaction::new_with_last_update(
+            app_id,
+            *version,
+            Some(now),
+        ))
+    }));
     if actions.is_empty() {
         return Ok(removal);
     }

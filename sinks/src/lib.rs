@@ -27,7 +27,7 @@ pub mod lake;
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
 pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
-pub use erase::{purge, remove_files, remove_rows, Removal};
+pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use lake::{Lake, LakeConfig};
 
 /// Errors of the sinks, classed so the caller can decide what to do.

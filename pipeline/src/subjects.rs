@@ -1,0 +1,1238 @@
+//! Subjects: `subject-event/v1` records (consent, upgrade, termination, Elhub
+//! consent, profile data) become
+//! - `consent_ledger`: append-only, hash-chained per subject, the subject only as
+//!   a keyed hash (so an erasure leaves the ledger as it is);
+//! - `subjects`: the current profile of subjects treated privately (private
+//!   tenants, and public-tenant subjects from their upgrade on): email, and name,
+//!   phone and address only while their purpose is consented; city and country
+//!   from the IP, never the IP;
+//! - `access_log`: the raw IP with its time, kept 90 days.
+//!
+//! Events of one subject come in order (key = subject: one partition). Every event
+//! ends with a `consent_ledger` commit carrying its Kafka position (a `txn`
+//! action), so a restart skips what is recorded and repeats at most the event in
+//! flight, whose profile write is idempotent (replace) and whose access-log row
+//! carries the same position.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use arrow::error::ArrowError;
+use chrono::{DateTime, Utc};
+use deltalake::datafusion::prelude::{col, lit};
+use meterline_operators::{DeadLetter, Deployment, MasterKey, Reason, TenantRegistry};
+use meterline_sinks::{upsert, DerivedSpec, DerivedTable, Lake, SinkError};
+use serde::Deserialize;
+
+use crate::geo::GeoLookup;
+use crate::lifecycle::subject_hash;
+
+/// The event schema id.
+pub const SCHEMA: &str = "subject-event/v1";
+/// Longest accepted subject id, text field or meter list.
+const MAX_TEXT: usize = 256;
+const MAX_METERS: usize = 1000;
+
+pub const LEDGER_TABLE: &str = "consent_ledger";
+pub const SUBJECTS_TABLE: &str = "subjects";
+pub const ACCESS_LOG_TABLE: &str = "access_log";
+
+/// Profile fields kept only while their purpose (same name) is consented.
+pub const OPTIONAL_FIELDS: [&str; 3] = ["name", "phone", "address"];
+
+/// What happened to a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ConsentGranted,
+    ConsentWithdrawn,
+    UpgradedToPrivate,
+    AccountTerminated,
+    ElhubConsentGranted,
+    ElhubConsentRevoked,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::ConsentGranted,
+        Kind::ConsentWithdrawn,
+        Kind::UpgradedToPrivate,
+        Kind::AccountTerminated,
+        Kind::ElhubConsentGranted,
+        Kind::ElhubConsentRevoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ConsentGranted => "consent_granted",
+            Kind::ConsentWithdrawn => "consent_withdrawn",
+            Kind::UpgradedToPrivate => "upgraded_to_private",
+            Kind::AccountTerminated => "account_terminated",
+            Kind::ElhubConsentGranted => "elhub_consent_granted",
+            Kind::ElhubConsentRevoked => "elhub_consent_revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The lawful basis the ledger records for the event.
+    fn lawful_basis(self) -> &'static str {
+        match self {
+            Kind::AccountTerminated => "contract",
+            _ => "consent",
+        }
+    }
+}
+
+/// Personal data an event may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+}
+
+impl Profile {
+    fn optional_mut(&mut self, field: &str) -> Option<&mut Option<String>> {
+        match field {
+            "name" => Some(&mut self.name),
+            "phone" => Some(&mut self.phone),
+            "address" => Some(&mut self.address),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed, valid event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: Kind,
+    pub tenant: String,
+    pub subject: String,
+    pub purpose: Option<String>,
+    pub meters: Vec<String>,
+    pub policy_version: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub source: Option<String>,
+    pub profile: Profile,
+    pub ip: Option<IpAddr>,
+}
+
+/// Why an event is refused (it becomes a dead letter without its payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Reason,
+    /// Which field and rule; never a value.
+    pub detail: String,
+    pub tenant: Option<String>,
+}
+
+fn refused(reason: Reason, detail: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        detail: detail.into(),
+        tenant: None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    schema: Option<serde_json::Value>,
+    kind: Option<serde_json::Value>,
+    tenant: Option<serde_json::Value>,
+    subject: Option<serde_json::Value>,
+    purpose: Option<serde_json::Value>,
+    meters: Option<serde_json::Value>,
+    policy_version: Option<serde_json::Value>,
+    occurred_at: Option<serde_json::Value>,
+    source: Option<serde_json::Value>,
+    email: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
+    phone: Option<serde_json::Value>,
+    address: Option<serde_json::Value>,
+    ip: Option<serde_json::Value>,
+}
+
+/// An optional string field: absent or null is `None`; another type is refused.
+fn text(value: Option<serde_json::Value>, field: &str) -> Result<Option<String>, Refused> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s)),
+        Some(serde_json::Value::String(_)) => Err(refused(
+            Reason::InvalidValue,
+            format!("`{field}` is longer than {MAX_TEXT} bytes"),
+        )),
+        Some(_) => Err(refused(
+            Reason::WrongType,
+            format!("`{field}` must be a string"),
+        )),
+    }
+}
+
+fn required(value: Option<serde_json::Value>, field: &str) -> Result<String, Refused> {
+    text(value, field)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| refused(Reason::MissingField, format!("`{field}` is required")))
+}
+
+/// Parse and check one record.
+///
+/// # Errors
+/// The reason and rule it breaks (no value is echoed).
+pub fn parse(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+    tenants: &TenantRegistry,
+) -> Result<Event, Refused> {
+    let payload = payload.ok_or_else(|| refused(Reason::EmptyPayload, "no value"))?;
+    if payload.len() > max_bytes {
+        return Err(refused(
+            Reason::TooLarge,
+            format!("larger than {max_bytes} bytes"),
+        ));
+    }
+    let text_payload = std::str::from_utf8(payload)
+        .map_err(|_| refused(Reason::NotUtf8, "payload is not UTF-8"))?;
+    let value: serde_json::Value = serde_json::from_str(text_payload)
+        .map_err(|_| refused(Reason::MalformedJson, "not well-formed JSON"))?;
+    if !value.is_object() {
+        return Err(refused(Reason::NotAnObject, "payload is not a JSON object"));
+    }
+    let w: Wire = serde_json::from_value(value)
+        .map_err(|_| refused(Reason::MalformedJson, "not a subject event"))?;
+    let schema = required(w.schema, "schema")?;
+    if schema != SCHEMA {
+        return Err(refused(
+            Reason::UnsupportedSchema,
+            format!("schema must be `{SCHEMA}`"),
+        ));
+    }
+    let tenant = required(w.tenant, "tenant")?;
+    let with_tenant = |mut r: Refused| {
+        if meterline_operators::tenant::valid_tenant_id(&tenant) {
+            r.tenant = Some(tenant.clone());
+        }
+        r
+    };
+    if tenants.by_id(&tenant).is_none() {
+        return Err(with_tenant(refused(
+            Reason::UnknownTenant,
+            "`tenant` is not configured",
+        )));
+    }
+    let kind_text = required(w.kind, "kind").map_err(with_tenant)?;
+    let kind = Kind::parse(&kind_text).ok_or_else(|| {
+        with_tenant(refused(
+            Reason::InvalidValue,
+            "`kind` must be one of consent_granted, consent_withdrawn, upgraded_to_private, \
+             account_terminated, elhub_consent_granted, elhub_consent_revoked",
+        ))
+    })?;
+    let subject = required(w.subject, "subject").map_err(with_tenant)?;
+    let purpose = text(w.purpose, "purpose").map_err(with_tenant)?;
+    if matches!(kind, Kind::ConsentGranted | Kind::ConsentWithdrawn) && purpose.is_none() {
+        return Err(with_tenant(refused(
+            Reason::MissingField,
+            "`purpose` is required for consent_granted and consent_withdrawn",
+        )));
+    }
+    let meters = match w.meters {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) if items.len() <= MAX_METERS => items
+            .into_iter()
+            .map(|m| match m {
+                serde_json::Value::String(s)
+                    if meterline_operators::ids::check_gsrn(&s).is_ok() =>
+                {
+                    Ok(s)
+                }
+                serde_json::Value::String(_) => Err(refused(
+                    Reason::InvalidGsrn,
+                    "`meters` holds an id that is not a GSRN with a valid check digit",
+                )),
+                _ => Err(refused(Reason::WrongType, "`meters` must be strings")),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(with_tenant)?,
+        Some(_) => {
+            return Err(with_tenant(refused(
+                Reason::WrongType,
+                format!("`meters` must be an array of at most {MAX_METERS} GSRNs"),
+            )))
+        }
+    };
+    if matches!(kind, Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked) && meters.is_empty() {
+        return Err(with_tenant(refused(
+            Reason::MissingField,
+            "`meters` is required for Elhub consent events",
+        )));
+    }
+    let occurred = required(w.occurred_at, "occurred_at").map_err(with_tenant)?;
+    let occurred_at = DateTime::parse_from_rfc3339(&occurred)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            with_tenant(refused(
+                Reason::InvalidTimestamp,
+                "`occurred_at` must be RFC 3339 with an offset",
+            ))
+        })?;
+    let ip = text(w.ip, "ip")
+        .map_err(with_tenant)?
+        .map(|s| {
+            s.parse::<IpAddr>().map_err(|_| {
+                with_tenant(refused(Reason::InvalidValue, "`ip` is not an IP address"))
+            })
+        })
+        .transpose()?;
+    Ok(Event {
+        kind,
+        subject,
+        purpose,
+        meters,
+        policy_version: text(w.policy_version, "policy_version").map_err(with_tenant)?,
+        occurred_at,
+        source: text(w.source, "source").map_err(with_tenant)?,
+        profile: Profile {
+            email: text(w.email, "email").map_err(with_tenant)?,
+            name: text(w.name, "name").map_err(with_tenant)?,
+            phone: text(w.phone, "phone").map_err(with_tenant)?,
+            address: text(w.address, "address").map_err(with_tenant)?,
+            city: None,
+            country: None,
+        },
+        ip,
+        tenant,
+    })
+}
+
+/// What the ledger says about one subject now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectState {
+    /// Entries so far (the next entry's `seq`).
+    pub seq: i64,
+    /// Hash of the last entry ("" before the first).
+    pub last_hash: String,
+    /// Purposes consented now.
+    pub purposes: BTreeSet<String>,
+    pub upgraded_at: Option<DateTime<Utc>>,
+    pub terminated_at: Option<DateTime<Utc>>,
+    /// The stored profile (private treatment only).
+    pub profile: Option<Profile>,
+}
+
+impl SubjectState {
+    /// Apply an event's consent effects (not its profile data).
+    fn apply(&mut self, event: &Event) {
+        match event.kind {
+            Kind::ConsentGranted => {
+                if let Some(p) = &event.purpose {
+                    self.purposes.insert(p.clone());
+                }
+            }
+            Kind::ConsentWithdrawn => {
+                if let Some(p) = &event.purpose {
+                    self.purposes.remove(p);
+                }
+            }
+            Kind::UpgradedToPrivate => {
+                self.upgraded_at.get_or_insert(event.occurred_at);
+            }
+            Kind::AccountTerminated => {
+                self.terminated_at.get_or_insert(event.occurred_at);
+            }
+            Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked => {}
+        }
+    }
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub tenant: String,
+    pub subject_hash: String,
+    pub seq: i64,
+    pub kind: Kind,
+    pub purpose: Option<String>,
+    /// Keyed hashes of the meters (Elhub events), comma-separated.
+    pub meters: Option<String>,
+    pub policy_version: Option<String>,
+    pub lawful_basis: &'static str,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub source: Option<String>,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub prev_hash: String,
+    pub entry_hash: String,
+}
+
+/// The hash of an entry: blake3 over its fields and the previous entry's hash,
+/// length-prefixed so no two field lists share an encoding.
+pub fn entry_hash(e: &LedgerEntry) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(e.prev_hash.as_bytes());
+    field(e.tenant.as_bytes());
+    field(e.subject_hash.as_bytes());
+    field(&e.seq.to_le_bytes());
+    field(e.kind.as_str().as_bytes());
+    field(e.purpose.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.meters.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.policy_version.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.lawful_basis.as_bytes());
+    field(&e.occurred_at.timestamp_micros().to_le_bytes());
+    field(&e.recorded_at.timestamp_micros().to_le_bytes());
+    field(e.source.as_deref().unwrap_or("\u{0}").as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// Check a subject's entries (in `seq` order): sequence and chain unbroken.
+/// Returns the `seq` of the first bad entry.
+pub fn verify_chain(entries: &[LedgerEntry]) -> Result<(), i64> {
+    let mut prev = String::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.seq != i as i64 || e.prev_hash != prev || entry_hash(e) != e.entry_hash {
+            return Err(e.seq);
+        }
+        prev.clone_from(&e.entry_hash);
+    }
+    Ok(())
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+pub static LEDGER: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("subject_hash", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("purpose", DataType::Utf8, true),
+        Field::new("meters", DataType::Utf8, true),
+        Field::new("policy_version", DataType::Utf8, true),
+        Field::new("lawful_basis", DataType::Utf8, false),
+        Field::new("occurred_at", ts(), false),
+        Field::new("recorded_at", ts(), false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+        Field::new("prev_hash", DataType::Utf8, false),
+        Field::new("entry_hash", DataType::Utf8, false),
+    ]))
+});
+
+pub static SUBJECTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("phone", DataType::Utf8, true),
+        Field::new("address", DataType::Utf8, true),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("consents", DataType::Utf8, false),
+        Field::new("upgraded_at", ts(), true),
+        Field::new("terminated_at", ts(), true),
+        Field::new("updated_at", ts(), false),
+    ]))
+});
+
+pub static ACCESS_LOG: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("ip", DataType::Utf8, false),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("seen_at", ts(), false),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+    ]))
+});
+
+/// The three tables. Statistics never on personal columns.
+pub fn specs() -> [DerivedSpec; 3] {
+    [
+        DerivedSpec {
+            name: LEDGER_TABLE,
+            schema: LEDGER.clone(),
+            partition_columns: &[],
+            properties: &[
+                (
+                    "delta.dataSkippingStatsColumns",
+                    "subject_hash,seq,kind,occurred_at,recorded_at,source_partition,source_offset",
+                ),
+                ("delta.deletedFileRetentionDuration", "interval 1 days"),
+            ],
+        },
+        DerivedSpec {
+            name: SUBJECTS_TABLE,
+            schema: SUBJECTS.clone(),
+            partition_columns: &[],
+            properties: &[
+                ("delta.dataSkippingStatsColumns", "updated_at,terminated_at"),
+                ("delta.deletedFileRetentionDuration", "interval 1 days"),
+            ],
+        },
+        DerivedSpec {
+            name: ACCESS_LOG_TABLE,
+            schema: ACCESS_LOG.clone(),
+            partition_columns: &[],
+            properties: &[
+                (
+                    "delta.dataSkippingStatsColumns",
+                    "seen_at,source_partition,source_offset",
+                ),
+                ("delta.deletedFileRetentionDuration", "interval 1 days"),
+            ],
+        },
+    ]
+}
+
+fn ledger_batch(e: &LedgerEntry) -> RecordBatch {
+    let s = |v: &str| Arc::new(StringArray::from(vec![v])) as _;
+    let o = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as _;
+    let t = |v: DateTime<Utc>| {
+        Arc::new(TimestampMicrosecondArray::from(vec![v.timestamp_micros()]).with_timezone("UTC"))
+            as _
+    };
+    RecordBatch::try_new(
+        LEDGER.clone(),
+        vec![
+            s(&e.tenant),
+            s(&e.subject_hash),
+            Arc::new(Int64Array::from(vec![e.seq])),
+            s(e.kind.as_str()),
+            o(e.purpose.as_deref()),
+            o(e.meters.as_deref()),
+            o(e.policy_version.as_deref()),
+            s(e.lawful_basis),
+            t(e.occurred_at),
+            t(e.recorded_at),
+            o(e.source.as_deref()),
+            Arc::new(arrow::array::Int32Array::from(vec![e.source_partition])),
+            Arc::new(Int64Array::from(vec![e.source_offset])),
+            s(&e.prev_hash),
+            s(&e.entry_hash),
+        ],
+    )
+    .expect("columns match LEDGER")
+}
+
+fn profile_batch(
+    tenant: &str,
+    subject: &str,
+    state: &SubjectState,
+    profile: &Profile,
+    now: DateTime<Utc>,
+) -> RecordBatch {
+    let o = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as _;
+    let t = |v: Option<DateTime<Utc>>| {
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![v.map(|d| d.timestamp_micros())])
+                .with_timezone("UTC"),
+        ) as _
+    };
+    let consents = state.purposes.iter().cloned().collect::<Vec<_>>().join(",");
+    RecordBatch::try_new(
+        SUBJECTS.clone(),
+        vec![
+            o(Some(tenant)),
+            o(Some(subject)),
+            o(profile.email.as_deref()),
+            o(profile.name.as_deref()),
+            o(profile.phone.as_deref()),
+            o(profile.address.as_deref()),
+            o(profile.city.as_deref()),
+            o(profile.country.as_deref()),
+            o(Some(&consents)),
+            t(state.upgraded_at),
+            t(state.terminated_at),
+            t(Some(now)),
+        ],
+    )
+    .expect("columns match SUBJECTS")
+}
+
+fn access_batch(
+    tenant: &str,
+    subject: &str,
+    ip: IpAddr,
+    profile: &Profile,
+    seen_at: DateTime<Utc>,
+    partition: i32,
+    offset: i64,
+) -> RecordBatch {
+    let o = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as _;
+    RecordBatch::try_new(
+        ACCESS_LOG.clone(),
+        vec![
+            o(Some(tenant)),
+            o(Some(subject)),
+            o(Some(&ip.to_string())),
+            o(profile.city.as_deref()),
+            o(profile.country.as_deref()),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![seen_at.timestamp_micros()])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(arrow::array::Int32Array::from(vec![partition])),
+            Arc::new(Int64Array::from(vec![offset])),
+        ],
+    )
+    .expect("columns match ACCESS_LOG")
+}
+
+/// Rows whose `tenant` and `subject` columns (in that order) are the pair.
+pub fn tenant_subject_is<'a>(
+    tenant: &'a str,
+    subject: &'a str,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    move |b| {
+        let t = b.column(0).as_string::<i32>();
+        let s = b.column(1).as_string::<i32>();
+        Ok((0..b.num_rows())
+            .map(|i| Some(t.value(i) == tenant && s.value(i) == subject))
+            .collect())
+    }
+}
+
+/// Turns events into ledger entries, profiles and access-log rows.
+pub struct Subjects {
+    key: MasterKey,
+    tenants: TenantRegistry,
+    geo: Arc<dyn GeoLookup>,
+    ledger: DerivedTable,
+    subjects: DerivedTable,
+    access: DerivedTable,
+    dead: DerivedTable,
+    topic: String,
+}
+
+impl std::fmt::Debug for Subjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subjects")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already recorded (a redelivery after a restart).
+    Skipped,
+    Recorded {
+        profile_stored: bool,
+    },
+    DeadLettered(Reason),
+}
+
+impl Subjects {
+    /// Open (creating when needed) the tables.
+    ///
+    /// # Errors
+    /// Storage errors (transient); tables of another shape (internal).
+    pub async fn open(
+        lake: &Lake,
+        key: MasterKey,
+        tenants: TenantRegistry,
+        geo: Arc<dyn GeoLookup>,
+        topic: &str,
+    ) -> Result<Self, SinkError> {
+        let [ledger, subjects, access] = specs();
+        let dl = meterline_sinks::dead_letters_spec();
+        Ok(Self {
+            key,
+            tenants,
+            geo,
+            ledger: DerivedTable::open_or_create(lake, ledger).await?,
+            subjects: DerivedTable::open_or_create(lake, subjects).await?,
+            access: DerivedTable::open_or_create(lake, access).await?,
+            dead: DerivedTable::open_or_create(
+                lake,
+                DerivedSpec {
+                    name: dl.name,
+                    schema: dl.schema,
+                    partition_columns: dl.partition_columns,
+                    properties: dl.properties,
+                },
+            )
+            .await?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    fn app_id(&self, partition: i32) -> String {
+        format!("meterline:{}:{partition}", self.topic)
+    }
+
+    /// The subject's state from the lake: its ledger entries and stored profile.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn state(&mut self, tenant: &str, subject: &str) -> Result<SubjectState, SinkError> {
+        let hash = subject_hash(&self.key, subject);
+        let entries = self.entries(tenant, &hash).await?;
+        let mut state = SubjectState::default();
+        for e in &entries {
+            let event = Event {
+                kind: e.kind,
+                tenant: e.tenant.clone(),
+                subject: String::new(),
+                purpose: e.purpose.clone(),
+                meters: Vec::new(),
+                policy_version: None,
+                occurred_at: e.occurred_at,
+                source: None,
+                profile: Profile::default(),
+                ip: None,
+            };
+            state.apply(&event);
+        }
+        state.seq = entries.len() as i64;
+        state.last_hash = entries
+            .last()
+            .map(|e| e.entry_hash.clone())
+            .unwrap_or_default();
+        self.subjects.reload().await?;
+        let rows = self
+            .subjects
+            .scan(
+                &["email", "name", "phone", "address", "city", "country"],
+                col("tenant")
+                    .eq(lit(tenant))
+                    .and(col("subject").eq(lit(subject))),
+            )
+            .await?;
+        state.profile = rows.iter().find(|b| b.num_rows() > 0).map(|b| {
+            let v = |i: usize| {
+                let c = b.column(i).as_string::<i32>();
+                arrow::array::Array::is_valid(c, 0).then(|| c.value(0).to_owned())
+            };
+            Profile {
+                email: v(0),
+                name: v(1),
+                phone: v(2),
+                address: v(3),
+                city: v(4),
+                country: v(5),
+            }
+        });
+        Ok(state)
+    }
+
+    /// A subject's ledger entries in `seq` order (by the keyed hash).
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn entries(
+        &mut self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Vec<LedgerEntry>, SinkError> {
+        self.ledger.reload().await?;
+        let batches = self
+            .ledger
+            .scan(
+                &[
+                    "tenant",
+                    "subject_hash",
+                    "seq",
+                    "kind",
+                    "purpose",
+                    "meters",
+                    "policy_version",
+                    "lawful_basis",
+                    "occurred_at",
+                    "recorded_at",
+                    "source",
+                    "source_partition",
+                    "source_offset",
+                    "prev_hash",
+                    "entry_hash",
+                ],
+                col("tenant")
+                    .eq(lit(tenant))
+                    .and(col("subject_hash").eq(lit(hash))),
+            )
+            .await?;
+        let mut out = ledger_entries(&batches);
+        out.sort_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    /// Handle one record of the topic.
+    ///
+    /// # Errors
+    /// Storage errors (transient: call again with the same record).
+    pub async fn handle(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<Outcome, SinkError> {
+        let app_id = self.app_id(partition);
+        let answered = self.ledger.progress(&app_id).await?;
+        let dead_answered = self.dead.progress(&app_id).await?;
+        if answered.max(dead_answered).is_some_and(|a| offset <= a) {
+            return Ok(Outcome::Skipped);
+        }
+        let progress = [(app_id, offset)];
+        let event = match parse(payload, max_bytes, &self.tenants) {
+            Ok(e) => e,
+            Err(r) => {
+                // Never the payload: subject events carry personal data.
+                let letter = DeadLetter {
+                    partition,
+                    offset,
+                    reason: r.reason,
+                    detail: r.detail,
+                    tenant: r.tenant,
+                    payload: None,
+                    payload_bytes: payload.map_or(0, |p| p.len() as u64),
+                };
+                let batch = meterline_sinks::dead_letter_batch(
+                    &self.topic,
+                    &[letter],
+                    Utc::now().timestamp_micros(),
+                );
+                self.dead.append(&[batch], &progress).await?;
+                return Ok(Outcome::DeadLettered(r.reason));
+            }
+        };
+        let mut state = self.state(&event.tenant, &event.subject).await?;
+        state.apply(&event);
+        let now = Utc::now();
+        let private = self
+            .tenants
+            .by_id(&event.tenant)
+            .is_some_and(|t| t.deployment == Deployment::Private)
+            || state.upgraded_at.is_some_and(|u| u <= event.occurred_at);
+        let mut profile_stored = false;
+        if private {
+            let mut profile = state.profile.clone().unwrap_or_default();
+            if event.profile.email.is_some() {
+                profile.email.clone_from(&event.profile.email);
+            }
+            for field in OPTIONAL_FIELDS {
+                let consented = state.purposes.contains(field);
+                let offered = match field {
+                    "name" => event.profile.name.clone(),
+                    "phone" => event.profile.phone.clone(),
+                    _ => event.profile.address.clone(),
+                };
+                if let Some(slot) = profile.optional_mut(field) {
+                    if !consented {
+                        *slot = None;
+                    } else if offered.is_some() {
+                        *slot = offered;
+                    }
+                }
+            }
+            if let Some(place) = event.ip.and_then(|ip| self.geo.locate(ip)) {
+                profile.city = place.city;
+                profile.country = Some(place.country);
+            }
+            // Email is required: without one, no profile is kept.
+            if profile.email.is_some() {
+                let batch = profile_batch(&event.tenant, &event.subject, &state, &profile, now);
+                let matcher = tenant_subject_is(&event.tenant, &event.subject);
+                upsert(
+                    self.subjects.table_mut(),
+                    SUBJECTS_TABLE,
+                    &SUBJECTS,
+                    &["tenant", "subject"],
+                    &|_| true,
+                    &matcher,
+                    &[batch],
+                    &[],
+                    "profile",
+                )
+                .await?;
+                profile_stored = true;
+                if event.kind == Kind::ConsentWithdrawn {
+                    // The withdrawn field is gone from the table; delete the
+                    // replaced file from storage now too.
+                    meterline_sinks::purge(self.subjects.table_mut(), SUBJECTS_TABLE).await?;
+                }
+            }
+            if let Some(ip) = event.ip {
+                let access_app = progress[0].0.clone();
+                if self
+                    .access
+                    .progress(&access_app)
+                    .await?
+                    .is_none_or(|a| offset > a)
+                {
+                    let batch = access_batch(
+                        &event.tenant,
+                        &event.subject,
+                        ip,
+                        &profile,
+                        event.occurred_at,
+                        partition,
+                        offset,
+                    );
+                    self.access
+                        .append(&[batch], &[(access_app, offset)])
+                        .await?;
+                }
+            }
+            state.profile = Some(profile);
+        }
+        let meters = (!event.meters.is_empty()).then(|| {
+            event
+                .meters
+                .iter()
+                .map(|m| subject_hash(&self.key, m))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let mut entry = LedgerEntry {
+            tenant: event.tenant.clone(),
+            subject_hash: subject_hash(&self.key, &event.subject),
+            seq: state.seq,
+            kind: event.kind,
+            purpose: event.purpose.clone(),
+            meters,
+            policy_version: event.policy_version.clone(),
+            lawful_basis: event.kind.lawful_basis(),
+            occurred_at: event.occurred_at,
+            recorded_at: now,
+            source: event.source.clone(),
+            source_partition: partition,
+            source_offset: offset,
+            prev_hash: state.last_hash.clone(),
+            entry_hash: String::new(),
+        };
+        entry.entry_hash = entry_hash(&entry);
+        self.ledger
+            .append(&[ledger_batch(&entry)], &progress)
+            .await?;
+        Ok(Outcome::Recorded { profile_stored })
+    }
+}
+
+/// Ledger rows as entries.
+pub fn ledger_entries(batches: &[RecordBatch]) -> Vec<LedgerEntry> {
+    let mut out = Vec::new();
+    for b in batches {
+        let s = |i: usize| b.column(i).as_string::<i32>();
+        let o = |i: usize, r: usize| {
+            let c = s(i);
+            arrow::array::Array::is_valid(c, r).then(|| c.value(r).to_owned())
+        };
+        let t = |i: usize, r: usize| {
+            DateTime::from_timestamp_micros(
+                b.column(i)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(r),
+            )
+            .unwrap_or_default()
+        };
+        for r in 0..b.num_rows() {
+            let Some(kind) = Kind::parse(s(3).value(r)) else {
+                continue;
+            };
+            out.push(LedgerEntry {
+                tenant: s(0).value(r).to_owned(),
+                subject_hash: s(1).value(r).to_owned(),
+                seq: b.column(2).as_primitive::<Int64Type>().value(r),
+                kind,
+                purpose: o(4, r),
+                meters: o(5, r),
+                policy_version: o(6, r),
+                lawful_basis: kind.lawful_basis(),
+                occurred_at: t(8, r),
+                recorded_at: t(9, r),
+                source: o(10, r),
+                source_partition: b
+                    .column(11)
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .value(r),
+                source_offset: b.column(12).as_primitive::<Int64Type>().value(r),
+                prev_hash: s(13).value(r).to_owned(),
+                entry_hash: s(14).value(r).to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// Consume the subject-events topic until shutdown. Storage errors are retried
+/// with backoff (an event is never skipped because the lake failed).
+pub async fn run_loop(
+    settings: crate::config::Settings,
+    metrics: crate::metrics::Metrics,
+    shutdown: Arc<crate::runner::Shutdown>,
+) {
+    use crate::erasure::{commit_position, group_consumer, pause};
+    use rdkafka::message::Message;
+    use std::time::Duration;
+    use tracing::{info, warn};
+
+    let lifecycle = &settings.lifecycle;
+    let topic = lifecycle.subject_events_topic.clone();
+    let Some(key) = settings.key.clone() else {
+        warn!("subject events need a pseudonym key; not consuming them");
+        return;
+    };
+    let Some(consumer) = group_consumer(&settings, &lifecycle.subject_group, &topic) else {
+        return;
+    };
+    let max_backoff = Duration::from_secs(settings.pipeline.retry_max_backoff_secs.max(1));
+    let first_backoff = Duration::from_millis(settings.pipeline.retry_initial_backoff_ms.max(1));
+    let mut subjects = None;
+    let mut backoff = first_backoff;
+    while subjects.is_none() {
+        let opened = match Lake::new(&settings.lake) {
+            Ok(lake) => {
+                Subjects::open(
+                    &lake,
+                    key.clone(),
+                    settings.tenants.clone(),
+                    lifecycle.geo.clone(),
+                    &topic,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(s) => subjects = Some(s),
+            Err(e) => {
+                warn!(error = %e, "subjects: cannot open the tables; retrying");
+                if !pause(backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+    let Some(mut subjects) = subjects else {
+        return;
+    };
+    info!(%topic, group = %lifecycle.subject_group, "subjects consumer started");
+    let max_bytes = settings.pipeline.max_message_bytes;
+    loop {
+        let received = tokio::select! {
+            r = consumer.recv() => r.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec))),
+            () = shutdown.requested() => break,
+        };
+        let (partition, offset, payload) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                metrics.kafka_errors.inc();
+                warn!(error = %e, %topic, "subjects consumer: kafka error");
+                if !pause(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut backoff = first_backoff;
+        loop {
+            match subjects
+                .handle(partition, offset, payload.as_deref(), max_bytes)
+                .await
+            {
+                Ok(outcome) => {
+                    let label = match outcome {
+                        Outcome::Skipped => "skipped",
+                        Outcome::Recorded { .. } => "recorded",
+                        Outcome::DeadLettered(reason) => {
+                            metrics
+                                .dead_letters
+                                .with_label_values(&[reason.as_str()])
+                                .inc();
+                            "dead_lettered"
+                        }
+                    };
+                    metrics.subject_events.with_label_values(&[label]).inc();
+                    break;
+                }
+                Err(e) => {
+                    metrics.subject_events.with_label_values(&["error"]).inc();
+                    warn!(error = %e, partition, offset, retry_in_ms = backoff.as_millis() as u64, "subject event not recorded; retrying");
+                    if !pause(backoff, &shutdown).await {
+                        info!("subjects consumer stopped");
+                        return;
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+        commit_position(&consumer, &topic, partition, offset);
+    }
+    info!("subjects consumer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenants() -> TenantRegistry {
+        crate::generator::tenants()
+    }
+
+    fn event(extra: serde_json::Value) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "schema": SCHEMA, "kind": "consent_granted", "tenant": "acme-industri",
+            "subject": "acct-1", "purpose": "phone", "occurred_at": "2026-11-01T10:00:00+01:00",
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    }
+
+    fn reason(v: serde_json::Value) -> Reason {
+        parse(Some(v.to_string().as_bytes()), 65536, &tenants())
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn events_parse_and_bad_ones_have_a_reason_without_values() {
+        let e = parse(
+            Some(
+                event(serde_json::json!({"ip": "192.0.2.1"}))
+                    .to_string()
+                    .as_bytes(),
+            ),
+            65536,
+            &tenants(),
+        )
+        .unwrap();
+        assert_eq!(e.kind, Kind::ConsentGranted);
+        assert_eq!(e.occurred_at.to_rfc3339(), "2026-11-01T09:00:00+00:00");
+        assert_eq!(
+            reason(event(serde_json::json!({"kind": "bogus"}))),
+            Reason::InvalidValue
+        );
+        assert_eq!(
+            reason(event(serde_json::json!({"purpose": null}))),
+            Reason::MissingField
+        );
+        assert_eq!(
+            reason(event(serde_json::json!({"tenant": "nope"}))),
+            Reason::UnknownTenant
+        );
+        assert_eq!(
+            reason(event(serde_json::json!({"schema": "reading/v1"}))),
+            Reason::UnsupportedSchema
+        );
+        assert_eq!(
+            reason(event(
+                serde_json::json!({"occurred_at": "2026-11-01 10:00"})
+            )),
+            Reason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(event(serde_json::json!({"phone": 4740000000_u64}))),
+            Reason::WrongType
+        );
+        assert_eq!(
+            reason(event(
+                serde_json::json!({"kind": "elhub_consent_granted", "meters": ["123"]})
+            )),
+            Reason::InvalidGsrn
+        );
+        assert_eq!(
+            reason(event(serde_json::json!({"kind": "elhub_consent_revoked"}))),
+            Reason::MissingField
+        );
+        let r = parse(
+            Some(
+                event(serde_json::json!({"ip": "secret-host"}))
+                    .to_string()
+                    .as_bytes(),
+            ),
+            65536,
+            &tenants(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidValue);
+        assert!(!r.detail.contains("secret"));
+        assert_eq!(r.tenant.as_deref(), Some("acme-industri"));
+        assert_eq!(
+            parse(Some(b"{"), 65536, &tenants()).unwrap_err().reason,
+            Reason::MalformedJson
+        );
+        assert_eq!(
+            parse(None, 65536, &tenants()).unwrap_err().reason,
+            Reason::EmptyPayload
+        );
+        assert_eq!(
+            parse(Some(&[b' '; 100]), 10, &tenants())
+                .unwrap_err()
+                .reason,
+            Reason::TooLarge
+        );
+    }
+
+    fn chain(n: usize) -> Vec<LedgerEntry> {
+        let mut out: Vec<LedgerEntry> = Vec::new();
+        for i in 0..n {
+            let mut e = LedgerEntry {
+                tenant: "t".into(),
+                subject_hash: "h".into(),
+                seq: i as i64,
+                kind: Kind::ALL[i % 6],
+                purpose: Some("phone".into()),
+                meters: None,
+                policy_version: Some("v1".into()),
+                lawful_basis: "consent",
+                occurred_at: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
+                recorded_at: DateTime::from_timestamp(1_700_000_100 + i as i64, 0).unwrap(),
+                source: None,
+                source_partition: 0,
+                source_offset: i as i64,
+                prev_hash: out.last().map(|p| p.entry_hash.clone()).unwrap_or_default(),
+                entry_hash: String::new(),
+            };
+            e.entry_hash = entry_hash(&e);
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn the_chain_detects_edits_removals_and_reordering() {
+        let good = chain(5);
+        assert_eq!(verify_chain(&good), Ok(()));
+        let mut edited = good.clone();
+        edited[2].purpose = Some("name".into());
+        assert_eq!(verify_chain(&edited), Err(2));
+        let mut removed = good.clone();
+        removed.remove(1);
+        assert_eq!(verify_chain(&removed), Err(2));
+        let mut swapped = good.clone();
+        swapped.swap(3, 4);
+        assert_eq!(verify_chain(&swapped), Err(4));
+        // An edit with a recomputed hash breaks the next link.
+        let mut rehashed = good;
+        rehashed[1].kind = Kind::AccountTerminated;
+        rehashed[1].entry_hash = entry_hash(&rehashed[1]);
+        assert_eq!(verify_chain(&rehashed), Err(2));
+    }
+}
