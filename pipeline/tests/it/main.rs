@@ -4,6 +4,7 @@
 
 mod aggregates;
 mod common;
+mod consent;
 mod corrections;
 mod crash;
 mod dead_letters;
