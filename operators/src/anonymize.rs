@@ -28,6 +28,8 @@ use crate::FastMap;
 pub struct Anonymize {
     tenants: TenantRegistry,
     pseudonymizer: Option<Pseudonymizer>,
+    /// Upgrades to private treatment (see [`crate::consent`]).
+    consent: Option<std::sync::Arc<crate::consent::ConsentView>>,
 }
 
 /// Why an anonymizer cannot be built.
@@ -50,7 +52,13 @@ impl Anonymize {
         Ok(Self {
             tenants,
             pseudonymizer,
+            consent: None,
         })
+    }
+
+    /// The consent state to apply from the next batch on.
+    pub fn set_consent(&mut self, view: Option<std::sync::Arc<crate::consent::ConsentView>>) {
+        self.consent = view;
     }
 }
 
@@ -117,6 +125,15 @@ impl Operator for Anonymize {
         batch: RecordBatch,
         _ctx: &OperatorContext,
     ) -> Result<OperatorOutput, OperatorError> {
+        let upgrades = self.consent.clone().filter(|c| c.has_upgrades());
+        let start = batch
+            .column(col::INTERVAL_START)
+            .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+            .ok_or(OperatorError::Schema {
+                operator: "anonymize",
+                column: "interval_start",
+            })?
+            .clone();
         if batch.schema().fields() != DECODED.fields() {
             return Err(OperatorError::Schema {
                 operator: "anonymize",
@@ -198,6 +215,18 @@ impl Operator for Anonymize {
             // A replayed dead letter of a public tenant carries pseudonyms already
             // (verified by its replay tag in decode): keep them as they are.
             let replayed = flag_bits.value(row) & flags::REPLAYED != 0;
+            // A public subject who upgraded to private treatment: their readings
+            // from the upgrade on are kept linked, never those before it.
+            let deployment = match (&upgrades, deployment) {
+                (Some(view), Deployment::Public)
+                    if !replayed
+                        && subject.is_valid(row)
+                        && view.upgraded(t, subject.value(row), start.value(row)) =>
+                {
+                    Deployment::Private
+                }
+                _ => deployment,
+            };
             match deployment {
                 Deployment::Public if replayed => {
                     if meter_id.is_valid(row) {

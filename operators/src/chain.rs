@@ -5,10 +5,12 @@
 //! payload (sensitive data removed; public tenants' identifiers pseudonymized).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
 use crate::anonymize::{Anonymize, AnonymizeBuildError};
+use crate::consent::{elhub_filter, ConsentView};
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::decode::{DecodeConfig, Decoder, RawRecord};
 use crate::operator::{Operator, OperatorContext, OperatorError};
@@ -27,6 +29,8 @@ pub struct ChainOutput {
     pub sensitive: SensitiveCounts,
     /// Rows that went into each operator, for the per-component metrics.
     pub rows_in: [(&'static str, usize); 3],
+    /// Valid readings not stored for lack of Elhub consent (an intentional drop).
+    pub no_consent: usize,
 }
 
 /// decode -> validate -> anonymize.
@@ -35,6 +39,8 @@ pub struct Chain {
     decoder: Decoder,
     validate: Validate,
     anonymize: Anonymize,
+    tenants: TenantRegistry,
+    consent: Option<Arc<ConsentView>>,
 }
 
 impl Chain {
@@ -48,8 +54,17 @@ impl Chain {
         Ok(Self {
             decoder: Decoder::new(config, tenants.clone(), pseudonymizer.clone()),
             validate: Validate::new(tenants.clone()),
-            anonymize: Anonymize::new(tenants, pseudonymizer)?,
+            anonymize: Anonymize::new(tenants.clone(), pseudonymizer)?,
+            tenants,
+            consent: None,
         })
+    }
+
+    /// The consent state to apply from the next batch on (Elhub consent,
+    /// upgrades to private treatment).
+    pub fn set_consent(&mut self, view: Option<Arc<ConsentView>>) {
+        self.anonymize.set_consent(view.clone());
+        self.consent = view;
     }
 
     /// Run the chain over a slice of records.
@@ -74,8 +89,15 @@ impl Chain {
                 dead_letters.push(self.redacted(&by_position, rejected));
             }
         }
-        let validated_rows = validated.accepted.num_rows();
-        let anonymized = self.anonymize.process(validated.accepted, ctx)?;
+        let (consented, no_consent) =
+            elhub_filter(validated.accepted, &self.tenants, self.consent.as_deref()).map_err(
+                |source| OperatorError::Arrow {
+                    operator: "consent",
+                    source,
+                },
+            )?;
+        let validated_rows = consented.num_rows();
+        let anonymized = self.anonymize.process(consented, ctx)?;
         dead_letters.extend(anonymized.rejected);
         Ok(ChainOutput {
             readings: anonymized.accepted,
@@ -86,6 +108,7 @@ impl Chain {
                 ("validate", decoded_rows),
                 ("anonymize", validated_rows),
             ],
+            no_consent,
         })
     }
 

@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod anonymize;
 pub mod chain;
+pub mod consent;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;

@@ -15,6 +15,8 @@ use std::fmt;
 
 /// Context string for `blake3::derive_key`: fixed, application-specific, versioned.
 const KDF_CONTEXT: &str = "meterline 2026-11 pseudonym key v1";
+/// Context for the key of ledger hashes (see [`LedgerHasher`]).
+const LEDGER_CONTEXT: &str = "meterline 2026-11 erasure audit subject v1";
 /// Context for the key of replay tags (see [`Pseudonymizer::replay_tag`]).
 const REPLAY_CONTEXT: &str = "meterline 2026-11 replay tag v1";
 
@@ -134,6 +136,33 @@ impl Pseudonymizer {
     pub fn pseudonym(&mut self, tenant: &str, kind: IdKind, id: &str) -> String {
         let key = self.key(tenant, kind);
         pseudonym_with_key(&key, id)
+    }
+}
+
+/// The keyed hash under which the consent ledger and the erasure audit name a
+/// subject or a meter (32 hex characters), the same in every tenant: whoever holds
+/// the master key and an id can find its entries; the tables alone name nobody.
+#[derive(Clone)]
+pub struct LedgerHasher {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for LedgerHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LedgerHasher(<redacted>)")
+    }
+}
+
+impl LedgerHasher {
+    pub fn new(master: &MasterKey) -> Self {
+        // Derived from the hex form: the audit hashes written since 2026-11 use it.
+        Self {
+            key: blake3::derive_key(LEDGER_CONTEXT, master.to_hex().as_bytes()),
+        }
+    }
+
+    pub fn hash(&self, id: &str) -> String {
+        blake3::keyed_hash(&self.key, id.as_bytes()).to_hex()[..32].to_owned()
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Rules {
     /// Accept `Wh` and convert it to `kWh` (flag `unit_converted`); otherwise `Wh` is
     /// `unit_not_allowed`.
     pub convert_wh: bool,
+    /// Readings are Elhub data: stored only for a meter with valid Elhub consent
+    /// at the interval's start (see [`crate::consent`]).
+    pub requires_elhub_consent: bool,
 }
 
 impl Default for Rules {
@@ -69,6 +72,7 @@ impl Default for Rules {
             future_skew_micros: 15 * 60 * 1_000_000,
             max_age_micros: 1096 * 86_400 * 1_000_000,
             convert_wh: false,
+            requires_elhub_consent: false,
         }
     }
 }

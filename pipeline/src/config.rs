@@ -307,6 +307,11 @@ pub struct TenantConfig {
     /// local days after their date. Must exceed `validation.max_age_days`.
     #[serde(default = "default_telemetry_retention_days")]
     pub telemetry_retention_days: u32,
+    /// The tenant's readings are Elhub data: each is stored only if its meter has
+    /// valid Elhub consent (`elhub_consent_granted` on the subject-events topic) at
+    /// the interval's start; others are dropped and counted (`no_consent`).
+    #[serde(default)]
+    pub elhub_consent_required: bool,
 }
 
 fn default_telemetry_retention_days() -> u32 {
@@ -390,6 +395,7 @@ impl ValidationConfig {
                 * 86_400
                 * 1_000_000,
             convert_wh: self.convert_wh,
+            requires_elhub_consent: false,
         })
     }
 }
@@ -655,7 +661,10 @@ impl Config {
                     DeploymentConfig::Private => Deployment::Private,
                 },
                 timezone,
-                rules: t.validation.rules(&format!("tenants[{i}].validation"))?,
+                rules: meterline_operators::Rules {
+                    requires_elhub_consent: t.elhub_consent_required,
+                    ..t.validation.rules(&format!("tenants[{i}].validation"))?
+                },
             });
         }
         let tenants =
@@ -787,6 +796,14 @@ impl Config {
                 return Err(invalid(
                     "privacy.subject_events_topic",
                     "must not be the readings, dead-letter or erasure topic",
+                ));
+            }
+        }
+        if p.subject_events_topic.is_empty() {
+            if let Some(i) = self.tenants.iter().position(|t| t.elhub_consent_required) {
+                return Err(invalid(
+                    format!("tenants[{i}].elhub_consent_required"),
+                    "needs privacy.subject_events_topic: Elhub consent is known only from subject events",
                 ));
             }
         }

@@ -85,15 +85,11 @@ pub fn audit_spec() -> DerivedSpec {
     }
 }
 
-/// Context of the key behind [`subject_hash`].
-const AUDIT_CONTEXT: &str = "meterline 2026-11 erasure audit subject v1";
-
 /// The keyed hash of a subject in the audit trail (32 hex characters): whoever
 /// holds the key and a subject id can find its erasure; the table alone reveals
 /// nothing, and a plain hash of an account number could be reversed by trying them.
 pub fn subject_hash(key: &MasterKey, subject: &str) -> String {
-    let derived = blake3::derive_key(AUDIT_CONTEXT, key.to_hex().as_bytes());
-    blake3::keyed_hash(&derived, subject.as_bytes()).to_hex()[..32].to_owned()
+    meterline_operators::pseudonym::LedgerHasher::new(key).hash(subject)
 }
 
 /// Retention and erasure settings.

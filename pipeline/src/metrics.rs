@@ -28,13 +28,17 @@ pub mod drop_reason {
     pub const DUPLICATE: &str = "duplicate";
     /// An older version than the reading already accepted for the key.
     pub const SUPERSEDED: &str = "superseded";
-    pub const ALL: [&str; 6] = [
+    /// A reading of a tenant whose data needs Elhub consent, for a meter without
+    /// consent valid at the interval's start (or not known yet).
+    pub const NO_CONSENT: &str = "no_consent";
+    pub const ALL: [&str; 7] = [
         ALREADY_STORED,
         REVOKED,
         FENCED,
         UNCOMMITTED_AT_EXIT,
         DUPLICATE,
         SUPERSEDED,
+        NO_CONSENT,
     ];
 }
 

@@ -140,6 +140,8 @@ impl Buffer {
 pub struct Runner {
     topic: String,
     chain: Chain,
+    /// The consent state, refreshed by [`crate::subjects::consent_loop`].
+    consent: Option<crate::subjects::ConsentHandle>,
     versions: VersionIndex,
     version_index_max_keys: usize,
     dlq: Option<(FutureProducer, String)>,
@@ -194,6 +196,7 @@ impl Runner {
         Ok(Self {
             topic,
             chain,
+            consent: None,
             versions: VersionIndex::new(p.version_index_max_keys),
             version_index_max_keys: p.version_index_max_keys,
             dlq,
@@ -266,6 +269,13 @@ impl Runner {
         }
     }
 
+    /// Check readings against this consent state (Elhub consent, upgrades).
+    #[must_use]
+    pub fn with_consent(mut self, handle: crate::subjects::ConsentHandle) -> Self {
+        self.consent = Some(handle);
+        self
+    }
+
     fn ctx() -> OperatorContext {
         OperatorContext {
             now_micros: chrono::Utc::now().timestamp_micros(),
@@ -296,7 +306,15 @@ impl Runner {
         }
         let ctx = Self::ctx();
         self.metrics.records_consumed.inc_by(records.len() as u64);
+        if let Some(handle) = &self.consent {
+            let view = handle.read().ok().and_then(|v| v.clone());
+            self.chain.set_consent(view);
+        }
         let out = self.chain.process(&records, &ctx)?;
+        self.metrics
+            .records_dropped
+            .with_label_values(&[drop_reason::NO_CONSENT])
+            .inc_by(out.no_consent as u64);
         for (name, rows) in out.rows_in {
             self.component(name, rows);
         }

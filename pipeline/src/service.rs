@@ -26,7 +26,36 @@ pub async fn run_pipeline(
 ) -> Result<(), RunError> {
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let (commits_tx, commits_rx) = std::sync::mpsc::channel();
-    let runner = Runner::new(&settings, metrics.clone(), commits_tx, shutdown.clone()).await?;
+    let mut runner = Runner::new(&settings, metrics.clone(), commits_tx, shutdown.clone()).await?;
+    // The consent state (Elhub consent, upgrades) from the ledger: loaded once
+    // before the first record, then kept current by its own task.
+    let consent = match (
+        &settings.key,
+        settings.lifecycle.subject_events_topic.is_empty(),
+    ) {
+        (Some(key), false) => {
+            let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
+            let handle: crate::subjects::ConsentHandle = Arc::default();
+            match crate::subjects::load_view(&lake, key).await {
+                Ok(view) => {
+                    if let Ok(mut slot) = handle.write() {
+                        *slot = view.map(Arc::new);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consent state not loaded yet; readings that need consent are dropped until it is")
+                }
+            }
+            runner = runner.with_consent(handle.clone());
+            Some(tokio::spawn(crate::subjects::consent_loop(
+                lake,
+                key.clone(),
+                handle,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     let grace = Duration::from_secs(settings.pipeline.shutdown_grace_secs);
     let source = KafkaSource::start(
         &settings.kafka,
@@ -106,6 +135,7 @@ pub async fn run_pipeline(
         ("retention", Some(retention)),
         ("erasure", erasure),
         ("subjects", subjects),
+        ("consent", consent),
     ] {
         if let Some(task) = task {
             if tokio::time::timeout(grace, task).await.is_err() {
