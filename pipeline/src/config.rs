@@ -217,8 +217,10 @@ pub struct PrivacyConfig {
     /// any that took longer.
     pub erasure_deadline_secs: u64,
     /// Topic of `subject-event/v1` records (consent, upgrade, termination, Elhub
-    /// consent, profile data). Empty: no subjects consumer.
-    pub subject_events_topic: String,
+    /// consent, profile data). Empty: no subjects consumer. Unset:
+    /// `subject.events` when a pseudonym key is configured (the ledger stores
+    /// subjects only as keyed hashes), else none.
+    pub subject_events_topic: Option<String>,
     /// Offline IP -> city/country table (`cidr,city,country` lines) for profiles;
     /// unset: city and country stay empty.
     pub geoip_file: Option<PathBuf>,
@@ -235,7 +237,7 @@ impl Default for PrivacyConfig {
             special_category_fields: None,
             erasure_topic: "subject.erasure".to_owned(),
             erasure_deadline_secs: 3600,
-            subject_events_topic: "subject.events".to_owned(),
+            subject_events_topic: None,
             geoip_file: None,
             access_log_retention_days: 90,
             account_retention_days: 30,
@@ -779,7 +781,12 @@ impl Config {
             ));
         }
         let p = &self.privacy;
-        if !p.subject_events_topic.is_empty() {
+        let subject_events_topic = match (&p.subject_events_topic, &key) {
+            (Some(t), _) => t.clone(),
+            (None, Some(_)) => "subject.events".to_owned(),
+            (None, None) => String::new(),
+        };
+        if !subject_events_topic.is_empty() {
             if key.is_none() {
                 return Err(invalid(
                     "privacy.subject_events_topic",
@@ -791,7 +798,7 @@ impl Config {
                 d.kafka_topic.as_str(),
                 p.erasure_topic.as_str(),
             ]
-            .contains(&p.subject_events_topic.as_str())
+            .contains(&subject_events_topic.as_str())
             {
                 return Err(invalid(
                     "privacy.subject_events_topic",
@@ -799,7 +806,7 @@ impl Config {
                 ));
             }
         }
-        if p.subject_events_topic.is_empty() {
+        if subject_events_topic.is_empty() {
             if let Some(i) = self.tenants.iter().position(|t| t.elhub_consent_required) {
                 return Err(invalid(
                     format!("tenants[{i}].elhub_consent_required"),
@@ -820,7 +827,7 @@ impl Config {
             None => std::sync::Arc::new(crate::geo::CidrTable::default()),
         };
         let lifecycle = crate::lifecycle::LifecycleSettings {
-            subject_events_topic: p.subject_events_topic.clone(),
+            subject_events_topic,
             subject_group: format!("{}.subjects", self.kafka.group_id),
             geo,
             access_log_days: p.access_log_retention_days,

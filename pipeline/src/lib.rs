@@ -18,6 +18,7 @@ pub mod consumer;
 pub mod demo;
 pub mod dlq;
 pub mod erasure;
+pub mod export;
 pub mod generator;
 pub mod geo;
 pub mod lifecycle;

@@ -161,6 +161,11 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Subject rights: export everything stored about a subject.
+    Subject {
+        #[command(subcommand)]
+        action: SubjectCommand,
+    },
     /// Print a new random pseudonym key (64 hex characters) for [privacy] key_file.
     ///
     /// Example:
@@ -200,6 +205,35 @@ enum DlqCommand {
         /// Count what would be replayed without publishing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectCommand {
+    /// Everything stored about one subject (rights of access and portability):
+    /// profile, consent history, access log, every stored reading version, and
+    /// the consumption aggregates of their meters on their days. JSON is one
+    /// document (to stdout, or DIR/subject.json); CSV and Parquet write one file
+    /// per section into --out. Sections and columns: README, "Subject export".
+    /// Needs the pseudonym key (the consent history is stored under a keyed hash).
+    ///
+    /// Examples:
+    ///   meterline subject export --config deploy/meterline.toml --tenant acme-industri --subject acct-1 > acct-1.json
+    ///   meterline subject export --config deploy/meterline.toml --tenant acme-industri --subject acct-1 --format parquet --out export/
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// The configuration of the pipeline (lake, tenants, key).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long, value_enum, default_value_t = meterline::export::ExportFormat::Json)]
+        format: meterline::export::ExportFormat,
+        /// Output directory (required for csv and parquet).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -320,6 +354,16 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Retention {
             action: RetentionCommand::Run { config },
         } => report(retention(&config).await),
+        Command::Subject {
+            action:
+                SubjectCommand::Export {
+                    config,
+                    tenant,
+                    subject,
+                    format,
+                    out,
+                },
+        } => report(export(&config, &tenant, &subject, format, out.as_deref()).await),
         Command::Audit { config, tenant } => match audit(&config, tenant.as_deref()).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(meterline::audit::VIOLATION_EXIT),
@@ -403,6 +447,22 @@ async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
             e.files_vacuumed,
             e.detail.unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+async fn export(
+    config: &std::path::Path,
+    tenant: &str,
+    subject: &str,
+    format: meterline::export::ExportFormat,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let settings = meterline::config::Config::load(config)?.build()?;
+    let sections = meterline::export::collect(&settings, tenant, subject).await?;
+    let written = meterline::export::write(tenant, subject, &sections, format, out)?;
+    for path in written {
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
