@@ -217,6 +217,7 @@ listen = "127.0.0.1:{port}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+key_rotation = "never"
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 [[tenants]]

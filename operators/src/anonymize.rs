@@ -16,6 +16,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, UInt32Type};
 
+use crate::epoch::{Epoch, Rotation};
 use crate::flags;
 use crate::operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
 use crate::pseudonym::{pseudonym_with_key, IdKind, Pseudonymizer};
@@ -54,6 +55,75 @@ impl Anonymize {
             pseudonymizer,
             consent: None,
         })
+    }
+
+    /// Keys of a tenant's open epochs (see [`Pseudonymizer::set_epoch_keys`]).
+    pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(Epoch, [u8; 32])]) {
+        if let Some(p) = self.pseudonymizer.as_mut() {
+            p.set_epoch_keys(tenant, keys);
+        }
+    }
+
+    /// Remove the rows of public tenants whose key epoch is closed (or not loaded):
+    /// they cannot be pseudonymized any more. Returns the rows left and how many
+    /// were removed (an intentional drop).
+    ///
+    /// # Errors
+    /// A batch of another schema.
+    pub fn drop_closed_epochs(
+        &self,
+        batch: RecordBatch,
+    ) -> Result<(RecordBatch, usize), OperatorError> {
+        let rotating: Vec<(&str, Rotation)> = self
+            .tenants
+            .iter()
+            .filter(|t| {
+                t.deployment == Deployment::Public && t.rules.key_rotation != Rotation::Never
+            })
+            .map(|t| (t.id.as_str(), t.rules.key_rotation))
+            .collect();
+        if rotating.is_empty() || batch.num_rows() == 0 {
+            return Ok((batch, 0));
+        }
+        let schema_error = || OperatorError::Schema {
+            operator: "anonymize",
+            column: "local_date",
+        };
+        let tenant = batch
+            .column(col::TENANT)
+            .as_string_opt::<i32>()
+            .ok_or_else(schema_error)?;
+        let local_date = batch
+            .column(col::LOCAL_DATE)
+            .as_primitive_opt::<arrow::datatypes::Date32Type>()
+            .ok_or_else(schema_error)?;
+        let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let t = tenant.value(i);
+                Some(
+                    rotating
+                        .iter()
+                        .find(|r| r.0 == t)
+                        .is_none_or(|(_, rotation)| {
+                            let epoch = rotation.epoch_of(local_date.value(i));
+                            self.pseudonymizer
+                                .as_ref()
+                                .is_some_and(|p| p.has_epoch(t, epoch))
+                        }),
+                )
+            })
+            .collect();
+        let dropped = keep.false_count();
+        if dropped == 0 {
+            return Ok((batch, 0));
+        }
+        let kept = arrow::compute::filter_record_batch(&batch, &keep).map_err(|source| {
+            OperatorError::Arrow {
+                operator: "anonymize",
+                source,
+            }
+        })?;
+        Ok((kept, dropped))
     }
 
     /// The consent state to apply from the next batch on.
@@ -110,6 +180,8 @@ impl<'a> PseudonymCache<'a> {
 /// A tenant as this batch uses it: looked up once per batch, not per row.
 struct BatchTenant<'a> {
     id: &'a str,
+    /// The key epoch (one slot per tenant and epoch: pseudonyms differ by epoch).
+    epoch: Epoch,
     deployment: Deployment,
     device_key: [u8; 32],
     meter_key: [u8; 32],
@@ -146,6 +218,14 @@ impl Operator for Anonymize {
         let meter_id = string_col(&batch, col::METER_ID, "meter_id")?;
         let subject = string_col(&batch, col::SUBJECT, "subject")?;
         let area_index = READINGS.index_of("area").expect("area column");
+        let local_date = batch
+            .column(col::LOCAL_DATE)
+            .as_primitive_opt::<arrow::datatypes::Date32Type>()
+            .ok_or(OperatorError::Schema {
+                operator: "anonymize",
+                column: "local_date",
+            })?
+            .clone();
         let area = string_col(&batch, area_index, "area")?;
         let flag_bits = batch
             .column(col::FLAGS)
@@ -170,9 +250,27 @@ impl Operator for Anonymize {
         let mut seen: Vec<BatchTenant<'_>> = Vec::new();
         let mut cache = PseudonymCache::default();
 
+        // Per batch: each tenant's key rotation (found by a short scan).
+        let mut rotations: Vec<(&str, Rotation)> = Vec::new();
         for row in 0..rows {
             let t = tenant.value(row);
-            let slot = match seen.iter().position(|s| s.id == t) {
+            let rotation = match rotations.iter().find(|r| r.0 == t) {
+                Some(r) => r.1,
+                None => {
+                    let r = self
+                        .tenants
+                        .by_id(t)
+                        .filter(|x| x.deployment == Deployment::Public)
+                        .map_or(Rotation::Never, |x| x.rules.key_rotation);
+                    rotations.push((t, r));
+                    r
+                }
+            };
+            let epoch = match rotation {
+                Rotation::Never => Epoch::All,
+                r => r.epoch_of(local_date.value(row)),
+            };
+            let slot = match seen.iter().position(|s| s.id == t && s.epoch == epoch) {
                 Some(slot) => slot,
                 None => {
                     let deployment = self
@@ -183,9 +281,19 @@ impl Operator for Anonymize {
                         // with the strictest rules.
                         .unwrap_or(Deployment::Public);
                     let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut()) {
-                        (Deployment::Public, Some(p)) => {
-                            (p.key(t, IdKind::Device), p.key(t, IdKind::Meter))
-                        }
+                        (Deployment::Public, Some(p)) => match (
+                            p.epoch_key(t, IdKind::Device, epoch),
+                            p.epoch_key(t, IdKind::Meter, epoch),
+                        ) {
+                            (Some(d), Some(m)) => (d, m),
+                            // `drop_closed_epochs` removed such rows first.
+                            _ => {
+                                return Err(OperatorError::Schema {
+                                    operator: "anonymize",
+                                    column: "local_date",
+                                })
+                            }
+                        },
                         (Deployment::Public, None) => {
                             // `new` refuses public tenants without a key; a batch for an
                             // unconfigured tenant cannot be stored safely.
@@ -198,6 +306,7 @@ impl Operator for Anonymize {
                     };
                     seen.push(BatchTenant {
                         id: t,
+                        epoch,
                         deployment,
                         device_key,
                         meter_key,

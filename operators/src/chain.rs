@@ -31,6 +31,8 @@ pub struct ChainOutput {
     pub rows_in: [(&'static str, usize); 3],
     /// Valid readings not stored for lack of Elhub consent (an intentional drop).
     pub no_consent: usize,
+    /// Valid readings of a public tenant in a closed key epoch (an intentional drop).
+    pub epoch_closed: usize,
 }
 
 /// decode -> validate -> anonymize.
@@ -58,6 +60,11 @@ impl Chain {
             tenants,
             consent: None,
         })
+    }
+
+    /// Keys of a tenant's open pseudonym epochs.
+    pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(crate::epoch::Epoch, [u8; 32])]) {
+        self.anonymize.set_epoch_keys(tenant, keys);
     }
 
     /// The consent state to apply from the next batch on (Elhub consent,
@@ -96,8 +103,9 @@ impl Chain {
                     source,
                 },
             )?;
-        let validated_rows = consented.num_rows();
-        let anonymized = self.anonymize.process(consented, ctx)?;
+        let (open, epoch_closed) = self.anonymize.drop_closed_epochs(consented)?;
+        let validated_rows = open.num_rows();
+        let anonymized = self.anonymize.process(open, ctx)?;
         dead_letters.extend(anonymized.rejected);
         Ok(ChainOutput {
             readings: anonymized.accepted,
@@ -109,6 +117,7 @@ impl Chain {
                 ("anonymize", validated_rows),
             ],
             no_consent,
+            epoch_closed,
         })
     }
 

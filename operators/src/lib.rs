@@ -25,6 +25,7 @@ pub mod consent;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;
+pub mod epoch;
 pub mod flags;
 pub mod ids;
 pub mod operator;

@@ -13,8 +13,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::epoch::Epoch;
+
 /// Context string for `blake3::derive_key`: fixed, application-specific, versioned.
 const KDF_CONTEXT: &str = "meterline 2026-11 pseudonym key v1";
+/// Context for identifier keys derived from an epoch key.
+const EPOCH_KDF_CONTEXT: &str = "meterline 2026-11 epoch pseudonym key v1";
 /// Context for the key of ledger hashes (see [`LedgerHasher`]).
 const LEDGER_CONTEXT: &str = "meterline 2026-11 erasure audit subject v1";
 /// Context for the key of replay tags (see [`Pseudonymizer::replay_tag`]).
@@ -88,12 +92,17 @@ pub struct Pseudonymizer {
     master: MasterKey,
     /// tenant -> derived key per [`IdKind`] (looked up without allocating).
     keys: HashMap<String, [Option<[u8; 32]>; 3]>,
+    /// (tenant, epoch) -> the epoch's key (random, stored wrapped; see `epoch`).
+    epoch_keys: HashMap<(String, Epoch), [u8; 32]>,
+    /// (tenant, epoch) -> derived key per [`IdKind`].
+    epoch_derived: HashMap<(String, Epoch), [Option<[u8; 32]>; 3]>,
 }
 
 impl fmt::Debug for Pseudonymizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pseudonymizer")
             .field("derived_keys", &self.keys.len())
+            .field("epoch_keys", &self.epoch_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -103,7 +112,46 @@ impl Pseudonymizer {
         Self {
             master,
             keys: HashMap::new(),
+            epoch_keys: HashMap::new(),
+            epoch_derived: HashMap::new(),
         }
+    }
+
+    /// The keys of `tenant`'s open epochs (replacing what was set before: an epoch
+    /// left out is closed, and its readings are not pseudonymized any more).
+    pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(Epoch, [u8; 32])]) {
+        self.epoch_keys.retain(|(t, _), _| t != tenant);
+        self.epoch_derived.retain(|(t, _), _| t != tenant);
+        for (epoch, key) in keys {
+            self.epoch_keys.insert((tenant.to_owned(), *epoch), *key);
+        }
+    }
+
+    /// True when identifiers of `tenant` in `epoch` can be pseudonymized.
+    pub fn has_epoch(&self, tenant: &str, epoch: Epoch) -> bool {
+        epoch == Epoch::All || self.epoch_keys.contains_key(&(tenant.to_owned(), epoch))
+    }
+
+    /// The key for one tenant, identifier kind and epoch (`None`: the epoch is
+    /// closed or unknown). [`Epoch::All`] is the master-derived [`key`](Self::key).
+    pub fn epoch_key(&mut self, tenant: &str, kind: IdKind, epoch: Epoch) -> Option<[u8; 32]> {
+        if epoch == Epoch::All {
+            return Some(self.key(tenant, kind));
+        }
+        let slot = kind as usize;
+        let id = (tenant.to_owned(), epoch);
+        if let Some(key) = self.epoch_derived.get(&id).and_then(|k| k[slot]) {
+            return Some(key);
+        }
+        let epoch_key = self.epoch_keys.get(&id)?;
+        let mut material = Vec::with_capacity(32 + tenant.len() + 1 + 8);
+        material.extend_from_slice(epoch_key);
+        material.extend_from_slice(tenant.as_bytes());
+        material.push(0);
+        material.extend_from_slice(kind.label().as_bytes());
+        let key = blake3::derive_key(EPOCH_KDF_CONTEXT, &material);
+        self.epoch_derived.entry(id).or_default()[slot] = Some(key);
+        Some(key)
     }
 
     /// The derived key for one tenant and identifier kind.

@@ -60,6 +60,11 @@ pub struct Rules {
     /// Readings are Elhub data: stored only for a meter with valid Elhub consent
     /// at the interval's start (see [`crate::consent`]).
     pub requires_elhub_consent: bool,
+    /// Public tenants: how often the pseudonym key changes (see [`crate::epoch`]).
+    pub key_rotation: crate::epoch::Rotation,
+    /// Days after its end an epoch's key is destroyed; readings of an epoch
+    /// closed that long are not stored.
+    pub key_grace_days: u32,
 }
 
 impl Default for Rules {
@@ -73,6 +78,8 @@ impl Default for Rules {
             max_age_micros: 1096 * 86_400 * 1_000_000,
             convert_wh: false,
             requires_elhub_consent: false,
+            key_rotation: crate::epoch::Rotation::Never,
+            key_grace_days: 60,
         }
     }
 }

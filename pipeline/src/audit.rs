@@ -49,6 +49,7 @@ pub struct Report {
     pub erasures_completed: i64,
     pub erasures_late: i64,
     pub retention_deletions: i64,
+    pub keys_destroyed: i64,
     /// `None`: no erasure topic configured, or Kafka not reachable (see `notes`).
     pub pending: Option<Pending>,
     pub violations: Vec<String>,
@@ -319,6 +320,7 @@ pub async fn report(
                         report.erasures_late = late.value(i);
                     }
                     kind::RETENTION => report.retention_deletions = counts.value(i),
+                    kind::KEY_DESTROYED => report.keys_destroyed = counts.value(i),
                     _ => {}
                 }
             }
@@ -350,10 +352,50 @@ pub async fn report(
             )),
         }
     }
-    report.notes.push(
-        "key epochs: not implemented yet; one pseudonym key for all time (see the README, Privacy)"
-            .to_owned(),
-    );
+    // Pseudonym epoch keys that should have been destroyed (a day of slack for
+    // the sweep schedule).
+    if let Some(master) = &settings.key {
+        let rotating: Vec<_> = settings
+            .tenants
+            .iter()
+            .filter(|t| {
+                t.deployment == meterline_operators::Deployment::Public
+                    && t.rules.key_rotation != meterline_operators::epoch::Rotation::Never
+                    && wanted(&t.id)
+            })
+            .collect();
+        if !rotating.is_empty() {
+            let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+            let store = crate::keys::KeyStore::open(&lake, master.clone()).await?;
+            let stored = store.list().await?;
+            for t in rotating {
+                let today = (now - chrono::Duration::days(1))
+                    .with_timezone(&t.timezone)
+                    .date_naive();
+                let epochs = stored.get(&t.id).cloned().unwrap_or_default();
+                report.notes.push(format!(
+                    "tenant {}: pseudonym keys rotate {} (grace {} days); live epochs: {}",
+                    t.id,
+                    t.rules.key_rotation.as_str(),
+                    t.rules.key_grace_days,
+                    epochs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                for e in epochs
+                    .iter()
+                    .filter(|e| e.closed(today, t.rules.key_grace_days))
+                {
+                    report.violations.push(format!(
+                        "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
+                        t.id
+                    ));
+                }
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -483,8 +525,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "erasures completed: {} ({} after their deadline); retention deletions recorded: {}",
-        report.erasures_completed, report.erasures_late, report.retention_deletions
+        "erasures completed: {} ({} after their deadline); retention deletions recorded: {}; key epochs destroyed: {}",
+        report.erasures_completed, report.erasures_late, report.retention_deletions, report.keys_destroyed
     );
     match &report.pending {
         Some(p) => {

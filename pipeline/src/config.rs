@@ -314,6 +314,18 @@ pub struct TenantConfig {
     /// the interval's start; others are dropped and counted (`no_consent`).
     #[serde(default)]
     pub elhub_consent_required: bool,
+    /// Public tenants: `monthly` (default), `yearly` or `never`: how often the
+    /// pseudonym key changes. Private tenants keep identifiers: `never`.
+    #[serde(default)]
+    pub key_rotation: Option<String>,
+    /// An epoch's key is destroyed this many days after the epoch ends; later
+    /// readings (corrections) of that epoch are not stored.
+    #[serde(default = "default_key_grace_days")]
+    pub key_grace_days: u32,
+}
+
+fn default_key_grace_days() -> u32 {
+    60
 }
 
 fn default_telemetry_retention_days() -> u32 {
@@ -397,7 +409,7 @@ impl ValidationConfig {
                 * 86_400
                 * 1_000_000,
             convert_wh: self.convert_wh,
-            requires_elhub_consent: false,
+            ..Rules::default()
         })
     }
 }
@@ -665,6 +677,27 @@ impl Config {
                 timezone,
                 rules: meterline_operators::Rules {
                     requires_elhub_consent: t.elhub_consent_required,
+                    key_rotation: match (t.key_rotation.as_deref(), &t.deployment) {
+                        (None, DeploymentConfig::Public) => {
+                            meterline_operators::epoch::Rotation::Monthly
+                        }
+                        (None | Some("never"), _) => meterline_operators::epoch::Rotation::Never,
+                        (Some(text), DeploymentConfig::Public) => {
+                            meterline_operators::epoch::Rotation::parse(text).ok_or_else(|| {
+                                invalid(
+                                    format!("tenants[{i}].key_rotation"),
+                                    "must be `monthly`, `yearly` or `never`",
+                                )
+                            })?
+                        }
+                        (Some(_), _) => {
+                            return Err(invalid(
+                                format!("tenants[{i}].key_rotation"),
+                                "only public tenants have pseudonym keys (private tenants keep identifiers)",
+                            ))
+                        }
+                    },
+                    key_grace_days: t.key_grace_days,
                     ..t.validation.rules(&format!("tenants[{i}].validation"))?
                 },
             });

@@ -21,6 +21,7 @@ pub mod erasure;
 pub mod export;
 pub mod generator;
 pub mod geo;
+pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod runner;

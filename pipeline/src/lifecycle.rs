@@ -49,6 +49,8 @@ pub mod kind {
     pub const ERASURE: &str = "erasure";
     /// Data past its retention period removed.
     pub const RETENTION: &str = "retention";
+    /// A pseudonym epoch key destroyed (its epoch ended longer ago than the grace).
+    pub const KEY_DESTROYED: &str = "key_destroyed";
 }
 
 /// Schema of `erasure_audit`: what was removed, when, why, and how much. It holds
@@ -617,9 +619,13 @@ impl Lifecycle {
                 ));
             }
         }
+        let destroyed = self.destroy_closed_keys(now).await?;
         let ended = self.ended_accounts(now).await?;
         if entries.is_empty() && ended.is_empty() {
-            return Ok(entries);
+            if !destroyed.is_empty() {
+                self.audit.append(&[audit_batch(&destroyed)], &[]).await?;
+            }
+            return Ok(destroyed);
         }
         self.settle(&mut work).await?;
         let completed = Utc::now();
@@ -629,6 +635,16 @@ impl Lifecycle {
             e.tables.clone_from(&work.tables);
         }
         self.audit.append(&[audit_batch(&entries)], &[]).await?;
+        if !destroyed.is_empty() {
+            self.audit.append(&[audit_batch(&destroyed)], &[]).await?;
+            for d in &destroyed {
+                info!(
+                    tenant = d.tenant.as_deref().unwrap_or_default(),
+                    detail = d.detail.as_deref().unwrap_or_default(),
+                    "pseudonym epoch key destroyed"
+                );
+            }
+        }
         // Accounts past their retention: a whole erasure each (audited as retention).
         for (tenant, subject, terminated_at) in ended {
             let hash = self.key.as_ref().map(|k| subject_hash(k, &subject));
@@ -651,6 +667,7 @@ impl Lifecycle {
             entry.tenant = Some(tenant);
             entries.push(entry);
         }
+        entries.extend(destroyed);
         info!(
             entries = entries.len(),
             rows_removed = entries.iter().map(|e| e.rows_removed).sum::<u64>(),
@@ -658,6 +675,60 @@ impl Lifecycle {
             "retention applied"
         );
         Ok(entries)
+    }
+
+    /// Destroy the keys of epochs that ended more than the tenant's grace period
+    /// ago (their pseudonyms become unlinkable); one audit entry per key.
+    async fn destroy_closed_keys(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AuditEntry>, SinkError> {
+        let Some(master) = self.key.clone() else {
+            return Ok(Vec::new());
+        };
+        let rotating: Vec<_> = self
+            .tenants
+            .iter()
+            .filter(|t| {
+                t.deployment == meterline_operators::Deployment::Public
+                    && t.rules.key_rotation != meterline_operators::epoch::Rotation::Never
+            })
+            .cloned()
+            .collect();
+        if rotating.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = crate::keys::KeyStore::open(&self.lake, master).await?;
+        let stored = store.list().await?;
+        let mut out = Vec::new();
+        for t in rotating {
+            let today = now.with_timezone(&t.timezone).date_naive();
+            let grace = t.rules.key_grace_days;
+            for epoch in stored.get(&t.id).into_iter().flatten() {
+                if !epoch.closed(today, grace) || !store.destroy(&t.id, *epoch).await? {
+                    continue;
+                }
+                out.push(AuditEntry {
+                    request_id: format!("key:{}:{epoch}", t.id),
+                    kind: kind::KEY_DESTROYED,
+                    category: "pseudonym_key".to_owned(),
+                    tenant: Some(t.id.clone()),
+                    subject_hash: None,
+                    requested_at: now,
+                    deadline_at: None,
+                    completed_at: Utc::now(),
+                    tables: vec![crate::keys::KEYS_DIR.to_owned()],
+                    rows_removed: 0,
+                    files_rewritten: 0,
+                    files_vacuumed: 1,
+                    detail: Some(format!(
+                        "epoch {epoch} ended {}; grace {grace} days",
+                        epoch.end().map(|d| d.to_string()).unwrap_or_default()
+                    )),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// (tenant, subject, terminated at) of accounts terminated longer ago than

@@ -31,7 +31,10 @@ pub mod drop_reason {
     /// A reading of a tenant whose data needs Elhub consent, for a meter without
     /// consent valid at the interval's start (or not known yet).
     pub const NO_CONSENT: &str = "no_consent";
-    pub const ALL: [&str; 7] = [
+    /// A public tenant's reading of a key epoch that is closed (its key destroyed
+    /// or due to be): it can no longer be pseudonymized consistently.
+    pub const EPOCH_CLOSED: &str = "epoch_closed";
+    pub const ALL: [&str; 8] = [
         ALREADY_STORED,
         REVOKED,
         FENCED,
@@ -39,6 +42,7 @@ pub mod drop_reason {
         DUPLICATE,
         SUPERSEDED,
         NO_CONSENT,
+        EPOCH_CLOSED,
     ];
 }
 

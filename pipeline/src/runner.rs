@@ -142,6 +142,10 @@ pub struct Runner {
     chain: Chain,
     /// The consent state, refreshed by [`crate::subjects::consent_loop`].
     consent: Option<crate::subjects::ConsentHandle>,
+    /// Pseudonym epoch keys (public tenants with key rotation) and when they
+    /// were last loaded.
+    keys: Option<(crate::keys::KeyStore, Instant)>,
+    tenants: meterline_operators::TenantRegistry,
     versions: VersionIndex,
     version_index_max_keys: usize,
     dlq: Option<(FutureProducer, String)>,
@@ -176,12 +180,29 @@ impl Runner {
         let readings = OffsetTable::open_or_create(&lake, readings_spec(), &topic).await?;
         let dead = OffsetTable::open_or_create(&lake, dead_letters_spec(), &topic).await?;
         let pseudonymizer = settings.key.clone().map(Pseudonymizer::new);
-        let chain = Chain::new(
+        let mut chain = Chain::new(
             settings.decode_config(),
             settings.tenants.clone(),
             pseudonymizer,
         )
         .map_err(|e| RunError::Config(e.to_string()))?;
+        let rotating = settings.tenants.iter().any(|t| {
+            t.deployment == meterline_operators::Deployment::Public
+                && t.rules.key_rotation != meterline_operators::epoch::Rotation::Never
+        });
+        let keys = match (&settings.key, rotating) {
+            (Some(master), true) => {
+                let store = crate::keys::KeyStore::open(&lake, master.clone()).await?;
+                for (tenant, keys) in
+                    crate::keys::open_epoch_keys(&store, &settings.tenants, chrono::Utc::now())
+                        .await?
+                {
+                    chain.set_epoch_keys(&tenant, &keys);
+                }
+                Some((store, Instant::now()))
+            }
+            _ => None,
+        };
         let p = &settings.pipeline;
         let d = &settings.dead_letters;
         let dlq = if d.kafka_topic.is_empty() {
@@ -197,6 +218,8 @@ impl Runner {
             topic,
             chain,
             consent: None,
+            keys,
+            tenants: settings.tenants.clone(),
             versions: VersionIndex::new(p.version_index_max_keys),
             version_index_max_keys: p.version_index_max_keys,
             dlq,
@@ -269,6 +292,30 @@ impl Runner {
         }
     }
 
+    /// Reload the open epochs' keys once a minute (a new epoch's key exists before
+    /// it starts; a closed epoch's key is dropped). Failures keep the loaded keys.
+    async fn refresh_epoch_keys(&mut self) {
+        let Some((store, loaded)) = &self.keys else {
+            return;
+        };
+        if loaded.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+        match crate::keys::open_epoch_keys(store, &self.tenants, chrono::Utc::now()).await {
+            Ok(all) => {
+                for (tenant, keys) in all {
+                    self.chain.set_epoch_keys(&tenant, &keys);
+                }
+                if let Some((_, loaded)) = self.keys.as_mut() {
+                    *loaded = Instant::now();
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "pseudonym epoch keys not reloaded; keeping the loaded ones")
+            }
+        }
+    }
+
     /// Check readings against this consent state (Elhub consent, upgrades).
     #[must_use]
     pub fn with_consent(mut self, handle: crate::subjects::ConsentHandle) -> Self {
@@ -306,6 +353,7 @@ impl Runner {
         }
         let ctx = Self::ctx();
         self.metrics.records_consumed.inc_by(records.len() as u64);
+        self.refresh_epoch_keys().await;
         if let Some(handle) = &self.consent {
             let view = handle.read().ok().and_then(|v| v.clone());
             self.chain.set_consent(view);
@@ -315,6 +363,10 @@ impl Runner {
             .records_dropped
             .with_label_values(&[drop_reason::NO_CONSENT])
             .inc_by(out.no_consent as u64);
+        self.metrics
+            .records_dropped
+            .with_label_values(&[drop_reason::EPOCH_CLOSED])
+            .inc_by(out.epoch_closed as u64);
         for (name, rows) in out.rows_in {
             self.component(name, rows);
         }

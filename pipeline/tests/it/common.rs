@@ -111,6 +111,7 @@ listen = ""
 id = "oslo-utility"
 deployment = "public"
 timezone = "Europe/Oslo"
+key_rotation = "never"
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 

@@ -8,6 +8,7 @@ mod consent;
 mod corrections;
 mod crash;
 mod dead_letters;
+mod epochs;
 mod export;
 mod lifecycle;
 mod privacy;

@@ -140,6 +140,7 @@ kafka_topic = "{dlq_topic}"
 [[tenants]]
 id = "oslo-utility"
 deployment = "public"
+key_rotation = "never"
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 

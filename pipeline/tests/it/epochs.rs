@@ -1,0 +1,170 @@
+//! Pseudonym key epochs: a public tenant's readings are pseudonymized under the key
+//! of their local month; a month that closed (its end plus the grace period has
+//! passed) takes no more readings; the retention sweep destroys closed epochs'
+//! keys, records each destruction, and `meterline audit` reports a key kept too
+//! long. Dates are relative to today: epochs are about the calendar.
+
+use std::collections::BTreeSet;
+
+use arrow::array::AsArray;
+use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
+use meterline::keys::KeyStore;
+use meterline::lifecycle::{Lifecycle, LifecycleSettings};
+use meterline::metrics::Metrics;
+use meterline_operators::epoch::{Epoch, Rotation};
+use meterline_operators::{Deployment, MasterKey, Rules, Tenant, TenantRegistry};
+use serde_json::json;
+
+use crate::common::{count, query, run_until_accounted, Harness, KEY_HEX};
+
+const OSLO: chrono_tz::Tz = chrono_tz::Europe::Oslo;
+const GRACE: u32 = 40;
+
+fn first_of_month(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).unwrap()
+}
+
+fn reading(meter: &str, local: NaiveDate, hour: u32) -> (String, Option<Vec<u8>>) {
+    let start = OSLO
+        .from_local_datetime(&local.and_hms_opt(hour, 0, 0).unwrap())
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc);
+    let v = json!({
+        "schema": "reading/v1", "tenant": "oslo-utility", "device_id": format!("dev-{meter}"),
+        "meter_id": meter, "quantity": "electricity", "start": start.to_rfc3339(),
+        "resolution": "PT1H", "value": 0.7, "unit": "kWh", "quality": "measured", "area": "NO1",
+    });
+    (meter.to_owned(), Some(v.to_string().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_destroyed() {
+    let h = Harness::new(1);
+    let tenants = TenantRegistry::new([Tenant {
+        id: "oslo-utility".into(),
+        deployment: Deployment::Public,
+        timezone: OSLO,
+        rules: Rules {
+            key_rotation: Rotation::Monthly,
+            key_grace_days: GRACE,
+            ..Rules::default()
+        },
+    }])
+    .unwrap();
+    let mut settings = h.settings("epochs");
+    settings.tenants = tenants.clone();
+    let today = Utc::now().with_timezone(&OSLO).date_naive();
+    let this_month = first_of_month(today);
+    let last_month = first_of_month(this_month - Duration::days(1));
+    let closed_month =
+        first_of_month(first_of_month(last_month - Duration::days(1)) - Duration::days(1));
+    let meter = meterline::generator::gsrn(6001);
+    // This month (today, early morning: not in the future), the last day of last
+    // month (open: grace 40 days), and three months back (closed).
+    let messages = vec![
+        reading(&meter, today, 1),
+        reading(&meter, this_month - Duration::days(1), 12),
+        reading(&meter, closed_month + Duration::days(3), 12),
+    ];
+    h.produce(&messages).await;
+    let metrics = run_until_accounted(settings.clone(), messages.len() as u64).await;
+    assert!(metrics.conservation().holds());
+    assert_eq!(
+        metrics
+            .records_dropped
+            .with_label_values(&["epoch_closed"])
+            .get(),
+        1
+    );
+    let lake = h.lake_config();
+    assert_eq!(count(&lake, "SELECT count(*) FROM readings").await, 2);
+    // Two epochs, two pseudonyms for one meter; none is the raw id.
+    let batches = query(&lake, "SELECT DISTINCT meter FROM readings").await;
+    let pseudonyms: BTreeSet<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| c.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pseudonyms.len(), 2, "{pseudonyms:?}");
+    assert!(pseudonyms
+        .iter()
+        .all(|p| p.len() == 32 && !p.contains(&meter)));
+
+    // The key store holds the open epochs: last month, this month, next month.
+    let lake_handle = meterline_sinks::Lake::new(&lake).unwrap();
+    let master = MasterKey::from_hex(KEY_HEX).unwrap();
+    let store = KeyStore::open(&lake_handle, master.clone()).await.unwrap();
+    let month = |d: NaiveDate| Epoch::Month(d.year(), d.month());
+    let next_month = first_of_month(this_month + Duration::days(32));
+    assert_eq!(
+        store
+            .list()
+            .await
+            .unwrap()
+            .get("oslo-utility")
+            .cloned()
+            .unwrap_or_default(),
+        vec![month(last_month), month(this_month), month(next_month)]
+    );
+    // Key files hold no key in the clear: nothing but the wrapped form.
+    let key_dir = h.lake.path().join("_keys/oslo-utility");
+    let text = std::fs::read_to_string(key_dir.join(format!("{}.key", month(this_month)))).unwrap();
+    assert!(text.starts_with("v1:"));
+
+    // 120 days on every one of them is closed: the audit says so, the sweep
+    // destroys them and records each, and the audit is clean again.
+    let later = Utc::now() + Duration::days(120);
+    settings.lifecycle = LifecycleSettings::default();
+    let before = meterline::audit::report(&settings, None, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        before
+            .violations
+            .iter()
+            .filter(|v| v.contains("pseudonym key"))
+            .count(),
+        3,
+        "{:?}",
+        before.violations
+    );
+    let mut lifecycle = Lifecycle::open(
+        &lake_handle,
+        tenants,
+        Some(master),
+        settings.lifecycle.clone(),
+        settings.aggregate.clone(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
+    let entries = lifecycle.sweep(later).await.unwrap();
+    assert_eq!(
+        entries.iter().filter(|e| e.kind == "key_destroyed").count(),
+        3
+    );
+    assert!(store
+        .list()
+        .await
+        .unwrap()
+        .get("oslo-utility")
+        .is_none_or(Vec::is_empty));
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM erasure_audit WHERE kind = 'key_destroyed'"
+        )
+        .await,
+        3
+    );
+    let after = meterline::audit::report(&settings, None, later)
+        .await
+        .unwrap();
+    assert!(after.clean(), "{:?}", after.violations);
+    assert_eq!(after.keys_destroyed, 3);
+}
