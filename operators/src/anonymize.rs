@@ -149,11 +149,22 @@ fn string_col<'a>(
 
 /// Public areas: a postcode (all digits) keeps only its first two digits; price or
 /// grid areas (`NO1`) are not personal and stay.
-fn generalize_area(area: &str) -> &str {
-    if area.len() > 2 && area.bytes().all(|b| b.is_ascii_digit()) {
-        &area[..2]
+/// A public tenant's `area`: a postcode (all digits) is cut to its first 2 digits;
+/// a price/grid area code (`NO1`, `SE3`: 2 capitals and 1-2 digits) is kept;
+/// anything else (an address, a place name, free text) is dropped, since the
+/// field could carry personal data.
+pub(crate) fn public_area(area: &str) -> Option<&str> {
+    let b = area.as_bytes();
+    if b.len() > 2 && b.iter().all(u8::is_ascii_digit) {
+        Some(&area[..2])
+    } else if (3..=4).contains(&b.len())
+        && b[..2].iter().all(u8::is_ascii_uppercase)
+        && b[2..].iter().all(u8::is_ascii_digit)
+        || (1..=2).contains(&b.len()) && b.iter().all(u8::is_ascii_digit)
+    {
+        Some(area)
     } else {
-        area
+        None
     }
 }
 
@@ -346,7 +357,9 @@ impl Operator for Anonymize {
                     device_out.append_value(device);
                     subject_out.append_null();
                     area_out.append_option(
-                        area.is_valid(row).then(|| generalize_area(area.value(row))),
+                        area.is_valid(row)
+                            .then(|| public_area(area.value(row)))
+                            .flatten(),
                     );
                 }
                 Deployment::Public => {
@@ -364,11 +377,11 @@ impl Operator for Anonymize {
                         ));
                     }
                     subject_out.append_null();
-                    if area.is_valid(row) {
-                        area_out.append_value(generalize_area(area.value(row)));
-                    } else {
-                        area_out.append_null();
-                    }
+                    area_out.append_option(
+                        area.is_valid(row)
+                            .then(|| public_area(area.value(row)))
+                            .flatten(),
+                    );
                 }
                 Deployment::Private => {
                     if meter_id.is_valid(row) {
@@ -403,6 +416,17 @@ impl Operator for Anonymize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_areas_keep_only_codes_and_postcode_prefixes() {
+        assert_eq!(public_area("0150"), Some("01"));
+        assert_eq!(public_area("NO1"), Some("NO1"));
+        assert_eq!(public_area("SE12"), Some("SE12"));
+        assert_eq!(public_area("01"), Some("01"));
+        assert_eq!(public_area("Storgata 1"), None);
+        assert_eq!(public_area("Kari"), None);
+        assert_eq!(public_area("no1"), None);
+    }
     use crate::decode::{DecodeConfig, Decoder, RawRecord};
     use crate::pseudonym::MasterKey;
     use crate::tenant::{Rules, Tenant};

@@ -994,6 +994,20 @@ impl Decoder {
                 "version",
             ];
             map.retain(|k, _| KEEP.contains(&k.as_str()) || k == "area");
+            // A dead letter is a record that broke the contract: its fields may
+            // hold anything, personal data included (a name as the unit, an
+            // address as the area). Keep a value only if it is a valid value of
+            // its field; an identifier is pseudonymized below.
+            for (field, v) in &mut map {
+                if !public_value_ok(field, v) {
+                    *v = Value::Null;
+                } else if field == "area" {
+                    // Generalized as in `readings` (a postcode to 2 digits).
+                    if let Some(general) = v.as_str().and_then(crate::anonymize::public_area) {
+                        *v = Value::String(general.to_owned());
+                    }
+                }
+            }
             let scope = tenant.clone().unwrap_or_else(|| "-".to_owned());
             for (field, kind) in [("device_id", IdKind::Device), ("meter_id", IdKind::Meter)] {
                 if already_redacted {
@@ -1015,6 +1029,32 @@ impl Decoder {
         }
         let payload = serde_json::to_string(&Value::Object(map)).ok();
         (tenant, payload)
+    }
+}
+
+/// Whether a public tenant's dead letter may keep `value` for contract `field`.
+fn public_value_ok(field: &str, value: &Value) -> bool {
+    let text = value.as_str();
+    let one_of = |list: &[&str]| text.is_some_and(|t| list.contains(&t));
+    match field {
+        // Pseudonymized (or removed) afterwards.
+        "device_id" | "meter_id" | "tenant" => true,
+        "schema" => one_of(&["reading/v1"]),
+        "quantity" => one_of(&QUANTITIES),
+        "direction" => one_of(&["import", "export"]),
+        "resolution" => one_of(&["PT15M", "PT1H"]),
+        "unit" => one_of(&UNITS),
+        "quality" => {
+            one_of(&QUALITIES)
+                || value
+                    .as_u64()
+                    .is_some_and(|c| QUALITY_CODES.iter().any(|(code, _)| u64::from(*code) == c))
+        }
+        "start" | "version" => text.is_some_and(|t| crate::rfc3339::parse_micros(t).is_some()),
+        "value" => value.is_number(),
+        "area" => text.is_some_and(|t| crate::anonymize::public_area(t).is_some()),
+        "redacted" => value.is_boolean(),
+        _ => false,
     }
 }
 

@@ -274,6 +274,18 @@ fn days_range() -> clap::builder::RangedU64ValueParser<u32> {
     clap::builder::RangedU64ValueParser::new().range(1..=3660)
 }
 
+/// Targets capped at `info` (see `init_logs`). Target names match by prefix:
+/// `datafusion` covers `datafusion_optimizer`, `datafusion_sql`, ...
+const QUIET_LIBRARIES: [&str; 7] = [
+    "datafusion=info",
+    "buoyant_kernel=info",
+    "delta_kernel=info",
+    "deltalake=info",
+    "sqlparser=info",
+    "object_store=info",
+    "parquet=info",
+];
+
 fn init_logs(format: &str, quiet: bool) {
     use std::io::IsTerminal;
     // The demo and sql print results; progress logs would only clutter them.
@@ -282,8 +294,21 @@ fn init_logs(format: &str, quiet: bool) {
     } else {
         "warn,meterline=info,meterline_sinks=info,buoyant_kernel=off"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = match tracing_subscriber::EnvFilter::try_from_env("METERLINE_LOG") {
+        Ok(mut filter) => {
+            // Libraries whose debug logs print query plans and predicates, with
+            // their literals (a subject's id in a WHERE clause): capped at info
+            // whatever METERLINE_LOG says, so logs never carry identifiers. (The
+            // default filter keeps libraries at warn.)
+            for directive in QUIET_LIBRARIES {
+                if let Ok(d) = directive.parse() {
+                    filter = filter.add_directive(d);
+                }
+            }
+            filter
+        }
+        Err(_) => tracing_subscriber::EnvFilter::new(default),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -182,6 +182,30 @@ fn text(value: Option<serde_json::Value>, field: &str) -> Result<Option<String>,
     }
 }
 
+/// A ledger label (`purpose`, `policy_version`, `source`): the ledger is kept for
+/// good, so it takes only short tokens, never free text that could carry
+/// personal data (spaces, `@`, runs of 6 or more digits).
+fn label(value: Option<serde_json::Value>, field: &str) -> Result<Option<String>, Refused> {
+    let Some(text) = text(value, field)? else {
+        return Ok(None);
+    };
+    let mut digits = 0;
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| {
+            digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+            digits < 6 && (b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+        });
+    if ok {
+        Ok(Some(text))
+    } else {
+        Err(refused(
+            Reason::InvalidValue,
+            format!("`{field}` must be a short label (1-64 of a-z A-Z 0-9 . _ : / -, no long digit runs)"),
+        ))
+    }
+}
+
 fn required(value: Option<serde_json::Value>, field: &str) -> Result<String, Refused> {
     text(value, field)?
         .filter(|s| !s.is_empty())
@@ -242,7 +266,7 @@ pub fn parse(
         ))
     })?;
     let subject = required(w.subject, "subject").map_err(with_tenant)?;
-    let purpose = text(w.purpose, "purpose").map_err(with_tenant)?;
+    let purpose = label(w.purpose, "purpose").map_err(with_tenant)?;
     if matches!(kind, Kind::ConsentGranted | Kind::ConsentWithdrawn) && purpose.is_none() {
         return Err(with_tenant(refused(
             Reason::MissingField,
@@ -302,9 +326,9 @@ pub fn parse(
         subject,
         purpose,
         meters,
-        policy_version: text(w.policy_version, "policy_version").map_err(with_tenant)?,
+        policy_version: label(w.policy_version, "policy_version").map_err(with_tenant)?,
         occurred_at,
-        source: text(w.source, "source").map_err(with_tenant)?,
+        source: label(w.source, "source").map_err(with_tenant)?,
         profile: Profile {
             email: text(w.email, "email").map_err(with_tenant)?,
             name: text(w.name, "name").map_err(with_tenant)?,
@@ -1173,13 +1197,10 @@ pub async fn run_loop(
                     let label = match outcome {
                         Outcome::Skipped => "skipped",
                         Outcome::Recorded { .. } => "recorded",
-                        Outcome::DeadLettered(reason) => {
-                            metrics
-                                .dead_letters
-                                .with_label_values(&[reason.as_str()])
-                                .inc();
-                            "dead_lettered"
-                        }
+                        // Not in meterline_dead_letters_total: that counter is part
+                        // of the readings topic's ledger (consumed = written +
+                        // dead-lettered + dropped).
+                        Outcome::DeadLettered(_) => "dead_lettered",
                     };
                     metrics.subject_events.with_label_values(&[label]).inc();
                     break;

@@ -281,3 +281,54 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+/// The bytes (payload, key, header names and values) of the first `expected`
+/// messages of `topic`, read from the beginning.
+pub fn topic_bytes(brokers: &str, topic: &str, expected: usize) -> Vec<Vec<u8>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", rand::random::<u32>()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < expected {
+        assert!(Instant::now() < deadline, "{topic}: {} messages", out.len());
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let mut bytes = m.payload().unwrap_or_default().to_vec();
+            bytes.extend(m.key().unwrap_or_default());
+            if let Some(headers) = m.headers() {
+                for h in headers.iter() {
+                    bytes.extend(h.key.as_bytes());
+                    bytes.extend(h.value.unwrap_or_default());
+                }
+            }
+            out.push(bytes);
+        }
+    }
+    out
+}
+
+/// Panic naming the view if any planted value occurs in any view.
+pub fn assert_none_planted(views: &[(String, Vec<u8>)], planted: &[String]) {
+    for (what, bytes) in views {
+        for secret in planted {
+            if let Some(at) = bytes
+                .windows(secret.len())
+                .position(|w| w == secret.as_bytes())
+            {
+                // The planted values are synthetic: show where, to fix the leak.
+                let from = at.saturating_sub(160);
+                let to = (at + secret.len() + 80).min(bytes.len());
+                panic!(
+                    "{what} contains the planted value {secret:?}: ...{}...",
+                    String::from_utf8_lossy(&bytes[from..to])
+                );
+            }
+        }
+    }
+}

@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use meterline::testkit::{free_port, http, Process};
 use meterline_operators::ids::with_check_digits;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use serde_json::json;
 
-use crate::common::{contains, stored_views, wait_for, Harness, KEY_HEX};
+use crate::common::{assert_none_planted, stored_views, topic_bytes, wait_for, Harness, KEY_HEX};
 
 /// A valid number of each kind for meter `i`.
 fn national_ids(i: u32) -> [String; 3] {
@@ -217,33 +215,11 @@ validation = {{ max_age_days = 36500 }}
     }
 
     // What a reader of the dead-letter topic sees.
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &h.brokers)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dlq_topic]).unwrap();
-    let mut dlq_bytes: Vec<Vec<u8>> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while (dlq_bytes.len() as u64) < identifier_dead + other_dead {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead-letter topic: {} messages",
-            dlq_bytes.len()
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let mut bytes = m.payload().unwrap_or_default().to_vec();
-            bytes.extend(m.key().unwrap_or_default());
-            if let Some(headers) = m.headers() {
-                for h in headers.iter() {
-                    bytes.extend(h.key.as_bytes());
-                    bytes.extend(h.value.unwrap_or_default());
-                }
-            }
-            dlq_bytes.push(bytes);
-        }
-    }
+    let dlq_bytes = topic_bytes(
+        &h.brokers,
+        &dlq_topic,
+        (identifier_dead + other_dead) as usize,
+    );
 
     // Every stored byte.
     let mut views: Vec<(String, Vec<u8>)> = stored_views(&h.lake.path().join("lake"))
@@ -258,12 +234,5 @@ validation = {{ max_age_days = 36500 }}
     assert!(logs.contains("flushed"), "debug logs were captured");
     views.push(("logs".into(), logs.into_bytes()));
     views.push(("metrics".into(), metrics.into_bytes()));
-    for (what, bytes) in &views {
-        for secret in &planted {
-            assert!(
-                !contains(bytes, secret),
-                "{what} contains a planted sensitive value"
-            );
-        }
-    }
+    assert_none_planted(&views, &planted);
 }
