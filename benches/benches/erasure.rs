@@ -1,0 +1,203 @@
+//! Erasure of one subject in a lake of a million readings.
+//!
+//! 1. A year of readings (`METERS` meters, about 1.02 million readings, public and
+//!    private tenants) goes through the real operator chain into `readings`; the
+//!    subject to erase has readings on three days only.
+//! 2. Baseline: one SQL scan of `readings` for the subject (what any reader pays to
+//!    find its rows).
+//! 3. The erasure's removal (read the `subject` column of every file, rewrite the
+//!    files holding a match) and the purge of the old files, reported as a ratio to
+//!    the baseline, with how many files it rewrote out of how many the table has.
+//!    The run fails if it rewrote a file without the subject, or left a row.
+//!
+//! Run: `cargo bench --workspace --bench erasure` (a few minutes).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use chrono::NaiveDate;
+use meterline::generator::{tenants, GeneratorSpec, PRIVATE_TENANT};
+use meterline_operators::{
+    Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
+};
+use meterline_sinks::{purge, readings_spec, remove_rows, Lake, LakeConfig, OffsetTable};
+
+const METERS: usize = 66;
+const DAYS: u32 = 365;
+const SUBJECT: &str = "acct-bench-erase-1";
+
+async fn append(table: &mut OffsetTable, chain: &mut Chain, payloads: &[Vec<u8>], first: i64) {
+    let ctx = OperatorContext {
+        now_micros: chrono::Utc::now().timestamp_micros(),
+    };
+    for (c, chunk) in payloads.chunks(100_000).enumerate() {
+        let base = first + (c * 100_000) as i64;
+        let records: Vec<RawRecord<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawRecord {
+                partition: 0,
+                offset: base + i as i64,
+                payload: Some(p),
+                replay_tag: None,
+            })
+            .collect();
+        let out = chain.process(&records, &ctx).expect("chain");
+        assert!(
+            out.dead_letters.is_empty(),
+            "{:?}",
+            out.dead_letters.first()
+        );
+        let last = base + chunk.len() as i64 - 1;
+        table
+            .append(&[out.readings], &BTreeMap::from([(0, last)]))
+            .await
+            .expect("append");
+    }
+}
+
+fn is_subject(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowError> {
+    let c = batch.column(0).as_string::<i32>();
+    Ok((0..c.len())
+        .map(|i| Some(c.is_valid(i) && c.value(i) == SUBJECT))
+        .collect())
+}
+
+async fn count(lake: &LakeConfig, sql: &str) -> i64 {
+    let b = meterline::sql::query(lake, sql).await.expect("query");
+    b[0].column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0)
+}
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LakeConfig {
+            uri: dir.path().to_string_lossy().into_owned(),
+            storage_options: Default::default(),
+        };
+        let lake = Lake::new(&config).expect("lake");
+        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "bench")
+            .await
+            .expect("readings");
+        readings.load_offsets(&[0]).await.expect("offsets");
+        let mut chain = Chain::new(
+            DecodeConfig::default(),
+            tenants(),
+            Some(Pseudonymizer::new(MasterKey::from_bytes([9; 32]))),
+        )
+        .expect("chain");
+        let spec = GeneratorSpec {
+            meters: METERS,
+            first_day: NaiveDate::from_ymd_opt(2025, 11, 1).expect("date"),
+            days: DAYS,
+            timezone: chrono_tz::Europe::Oslo,
+            bad: 0,
+            seed: 3,
+        };
+        let mut payloads: Vec<Vec<u8>> = spec.generate().into_iter().map(|m| m.payload).collect();
+        // The subject: a private meter with readings on three days in spring,
+        // produced among the other meters' readings of those days (so their files
+        // are shared and must be rewritten, not dropped).
+        let meter = meterline::generator::gsrn(9_999_001);
+        let at = payloads
+            .iter()
+            .position(|p| String::from_utf8_lossy(p).contains("2026-04-12T"))
+            .unwrap_or(payloads.len());
+        let mut subject_payloads = Vec::new();
+        for day in 0..3 {
+            for hour in 0..24 {
+                subject_payloads.push(
+                    serde_json::json!({
+                        "schema": "reading/v1", "tenant": PRIVATE_TENANT,
+                        "device_id": "dev-bench-erase", "meter_id": meter,
+                        "quantity": "electricity",
+                        "start": format!("2026-04-{:02}T{hour:02}:00:00Z", 10 + day),
+                        "resolution": "PT1H", "value": 0.5, "unit": "kWh",
+                        "quality": "measured", "subject": SUBJECT,
+                    })
+                    .to_string()
+                    .into_bytes(),
+                );
+            }
+        }
+        payloads.splice(at..at, subject_payloads);
+        let started = Instant::now();
+        append(&mut readings, &mut chain, &payloads, 0).await;
+        println!(
+            "loaded {} readings of {} meters in {:.1}s",
+            payloads.len(),
+            METERS + 1,
+            started.elapsed().as_secs_f64()
+        );
+
+        let scan = Instant::now();
+        let held = count(
+            &config,
+            &format!("SELECT count(*) FROM readings WHERE subject = '{SUBJECT}'"),
+        )
+        .await;
+        let baseline = scan.elapsed().as_secs_f64();
+        assert_eq!(held, 72);
+
+        let mut table = meterline_sinks::open_existing(&lake, "readings")
+            .await
+            .expect("open")
+            .expect("exists");
+        let files_total = table
+            .snapshot()
+            .expect("snapshot")
+            .log_data()
+            .num_files();
+        let erase = Instant::now();
+        let schema = meterline_operators::schema::READINGS.clone();
+        let removal = remove_rows(
+            &mut table,
+            "readings",
+            &schema,
+            &["subject"],
+            &|_| true,
+            &is_subject,
+            "erasure",
+        )
+        .await
+        .expect("remove");
+        let purged = purge(&mut table, "readings").await.expect("purge");
+        let took = erase.elapsed().as_secs_f64();
+        let left = count(
+            &config,
+            &format!("SELECT count(*) FROM readings WHERE subject = '{SUBJECT}'"),
+        )
+        .await;
+        println!(
+            "erasure: {} rows removed; files scanned {}, rewritten {}, dropped {}, of {files_total}; \
+             {purged} old files deleted from storage",
+            removal.rows_removed, removal.files_scanned, removal.files_rewritten, removal.files_removed
+        );
+        println!(
+            "erasure {:.2}s vs one SQL scan for the subject {:.2}s: ratio {:.2}",
+            took,
+            baseline,
+            took / baseline.max(1e-9)
+        );
+        // The subject's three local days are three partitions of the private
+        // tenant: at most one file each per commit that wrote them.
+        let ok = left == 0
+            && removal.rows_removed == 72
+            && removal.files_rewritten + removal.files_removed <= 6
+            && purged == removal.files_rewritten + removal.files_removed;
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("FAILED: erasure touched more than the files holding the subject, or left rows");
+            ExitCode::FAILURE
+        }
+    })
+}
