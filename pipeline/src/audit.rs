@@ -110,6 +110,14 @@ async fn dated(
     Ok(out)
 }
 
+fn deployment_of(settings: &Settings, tenant: &str) -> String {
+    settings
+        .tenants
+        .by_id(tenant)
+        .map_or("unconfigured", |c| c.deployment.as_str())
+        .to_owned()
+}
+
 /// Build the report as of `now`.
 ///
 /// # Errors
@@ -145,9 +153,7 @@ pub async fn report(
                 }
             }
             report.holdings.push(Holding {
-                deployment: configured
-                    .map_or("unconfigured", |c| c.deployment.as_str())
-                    .to_owned(),
+                deployment: deployment_of(settings, &t),
                 tenant: t,
                 category,
                 table,
@@ -157,79 +163,54 @@ pub async fn report(
             });
         }
     }
-    if exists(settings, "dead_letters").await? {
-        let batches = query(
-            settings,
-            "SELECT coalesce(tenant, '(unknown)') AS tenant, count(*) AS n, \
-             min(dead_lettered_at) AS oldest FROM dead_letters GROUP BY 1",
-        )
-        .await?;
-        let days = lifecycle.dead_letter_days;
-        let limit = now - grace - chrono::Duration::days(days.into());
-        for b in &batches {
-            let tenants = b.column(0).as_string::<i32>();
-            let counts = b.column(1).as_primitive::<Int64Type>();
-            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                let t = tenants.value(i);
-                if !wanted(t) {
-                    continue;
-                }
-                let oldest = oldest
-                    .is_valid(i)
-                    .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
-                    .flatten();
-                if oldest.is_some_and(|o| o < limit) {
-                    report.violations.push(format!(
-                        "tenant {t}: dead_letters holds a record from {}, older than its retention of {days} days",
-                        oldest.map(|o| o.to_rfc3339()).unwrap_or_default()
-                    ));
-                }
-                report.holdings.push(Holding {
-                    tenant: t.to_owned(),
-                    deployment: settings
-                        .tenants
-                        .by_id(t)
-                        .map_or("unconfigured", |c| c.deployment.as_str())
-                        .to_owned(),
-                    category: "dead_letters",
-                    table: "dead_letters",
-                    rows: counts.value(i),
-                    oldest: oldest.map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                    retention: format!("{days} days"),
-                });
-            }
-        }
-    }
-    // Timed personal data of the subjects tables: (table, category, time column,
-    // kept for, what the retention is measured from).
+    // Tables whose records carry a time: (table, category, time column, days kept
+    // or `None` for kept for good, the rule as reported).
     let account_days = lifecycle.account_days;
     let access_days = lifecycle.access_log_days;
-    for (table, category, column, days, rule) in [
+    let dead_days = lifecycle.dead_letter_days;
+    let timed: [(&'static str, &'static str, &str, Option<u32>, String); 4] = [
+        (
+            "dead_letters",
+            "dead_letters",
+            "dead_lettered_at",
+            Some(dead_days),
+            format!("{dead_days} days"),
+        ),
         (
             crate::subjects::ACCESS_LOG_TABLE,
             "access_log",
             "seen_at",
-            access_days,
+            Some(access_days),
             format!("{access_days} days"),
         ),
         (
             crate::subjects::SUBJECTS_TABLE,
             "account",
             "terminated_at",
-            account_days,
+            Some(account_days),
             format!("account life + {account_days} days"),
         ),
-    ] {
+        (
+            crate::subjects::LEDGER_TABLE,
+            "consent",
+            "recorded_at",
+            None,
+            "kept (keyed hashes only)".to_owned(),
+        ),
+    ];
+    for (table, category, column, days, rule) in timed {
         if !exists(settings, table).await? {
             continue;
         }
         let batches = query(
             settings,
-            &format!("SELECT tenant, count(*) AS n, min({column}) AS oldest FROM {table} GROUP BY tenant"),
+            &format!(
+                "SELECT coalesce(tenant, '(unknown)') AS tenant, count(*) AS n, \
+                 min({column}) AS oldest FROM {table} GROUP BY 1"
+            ),
         )
         .await?;
-        let limit = now - grace - chrono::Duration::days(days.into());
+        let limit = days.map(|d| now - grace - chrono::Duration::days(d.into()));
         for b in &batches {
             let tenants = b.column(0).as_string::<i32>();
             let counts = b.column(1).as_primitive::<Int64Type>();
@@ -242,59 +223,26 @@ pub async fn report(
                 let oldest = oldest
                     .is_valid(i)
                     .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
-                    .flatten();
-                if oldest.is_some_and(|o| o < limit) {
+                    .flatten()
+                    .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                let past = oldest
+                    .as_ref()
+                    .zip(limit)
+                    .is_some_and(|(o, l)| DateTime::parse_from_rfc3339(o).is_ok_and(|o| o < l));
+                if past {
                     report.violations.push(format!(
                         "tenant {t}: {table} holds data past its retention ({rule}; {column} {})",
-                        oldest
-                            .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                            .unwrap_or_default()
+                        oldest.as_deref().unwrap_or_default()
                     ));
                 }
                 report.holdings.push(Holding {
                     tenant: t.to_owned(),
-                    deployment: settings
-                        .tenants
-                        .by_id(t)
-                        .map_or("unconfigured", |c| c.deployment.as_str())
-                        .to_owned(),
+                    deployment: deployment_of(settings, t),
                     category,
                     table,
                     rows: counts.value(i),
-                    oldest: oldest.map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    oldest,
                     retention: rule.clone(),
-                });
-            }
-        }
-    }
-    if exists(settings, crate::subjects::LEDGER_TABLE).await? {
-        let batches = query(
-            settings,
-            "SELECT tenant, count(*) AS n, min(recorded_at) AS oldest FROM consent_ledger GROUP BY tenant",
-        )
-        .await?;
-        for b in &batches {
-            let tenants = b.column(0).as_string::<i32>();
-            let counts = b.column(1).as_primitive::<Int64Type>();
-            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                let t = tenants.value(i);
-                if !wanted(t) {
-                    continue;
-                }
-                report.holdings.push(Holding {
-                    tenant: t.to_owned(),
-                    deployment: settings
-                        .tenants
-                        .by_id(t)
-                        .map_or("unconfigured", |c| c.deployment.as_str())
-                        .to_owned(),
-                    category: "consent",
-                    table: crate::subjects::LEDGER_TABLE,
-                    rows: counts.value(i),
-                    oldest: DateTime::from_timestamp_micros(oldest.value(i))
-                        .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                    retention: "kept (keyed hashes only)".to_owned(),
                 });
             }
         }

@@ -328,7 +328,12 @@ impl Lifecycle {
         metrics: Metrics,
     ) -> Result<Self, SinkError> {
         let audit = DerivedTable::open_or_create(lake, audit_spec()).await?;
-        for table in ["readings", "dead_letters"] {
+        for table in [
+            "readings",
+            "dead_letters",
+            crate::subjects::SUBJECTS_TABLE,
+            crate::subjects::ACCESS_LOG_TABLE,
+        ] {
             metrics.retention_deleted.with_label_values(&[table]);
             metrics.erased_rows.with_label_values(&[table]);
         }
@@ -459,6 +464,7 @@ impl Lifecycle {
                     kind::ERASURE,
                 )
                 .await?;
+                self.count_erased(table, &removal);
                 work.add(table, &removal);
             }
         }
@@ -557,15 +563,30 @@ impl Lifecycle {
                 }
             }
         }
-        if let Some(mut dead) = open_existing(&self.lake, "dead_letters").await? {
-            let days = self.settings.dead_letter_days;
+        for (table, schema, column, days) in [
+            (
+                "dead_letters",
+                DEAD_LETTERS.clone(),
+                "dead_lettered_at",
+                self.settings.dead_letter_days,
+            ),
+            (
+                crate::subjects::ACCESS_LOG_TABLE,
+                crate::subjects::ACCESS_LOG.clone(),
+                "seen_at",
+                self.settings.access_log_days,
+            ),
+        ] {
+            let Some(mut t) = open_existing(&self.lake, table).await? else {
+                continue;
+            };
             let cutoff = now - chrono::Duration::days(days.into());
             let matcher = before(cutoff.timestamp_micros());
             let removal = remove_rows(
-                &mut dead,
-                "dead_letters",
-                &DEAD_LETTERS,
-                &["dead_lettered_at"],
+                &mut t,
+                table,
+                &schema,
+                &[column],
                 &|_| true,
                 &matcher,
                 kind::RETENTION,
@@ -574,46 +595,16 @@ impl Lifecycle {
             if removal.changed() {
                 self.metrics
                     .retention_deleted
-                    .with_label_values(&["dead_letters"])
+                    .with_label_values(&[table])
                     .inc_by(removal.rows_removed);
-                work.add("dead_letters", &removal);
+                work.add(table, &removal);
                 entries.push(self.retention_entry(
-                    "dead_letters",
+                    table,
                     None,
                     now,
                     &removal,
                     format!(
-                        "dead_lettered_at < {} ({days} days)",
-                        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
-                ));
-            }
-        }
-        if let Some(mut access) =
-            open_existing(&self.lake, crate::subjects::ACCESS_LOG_TABLE).await?
-        {
-            let days = self.settings.access_log_days;
-            let cutoff = now - chrono::Duration::days(days.into());
-            let matcher = before(cutoff.timestamp_micros());
-            let removal = remove_rows(
-                &mut access,
-                crate::subjects::ACCESS_LOG_TABLE,
-                &crate::subjects::ACCESS_LOG,
-                &["seen_at"],
-                &|_| true,
-                &matcher,
-                kind::RETENTION,
-            )
-            .await?;
-            if removal.changed() {
-                work.add(crate::subjects::ACCESS_LOG_TABLE, &removal);
-                entries.push(self.retention_entry(
-                    "access_log",
-                    None,
-                    now,
-                    &removal,
-                    format!(
-                        "seen_at < {} ({days} days)",
+                        "{column} < {} ({days} days)",
                         cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     ),
                 ));

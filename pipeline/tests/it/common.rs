@@ -212,6 +212,40 @@ where
     }
 }
 
+/// A pipeline running in-process (see [`start`]).
+pub struct Running {
+    pub metrics: Metrics,
+    shutdown: Arc<Shutdown>,
+    task: tokio::task::JoinHandle<Result<(), meterline::runner::RunError>>,
+}
+
+/// Start the pipeline in-process.
+pub fn start(settings: Settings) -> Running {
+    let metrics = Metrics::new();
+    let shutdown = Arc::new(Shutdown::default());
+    let task = tokio::spawn(meterline::service::run_pipeline(
+        settings,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    Running {
+        metrics,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    /// Stop gracefully; panics unless the pipeline ends cleanly.
+    pub async fn stop(self) {
+        self.shutdown.request();
+        self.task
+            .await
+            .expect("join")
+            .expect("pipeline ends cleanly");
+    }
+}
+
 /// Run the pipeline in-process until `expected` records are accounted for
 /// (written + dead-lettered + dropped), then stop it gracefully.
 pub async fn run_until_accounted(settings: Settings, expected: u64) -> Metrics {

@@ -13,11 +13,11 @@ use chrono::{TimeZone, Utc};
 use meterline::geo::CidrTable;
 use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
 use meterline::metrics::Metrics;
-use meterline::runner::Shutdown;
 use meterline::subjects::{ledger_entries, verify_chain, SCHEMA};
 use meterline_operators::MasterKey;
 use serde_json::json;
 
+use crate::common::start;
 use crate::common::{contains, count, query, stored_views, wait_for, Harness, KEY_HEX};
 
 const PRIVATE_SUBJECT: &str = "acct-consent-5e1";
@@ -67,13 +67,8 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
         geo: Arc::new(CidrTable::parse("192.0.2.0/24,Oslo,NO\n").unwrap()),
         ..LifecycleSettings::default()
     };
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings.clone());
+    let metrics = running.metrics.clone();
     let private = "acme-industri";
     let public = "oslo-utility";
     let key_p = PRIVATE_SUBJECT.to_owned();
@@ -279,8 +274,7 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
         async move { n == 1 }
     })
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
     assert_eq!(files_holding(&h, PRIVATE_SUBJECT), Vec::<String>::new());
     assert_eq!(files_holding(&h, IP), Vec::<String>::new());
     assert_eq!(
@@ -342,21 +336,15 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
         })
         .collect();
     h.produce_to(&topic, &events, None).await;
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings.clone());
+    let metrics = running.metrics.clone();
     let m = metrics.clone();
     wait_for("the events are recorded", Duration::from_secs(60), || {
         let n = m.subject_events.with_label_values(&["recorded"]).get();
         async move { n == 3 }
     })
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
     let lake = h.lake_config();
     assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 3);
     let lake_handle = meterline_sinks::Lake::new(&lake).unwrap();
@@ -515,21 +503,15 @@ async fn elhub_revocation_stops_storage_and_an_upgrade_links_only_what_follows()
     // First the ledger (one run), then the readings (a second run, which loads
     // the consent state before its first record).
     h.produce_to(&topic, &events, None).await;
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings.clone());
+    let metrics = running.metrics.clone();
     let m = metrics.clone();
     wait_for("the ledger", Duration::from_secs(60), || {
         let n = m.subject_events.with_label_values(&["recorded"]).get();
         async move { n == 3 }
     })
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
 
     let hours = 48;
     let mut readings = hourly("elhub-import", &consented, None, t0, hours);

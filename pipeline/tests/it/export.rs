@@ -10,10 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use meterline::geo::CidrTable;
 use meterline::lifecycle::LifecycleSettings;
-use meterline::metrics::Metrics;
-use meterline::runner::Shutdown;
 use serde_json::{json, Value};
 
+use crate::common::start;
 use crate::common::{wait_for, Harness, KEY_HEX};
 
 const SUBJECT: &str = "acct-export-31";
@@ -130,13 +129,8 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         .collect();
     h.produce_to(&topic, &event_messages, None).await;
     h.produce(&messages).await;
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings);
+    let metrics = running.metrics.clone();
     let m = metrics.clone();
     let total = messages.len() as u64;
     wait_for("readings and events", Duration::from_secs(90), || {
@@ -163,8 +157,7 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         }
     })
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
 
     let config = h.config_file("export-cli");
     let mut text = std::fs::read_to_string(&config).unwrap();

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -14,10 +13,10 @@ use meterline::aggregate::AggregateSettings;
 use meterline::generator::gsrn;
 use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
 use meterline::metrics::Metrics;
-use meterline::runner::Shutdown;
 use meterline_operators::MasterKey;
 use serde_json::json;
 
+use crate::common::start;
 use crate::common::{
     collect_files, contains, count, query, stored_views, wait_for, Harness, KEY_HEX,
 };
@@ -125,13 +124,8 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         erasure_deadline: Duration::from_secs(60),
         ..LifecycleSettings::default()
     };
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings.clone());
+    let metrics = running.metrics.clone();
 
     // The erased subject has two meters; others share the tenant, the days and
     // the area; a public tenant's meters too.
@@ -308,8 +302,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         },
     )
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
     assert_eq!(
         count(
             &lake,
@@ -581,21 +574,15 @@ validation = {{ max_age_days = 1 }}
         erasure_deadline: Duration::from_secs(60),
         ..LifecycleSettings::default()
     };
-    let metrics = Metrics::new();
-    let shutdown = Arc::new(Shutdown::default());
-    let task = tokio::spawn(meterline::service::run_pipeline(
-        settings,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let running = start(settings);
+    let metrics = running.metrics.clone();
     let m = metrics.clone();
     wait_for("the late erasure is done", Duration::from_secs(60), || {
         let n = m.erasures.with_label_values(&["late"]).get();
         async move { n == 1 }
     })
     .await;
-    shutdown.request();
-    task.await.unwrap().unwrap();
+    running.stop().await;
     let out = audit();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
