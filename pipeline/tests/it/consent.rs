@@ -310,7 +310,7 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_ips_leave_the_access_log_after_90_days() {
+async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30() {
     let h = Harness::new(1);
     let topic = format!("subjects-{}", rand::random::<u32>());
     h.create_topic(&topic, 1);
@@ -321,7 +321,7 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
         ..LifecycleSettings::default()
     };
     let seen = Utc::now() - chrono::Duration::days(10);
-    let events: Vec<_> = (0..3)
+    let mut events: Vec<_> = (0..3)
         .map(|i| {
             (
                 format!("acct-ip-{i}"),
@@ -335,18 +335,37 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
             )
         })
         .collect();
+    // One account ends today: its data goes 30 days on.
+    events.push((
+        "acct-ip-0".to_owned(),
+        Some(ev(
+            "account_terminated",
+            "acme-industri",
+            "acct-ip-0",
+            &Utc::now().to_rfc3339(),
+            json!({}),
+        )),
+    ));
     h.produce_to(&topic, &events, None).await;
     let running = start(settings.clone());
     let metrics = running.metrics.clone();
     let m = metrics.clone();
     wait_for("the events are recorded", Duration::from_secs(60), || {
         let n = m.subject_events.with_label_values(&["recorded"]).get();
-        async move { n == 3 }
+        async move { n == 4 }
     })
     .await;
     running.stop().await;
     let lake = h.lake_config();
     assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 3);
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM subjects WHERE terminated_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
     let lake_handle = meterline_sinks::Lake::new(&lake).unwrap();
     let mut lifecycle = Lifecycle::open(
         &lake_handle,
@@ -358,8 +377,37 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
     )
     .await
     .unwrap();
-    // 79 days on (89 after they were seen): kept. 81 days on (91): gone.
     let at = |days: i64| Utc::now() + chrono::Duration::days(days);
+    // The ended account: kept 29 days on, erased (profile, access log) 31 days on.
+    assert!(lifecycle
+        .sweep(at(29))
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.category != "account"));
+    assert_eq!(count(&lake, "SELECT count(*) FROM subjects").await, 3);
+    let late_account = meterline::audit::report(&settings, None, at(32))
+        .await
+        .unwrap();
+    assert!(
+        late_account
+            .violations
+            .iter()
+            .any(|v| v.contains("subjects holds data past its retention")),
+        "{:?}",
+        late_account.violations
+    );
+    let entries = lifecycle.sweep(at(31)).await.unwrap();
+    let account = entries
+        .iter()
+        .find(|e| e.category == "account")
+        .expect("recorded");
+    assert_eq!(account.kind, "retention");
+    assert_eq!(account.tenant.as_deref(), Some("acme-industri"));
+    assert_eq!(count(&lake, "SELECT count(*) FROM subjects").await, 2);
+    assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 2);
+    assert_eq!(files_holding(&h, "acct-ip-0"), Vec::<String>::new());
+    // The access log: 79 days on (89 after they were seen) kept, 81 days on (91) gone.
     assert!(meterline::audit::report(&settings, None, at(79))
         .await
         .unwrap()
@@ -370,7 +418,7 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
         .unwrap()
         .iter()
         .all(|e| e.category != "access_log"));
-    assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 3);
+    assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 2);
     let late = meterline::audit::report(&settings, None, at(82))
         .await
         .unwrap();
@@ -384,7 +432,7 @@ async fn raw_ips_leave_the_access_log_after_90_days() {
         .iter()
         .find(|e| e.category == "access_log")
         .expect("recorded");
-    assert_eq!(access.rows_removed, 3);
+    assert_eq!(access.rows_removed, 2);
     assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 0);
     for i in 0..3 {
         assert_eq!(
