@@ -498,7 +498,7 @@ impl Runner {
                             return Err(RunError::GraceExceeded);
                         }
                     }
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read stored versions; retrying");
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "storage error; retrying (reading stored versions)");
                     self.sleep(backoff).await;
                     if self.shutdown.is_requested() && self.stop_deadline.is_none() {
                         self.stop_deadline = Some(Instant::now() + self.grace);
@@ -541,7 +541,7 @@ impl Runner {
                     return Ok(stored);
                 }
                 Err(e) if e.is_transient() && !self.shutdown.is_requested() => {
-                    warn!(error = %e, "cannot read stored offsets; retrying");
+                    warn!(error = %e, "storage error; retrying (reading stored offsets)");
                     self.metrics
                         .storage_errors
                         .with_label_values(&["readings"])

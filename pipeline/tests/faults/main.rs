@@ -10,6 +10,7 @@
 mod aggregates;
 mod dead_letters;
 mod erasure;
+mod lifecycle;
 mod rig;
 mod storage;
 
