@@ -69,8 +69,12 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         bad: usize,
     },
-    /// Query the lake with SQL (DataFusion). Tables: readings (every accepted version),
-    /// readings_current (one row per meter and interval: the newest version), dead_letters.
+    /// Query the lake with SQL (DataFusion).
+    ///
+    /// Tables: readings (every accepted version), readings_current (one row per meter
+    /// and interval: the newest version), dead_letters, consumption_hourly/daily/monthly,
+    /// area_consumption_hourly/daily/monthly, consent_ledger, subjects, access_log,
+    /// erasure_audit.
     ///
     /// Examples:
     ///   meterline sql --lake meterline-demo/lake "SELECT tenant, count(*) FROM readings GROUP BY tenant"
@@ -130,9 +134,10 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
-    /// Apply every retention period now, as `meterline run` does on its schedule:
-    /// readings older than each tenant's `telemetry_retention_days` (by local
-    /// date), dead letters older than `dead_letters.retention_days`; aggregates are
+    /// Apply every retention period now.
+    ///
+    /// As `meterline run` does on its schedule: readings older than each tenant's
+    /// `telemetry_retention_days` (by local date), dead letters older than `dead_letters.retention_days`; aggregates are
     /// recomputed, the removed files deleted from storage, and each deletion
     /// recorded in the `erasure_audit` table.
     ///
@@ -143,11 +148,13 @@ enum Command {
         #[command(subcommand)]
         action: RetentionCommand,
     },
-    /// Report what the lake stores per tenant and category (deployment type,
-    /// retention, rows, oldest record), the erasures done and pending, and whether
-    /// a promise is broken: data older than its retention (plus the sweep
-    /// interval), an erasure completed after its deadline, or a request still
-    /// pending past it. Exit codes: 0 clean, 3 a promise is broken, 1 error,
+    /// Report what is stored and whether a privacy promise is broken.
+    ///
+    /// Per tenant and category: deployment type, retention, rows, oldest record;
+    /// then erasures done and pending, key epochs destroyed. A promise is broken by
+    /// data older than its retention (plus the sweep interval), an erasure completed
+    /// after its deadline or still pending past it, or an epoch key kept past its
+    /// grace period. Exit codes: 0 clean, 3 a promise is broken, 1 error,
     /// 2 configuration.
     ///
     /// Example:
