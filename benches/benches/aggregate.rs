@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench --workspace --bench aggregate` (a minute or two).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,50 +19,11 @@ use chrono::NaiveDate;
 use meterline::aggregate::{AggregateSettings, Materializer};
 use meterline::generator::{tenants, GeneratorSpec};
 use meterline::metrics::Metrics;
-use meterline_operators::{
-    Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
-};
-use meterline_sinks::{readings_spec, Lake, LakeConfig, OffsetTable};
 
 const METERS: usize = 40;
 const DAYS: u32 = 365;
 
-/// Payloads through the operator chain into `readings`, in commits of `per_commit`.
-async fn append(
-    table: &mut OffsetTable,
-    chain: &mut Chain,
-    payloads: &[Vec<u8>],
-    first_offset: i64,
-    per_commit: usize,
-) {
-    let ctx = OperatorContext {
-        now_micros: chrono::Utc::now().timestamp_micros(),
-    };
-    for (c, chunk) in payloads.chunks(per_commit).enumerate() {
-        let base = first_offset + (c * per_commit) as i64;
-        let records: Vec<RawRecord<'_>> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RawRecord {
-                partition: 0,
-                offset: base + i as i64,
-                payload: Some(p),
-                replay_tag: None,
-            })
-            .collect();
-        let out = chain.process(&records, &ctx).expect("chain");
-        assert!(
-            out.dead_letters.is_empty(),
-            "{:?}",
-            out.dead_letters.first()
-        );
-        let last = base + chunk.len() as i64 - 1;
-        table
-            .append(&[out.readings], &BTreeMap::from([(0, last)]))
-            .await
-            .expect("append");
-    }
-}
+mod support;
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,22 +31,8 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        };
-        let lake = Lake::new(&config).expect("lake");
-        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "bench")
-            .await
-            .expect("readings");
-        readings.load_offsets(&[0]).await.expect("offsets");
-        let mut chain = Chain::new(
-            DecodeConfig::default(),
-            tenants(),
-            Some(Pseudonymizer::new(MasterKey::from_bytes([9; 32]))),
-        )
-        .expect("chain");
+        let mut bench = support::BenchLake::new().await;
+        let lake = bench.lake.clone();
 
         let spec = GeneratorSpec {
             meters: METERS,
@@ -97,7 +44,7 @@ fn main() -> ExitCode {
         };
         let payloads: Vec<Vec<u8>> = spec.generate().into_iter().map(|m| m.payload).collect();
         let started = Instant::now();
-        append(&mut readings, &mut chain, &payloads, 0, 100_000).await;
+        bench.append(&payloads, 0, 100_000).await;
         println!(
             "loaded a year: {} readings of {METERS} meters in {:.1}s",
             payloads.len(),
@@ -142,7 +89,7 @@ fn main() -> ExitCode {
                 v.to_string().into_bytes()
             })
             .collect();
-        append(&mut readings, &mut chain, &late, payloads.len() as i64, 100_000).await;
+        bench.append(&late, payloads.len() as i64, 100_000).await;
         let started = Instant::now();
         let incremental = materializer.round().await.expect("late round");
         let late_secs = started.elapsed().as_secs_f64();

@@ -12,51 +12,17 @@
 //!
 //! Run: `cargo bench --workspace --bench erasure` (a few minutes).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use chrono::NaiveDate;
-use meterline::generator::{tenants, GeneratorSpec, PRIVATE_TENANT};
-use meterline_operators::{
-    Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
-};
-use meterline_sinks::{purge, readings_spec, remove_rows, Lake, LakeConfig, OffsetTable};
+use meterline::generator::{GeneratorSpec, PRIVATE_TENANT};
+use meterline_sinks::{purge, remove_rows, LakeConfig};
 
 const METERS: usize = 66;
 const DAYS: u32 = 365;
 const SUBJECT: &str = "acct-bench-erase-1";
-
-async fn append(table: &mut OffsetTable, chain: &mut Chain, payloads: &[Vec<u8>], first: i64) {
-    let ctx = OperatorContext {
-        now_micros: chrono::Utc::now().timestamp_micros(),
-    };
-    for (c, chunk) in payloads.chunks(100_000).enumerate() {
-        let base = first + (c * 100_000) as i64;
-        let records: Vec<RawRecord<'_>> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RawRecord {
-                partition: 0,
-                offset: base + i as i64,
-                payload: Some(p),
-                replay_tag: None,
-            })
-            .collect();
-        let out = chain.process(&records, &ctx).expect("chain");
-        assert!(
-            out.dead_letters.is_empty(),
-            "{:?}",
-            out.dead_letters.first()
-        );
-        let last = base + chunk.len() as i64 - 1;
-        table
-            .append(&[out.readings], &BTreeMap::from([(0, last)]))
-            .await
-            .expect("append");
-    }
-}
 
 fn is_subject(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowError> {
     let c = batch.column(0).as_string::<i32>();
@@ -72,28 +38,16 @@ async fn count(lake: &LakeConfig, sql: &str) -> i64 {
         .value(0)
 }
 
+mod support;
+
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        };
-        let lake = Lake::new(&config).expect("lake");
-        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "bench")
-            .await
-            .expect("readings");
-        readings.load_offsets(&[0]).await.expect("offsets");
-        let mut chain = Chain::new(
-            DecodeConfig::default(),
-            tenants(),
-            Some(Pseudonymizer::new(MasterKey::from_bytes([9; 32]))),
-        )
-        .expect("chain");
+        let mut bench = support::BenchLake::new().await;
+        let (config, lake) = (bench.config.clone(), bench.lake.clone());
         let spec = GeneratorSpec {
             meters: METERS,
             first_day: NaiveDate::from_ymd_opt(2025, 11, 1).expect("date"),
@@ -130,7 +84,7 @@ fn main() -> ExitCode {
         }
         payloads.splice(at..at, subject_payloads);
         let started = Instant::now();
-        append(&mut readings, &mut chain, &payloads, 0).await;
+        bench.append(&payloads, 0, 100_000).await;
         println!(
             "loaded {} readings of {} meters in {:.1}s",
             payloads.len(),

@@ -206,7 +206,7 @@ fn audit_batch(entries: &[AuditEntry]) -> RecordBatch {
     .expect("columns match AUDIT")
 }
 
-/// Rows of `readings` whose `subject` is `subject`.
+/// Rows whose (first requested) column is `subject`.
 fn subject_is<'a>(
     subject: &'a str,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
@@ -406,66 +406,55 @@ impl Lifecycle {
         work: &mut Work,
     ) -> Result<AuditEntry, SinkError> {
         let hash = self.key.as_ref().map(|k| subject_hash(k, subject));
-        // Private tenants store `subject` with each reading. (Public tenants never
-        // store it: their readings are not linked to a subject.)
-        if let Some(mut readings) = open_existing(&self.lake, "readings").await? {
-            let schema = meterline_operators::schema::READINGS.clone();
-            let matcher = subject_is(subject);
-            let removal = remove_rows(
-                &mut readings,
+        // Where a subject can be stored, and the column that names it. (Public
+        // tenants' readings never carry a subject: they are not linked to one.)
+        let by_subject = subject_is(subject);
+        let by_payload = payload_names(subject);
+        let tables: [(
+            &'static str,
+            SchemaRef,
+            &str,
+            meterline_sinks::erase::RowMatcher<'_>,
+        ); 4] = [
+            (
                 "readings",
+                meterline_operators::schema::READINGS.clone(),
+                "subject",
+                &by_subject,
+            ),
+            ("dead_letters", DEAD_LETTERS.clone(), "payload", &by_payload),
+            (
+                crate::subjects::SUBJECTS_TABLE,
+                crate::subjects::SUBJECTS.clone(),
+                "subject",
+                &by_subject,
+            ),
+            (
+                crate::subjects::ACCESS_LOG_TABLE,
+                crate::subjects::ACCESS_LOG.clone(),
+                "subject",
+                &by_subject,
+            ),
+        ];
+        for (table, schema, column, matcher) in tables {
+            let Some(mut t) = open_existing(&self.lake, table).await? else {
+                continue;
+            };
+            let removal = remove_rows(
+                &mut t,
+                table,
                 &schema,
-                &["subject"],
+                &[column],
                 &|_| true,
-                &matcher,
+                matcher,
                 kind::ERASURE,
             )
             .await?;
-            self.count_erased("readings", &removal);
-            work.add("readings", &removal);
-            if std::env::var_os(FAILPOINT_ENV).is_some() {
+            self.count_erased(table, &removal);
+            work.add(table, &removal);
+            if table == "readings" && std::env::var_os(FAILPOINT_ENV).is_some() {
                 warn!("failpoint: erasure stalled");
                 std::future::pending::<()>().await;
-            }
-        }
-        if let Some(mut dead) = open_existing(&self.lake, "dead_letters").await? {
-            let matcher = payload_names(subject);
-            let removal = remove_rows(
-                &mut dead,
-                "dead_letters",
-                &DEAD_LETTERS,
-                &["payload"],
-                &|_| true,
-                &matcher,
-                kind::ERASURE,
-            )
-            .await?;
-            self.count_erased("dead_letters", &removal);
-            work.add("dead_letters", &removal);
-        }
-        for table in [
-            crate::subjects::SUBJECTS_TABLE,
-            crate::subjects::ACCESS_LOG_TABLE,
-        ] {
-            if let Some(mut t) = open_existing(&self.lake, table).await? {
-                let schema = if table == crate::subjects::SUBJECTS_TABLE {
-                    crate::subjects::SUBJECTS.clone()
-                } else {
-                    crate::subjects::ACCESS_LOG.clone()
-                };
-                let matcher = subject_is(subject);
-                let removal = remove_rows(
-                    &mut t,
-                    table,
-                    &schema,
-                    &["subject"],
-                    &|_| true,
-                    &matcher,
-                    kind::ERASURE,
-                )
-                .await?;
-                self.count_erased(table, &removal);
-                work.add(table, &removal);
             }
         }
         self.settle(work).await?;

@@ -117,15 +117,9 @@ pub async fn upsert(
     progress: &[(String, i64)],
     reason: &str,
 ) -> Result<Removal, SinkError> {
-    table.update_state().await.map_err(transient(name))?;
-    if table.version().is_none() {
+    let Some(candidates) = live_files(table, name).await? else {
         return Ok(Removal::default());
-    }
-    let candidates: Vec<_> = table
-        .get_active_add_actions_by_partitions(&[])
-        .try_collect()
-        .await
-        .map_err(transient(name))?;
+    };
     let store = table.object_store();
     let mut removal = Removal::default();
     let mut actions = Vec::new();
@@ -220,15 +214,9 @@ pub async fn remove_files(
     files: FileFilter<'_>,
     reason: &str,
 ) -> Result<Removal, SinkError> {
-    table.update_state().await.map_err(transient(name))?;
-    if table.version().is_none() {
+    let Some(candidates) = live_files(table, name).await? else {
         return Ok(Removal::default());
-    }
-    let candidates: Vec<_> = table
-        .get_active_add_actions_by_partitions(&[])
-        .try_collect()
-        .await
-        .map_err(transient(name))?;
+    };
     let mut removal = Removal::default();
     let mut actions = Vec::new();
     for file in candidates {
@@ -269,6 +257,23 @@ pub async fn purge(table: &mut DeltaTable, name: &'static str) -> Result<usize, 
         .map_err(transient(name))?;
     *table = vacuumed;
     Ok(metrics.files_deleted.len())
+}
+
+/// Reload the table and list its files (`None` while it has no version).
+async fn live_files(
+    table: &mut DeltaTable,
+    name: &'static str,
+) -> Result<Option<Vec<deltalake::kernel::LogicalFileView>>, SinkError> {
+    table.update_state().await.map_err(transient(name))?;
+    if table.version().is_none() {
+        return Ok(None);
+    }
+    let files = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(transient(name))?;
+    Ok(Some(files))
 }
 
 async fn commit_removal(

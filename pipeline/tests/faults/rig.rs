@@ -286,6 +286,24 @@ validation = {{ max_age_days = 36500 }}
         }
     }
 
+    /// (tenant, meter, quantity, direction, local date) keys where
+    /// `consumption_daily` and a sum over `readings_current` disagree (or only
+    /// one has the day).
+    pub async fn daily_differences(&self) -> u64 {
+        let batches = self
+            .query(
+            "SELECT count(*) FROM (SELECT tenant, meter, quantity, direction, local_date, \
+             sum(CASE WHEN quality = 'withdrawn' THEN 0 ELSE value END) AS v \
+             FROM readings_current GROUP BY tenant, meter, quantity, direction, local_date) c \
+             FULL OUTER JOIN consumption_daily d ON c.tenant = d.tenant AND c.meter = d.meter \
+             AND c.quantity = d.quantity AND c.direction = d.direction AND c.local_date = d.local_date \
+             WHERE c.v IS NULL OR d.value IS NULL OR c.v <> d.value",
+            )
+            .await
+            .expect("comparison query");
+        batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64
+    }
+
     pub async fn rows(&self) -> u64 {
         self.count("SELECT count(*) FROM readings").await
     }
