@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod anonymize;
 pub mod chain;
+pub mod clock;
 pub mod consent;
 pub mod dead_letter;
 pub mod decimal;
@@ -30,6 +31,7 @@ pub mod flags;
 pub mod ids;
 pub mod operator;
 pub mod pseudonym;
+pub mod retain;
 pub mod rfc3339;
 pub mod schema;
 pub mod sensitive;
@@ -44,6 +46,7 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 
 pub use anonymize::Anonymize;
 pub use chain::{Chain, ChainOutput};
+pub use clock::Clock;
 pub use dead_letter::{DeadLetter, Reason};
 pub use decode::{DecodeConfig, DecodeOutput, Decoder, RawRecord};
 pub use operator::{Operator, OperatorContext, OperatorError, OperatorOutput};
