@@ -13,7 +13,8 @@
 //!   `resolution`, `value`, `unit`, `quality`;
 //! - optional: `meter_id`, `direction` (default `import`), `version`, `area`,
 //!   `status`, `subject`, `pii`; `null` counts as absent for optional fields;
-//! - unknown fields are ignored; `pii` and `status` are never stored in `readings`;
+//! - unknown fields are ignored; `pii` and `status` are never stored (in `readings`
+//!   or dead letters);
 //! - `quality` is a word or an Elhub code (127, 56, 81, 21, 58), stored as the word;
 //! - before anything else the payload is scanned for sensitive data
 //!   ([`crate::sensitive`]); what is found is removed and the row flagged.
@@ -34,7 +35,7 @@ use serde_json::Value;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::decimal::{self, DecimalError};
 use crate::flags;
-use crate::ids::find_national_id;
+use crate::ids::{find_national_id, find_national_id_in_number};
 use crate::operator::OperatorContext;
 use crate::pseudonym::{IdKind, Pseudonymizer};
 use crate::schema::{DECODED, UTC};
@@ -161,15 +162,24 @@ fn has_national_id(s: &str) -> bool {
     find_national_id(s.as_bytes()).is_some()
 }
 
+/// True if the text of a number holds a national identity number (11 digits, or
+/// 10 that lost their leading 0).
+fn number_text_has_national_id(text: &str) -> bool {
+    find_national_id_in_number(text).is_some()
+}
+
 /// True if a number's digits are a national identity number. Only numbers of
-/// 10^9 or more can be (11 digits), so small numbers cost nothing.
+/// 10^9 or more can be (10 or 11 digits), so small numbers cost nothing.
 fn number_has_national_id(n: f64) -> bool {
-    n.abs() >= 1e9 && has_national_id(&format!("{n}"))
+    n.abs() >= 1e9 && number_text_has_national_id(&format!("{n}"))
 }
 
 /// True if a raw JSON number (or string) holds a national id, also in exponent form.
 fn raw_has_national_id(text: &str) -> bool {
-    has_national_id(text)
+    if text.starts_with('"') {
+        return has_national_id(text);
+    }
+    number_text_has_national_id(text)
         || (text.contains(['e', 'E']) && text.parse::<f64>().is_ok_and(number_has_national_id))
 }
 
@@ -426,11 +436,12 @@ impl<'de> Visitor<'de> for Walker<'_> {
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        *self.sensitive |= v.unsigned_abs() >= 1_000_000_000 && has_national_id(&v.to_string());
+        *self.sensitive |=
+            v.unsigned_abs() >= 1_000_000_000 && number_text_has_national_id(&v.to_string());
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        *self.sensitive |= v >= 1_000_000_000 && has_national_id(&v.to_string());
+        *self.sensitive |= v >= 1_000_000_000 && number_text_has_national_id(&v.to_string());
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
@@ -943,8 +954,9 @@ impl Decoder {
     /// The storable form of a rejected payload and its (syntactically valid) tenant.
     ///
     /// Sensitive data (national ids, special-category fields) is removed first,
-    /// wherever it is, and counted in `removed`. `pii` is always removed. For
-    /// private tenants the rest is kept (replay needs it).
+    /// wherever it is, and counted in `removed`. `pii` and `status` are always
+    /// removed (never stored, and replay does not need them). For private tenants
+    /// the rest is kept (replay needs it).
     /// For public tenants, and for tenants this process does not know (which may
     /// become public), only contract fields are kept, `subject` is removed and
     /// `device_id`/`meter_id` are replaced by pseudonyms; `"redacted": true` marks it.
@@ -971,6 +983,7 @@ impl Decoder {
         let already_redacted =
             map.get("redacted") == Some(&Value::Bool(true)) && self.valid_replay(bytes, replay_tag);
         map.remove("pii");
+        map.remove("status");
         let private = tenant
             .as_deref()
             .and_then(|t| self.tenants.by_id(t))

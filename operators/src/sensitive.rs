@@ -1,5 +1,7 @@
 //! Sensitive data that must never be stored: Norwegian national identity numbers
-//! anywhere in a payload, and fields that carry special categories of personal data
+//! anywhere in a payload (in free text also in their usual written forms, and as a
+//! JSON number that lost its leading 0), fields named for them ([`NATIONAL_ID_FIELDS`],
+//! whatever their value), and fields that carry special categories of personal data
 //! (health, biometrics, religion, politics, ethnicity, children, ...) by name.
 //!
 //! Detection happens in `decode`, while it parses (the only place where `status`,
@@ -17,12 +19,29 @@
 
 use serde_json::Value;
 
-use crate::ids::{find_national_id, NationalIdKind};
+use crate::ids::{find_national_id, find_national_id_in_number, NationalIdKind};
+
+/// Field names that hold a national identity number: their value is removed whatever
+/// it looks like (a typo, half a number, a number in another notation). Always on
+/// the deny-list: `[privacy] special_category_fields` replaces the special
+/// categories, never these. Compared like them, and with `ø`/`Ø` read as `o`.
+/// Counted as the kind the name says.
+pub const NATIONAL_ID_FIELDS: [(&str, NationalIdKind); 9] = [
+    ("fødselsnummer", NationalIdKind::Fodselsnummer),
+    ("fodselsnummer", NationalIdKind::Fodselsnummer),
+    ("foedselsnummer", NationalIdKind::Fodselsnummer),
+    ("personnummer", NationalIdKind::Fodselsnummer),
+    ("personnr", NationalIdKind::Fodselsnummer),
+    ("fnr", NationalIdKind::Fodselsnummer),
+    ("pnr", NationalIdKind::Fodselsnummer),
+    ("d_nummer", NationalIdKind::DNumber),
+    ("dnummer", NationalIdKind::DNumber),
+];
 
 /// Default deny-list of field names (compared after lower-casing and removing `_`,
 /// `-` and spaces, so `political_opinion`, `political-opinion` and `politicalOpinion`
 /// are the same name). Generic device words such as `health` (device health) are not on
-/// it; extend it with `[privacy] special_category_fields`.
+/// it; `[privacy] special_category_fields` replaces it (not [`NATIONAL_ID_FIELDS`]).
 pub const DEFAULT_SPECIAL_CATEGORY_FIELDS: [&str; 36] = [
     "health_data",
     "health_condition",
@@ -122,17 +141,35 @@ pub struct Sanitized {
 #[derive(Debug, Clone)]
 pub struct SensitiveScanner {
     /// Normalized field names, by length (index = normalized length).
-    deny: Vec<Vec<Vec<u8>>>,
+    deny: Vec<Vec<(Vec<u8>, Listed)>>,
+}
+
+/// Why a field name is on the deny-list.
+#[derive(Debug, Clone, Copy)]
+enum Listed {
+    SpecialCategory,
+    NationalId(NationalIdKind),
 }
 
 /// Longest normalized field name compared (longer names are never on the list).
 const MAX_NAME: usize = 64;
 
-fn normalize(name: &str) -> String {
-    name.chars()
-        .filter(|c| !matches!(c, '_' | '-' | ' '))
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+/// `name` without `_`, `-` and spaces, ASCII lower-cased and `ø`/`Ø` as `o`, in
+/// `buf`; `None` when that is longer than [`MAX_NAME`]. No allocation.
+fn normalize<'b>(name: &str, buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
+    let mut n = 0;
+    for c in name.chars() {
+        let mut utf8 = [0u8; 4];
+        let bytes: &[u8] = match c {
+            '_' | '-' | ' ' => continue,
+            'ø' | 'Ø' => b"o",
+            c => c.to_ascii_lowercase().encode_utf8(&mut utf8).as_bytes(),
+        };
+        let end = n + bytes.len();
+        buf.get_mut(n..end)?.copy_from_slice(bytes);
+        n = end;
+    }
+    Some(&buf[..n])
 }
 
 impl Default for SensitiveScanner {
@@ -146,34 +183,43 @@ impl Default for SensitiveScanner {
 }
 
 impl SensitiveScanner {
-    /// A scanner for a deny-list of field names.
+    /// A scanner for a deny-list of special-category field names, plus the
+    /// [`NATIONAL_ID_FIELDS`], which no list can leave out.
     pub fn new(fields: impl IntoIterator<Item = String>) -> Self {
-        let mut deny: Vec<Vec<Vec<u8>>> = vec![Vec::new(); MAX_NAME + 1];
+        let mut scanner = Self {
+            deny: vec![Vec::new(); MAX_NAME + 1],
+        };
+        for (name, kind) in NATIONAL_ID_FIELDS {
+            scanner.insert(name, Listed::NationalId(kind));
+        }
         for f in fields {
-            let n = normalize(&f).into_bytes();
-            if !n.is_empty() && n.len() <= MAX_NAME && !deny[n.len()].contains(&n) {
-                deny[n.len()].push(n);
+            scanner.insert(&f, Listed::SpecialCategory);
+        }
+        scanner
+    }
+
+    fn insert(&mut self, name: &str, why: Listed) {
+        let mut buf = [0u8; MAX_NAME];
+        if let Some(n) = normalize(name, &mut buf).filter(|n| !n.is_empty()) {
+            let same_length = &mut self.deny[n.len()];
+            if !same_length.iter().any(|(t, _)| t == n) {
+                same_length.push((n.to_vec(), why));
             }
         }
-        Self { deny }
+    }
+
+    fn listed(&self, key: &str) -> Option<Listed> {
+        let mut buf = [0u8; MAX_NAME];
+        let n = normalize(key, &mut buf)?;
+        self.deny[n.len()]
+            .iter()
+            .find_map(|(t, why)| (t[..] == *n).then_some(*why))
     }
 
     /// True if a field name is on the deny-list (ignoring ASCII case, `_`, `-` and
-    /// spaces). No allocation.
+    /// spaces, reading `ø` as `o`). No allocation.
     pub fn denied(&self, key: &str) -> bool {
-        let mut buf = [0u8; MAX_NAME];
-        let mut n = 0;
-        for b in key.bytes() {
-            if matches!(b, b'_' | b'-' | b' ') {
-                continue;
-            }
-            if n == MAX_NAME {
-                return false;
-            }
-            buf[n] = b.to_ascii_lowercase();
-            n += 1;
-        }
-        self.deny[n].iter().any(|t| t[..] == buf[..n])
+        self.listed(key).is_some()
     }
 
     /// Parse a payload and remove every national id and special-category field,
@@ -214,8 +260,9 @@ impl SensitiveScanner {
                 }
                 None => false,
             },
-            // Any notation: -15038712345 and 15038712345.0 hold the same digits.
-            Value::Number(n) => match find_national_id(n.to_string().as_bytes()) {
+            // Any notation: -15038712345 and 15038712345.0 hold the same digits; a
+            // 10-digit integer is checked with its lost leading 0.
+            Value::Number(n) => match find_national_id_in_number(&n.to_string()) {
                 Some(kind) => {
                     found.national(kind);
                     true
@@ -228,9 +275,16 @@ impl SensitiveScanner {
             }
             Value::Object(map) => {
                 map.retain(|k, x| {
-                    if self.denied(k) {
-                        found.special_category += 1;
-                        return false;
+                    match self.listed(k) {
+                        Some(Listed::NationalId(kind)) => {
+                            found.national(kind);
+                            return false;
+                        }
+                        Some(Listed::SpecialCategory) => {
+                            found.special_category += 1;
+                            return false;
+                        }
+                        None => {}
                     }
                     if let Some(kind) = find_national_id(k.as_bytes()) {
                         found.national(kind);
@@ -248,12 +302,96 @@ impl SensitiveScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::vectors::VALID;
     use crate::ids::with_check_digits;
 
     fn fnr() -> String {
         with_check_digits("150387123")
             .or_else(|| with_check_digits("150387124"))
             .unwrap()
+    }
+
+    fn cleaned(s: &SensitiveScanner, payload: &str) -> (Value, SensitiveCounts) {
+        let out = s.clean(payload.as_bytes());
+        let bytes = out.bytes.unwrap_or_else(|| payload.as_bytes().to_vec());
+        (serde_json::from_slice(&bytes).unwrap(), out.removed)
+    }
+
+    #[test]
+    fn a_ten_digit_integer_is_read_with_its_leading_zero_restored() {
+        let s = SensitiveScanner::default();
+        let mut checked = 0;
+        for (number, kind) in VALID.iter().filter(|(n, _)| n.starts_with('0')) {
+            let ten = &number[1..];
+            for n in [ten.to_owned(), format!("-{ten}"), format!("{ten}.0")] {
+                let payload = format!(r#"{{"status":{{"n":{n},"ok":1}},"extra":[{n},2]}}"#);
+                let (value, removed) = cleaned(&s, &payload);
+                assert_eq!(
+                    value,
+                    serde_json::json!({"status": {"ok": 1}, "extra": [2]}),
+                    "{payload}"
+                );
+                let mut expected = SensitiveCounts::default();
+                expected.national(*kind);
+                expected.national(*kind);
+                assert_eq!(removed, expected, "{payload}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 12);
+        // A string of 10 digits did not lose a leading zero; an invalid number, a
+        // fraction and 9 digits are not national ids.
+        for payload in [
+            r#"{"n":"1017012343"}"#,
+            r#"{"n":1017012345}"#,
+            r#"{"n":1017012343.5}"#,
+            r#"{"n":101701234}"#,
+        ] {
+            assert_eq!(s.clean(payload.as_bytes()).removed.total(), 0, "{payload}");
+        }
+    }
+
+    #[test]
+    fn national_id_field_names_are_removed_whatever_the_value_and_under_any_deny_list() {
+        let scanners = [
+            SensitiveScanner::default(),
+            SensitiveScanner::new(["shoe_size".to_owned()]),
+            SensitiveScanner::new(Vec::<String>::new()),
+        ];
+        for s in &scanners {
+            for key in [
+                "fødselsnummer",
+                "Fødselsnummer",
+                "FØDSELSNUMMER",
+                "fodselsnummer",
+                "foedselsnummer",
+                "personnummer",
+                "fnr",
+                "FNR",
+                "pnr",
+                "personnr",
+                "d_nummer",
+                "dnummer",
+                "D-nummer",
+                "Personnummer ",
+            ] {
+                assert!(s.denied(key), "{key}");
+                let payload = format!(
+                    r#"{{"pii":{{"{key}":"not even digits","ok":1}},"{key}":12,"status":{{"{key}":{{"x":null}}}}}}"#
+                );
+                let (value, removed) = cleaned(s, &payload);
+                assert_eq!(
+                    value,
+                    serde_json::json!({"pii": {"ok": 1}, "status": {}}),
+                    "{payload}"
+                );
+                assert_eq!(removed.total(), 3, "{key}");
+                assert_eq!(removed.special_category, 0, "{key}");
+            }
+            for key in ["nr", "fnrx", "person", "nummer", "fødsel", "d"] {
+                assert!(!s.denied(key), "{key}");
+            }
+        }
     }
 
     #[test]

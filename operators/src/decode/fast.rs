@@ -17,7 +17,8 @@
 use std::borrow::Cow;
 
 use super::{
-    field_index, has_national_id, raw_has_national_id, Wire, PII, QUALITY, REDACTED, STATUS, VALUE,
+    field_index, has_national_id, number_text_has_national_id, raw_has_national_id, Wire, PII,
+    QUALITY, REDACTED, STATUS, VALUE,
 };
 use crate::sensitive::SensitiveScanner;
 
@@ -159,7 +160,7 @@ impl<'a> Parser<'a, '_> {
                 return None; // near or beyond i64/u64: serde_json may read a float
             }
             // An integer is formatted back to exactly its text.
-            self.sensitive |= has_national_id(text);
+            self.sensitive |= number_text_has_national_id(text);
         }
         // A fraction with fewer than 10 integer digits is below 10^9: no id.
         Some(())
@@ -386,6 +387,15 @@ mod tests {
             GOOD.replace("\"x\":", "\"health_data\":"),
             GOOD.replace("\"extra\"", "\"ethnic-origin\""),
             GOOD.replace("\"value\":1.234", &format!("\"value\":{id}")),
+            // Hand-computed vectors (`ids::vectors`): formatted, without their
+            // leading 0 as a number, and national-id field names.
+            GOOD.replace("acct-42", "acct 010170-12343"),
+            GOOD.replace("\"area\":\"NO1\"", "\"area\":\"41.01.70 56733\""),
+            GOOD.replace("\"rssi\":-71", "\"rssi\":1017012343"),
+            GOOD.replace("\"rssi\":-71", "\"rssi\":-1417023425"),
+            GOOD.replace("\"value\":1.234", "\"value\":5039132100"),
+            GOOD.replace("\"battery\"", "\"Fødselsnummer\""),
+            GOOD.replace("\"extra\"", "\"fnr\""),
         ] {
             let fast = parse(&text, &s).unwrap_or_else(|| panic!("fast path: {text}"));
             assert!(fast.sensitive, "{text}");
@@ -434,6 +444,12 @@ mod tests {
             1 => prop::sample::select(ids.clone()).prop_map(|id| id.to_string()),
             1 => prop::sample::select(ids.clone()).prop_map(|id| format!("-{id}")),
             1 => prop::sample::select(ids).prop_map(|id| format!("\"note {id}\"")),
+            // `ids::vectors`: formatted, and a number that lost its leading 0.
+            1 => prop::sample::select(vec![
+                "\"010170 12343\"", "\"12.52.85-67892\"", "\"010170 12345\"", "1017012343",
+                "-1417023425", "1017012345", "1017012343.0",
+            ])
+            .prop_map(str::to_owned),
         ];
         leaf.prop_recursive(4, 32, 4, |inner| {
             prop_oneof![
@@ -450,6 +466,8 @@ mod tests {
                             "k",
                             "email",
                             "",
+                            "fnr",
+                            "Fødsels-nummer",
                         ]),
                         inner
                     ),

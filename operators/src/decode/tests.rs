@@ -308,7 +308,7 @@ fn special_category_fields_are_found_while_parsing_and_removed() {
     let mut dead: Value = serde_json::from_str(GOOD).unwrap();
     dead["tenant"] = serde_json::json!("acme");
     dead["value"] = serde_json::json!(-1);
-    dead["status"] = serde_json::json!({"political_opinion": "secret-c", "battery": 2});
+    dead["extra"] = serde_json::json!({"political_opinion": "secret-c", "battery": 2});
     let out = decode_texts(&[&nested.to_string(), &top.to_string(), &dead.to_string()]);
     assert_eq!(out.batch.num_rows(), 2);
     assert_eq!(out.sensitive.special_category, 3);
@@ -330,7 +330,7 @@ fn special_category_fields_are_found_while_parsing_and_removed() {
     );
     assert!(
         payload.contains("battery"),
-        "private payloads keep the rest of status"
+        "private payloads keep the rest of an unknown field"
     );
 }
 
@@ -397,4 +397,196 @@ fn every_contract_field_is_recognized_in_order() {
     }
     assert_eq!(field_index("Tenant"), None);
     assert_eq!(field_index("tenant_"), None);
+}
+
+/// GOOD for the private tenant at hour `h` of 2026-03-29 (UTC), with `fields`
+/// (raw JSON text, escapes and number notation kept) in place of GOOD's fields of
+/// the same names.
+fn private_reading(h: u32, value: &str, fields: &str) -> String {
+    let mut v: Value = serde_json::from_str(GOOD).unwrap();
+    let replaced: Value = serde_json::from_str(&format!("{{{fields}}}")).unwrap();
+    for key in replaced.as_object().unwrap().keys() {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    v["tenant"] = serde_json::json!("acme");
+    v["start"] = serde_json::json!(format!("2026-03-29T{h:02}:00:00Z"));
+    v["value"] = serde_json::from_str(value).unwrap();
+    let text = v.to_string();
+    format!("{{{fields},{}", &text[1..])
+}
+
+fn flagged(out: &DecodeOutput) -> bool {
+    let flags = out
+        .batch
+        .column_by_name("flags")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    flags
+        .values()
+        .iter()
+        .all(|f| f & flags::SENSITIVE_REMOVED != 0)
+}
+
+fn stored_text(out: &DecodeOutput) -> String {
+    let mut text = String::new();
+    for col in ["device_id", "meter_id", "subject", "area"] {
+        let c = out.batch.column_by_name(col).unwrap().as_string::<i32>();
+        for v in c.iter().flatten() {
+            text.push_str(v);
+            text.push('\n');
+        }
+    }
+    for dl in &out.dead_letters {
+        text.push_str(dl.payload.as_deref().unwrap_or_default());
+        text.push_str(&dl.detail);
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn formatted_national_ids_in_any_string_of_a_private_tenant_are_removed() {
+    // Hand-computed vectors (see `ids::vectors`), in the forms people write them.
+    let texts = [
+        private_reading(1, "1.5", r#""area":"010170 12343""#),
+        private_reading(2, "1.5", r#""status":{"note":"eier 41.01.70-56733"}"#),
+        private_reading(3, "1.5", r#""kommentar":"ring 12.52.85\u002067892""#),
+        private_reading(4, "1.5", r#""subject":"kunde 150387-12486""#),
+        private_reading(
+            5,
+            "-1",
+            r#""kommentar":"05.03.91-32100","note":"71039945651""#,
+        ),
+        private_reading(6, "-1", r#""area":"014170 23425""#),
+    ];
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let out = decode_texts(&refs);
+    assert_eq!(out.batch.num_rows(), 4, "{:?}", out.dead_letters);
+    assert_eq!(out.dead_letters.len(), 2);
+    assert!(flagged(&out));
+    assert!(out.batch.column_by_name("area").unwrap().is_null(0));
+    let stored = stored_text(&out);
+    for secret in [
+        "12343", "56733", "67892", "12486", "32100", "45651", "23425",
+    ] {
+        assert!(!stored.contains(secret), "{secret} in {stored}");
+    }
+    let s = out.sensitive;
+    assert_eq!(
+        (s.fodselsnummer, s.d_number, s.h_number),
+        (3, 2, 2),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_national_id_sent_as_a_ten_digit_number_is_removed() {
+    // 01017012343, 01417023425 and 05039132100 without their leading 0.
+    let texts = [
+        private_reading(
+            1,
+            "1.5",
+            r#""status":{"n":1017012343},"extra":[1417023425]"#,
+        ),
+        private_reading(
+            2,
+            "-1",
+            r#""extra":{"ids":[5039132100,3]},"more":1017012343.0"#,
+        ),
+        // Not national ids: an invalid number, a 10-digit string.
+        private_reading(3, "1.5", r#""extra":1017012345,"code":"1017012343""#),
+    ];
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let out = decode_texts(&refs);
+    assert_eq!(out.batch.num_rows(), 2, "{:?}", out.dead_letters);
+    let flags = out
+        .batch
+        .column_by_name("flags")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    assert_ne!(flags.value(0) & flags::SENSITIVE_REMOVED, 0);
+    assert_eq!(flags.value(1) & flags::SENSITIVE_REMOVED, 0);
+    let payload = out.dead_letters[0].payload.as_deref().unwrap();
+    for secret in ["5039132100", "1017012343"] {
+        assert!(!payload.contains(secret), "{secret} in {payload}");
+    }
+    assert!(payload.contains("\"ids\":[3]"), "{payload}");
+    let s = out.sensitive;
+    assert_eq!(
+        (s.fodselsnummer, s.d_number, s.h_number),
+        (3, 0, 1),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn national_id_field_names_are_removed_even_when_the_deny_list_is_replaced() {
+    let config = DecodeConfig {
+        sensitive: SensitiveScanner::new(["shoe_size".to_owned()]),
+        ..DecodeConfig::default()
+    };
+    let mut decoder = Decoder::new(config, decoder().tenants().clone(), None);
+    let texts = [
+        private_reading(
+            1,
+            "1.5",
+            r#""fnr":"secret-a","status":{"Fødselsnummer":"secret-b"}"#,
+        ),
+        private_reading(
+            2,
+            "-1",
+            r#""personnummer":{"v":"secret-c"},"D-nummer":"secret-d""#,
+        ),
+        private_reading(
+            3,
+            "-1",
+            r#""extra":{"pnr":17,"foedselsnummer":[1]},"ok":"kept""#,
+        ),
+    ];
+    let records: Vec<RawRecord> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RawRecord {
+            partition: 0,
+            offset: i as i64,
+            payload: Some(t.as_bytes()),
+            replay_tag: None,
+        })
+        .collect();
+    let out = decoder.decode(&records, &ctx());
+    assert_eq!(out.batch.num_rows(), 1, "{:?}", out.dead_letters);
+    assert!(flagged(&out));
+    let stored = stored_text(&out);
+    for secret in ["secret", "nummer", "fnr", "pnr"] {
+        assert!(!stored.contains(secret), "{secret} in {stored}");
+    }
+    let last: Value =
+        serde_json::from_str(out.dead_letters[1].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(last["extra"], serde_json::json!({}));
+    assert_eq!(last["ok"], "kept");
+    let s = out.sensitive;
+    assert_eq!(
+        (s.fodselsnummer, s.d_number, s.special_category),
+        (5, 1, 0),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn private_dead_letter_payloads_keep_no_status() {
+    let bad = private_reading(
+        1,
+        "-1",
+        r#""status":{"battery":0.9,"firmware":"fw-7.1","note":"door code 4411"}"#,
+    );
+    let out = decode_texts(&[&bad]);
+    let payload = out.dead_letters[0].payload.as_deref().unwrap();
+    let v: Value = serde_json::from_str(payload).unwrap();
+    assert!(v.get("status").is_none(), "{payload}");
+    for secret in ["battery", "fw-7.1", "door code"] {
+        assert!(!payload.contains(secret), "{secret} in {payload}");
+    }
+    // What replay needs is all there.
+    assert_eq!(v["device_id"], "dev-000123");
+    assert_eq!(v["value"], -1);
 }
