@@ -831,6 +831,8 @@ impl Decoder {
                 ))
             }
         };
+        // `-0` and negative values that round to zero are 0 (see `decimal`), stored
+        // as 0.000 rather than refused as negative.
         let value = match decimal::parse_thousandths(w.value) {
             Ok(v) if v >= 0 => v,
             Ok(_) => {
@@ -848,7 +850,7 @@ impl Decoder {
             Err(DecimalError::OutOfRange) => {
                 return Err(reject(
                     Reason::InvalidValue,
-                    "field `value`: outside decimal(18,3)",
+                    "field `value`: outside decimal(18,3) (at most 15 integer digits after rounding to 3 decimals)",
                 ))
             }
         };
@@ -1164,12 +1166,16 @@ fn diagnose(text: &str) -> Reject {
         Ok(v) => v,
         Err(e) => {
             // Syntax errors name a line and column only (no content).
+            let message = e.to_string();
             let detail = format!(
                 "not well-formed JSON at line {} column {}{}",
                 e.line(),
                 e.column(),
-                if e.to_string().contains("recursion limit") {
+                if message.contains("recursion limit") {
                     " (nested too deeply)"
+                } else if message.contains("number out of range") {
+                    // Outside `value` numbers are read as 64-bit floats.
+                    " (a number beyond the range of a 64-bit float)"
                 } else {
                     ""
                 }

@@ -590,3 +590,140 @@ fn private_dead_letter_payloads_keep_no_status() {
     assert_eq!(v["device_id"], "dev-000123");
     assert_eq!(v["value"], -1);
 }
+
+/// Regression: this value was stored as `0.000` (release) or panicked (debug).
+#[test]
+fn value_1e9223372036854775807_is_an_invalid_value_dead_letter() {
+    let text = GOOD.replace("\"value\":1.234", "\"value\":1e9223372036854775807");
+    let out = decode_texts(&[&text]);
+    assert_eq!(out.batch.num_rows(), 0);
+    assert_eq!(out.dead_letters[0].reason, Reason::InvalidValue);
+    assert!(out.dead_letters[0].detail.contains("`value`"));
+}
+
+/// `text` with `value` replaced by the raw JSON number `number`.
+fn with_number(text: &str, number: &str) -> String {
+    text.replace("\"value\":1.234", &format!("\"value\":{number}"))
+}
+
+/// The same payload, made to take the serde path (an escape in `device_id`).
+fn via_serde(text: &str) -> String {
+    let text = text.replace("\"dev-000123\"", "\"dev-\\u0030000123\"");
+    assert!(fast::parse(&text, &SensitiveScanner::default()).is_none());
+    text
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+    /// Through both parsers, any JSON number is stored as its exact value rounded
+    /// half to even at 3 decimals (independent reference), or refused.
+    #[test]
+    fn any_number_is_stored_exactly_or_refused_on_both_decode_paths(
+        number in crate::decimal::reference::json_number()
+    ) {
+        let fast_text = with_number(GOOD, &number);
+        proptest::prop_assert!(fast::parse(&fast_text, &SensitiveScanner::default()).is_some());
+        let texts = [fast_text.clone(), via_serde(&fast_text)];
+        let out = decode_texts(&[&texts[0], &texts[1]]);
+        // A digit run that happens to be a national id is removed, not stored.
+        proptest::prop_assume!(out.sensitive.total() == 0);
+        match crate::decimal::reference::thousandths(&number) {
+            Ok(units) if units >= 0 => {
+                proptest::prop_assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+                let stored = out.batch.column(9).as_primitive::<Decimal128Type>();
+                proptest::prop_assert_eq!(stored.value(0), units);
+                proptest::prop_assert_eq!(stored.value(1), units);
+            }
+            expected => {
+                proptest::prop_assert_eq!(out.batch.num_rows(), 0);
+                let reason = match expected {
+                    Ok(_) => Reason::NegativeValue,
+                    Err(_) => Reason::InvalidValue,
+                };
+                for dl in &out.dead_letters {
+                    proptest::prop_assert_eq!(dl.reason, reason);
+                    proptest::prop_assert!(dl.detail.starts_with("field `value`:"), "{}", dl.detail);
+                }
+            }
+        }
+    }
+}
+
+/// Decided: `-0` and negative values that round to zero are stored as 0.000, not
+/// dead-lettered as negative (a reading of zero has no sign).
+#[test]
+fn negative_zero_and_negatives_rounding_to_zero_are_stored_as_zero() {
+    let numbers = [
+        "-0",
+        "-0.0",
+        "-0.0001",
+        "-0.0005",
+        "-0e-9223372036854775807",
+    ];
+    let texts: Vec<String> = numbers.iter().map(|n| with_number(GOOD, n)).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let out = decode_texts(&refs);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let stored = out.batch.column(9).as_primitive::<Decimal128Type>();
+    assert!(stored.values().iter().all(|v| *v == 0));
+    let out = decode_texts(&[&with_number(GOOD, "-0.0006")]);
+    assert_eq!(out.dead_letters[0].reason, Reason::NegativeValue);
+}
+
+#[test]
+fn exact_edges_of_the_range_are_stored_rounded() {
+    let numbers = ["1e-9223372036854775807", "18446744073709551617e-18"];
+    let texts: Vec<String> = numbers.iter().map(|n| with_number(GOOD, n)).collect();
+    let out = decode_texts(&[&texts[0], &texts[1], &via_serde(&texts[1])]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let stored = out.batch.column(9).as_primitive::<Decimal128Type>();
+    assert_eq!(stored.values().to_vec(), [0, 18_447, 18_447]);
+}
+
+/// A number literal of 60 KB (under the 64 KiB message limit) is decided in one
+/// pass: refused where it leaves the range, with a detail that does not grow with it.
+#[test]
+fn a_60_kb_number_literal_is_refused_with_a_short_detail() {
+    let zeros = "0".repeat(60_000);
+    let nines = "9".repeat(60_000);
+    let huge = format!("1{zeros}");
+    let value_texts = [
+        with_number(GOOD, &huge),
+        via_serde(&with_number(GOOD, &huge)),
+        with_number(GOOD, &format!("1e{nines}")),
+        with_number(GOOD, &format!("-{huge}.5")),
+    ];
+    let elsewhere = [
+        GOOD.replace("\"battery\":0.9", &format!("\"battery\":{huge}")),
+        GOOD.replace("\"extra\":\"ignored\"", &format!("\"extra\":{huge}")),
+        GOOD.replace("\"extra\":\"ignored\"", &format!("\"extra\":-1e{nines}")),
+    ];
+    let refs: Vec<&str> = value_texts
+        .iter()
+        .chain(&elsewhere)
+        .map(String::as_str)
+        .collect();
+    let out = decode_texts(&refs);
+    assert_eq!(out.batch.num_rows(), 0);
+    assert_eq!(out.dead_letters.len(), refs.len());
+    for dl in &out.dead_letters[..value_texts.len()] {
+        assert_eq!(dl.reason, Reason::InvalidValue, "{}", dl.detail);
+        assert!(dl.detail.starts_with("field `value`:"), "{}", dl.detail);
+    }
+    for dl in &out.dead_letters[value_texts.len()..] {
+        // Outside `value`, numbers are 64-bit floats; this one is beyond them.
+        assert_eq!(dl.reason, Reason::MalformedJson, "{}", dl.detail);
+        assert!(dl.detail.contains("64-bit float"), "{}", dl.detail);
+    }
+    for dl in &out.dead_letters {
+        assert!(dl.detail.len() < 200, "{}", dl.detail);
+        assert!(!dl.payload.as_deref().unwrap_or_default().contains(&zeros));
+    }
+    // A 60 KB literal that rounds into the range is stored, rounded.
+    let long_fraction = with_number(GOOD, &format!("1.{zeros}1"));
+    let out = decode_texts(&[&long_fraction, &via_serde(&long_fraction)]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let stored = out.batch.column(9).as_primitive::<Decimal128Type>();
+    assert_eq!(stored.values().to_vec(), [1000, 1000]);
+}
