@@ -274,7 +274,8 @@ pub fn day_minutes(tz: Tz, days: i32) -> i64 {
 }
 
 /// UTC offset in microseconds at an instant, cached per 15-minute slot (every real
-/// offset and transition is on that grid).
+/// offset and transition is on that grid). Lives for one call, so its slots are
+/// bounded by that call's rows.
 struct Offsets {
     tz: Tz,
     cache: FastMap<i64, i64>,

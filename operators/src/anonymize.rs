@@ -169,7 +169,8 @@ pub(crate) fn public_area(area: &str) -> Option<&str> {
 }
 
 /// Pseudonyms computed once per distinct (tenant, kind, identifier) in a batch: the
-/// same id of another tenant or kind has another pseudonym.
+/// same id of another tenant or kind has another pseudonym. Created per batch and
+/// dropped with it, so bounded by the batch's rows.
 #[derive(Default)]
 struct PseudonymCache<'a> {
     /// (tenant slot in this batch, kind, id) -> index into `values`.

@@ -19,6 +19,14 @@ use crate::tenant::TenantRegistry;
 pub type Period = (i64, Option<i64>);
 
 /// The consent state the readings chain checks.
+///
+/// Keyed by ledger content, and deliberately not capped: it is the whole ledger's
+/// state, and forgetting an entry would drop readings a meter has consent for, or
+/// treat an upgraded subject's readings as public. It is bounded by the
+/// `consent_ledger` table instead: it is built from that table (every entry is a
+/// ledger row stored first; see `pipeline/src/subjects.rs`), rebuilt rather than
+/// grown when the ledger changes, and readings only look it up (`&self`), so no
+/// reading adds to it.
 #[derive(Debug, Clone)]
 pub struct ConsentView {
     hasher: LedgerHasher,

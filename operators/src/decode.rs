@@ -125,9 +125,16 @@ pub struct Decoder {
     config: DecodeConfig,
     tenants: TenantRegistry,
     pseudonymizer: Option<Pseudonymizer>,
-    /// (tenant index, 15-minute slot) -> local date (days since epoch).
+    /// (tenant index, 15-minute slot) -> local date (days since epoch). Both parts
+    /// of the key come from message content: at most [`MAX_CACHED_LOCAL_DATES`]
+    /// entries, cleared when full.
     local_dates: FastMap<(usize, i64), i32>,
 }
+
+/// Local dates cached by a [`Decoder`]: 16,384 (tenant, 15-minute slot) pairs, 170
+/// days of one tenant, a few hundred KiB. Beyond it the cache is cleared and refilled,
+/// so a stream spread over many slots costs time zone arithmetic, not memory.
+pub const MAX_CACHED_LOCAL_DATES: usize = 16_384;
 
 /// The fast-path view of a message: borrowed wherever the JSON has no escapes.
 /// Parsed by [`fast::parse`] or [`WireSeed`], which look at every key, string and
@@ -890,16 +897,27 @@ impl Decoder {
     }
 
     /// The local calendar date of an instant in the tenant's time zone. Every real
-    /// zone offset is a multiple of 15 minutes, so the date is cached per slot.
+    /// zone offset is a multiple of 15 minutes, so the date is cached per slot (at
+    /// most [`MAX_CACHED_LOCAL_DATES`] slots).
     fn local_date(&mut self, tenant: usize, micros: i64) -> i32 {
         const SLOT: i64 = 15 * 60 * 1_000_000;
         let slot = micros.div_euclid(SLOT);
+        if let Some(date) = self.local_dates.get(&(tenant, slot)) {
+            return *date;
+        }
         let tz = self.tenants.get(tenant).timezone;
-        *self.local_dates.entry((tenant, slot)).or_insert_with(|| {
-            let utc = DateTime::from_timestamp_micros(slot * SLOT).unwrap_or_default();
-            let date = utc.with_timezone(&tz).date_naive();
-            days_since_epoch(date)
-        })
+        let utc = DateTime::from_timestamp_micros(slot * SLOT).unwrap_or_default();
+        let date = days_since_epoch(utc.with_timezone(&tz).date_naive());
+        if self.local_dates.len() >= MAX_CACHED_LOCAL_DATES {
+            self.local_dates.clear();
+        }
+        self.local_dates.insert((tenant, slot), date);
+        date
+    }
+
+    /// Local dates cached now (never more than [`MAX_CACHED_LOCAL_DATES`]).
+    pub fn cached_local_dates(&self) -> usize {
+        self.local_dates.len()
     }
 
     /// A dead letter for a record rejected after decoding (by `validate` or the

@@ -86,15 +86,25 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// Tenants whose derived keys a [`Pseudonymizer`] caches. The tenant of a dead
+/// letter is message content (any well-formed id, configured or not, is
+/// pseudonymized under its own key), so the cache is cleared when full; deriving a
+/// key again costs one hash.
+pub const MAX_CACHED_TENANT_KEYS: usize = 1024;
+
 /// Derives and caches per-(tenant, kind) keys; computes pseudonyms.
 #[derive(Clone)]
 pub struct Pseudonymizer {
     master: MasterKey,
-    /// tenant -> derived key per [`IdKind`] (looked up without allocating).
+    /// tenant -> derived key per [`IdKind`] (looked up without allocating); at most
+    /// [`MAX_CACHED_TENANT_KEYS`] tenants.
     keys: HashMap<String, [Option<[u8; 32]>; 3]>,
     /// (tenant, epoch) -> the epoch's key (random, stored wrapped; see `epoch`).
+    /// Set only by [`Self::set_epoch_keys`] from the key store, never from message
+    /// content: bounded by the configured tenants and their open epochs.
     epoch_keys: HashMap<(String, Epoch), [u8; 32]>,
-    /// (tenant, epoch) -> derived key per [`IdKind`].
+    /// (tenant, epoch) -> derived key per [`IdKind`]; only for entries of
+    /// `epoch_keys` (see [`Self::epoch_key`]), so bounded like it.
     epoch_derived: HashMap<(String, Epoch), [Option<[u8; 32]>; 3]>,
 }
 
@@ -168,8 +178,17 @@ impl Pseudonymizer {
         material.push(0);
         material.extend_from_slice(kind.label().as_bytes());
         let key = blake3::derive_key(KDF_CONTEXT, &material);
+        if self.keys.len() >= MAX_CACHED_TENANT_KEYS && !self.keys.contains_key(tenant) {
+            self.keys.clear();
+        }
         self.keys.entry(tenant.to_owned()).or_default()[slot] = Some(key);
         key
+    }
+
+    /// Tenants whose derived keys are cached now (never more than
+    /// [`MAX_CACHED_TENANT_KEYS`]).
+    pub fn cached_tenant_keys(&self) -> usize {
+        self.keys.len()
     }
 
     /// The tag `meterline dlq replay` puts in the `meterline-replay` header: a keyed
@@ -251,6 +270,20 @@ mod tests {
         assert_eq!(err, KeyError::NotHex);
         assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
         assert_eq!(format!("{:?}", key(1)), "MasterKey(<redacted>)");
+    }
+
+    /// Dead letters are pseudonymized under their (unconfigured) tenant's key: a
+    /// stream of made-up tenants leaves the key cache within its bound, and the
+    /// pseudonyms do not change when it is cleared.
+    #[test]
+    fn the_key_cache_stays_bounded_under_made_up_tenants() {
+        let mut p = Pseudonymizer::new(key(3));
+        let before = p.pseudonym("oslo", IdKind::Device, "dev-1");
+        for i in 0..3 * MAX_CACHED_TENANT_KEYS {
+            p.pseudonym(&format!("tenant-{i}"), IdKind::Meter, "m");
+            assert!(p.cached_tenant_keys() <= MAX_CACHED_TENANT_KEYS);
+        }
+        assert_eq!(p.pseudonym("oslo", IdKind::Device, "dev-1"), before);
     }
 
     proptest! {

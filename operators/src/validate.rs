@@ -22,7 +22,8 @@
 //!
 //! The spike rule compares intervals of the same meter and local day *within one
 //! batch* (Elhub delivers a day's series together); the resolution rule remembers the
-//! resolution per meter and day across batches (bounded; forgotten on restart).
+//! resolution per meter and day across batches (at most [`MAX_REMEMBERED_DAYS`]
+//! meter-days of 16 bytes each, cleared when full; forgotten on restart).
 
 use std::sync::Arc;
 
@@ -43,16 +44,18 @@ use crate::schema::{col, DECODED};
 use crate::tenant::{Rules, TenantRegistry};
 use crate::FastMap;
 
-/// Meter-days whose resolution is remembered; the memory is cleared beyond this.
-const MAX_REMEMBERED_DAYS: usize = 1_000_000;
+/// Meter-days whose resolution is remembered; the memory is cleared when full. Its
+/// keys are 16-byte digests, so this is about 32 MB however long the identifiers.
+pub const MAX_REMEMBERED_DAYS: usize = 1_000_000;
 
 /// The validate operator.
 #[derive(Debug, Clone)]
 pub struct Validate {
     tenants: TenantRegistry,
-    /// Key of [`day_key`] (tenant, meter, quantity, direction, local date) ->
-    /// resolution in minutes.
-    day_resolution: FastMap<String, i32>,
+    /// [`day_key`] of (tenant, meter, quantity, direction, local date) -> resolution
+    /// in minutes. Keyed by message content: at most `max_days` entries.
+    day_resolution: FastMap<[u8; 16], i32>,
+    max_days: usize,
 }
 
 impl Validate {
@@ -60,7 +63,21 @@ impl Validate {
         Self {
             tenants,
             day_resolution: FastMap::default(),
+            max_days: MAX_REMEMBERED_DAYS,
         }
+    }
+
+    /// Meter-days whose resolution is remembered now (never more than
+    /// [`MAX_REMEMBERED_DAYS`]).
+    pub fn remembered_days(&self) -> usize {
+        self.day_resolution.len()
+    }
+
+    /// A smaller memory, so tests reach the bound quickly.
+    #[cfg(test)]
+    fn with_max_remembered_days(mut self, max_days: usize) -> Self {
+        self.max_days = max_days;
+        self
     }
 }
 
@@ -90,16 +107,19 @@ fn unit_allowed(quantity: &str, unit: &str) -> bool {
     }
 }
 
-/// The resolution memory's key for a meter-day, built in a reused buffer: the parts
-/// joined by NUL (which identifiers cannot contain), then the date.
-fn day_key(buf: &mut String, parts: [&str; 4], date: i32) {
-    use std::fmt::Write;
-    buf.clear();
+/// The resolution memory's key for a meter-day: a 16-byte digest of the parts, each
+/// followed by NUL (which identifiers cannot contain), then the date. Fixed-size, so
+/// long identifiers do not make the memory larger.
+fn day_key(parts: [&str; 4], date: i32) -> [u8; 16] {
+    let mut hasher = blake3::Hasher::new();
     for part in parts {
-        buf.push_str(part);
-        buf.push('\u{0}');
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
     }
-    let _ = write!(buf, "{date}");
+    hasher.update(&date.to_le_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    key
 }
 
 struct Rejection {
@@ -310,10 +330,6 @@ impl Operator for Validate {
             );
             days.entry(key).or_default().push(row);
         }
-        if self.day_resolution.len() > MAX_REMEMBERED_DAYS {
-            self.day_resolution.clear();
-        }
-        let mut key = String::new();
         for ((t, m, q, d, date), members) in &days {
             if members.len() >= 3 {
                 let mut sorted: Vec<(i128, usize)> =
@@ -330,12 +346,15 @@ impl Operator for Validate {
                 }
             }
             // The resolution seen first (earlier batch or first row) is the day's.
-            day_key(&mut key, [t, m, q, d], *date);
-            let seen = match self.day_resolution.get(key.as_str()) {
+            let key = day_key([t, m, q, d], *date);
+            let seen = match self.day_resolution.get(&key) {
                 Some(r) => *r,
                 None => {
+                    if self.day_resolution.len() >= self.max_days {
+                        self.day_resolution.clear();
+                    }
                     let r = resolution.value(members[0]);
-                    self.day_resolution.insert(key.clone(), r);
+                    self.day_resolution.insert(key, r);
                     r
                 }
             };

@@ -17,8 +17,11 @@
 //! The index is pure; before classifying a batch the pipeline fills it from the lake
 //! with the stored keys of the batch's (tenant, local date, meter) combinations not
 //! loaded yet, and clears it when partitions move between processes. Its size is
-//! bounded: when it holds more than the configured number of keys it is cleared
-//! (after a commit) and refilled on demand.
+//! bounded: when it holds more than the configured number of entries (keys, and the
+//! (tenant, local date, meter) combinations marked loaded) it is cleared (after a
+//! commit) and refilled on demand. A load marks at most that many combinations (the
+//! rest are loaded again when met), so a batch of many dates and many meters cannot
+//! blow the bound up by their product.
 
 use std::collections::BTreeSet;
 
@@ -47,8 +50,10 @@ pub struct Classified {
 pub struct VersionIndex {
     series: FastMap<String, u32>,
     current: FastMap<(u32, i64), (i64, i64)>,
-    /// tenant -> local date -> meters whose stored keys are loaded.
+    /// tenant -> local date -> meters whose stored keys are loaded; at most
+    /// `max_keys` combinations (`loaded_len`).
     loaded: FastMap<String, FastMap<i32, FastSet<String>>>,
+    loaded_len: usize,
     max_keys: usize,
     /// Reused buffer for series keys (no allocation per row).
     key_buf: String,
@@ -121,18 +126,20 @@ impl VersionIndex {
             series: FastMap::default(),
             current: FastMap::default(),
             loaded: FastMap::default(),
+            loaded_len: 0,
             max_keys: max_keys.max(1),
             key_buf: String::new(),
         }
     }
 
-    /// Keys held.
+    /// Entries held, what the bound (`max_keys`) applies to: keys, plus the
+    /// (tenant, local date, meter) combinations marked loaded.
     pub fn len(&self) -> usize {
-        self.current.len()
+        self.current.len() + self.loaded_len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.current.is_empty()
+        self.len() == 0
     }
 
     /// Forget everything (partitions moved, or the bound was reached).
@@ -140,6 +147,7 @@ impl VersionIndex {
         self.series.clear();
         self.current.clear();
         self.loaded.clear();
+        self.loaded_len = 0;
     }
 
     /// The (tenant, local date, meter) combinations of a `readings` batch whose
@@ -203,15 +211,16 @@ impl VersionIndex {
 
     /// Make room before loading: clear everything when the bound would be passed.
     pub fn make_room(&mut self) {
-        if self.current.len() >= self.max_keys {
+        if self.len() >= self.max_keys {
             self.clear();
         }
     }
 
     /// Record stored rows of a tenant (columns `meter`, `quantity`, `direction`,
     /// `interval_start`, `version`, `value`) read for `local_dates` x `meters`, and
-    /// mark those combinations loaded. Several versions of a key may be given; the
-    /// highest wins.
+    /// mark those combinations loaded (up to `max_keys` combinations in all; the
+    /// others are reported by [`Self::missing`] again, and loading twice changes
+    /// nothing). Several versions of a key may be given; the highest wins.
     ///
     /// # Errors
     /// Batches without those columns.
@@ -249,12 +258,17 @@ impl VersionIndex {
         }
         for date in local_dates {
             for meter in meters {
-                self.loaded
+                if self.loaded_len >= self.max_keys {
+                    return Ok(());
+                }
+                let added = self
+                    .loaded
                     .entry(tenant.to_owned())
                     .or_default()
                     .entry(*date)
                     .or_default()
                     .insert((*meter).to_owned());
+                self.loaded_len += usize::from(added);
             }
         }
         Ok(())
@@ -434,6 +448,35 @@ mod tests {
             index.missing(&batch(&[("a", 0, None, 1)])).unwrap().len(),
             1
         );
+    }
+
+    /// `load` marks the product of a batch's dates and meters: 1,000 x 1,000 would
+    /// be a million combinations for a 2,000-row batch.
+    #[test]
+    fn a_load_marks_no_more_combinations_than_the_bound() {
+        let mut index = VersionIndex::new(5_000);
+        let dates: Vec<i32> = (0..1_000).rev().collect();
+        let names: Vec<String> = (0..1_000).map(|m| format!("m{m}")).collect();
+        let meters: Vec<&str> = names.iter().map(String::as_str).collect();
+        index.load("t", &dates, &meters, &[]).unwrap();
+        assert_eq!(index.len(), 5_000);
+        let marked: usize = index
+            .loaded
+            .values()
+            .flat_map(|d| d.values())
+            .map(|m| m.len())
+            .sum();
+        assert_eq!(marked, 5_000);
+        // Unmarked combinations are reported again; the bound clears the index.
+        assert_eq!(
+            index
+                .missing(&batch(&[("m999", 0, None, 1)]))
+                .unwrap()
+                .len(),
+            1
+        );
+        index.make_room();
+        assert!(index.is_empty());
     }
 
     proptest! {

@@ -727,3 +727,65 @@ fn a_60_kb_number_literal_is_refused_with_a_short_detail() {
     let stored = out.batch.column(9).as_primitive::<Decimal128Type>();
     assert_eq!(stored.values().to_vec(), [1000, 1000]);
 }
+
+/// 1,000,000 readings, each in its own 15-minute slot, spread over 28 years and
+/// decoded 10,000 at a time: the local-date cache never holds more than its bound,
+/// and every local date is still the tenant's calendar date.
+#[test]
+fn the_local_date_cache_stays_bounded_over_a_million_slots() {
+    const RECORDS: usize = 1_000_000;
+    const BATCH: usize = 10_000;
+    const SLOT_SECS: i64 = 15 * 60;
+    let base = DateTime::parse_from_rfc3339("1990-01-01T00:00:00Z")
+        .unwrap()
+        .timestamp();
+    let mut decoder = decoder();
+    let mut largest = 0;
+    for first in (0..RECORDS).step_by(BATCH) {
+        // A permutation of 0..RECORDS (104729 is prime to 10^6): distinct slots,
+        // every batch spread over all the years.
+        let starts: Vec<i64> = (first..first + BATCH)
+            .map(|i| base + (i as i64 * 104_729) % RECORDS as i64 * SLOT_SECS)
+            .collect();
+        let payloads: Vec<String> = starts
+            .iter()
+            .map(|s| {
+                let start = DateTime::from_timestamp(*s, 0).unwrap();
+                format!(
+                    r#"{{"schema":"reading/v1","tenant":"oslo","device_id":"d","quantity":"electricity","start":"{}","resolution":"PT15M","value":1,"unit":"kWh","quality":"measured"}}"#,
+                    start.format("%Y-%m-%dT%H:%M:%SZ")
+                )
+            })
+            .collect();
+        let records: Vec<RawRecord> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawRecord {
+                partition: 0,
+                offset: (first + i) as i64,
+                payload: Some(p.as_bytes()),
+                replay_tag: None,
+            })
+            .collect();
+        let out = decoder.decode(&records, &ctx());
+        assert_eq!(
+            out.batch.num_rows(),
+            BATCH,
+            "{:?}",
+            out.dead_letters.first()
+        );
+        let cached = decoder.cached_local_dates();
+        assert!(cached <= MAX_CACHED_LOCAL_DATES, "{cached} after {first}");
+        largest = largest.max(cached);
+        let dates = out.batch.column(8).as_primitive::<Date32Type>();
+        for row in (0..BATCH).step_by(997) {
+            let local = DateTime::from_timestamp(starts[row], 0)
+                .unwrap()
+                .with_timezone(&chrono_tz::Europe::Oslo)
+                .date_naive();
+            assert_eq!(dates.value(row), days_since_epoch(local), "{}", starts[row]);
+        }
+    }
+    // The cache was used across batches (not emptied per call) up to its bound.
+    assert!(largest > BATCH, "{largest}");
+}

@@ -556,3 +556,54 @@ fn resolutions_are_per_quantity_and_direction() {
     assert!(r.reasons.is_empty(), "{:?}", r.reasons);
     assert!(flags_of(&r.readings).iter().all(Option::is_none));
 }
+
+/// Meter ids are message content: the resolution memory stays within its bound
+/// however many meter-days arrive, and still flags a mix after being cleared.
+#[test]
+fn the_resolution_memory_stays_bounded_over_many_meter_days() {
+    const MAX: usize = 1_000;
+    let mut decoder =
+        crate::decode::Decoder::new(DecodeConfig::default(), tenants(Rules::default()), None);
+    let mut validate = Validate::new(tenants(Rules::default())).with_max_remembered_days(MAX);
+    let ctx = OperatorContext { now_micros: NOW };
+    let mut process = |texts: &[String]| {
+        let records: Vec<RawRecord> = texts
+            .iter()
+            .map(|t| RawRecord {
+                partition: 0,
+                offset: 0,
+                payload: Some(t.as_bytes()),
+                replay_tag: None,
+            })
+            .collect();
+        let decoded = decoder.decode(&records, &ctx);
+        assert!(decoded.dead_letters.is_empty());
+        let out = validate.process(decoded.batch, &ctx).unwrap();
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
+        (out.accepted, validate.remembered_days())
+    };
+    for batch in 0..12 {
+        // 400 new devices (without meter ids), each a meter-day of its own.
+        let texts: Vec<String> = (0..400)
+            .map(|i| {
+                let device = format!("\"dev-{batch}-{i}-{}\"", "x".repeat(100));
+                reading(&[("device_id", &device), ("meter_id", "null")])
+            })
+            .collect();
+        let (_, remembered) = process(&texts);
+        assert!(remembered <= MAX, "{remembered} after batch {batch}");
+    }
+    // A resolution change is still seen across batches after the clears.
+    let device = ("device_id", "\"dev-mixed\"");
+    process(&[reading(&[device, ("meter_id", "null")])]);
+    let (accepted, _) = process(&[reading(&[
+        device,
+        ("meter_id", "null"),
+        ("resolution", "\"PT15M\""),
+        ("start", "\"2026-10-25T03:15:00Z\""),
+    ])]);
+    let bits = accepted
+        .column(crate::schema::col::FLAGS)
+        .as_primitive::<UInt32Type>();
+    assert_eq!(bits.value(0), flags::RESOLUTION_MIX);
+}
