@@ -518,6 +518,7 @@ impl Materializer {
             None => 0,
         };
         Ok(match self.readings.commit_time_ms(waiting).await? {
+            // Wall time on purpose: Delta commit times are wall times.
             Some(ms) => ((chrono::Utc::now().timestamp_millis() - ms).max(0) as f64) / 1000.0,
             None => 0.0,
         })
@@ -616,8 +617,11 @@ mod tests {
                 replay_tag: None,
             })
             .collect();
+        // A fixed "now" after the test data (October 2026).
         let ctx = OperatorContext {
-            now_micros: chrono::Utc::now().timestamp_micros(),
+            now_micros: chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+                .unwrap()
+                .timestamp_micros(),
         };
         let out = chain.process(&records, &ctx).unwrap();
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);

@@ -349,6 +349,7 @@ pub async fn report(
 
 /// The erasure requests on the topic after the position the audit table answers.
 async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
+    let clock = settings.clock;
     let topic = settings.lifecycle.erasure_topic.clone();
     let mut config = ClientConfig::new();
     for (k, v) in &settings.kafka.properties {
@@ -405,10 +406,13 @@ async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
             tpl.add_partition_offset(&topic, p, Offset::Offset(next))?;
             consumer.assign(&tpl)?;
             if let Some(Ok(m)) = consumer.poll(timeout) {
+                // The record's create time (wall time) on the settings' clock,
+                // as the erasure consumer reads it.
                 let at = m
                     .timestamp()
                     .to_millis()
-                    .and_then(DateTime::from_timestamp_millis);
+                    .and_then(DateTime::from_timestamp_millis)
+                    .map(|wall| clock.from_wall(wall));
                 pending.oldest_requested_at = match (pending.oldest_requested_at, at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

@@ -19,7 +19,7 @@ use figment::Figment;
 use meterline_operators::pseudonym::KeyError;
 use meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS;
 use meterline_operators::{
-    DecodeConfig, Deployment, MasterKey, Rules, SensitiveScanner, Tenant, TenantRegistry,
+    Clock, DecodeConfig, Deployment, MasterKey, Rules, SensitiveScanner, Tenant, TenantRegistry,
 };
 use meterline_sinks::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,32 @@ const SECTIONS: [&str; 7] = [
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
 pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
+/// Moves "now" for tests and rehearsals: an RFC 3339 instant with an offset
+/// (`2026-12-01T00:30:00+01:00`). The process's clock reads that instant at start
+/// and advances from there. Never set it in production.
+pub const FAKE_NOW_ENV: &str = "METERLINE_FAKE_NOW";
+
+/// The clock `METERLINE_FAKE_NOW` asks for: the system clock when it is unset.
+///
+/// # Errors
+/// A value that is not an RFC 3339 instant with an offset.
+pub fn clock_from_env() -> Result<Clock, ConfigError> {
+    clock_from(std::env::var(FAKE_NOW_ENV).ok().as_deref())
+}
+
+fn clock_from(value: Option<&str>) -> Result<Clock, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Clock::system()),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| Clock::starting_at(at.with_timezone(&chrono::Utc)))
+            .map_err(|_| {
+                invalid(
+                    FAKE_NOW_ENV,
+                    "must be an RFC 3339 instant with an offset, e.g. 2026-12-01T00:30:00+01:00",
+                )
+            }),
+    }
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -207,7 +233,9 @@ pub struct PrivacyConfig {
     /// Field names that carry special categories of personal data (health,
     /// biometrics, religion, politics, ethnicity, children ...). Such fields are
     /// removed wherever they appear in a message. Unset: the built-in list (see the
-    /// README); set: this list replaces it.
+    /// README); set: this list replaces it. Fields named for a national identity
+    /// number (`fødselsnummer`, `fnr`, `personnummer`, `d_nummer`, ...) are removed
+    /// either way.
     pub special_category_fields: Option<Vec<String>>,
     /// Compacted topic of erasure requests: a record with key = subject and no
     /// value (a tombstone) erases that subject. Empty: no erasure consumer.
@@ -463,14 +491,22 @@ pub struct Settings {
     pub aggregate: crate::aggregate::AggregateSettings,
     /// Erasure and retention.
     pub lifecycle: crate::lifecycle::LifecycleSettings,
+    /// "Now" for validation, key epochs and everything timed by the calendar.
+    pub clock: Clock,
 }
 
 impl Settings {
     pub fn decode_config(&self) -> DecodeConfig {
         DecodeConfig {
             max_message_bytes: self.pipeline.max_message_bytes,
-            sensitive: SensitiveScanner::new(self.special_category_fields.iter().cloned()),
+            sensitive: self.sensitive_scanner(),
         }
+    }
+
+    /// Finds sensitive data in the messages of every topic: the special-category
+    /// deny-list in effect, and the national-id field names no list can leave out.
+    pub fn sensitive_scanner(&self) -> SensitiveScanner {
+        SensitiveScanner::new(self.special_category_fields.iter().cloned())
     }
 
     /// Client settings for meterline's producers (dead-letter topic, replay): the
@@ -580,10 +616,15 @@ impl Config {
     /// Any unusable value, naming its field.
     pub fn build(self) -> Result<Settings, ConfigError> {
         let key_from_env = std::env::var(KEY_ENV).ok();
-        self.build_with_key(key_from_env)
+        let clock = clock_from_env()?;
+        self.build_with_key(key_from_env, clock)
     }
 
-    fn build_with_key(self, key_from_env: Option<String>) -> Result<Settings, ConfigError> {
+    fn build_with_key(
+        self,
+        key_from_env: Option<String>,
+        clock: Clock,
+    ) -> Result<Settings, ConfigError> {
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must list at least one host:port"));
         }
@@ -871,6 +912,7 @@ impl Config {
             retention_every: Duration::from_secs(d.retention_check_secs),
             dead_letter_days: u32::try_from(d.retention_days).unwrap_or(u32::MAX),
             telemetry_days,
+            clock,
         };
         let storage_options = self
             .lake
@@ -897,7 +939,30 @@ impl Config {
             dead_letters: self.dead_letters,
             aggregate,
             lifecycle,
+            clock,
         })
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn fake_now_moves_the_clock_and_a_bad_value_names_the_variable() {
+        assert!(!clock_from(None).unwrap().is_shifted());
+        assert!(!clock_from(Some(" ")).unwrap().is_shifted());
+        let c = clock_from(Some("2028-02-29T23:30:00+01:00")).unwrap();
+        let want = chrono::DateTime::parse_from_rfc3339("2028-02-29T22:30:00Z").unwrap();
+        let got = c.now();
+        assert!(
+            got >= want && got - want < chrono::Duration::seconds(5),
+            "{got}"
+        );
+        let err = clock_from(Some("2028-02-29 23:30"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(FAKE_NOW_ENV), "{err}");
     }
 }
 
@@ -928,7 +993,7 @@ mod tests {
         assert_eq!(c.metrics.listen, "127.0.0.1:9898");
         assert_eq!(c.pipeline.flush_interval_secs, 10);
         assert_eq!(c.tenants[0].timezone, "Europe/Oslo");
-        let s = c.build_with_key(None).unwrap();
+        let s = c.build_with_key(None, Clock::system()).unwrap();
         assert!(s.key.is_none());
     }
 
@@ -953,13 +1018,16 @@ mod tests {
             "deployment = \"private\"",
             "deployment = \"private\"\ntimezone = \"Mars/Olympus\"",
         );
-        let err = parse(&bad_tz).unwrap().build_with_key(None).unwrap_err();
+        let err = parse(&bad_tz)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
         assert!(err.to_string().contains("tenants[0].timezone"), "{err}");
         let err = parse(&MINIMAL.replace("\"private\"", "\"secret\"")).unwrap_err();
         assert!(err.to_string().contains("deployment"), "{err}");
         let err = parse(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"))
             .unwrap()
-            .build_with_key(None)
+            .build_with_key(None, Clock::system())
             .unwrap_err();
         assert!(err.to_string().contains("metrics.listen"), "{err}");
     }
@@ -967,16 +1035,19 @@ mod tests {
     #[test]
     fn public_tenants_need_a_key_and_the_key_is_never_echoed() {
         let public = MINIMAL.replace("\"private\"", "\"public\"");
-        let err = parse(&public).unwrap().build_with_key(None).unwrap_err();
+        let err = parse(&public)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
         assert!(err.to_string().contains(KEY_ENV), "{err}");
         let err = parse(&public)
             .unwrap()
-            .build_with_key(Some("deadbeef-not-a-key".into()))
+            .build_with_key(Some("deadbeef-not-a-key".into()), Clock::system())
             .unwrap_err();
         assert!(!err.to_string().contains("deadbeef"), "{err}");
         let ok = parse(&public)
             .unwrap()
-            .build_with_key(Some("ab".repeat(32)))
+            .build_with_key(Some("ab".repeat(32)), Clock::system())
             .unwrap();
         assert!(ok.key.is_some());
     }
@@ -1002,7 +1073,10 @@ mod tests {
     fn reserved_kafka_properties_are_refused() {
         let text = format!("{MINIMAL}\n[kafka.properties]\n\"enable.auto.commit\" = true\n");
         // [kafka.properties] after [[tenants]] is still the kafka table in TOML.
-        let err = parse(&text).unwrap().build_with_key(None).unwrap_err();
+        let err = parse(&text)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
         assert!(err.to_string().contains("enable.auto.commit"), "{err}");
     }
 }

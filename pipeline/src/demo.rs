@@ -173,6 +173,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let tz = chrono_tz::Europe::Oslo;
     let tenants = crate::generator::tenants();
+    let clock = crate::config::clock_from_env()?;
     let settings = Settings {
         kafka: KafkaConfig {
             brokers: brokers.clone(),
@@ -203,7 +204,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             ..Default::default()
         },
         // No erasure topic in the demo; retention defaults (dead letters 14 days).
-        lifecycle: crate::lifecycle::LifecycleSettings::default(),
+        lifecycle: crate::lifecycle::LifecycleSettings {
+            clock,
+            ..Default::default()
+        },
+        clock,
     };
     let aggregate_tenants = settings.tenants.clone();
 

@@ -59,11 +59,21 @@ pub fn parse_reason(text: &str) -> Result<Reason, String> {
 }
 
 /// Parse `--since`: an RFC 3339 time, a date (`2026-11-20`, UTC midnight), or an
-/// age such as `90m`, `24h` or `7d`.
+/// age such as `90m`, `24h` or `7d` before now (the process clock, which
+/// `METERLINE_FAKE_NOW` moves).
 ///
 /// # Errors
 /// Anything else.
 pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    let clock = crate::config::clock_from_env().map_err(|e| e.to_string())?;
+    parse_since_at(text, clock.now())
+}
+
+/// [`parse_since`] with "now" given.
+///
+/// # Errors
+/// Anything that is not a time, a date or an age.
+pub fn parse_since_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let bad = || {
         "expected an RFC 3339 time, a date (YYYY-MM-DD) or an age such as 90m, 24h, 7d".to_owned()
     };
@@ -83,7 +93,7 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
         _ => None,
     }
     .ok_or_else(bad)?;
-    Ok(Utc::now() - age)
+    Ok(now - age)
 }
 
 /// `meterline dlq list`: dead letters, oldest first.
@@ -210,9 +220,17 @@ mod tests {
             parse_since("2026-11-20").unwrap(),
             DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z").unwrap()
         );
-        let day_ago = parse_since("1d").unwrap();
-        let age = Utc::now() - day_ago;
-        assert!(age >= chrono::Duration::hours(24) && age < chrono::Duration::hours(25));
+        let now = DateTime::parse_from_rfc3339("2027-03-01T00:30:00+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_since_at("1d", now).unwrap(),
+            DateTime::parse_from_rfc3339("2027-02-28T00:30:00+01:00").unwrap()
+        );
+        assert_eq!(
+            parse_since_at("90m", now).unwrap(),
+            DateTime::parse_from_rfc3339("2027-02-28T23:00:00+01:00").unwrap()
+        );
         assert!(parse_since("yesterday").is_err());
         assert!(parse_since("5y").is_err());
         assert!(parse_since("7ø").is_err());

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use meterline_operators::Clock;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -36,7 +37,9 @@ struct Request {
     requested_at: DateTime<Utc>,
 }
 
-fn request(message: &rdkafka::message::BorrowedMessage<'_>) -> Request {
+/// `clock` reads the record's create time (wall time) as "our" time, so that the
+/// deadline is measured on the clock that completes the erasure.
+fn request(message: &rdkafka::message::BorrowedMessage<'_>, clock: Clock) -> Request {
     let subject = match (message.key(), message.payload()) {
         (Some(key), None) if !key.is_empty() && key.len() <= MAX_SUBJECT_BYTES => {
             std::str::from_utf8(key).ok().map(str::to_owned)
@@ -47,7 +50,7 @@ fn request(message: &rdkafka::message::BorrowedMessage<'_>) -> Request {
         .timestamp()
         .to_millis()
         .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_else(Utc::now);
+        .map_or_else(|| clock.now(), |wall| clock.from_wall(wall));
     Request {
         partition: message.partition(),
         offset: message.offset(),
@@ -155,7 +158,7 @@ pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdo
     };
     loop {
         let received = tokio::select! {
-            r = consumer.recv() => r.map(|m| request(&m)),
+            r = consumer.recv() => r.map(|m| request(&m, settings.clock)),
             () = shutdown.requested() => break,
         };
         let req = match received {

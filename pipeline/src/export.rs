@@ -151,6 +151,7 @@ pub fn to_json(
     tenant: &str,
     subject: &str,
     sections: &[(&'static str, Vec<RecordBatch>)],
+    exported_at: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<String> {
     let mut doc = serde_json::Map::new();
     doc.insert("format".into(), FORMAT_ID.into());
@@ -158,7 +159,7 @@ pub fn to_json(
     doc.insert("subject".into(), subject.into());
     doc.insert(
         "exported_at".into(),
-        chrono::Utc::now()
+        exported_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             .into(),
     );
@@ -181,9 +182,10 @@ pub fn write(
     sections: &[(&'static str, Vec<RecordBatch>)],
     format: ExportFormat,
     out: Option<&Path>,
+    exported_at: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     if format == ExportFormat::Json {
-        let doc = to_json(tenant, subject, sections)?;
+        let doc = to_json(tenant, subject, sections, exported_at)?;
         return match out {
             None => {
                 println!("{doc}");

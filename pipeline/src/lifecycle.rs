@@ -25,7 +25,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
-use meterline_operators::{MasterKey, TenantRegistry};
+use meterline_operators::{retain, MasterKey, TenantRegistry};
 use meterline_sinks::{
     open_existing, purge, remove_files, remove_rows, DerivedSpec, DerivedTable, Lake, Removal,
     SinkError, DEAD_LETTERS,
@@ -120,6 +120,9 @@ pub struct LifecycleSettings {
     pub access_log_days: u32,
     /// A terminated account's data is erased this many days after termination.
     pub account_days: u32,
+    /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
+    /// `Settings::clock`.
+    pub clock: meterline_operators::Clock,
 }
 
 impl Default for LifecycleSettings {
@@ -136,6 +139,7 @@ impl Default for LifecycleSettings {
             geo: Arc::new(crate::geo::CidrTable::default()),
             access_log_days: 90,
             account_days: 30,
+            clock: meterline_operators::Clock::system(),
         }
     }
 }
@@ -476,7 +480,7 @@ impl Lifecycle {
             requested_at,
             deadline_at: (cause == Cause::Request)
                 .then(|| requested_at + chrono_duration(self.settings.erasure_deadline)),
-            completed_at: Utc::now(),
+            completed_at: self.settings.clock.now(),
             tables: work.tables.clone(),
             rows_removed: work.rows,
             files_rewritten: work.rewritten,
@@ -520,8 +524,8 @@ impl Lifecycle {
                 .iter()
                 .filter_map(|t| {
                     let days = *self.settings.telemetry_days.get(&t.id)?;
-                    let today = now.with_timezone(&t.timezone).date_naive();
-                    Some((t.id.clone(), (days, today - chrono::Days::new(days.into()))))
+                    let oldest = retain::oldest_kept_local_date(now, t.timezone, days);
+                    Some((t.id.clone(), (days, oldest)))
                 })
                 .collect();
             for (tenant, (days, cutoff)) in &policies {
@@ -569,7 +573,7 @@ impl Lifecycle {
             let Some(mut t) = open_existing(&self.lake, table).await? else {
                 continue;
             };
-            let cutoff = now - chrono::Duration::days(days.into());
+            let cutoff = retain::oldest_kept_instant(now, days);
             let matcher = before(cutoff.timestamp_micros());
             let removal = remove_rows(
                 &mut t,
@@ -608,7 +612,7 @@ impl Lifecycle {
             return Ok(destroyed);
         }
         self.settle(&mut work).await?;
-        let completed = Utc::now();
+        let completed = self.settings.clock.now();
         for e in &mut entries {
             e.completed_at = completed;
             e.files_vacuumed = work.vacuumed;
@@ -682,7 +686,7 @@ impl Lifecycle {
         let stored = store.list().await?;
         let mut out = Vec::new();
         for t in rotating {
-            let today = now.with_timezone(&t.timezone).date_naive();
+            let today = retain::local_today(now, t.timezone);
             let grace = t.rules.key_grace_days;
             for epoch in stored.get(&t.id).into_iter().flatten() {
                 if !epoch.closed(today, grace) || !store.destroy(&t.id, *epoch).await? {
@@ -696,7 +700,7 @@ impl Lifecycle {
                     subject_hash: None,
                     requested_at: now,
                     deadline_at: None,
-                    completed_at: Utc::now(),
+                    completed_at: self.settings.clock.now(),
                     tables: vec![crate::keys::KEYS_DIR.to_owned()],
                     rows_removed: 0,
                     files_rewritten: 0,
@@ -725,7 +729,7 @@ impl Lifecycle {
         }
         let [_, spec, _] = crate::subjects::specs();
         let table = DerivedTable::open_or_create(&self.lake, spec).await?;
-        let cutoff = now - chrono::Duration::days(self.settings.account_days.into());
+        let cutoff = retain::oldest_kept_instant(now, self.settings.account_days);
         let batches = table
             .scan(
                 &["tenant", "subject", "terminated_at"],
@@ -862,7 +866,7 @@ pub async fn retention_loop(
             }
         }
         if let Some(l) = lifecycle.as_mut() {
-            let outcome = l.sweep(Utc::now()).await;
+            let outcome = l.sweep(settings.clock.now()).await;
             metrics
                 .retention_sweeps
                 .with_label_values(&[if outcome.is_ok() { "ok" } else { "error" }])

@@ -465,7 +465,7 @@ async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
         meterline::metrics::Metrics::new(),
     )
     .await?;
-    let entries = lifecycle.sweep(chrono::Utc::now()).await?;
+    let entries = lifecycle.sweep(settings.clock.now()).await?;
     if entries.is_empty() {
         println!("nothing past its retention");
     }
@@ -492,7 +492,14 @@ async fn export(
 ) -> anyhow::Result<()> {
     let settings = meterline::config::Config::load(config)?.build()?;
     let sections = meterline::export::collect(&settings, tenant, subject).await?;
-    let written = meterline::export::write(tenant, subject, &sections, format, out)?;
+    let written = meterline::export::write(
+        tenant,
+        subject,
+        &sections,
+        format,
+        out,
+        settings.clock.now(),
+    )?;
     for path in written {
         eprintln!("wrote {}", path.display());
     }
@@ -507,7 +514,7 @@ async fn audit(config: &std::path::Path, tenant: Option<&str>) -> anyhow::Result
             anyhow::bail!("tenant `{t}` is not in the configuration");
         }
     }
-    let report = meterline::audit::report(&settings, tenant, chrono::Utc::now()).await?;
+    let report = meterline::audit::report(&settings, tenant, settings.clock.now()).await?;
     print!("{}", meterline::audit::render(&report));
     Ok(report.clean())
 }

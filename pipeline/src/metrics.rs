@@ -346,6 +346,16 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Count sensitive values removed before anything was stored (readings and
+    /// subject events alike), by kind.
+    pub fn count_sensitive_removed(&self, removed: &meterline_operators::SensitiveCounts) {
+        for (kind, n) in removed.by_kind() {
+            if n > 0 {
+                self.sensitive_removed.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.

@@ -162,6 +162,7 @@ pub struct Runner {
     backoff_initial: Duration,
     backoff_max: Duration,
     stop_deadline: Option<Instant>,
+    clock: meterline_operators::Clock,
 }
 
 impl Runner {
@@ -194,7 +195,7 @@ impl Runner {
             (Some(master), true) => {
                 let store = crate::keys::KeyStore::open(&lake, master.clone()).await?;
                 for (tenant, keys) in
-                    crate::keys::open_epoch_keys(&store, &settings.tenants, chrono::Utc::now())
+                    crate::keys::open_epoch_keys(&store, &settings.tenants, settings.clock.now())
                         .await?
                 {
                     chain.set_epoch_keys(&tenant, &keys);
@@ -236,6 +237,7 @@ impl Runner {
             backoff_initial: Duration::from_millis(p.retry_initial_backoff_ms),
             backoff_max: Duration::from_secs(p.retry_max_backoff_secs),
             stop_deadline: None,
+            clock: settings.clock,
         })
     }
 
@@ -301,7 +303,7 @@ impl Runner {
         if loaded.elapsed() < Duration::from_secs(60) {
             return;
         }
-        match crate::keys::open_epoch_keys(store, &self.tenants, chrono::Utc::now()).await {
+        match crate::keys::open_epoch_keys(store, &self.tenants, self.clock.now()).await {
             Ok(all) => {
                 for (tenant, keys) in all {
                     self.chain.set_epoch_keys(&tenant, &keys);
@@ -323,9 +325,9 @@ impl Runner {
         self
     }
 
-    fn ctx() -> OperatorContext {
+    fn ctx(&self) -> OperatorContext {
         OperatorContext {
-            now_micros: chrono::Utc::now().timestamp_micros(),
+            now_micros: self.clock.now_micros(),
         }
     }
 
@@ -351,7 +353,7 @@ impl Runner {
         if records.is_empty() {
             return Ok(());
         }
-        let ctx = Self::ctx();
+        let ctx = self.ctx();
         self.metrics.records_consumed.inc_by(records.len() as u64);
         self.refresh_epoch_keys().await;
         if let Some(handle) = &self.consent {
@@ -370,14 +372,7 @@ impl Runner {
         for (name, rows) in out.rows_in {
             self.component(name, rows);
         }
-        for (kind, n) in out.sensitive.by_kind() {
-            if n > 0 {
-                self.metrics
-                    .sensitive_removed
-                    .with_label_values(&[kind])
-                    .inc_by(n);
-            }
-        }
+        self.metrics.count_sensitive_removed(&out.sensitive);
         let rows = out.readings.num_rows();
         let classified = self.classify(&out.readings).await?;
         self.component("versions", rows);
@@ -617,7 +612,7 @@ impl Runner {
 
     async fn commit(&mut self, buffer: &Buffer) -> Result<(), RunError> {
         let started = Instant::now();
-        let now = chrono::Utc::now().timestamp_micros();
+        let now = self.clock.now_micros();
         let mut batches = Vec::with_capacity(buffer.readings.len());
         let mut already = 0;
         for b in &buffer.readings {
@@ -668,6 +663,7 @@ impl Runner {
         }
         m.flush_rows.observe(outcome_rows as f64);
         m.last_commit_time
+            // Wall time on purpose: dashboards compare it with Prometheus' time().
             .set(chrono::Utc::now().timestamp() as f64);
         debug!(
             rows = outcome_rows,

@@ -24,6 +24,9 @@ pub async fn run_pipeline(
     metrics: Metrics,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), RunError> {
+    // One clock for every task: the sweeps and erasures read `settings.clock` too.
+    let mut settings = settings;
+    settings.lifecycle.clock = settings.clock;
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let (commits_tx, commits_rx) = std::sync::mpsc::channel();
     let mut runner = Runner::new(&settings, metrics.clone(), commits_tx, shutdown.clone()).await?;
@@ -175,6 +178,12 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if settings.clock.is_shifted() {
+        tracing::warn!(
+            now = %settings.clock.now().to_rfc3339(),
+            "METERLINE_FAKE_NOW is set: the clock is moved (tests and rehearsals only)"
+        );
+    }
     let metrics = Metrics::new();
     if let Some(addr) = settings.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {

@@ -8,6 +8,11 @@
 //!   from the IP, never the IP;
 //! - `access_log`: the raw IP with its time, kept 90 days.
 //!
+//! Before anything reads an event, national identity numbers (in any field, in any
+//! form the readings' scanner knows) and deny-listed fields are removed and counted
+//! in `meterline_sensitive_removed_total`, as for readings; an event whose `subject`
+//! is one becomes a `sensitive_identifier` dead letter.
+//!
 //! Events of one subject come in order (key = subject: one partition). Every event
 //! ends with a `consent_ledger` commit carrying its Kafka position (a `txn`
 //! action), so a restart skips what is recorded and repeats at most the event in
@@ -29,7 +34,9 @@ use chrono::{DateTime, Utc};
 use deltalake::datafusion::prelude::{col, lit};
 use meterline_operators::consent::ConsentView;
 use meterline_operators::pseudonym::LedgerHasher;
-use meterline_operators::{DeadLetter, Deployment, MasterKey, Reason, TenantRegistry};
+use meterline_operators::{
+    DeadLetter, Deployment, MasterKey, Reason, SensitiveCounts, SensitiveScanner, TenantRegistry,
+};
 use meterline_sinks::{upsert, DerivedSpec, DerivedTable, Lake, SinkError};
 use serde::Deserialize;
 
@@ -129,6 +136,8 @@ pub struct Event {
     pub source: Option<String>,
     pub profile: Profile,
     pub ip: Option<IpAddr>,
+    /// Sensitive values removed from the record before it was read.
+    pub sensitive_removed: SensitiveCounts,
 }
 
 /// Why an event is refused (it becomes a dead letter without its payload).
@@ -138,6 +147,8 @@ pub struct Refused {
     /// Which field and rule; never a value.
     pub detail: String,
     pub tenant: Option<String>,
+    /// Sensitive values removed from the record before it was read.
+    pub sensitive_removed: SensitiveCounts,
 }
 
 fn refused(reason: Reason, detail: impl Into<String>) -> Refused {
@@ -145,6 +156,7 @@ fn refused(reason: Reason, detail: impl Into<String>) -> Refused {
         reason,
         detail: detail.into(),
         tenant: None,
+        sensitive_removed: SensitiveCounts::default(),
     }
 }
 
@@ -212,7 +224,8 @@ fn required(value: Option<serde_json::Value>, field: &str) -> Result<String, Ref
         .ok_or_else(|| refused(Reason::MissingField, format!("`{field}` is required")))
 }
 
-/// Parse and check one record.
+/// Parse and check one record. National identity numbers and deny-listed fields
+/// are removed first, wherever they are, and counted (`sensitive_removed`).
 ///
 /// # Errors
 /// The reason and rule it breaks (no value is echoed).
@@ -220,6 +233,7 @@ pub fn parse(
     payload: Option<&[u8]>,
     max_bytes: usize,
     tenants: &TenantRegistry,
+    sensitive: &SensitiveScanner,
 ) -> Result<Event, Refused> {
     let payload = payload.ok_or_else(|| refused(Reason::EmptyPayload, "no value"))?;
     if payload.len() > max_bytes {
@@ -232,9 +246,38 @@ pub fn parse(
         .map_err(|_| refused(Reason::NotUtf8, "payload is not UTF-8"))?;
     let value: serde_json::Value = serde_json::from_str(text_payload)
         .map_err(|_| refused(Reason::MalformedJson, "not well-formed JSON"))?;
-    if !value.is_object() {
+    let serde_json::Value::Object(mut map) = value else {
         return Err(refused(Reason::NotAnObject, "payload is not a JSON object"));
+    };
+    // The subject keys everything the event touches: one that holds a national id
+    // cannot be recorded (and is not kept either).
+    let mut removed = SensitiveCounts::default();
+    let subject_removed = map
+        .get_mut("subject")
+        .is_some_and(|s| sensitive.clean_value(s, &mut removed));
+    if subject_removed {
+        map.remove("subject");
     }
+    let mut value = serde_json::Value::Object(map);
+    sensitive.clean_value(&mut value, &mut removed);
+    match check(value, tenants, subject_removed) {
+        Ok(event) => Ok(Event {
+            sensitive_removed: removed,
+            ..event
+        }),
+        Err(r) => Err(Refused {
+            sensitive_removed: removed,
+            ..r
+        }),
+    }
+}
+
+/// Check an event with its sensitive data removed.
+fn check(
+    value: serde_json::Value,
+    tenants: &TenantRegistry,
+    subject_removed: bool,
+) -> Result<Event, Refused> {
     let w: Wire = serde_json::from_value(value)
         .map_err(|_| refused(Reason::MalformedJson, "not a subject event"))?;
     let schema = required(w.schema, "schema")?;
@@ -265,6 +308,12 @@ pub fn parse(
              account_terminated, elhub_consent_granted, elhub_consent_revoked",
         ))
     })?;
+    if subject_removed {
+        return Err(with_tenant(refused(
+            Reason::SensitiveIdentifier,
+            "`subject` held a national identity number; it was removed",
+        )));
+    }
     let subject = required(w.subject, "subject").map_err(with_tenant)?;
     let purpose = label(w.purpose, "purpose").map_err(with_tenant)?;
     if matches!(kind, Kind::ConsentGranted | Kind::ConsentWithdrawn) && purpose.is_none() {
@@ -339,6 +388,7 @@ pub fn parse(
         },
         ip,
         tenant,
+        sensitive_removed: SensitiveCounts::default(),
     })
 }
 
@@ -645,6 +695,8 @@ pub struct Subjects {
     key: MasterKey,
     tenants: TenantRegistry,
     geo: Arc<dyn GeoLookup>,
+    /// Finds national ids and deny-listed fields in events.
+    sensitive: SensitiveScanner,
     ledger: DerivedTable,
     subjects: DerivedTable,
     access: DerivedTable,
@@ -667,8 +719,28 @@ pub enum Outcome {
     Skipped,
     Recorded {
         profile_stored: bool,
+        sensitive_removed: SensitiveCounts,
     },
-    DeadLettered(Reason),
+    DeadLettered {
+        reason: Reason,
+        sensitive_removed: SensitiveCounts,
+    },
+}
+
+impl Outcome {
+    /// Sensitive values removed from the record (none when skipped: counted when
+    /// it was recorded).
+    pub fn sensitive_removed(&self) -> SensitiveCounts {
+        match self {
+            Outcome::Skipped => SensitiveCounts::default(),
+            Outcome::Recorded {
+                sensitive_removed, ..
+            }
+            | Outcome::DeadLettered {
+                sensitive_removed, ..
+            } => *sensitive_removed,
+        }
+    }
 }
 
 impl Subjects {
@@ -689,6 +761,7 @@ impl Subjects {
             key,
             tenants,
             geo,
+            sensitive: SensitiveScanner::default(),
             ledger: DerivedTable::open_or_create(lake, ledger).await?,
             subjects: DerivedTable::open_or_create(lake, subjects).await?,
             access: DerivedTable::open_or_create(lake, access).await?,
@@ -708,6 +781,13 @@ impl Subjects {
 
     fn app_id(&self, partition: i32) -> String {
         format!("meterline:{}:{partition}", self.topic)
+    }
+
+    /// Find sensitive data with `scanner` (the built-in deny-list otherwise).
+    #[must_use]
+    pub fn with_sensitive(mut self, scanner: SensitiveScanner) -> Self {
+        self.sensitive = scanner;
+        self
     }
 
     /// The subject's state from the lake: its ledger entries and stored profile.
@@ -730,6 +810,7 @@ impl Subjects {
                 source: None,
                 profile: Profile::default(),
                 ip: None,
+                sensitive_removed: SensitiveCounts::default(),
             };
             state.apply(&event);
         }
@@ -823,7 +904,7 @@ impl Subjects {
             return Ok(Outcome::Skipped);
         }
         let progress = [(app_id, offset)];
-        let event = match parse(payload, max_bytes, &self.tenants) {
+        let event = match parse(payload, max_bytes, &self.tenants, &self.sensitive) {
             Ok(e) => e,
             Err(r) => {
                 // Never the payload: subject events carry personal data.
@@ -842,7 +923,10 @@ impl Subjects {
                     Utc::now().timestamp_micros(),
                 );
                 self.dead.append(&[batch], &progress).await?;
-                return Ok(Outcome::DeadLettered(r.reason));
+                return Ok(Outcome::DeadLettered {
+                    reason: r.reason,
+                    sensitive_removed: r.sensitive_removed,
+                });
             }
         };
         let mut state = self.state(&event.tenant, &event.subject).await?;
@@ -954,7 +1038,10 @@ impl Subjects {
         self.ledger
             .append(&[ledger_batch(&entry)], &progress)
             .await?;
-        Ok(Outcome::Recorded { profile_stored })
+        Ok(Outcome::Recorded {
+            profile_stored,
+            sensitive_removed: event.sensitive_removed,
+        })
     }
 }
 
@@ -1166,9 +1253,10 @@ pub async fn run_loop(
             }
         }
     }
-    let Some(mut subjects) = subjects else {
+    let Some(subjects) = subjects else {
         return;
     };
+    let mut subjects = subjects.with_sensitive(settings.sensitive_scanner());
     info!(%topic, group = %lifecycle.subject_group, "subjects consumer started");
     let max_bytes = settings.pipeline.max_message_bytes;
     loop {
@@ -1200,9 +1288,10 @@ pub async fn run_loop(
                         // Not in meterline_dead_letters_total: that counter is part
                         // of the readings topic's ledger (consumed = written +
                         // dead-lettered + dropped).
-                        Outcome::DeadLettered(_) => "dead_lettered",
+                        Outcome::DeadLettered { .. } => "dead_lettered",
                     };
                     metrics.subject_events.with_label_values(&[label]).inc();
+                    metrics.count_sensitive_removed(&outcome.sensitive_removed());
                     break;
                 }
                 Err(e) => {
@@ -1238,6 +1327,14 @@ mod tests {
             v[k] = x.clone();
         }
         v
+    }
+
+    fn parse(
+        payload: Option<&[u8]>,
+        max_bytes: usize,
+        tenants: &TenantRegistry,
+    ) -> Result<Event, Refused> {
+        super::parse(payload, max_bytes, tenants, &SensitiveScanner::default())
     }
 
     fn reason(v: serde_json::Value) -> Reason {
@@ -1323,6 +1420,64 @@ mod tests {
                 .reason,
             Reason::TooLarge
         );
+    }
+
+    #[test]
+    fn national_ids_in_any_field_are_removed_before_the_event_is_read() {
+        // Worked out by hand (DOMAIN.md section 1: k1 weights 3 7 6 1 8 9 4 5 2,
+        // k2 weights 5 4 3 2 7 6 5 4 3 2):
+        // 01017012343: sum1 = 0+7+0+1+56+0+4+10+6 = 84, k1 = 4 (88 = 8*11);
+        //   sum2 = 0+4+0+2+49+0+5+8+9+8 = 85, k2 = 3 (88).
+        // 41017056733 (D-number): sum1 = 12+7+0+1+56+0+20+30+14 = 140, k1 = 3 (143);
+        //   sum2 = 20+4+0+2+49+0+25+24+21+6 = 151, k2 = 3 (154 = 14*11).
+        // 12528567892 (H-number): sum1 = 3+14+30+2+64+45+24+35+16 = 233, k1 = 9 (242);
+        //   sum2 = 5+8+15+4+56+30+30+28+24+18 = 218, k2 = 2 (220 = 20*11).
+        let e = parse(
+            Some(
+                event(serde_json::json!({
+                    "purpose": "name", "name": "Kari 010170 12343",
+                    "address": "Storgata 1, 41.01.70-56733", "email": "12528567892@example.no",
+                    "phone": "+47 41 00 77 31", "source": "01.01.70-12343",
+                    "fnr": "x", "note": 1017012343_u64,
+                }))
+                .to_string()
+                .as_bytes(),
+            ),
+            65536,
+            &tenants(),
+        )
+        .unwrap();
+        assert_eq!(e.profile.name, None);
+        assert_eq!(e.profile.address, None);
+        assert_eq!(e.profile.email, None);
+        assert_eq!(e.source, None);
+        assert_eq!(e.profile.phone.as_deref(), Some("+47 41 00 77 31"));
+        let n = e.sensitive_removed;
+        assert_eq!(
+            (n.fodselsnummer, n.d_number, n.h_number, n.special_category),
+            (4, 1, 1, 0)
+        );
+        let r = parse(
+            Some(
+                event(serde_json::json!({"subject": "01017012343"}))
+                    .to_string()
+                    .as_bytes(),
+            ),
+            65536,
+            &tenants(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::SensitiveIdentifier);
+        assert_eq!(r.tenant.as_deref(), Some("acme-industri"));
+        assert_eq!(r.sensitive_removed.fodselsnummer, 1);
+        assert!(!r.detail.contains("0101"));
+        let clean = parse(
+            Some(event(serde_json::json!({})).to_string().as_bytes()),
+            65536,
+            &tenants(),
+        )
+        .unwrap();
+        assert_eq!(clean.sensitive_removed, SensitiveCounts::default());
     }
 
     fn chain(n: usize) -> Vec<LedgerEntry> {

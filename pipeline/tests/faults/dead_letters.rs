@@ -43,6 +43,7 @@ fn cli(args: &[&str], config: &std::path::Path) -> String {
         .arg("--config")
         .arg(config)
         .env("METERLINE_PSEUDONYM_KEY", crate::rig::KEY_HEX)
+        .envs(meterline::testkit::clock_env())
         .output()
         .expect("run meterline");
     assert!(

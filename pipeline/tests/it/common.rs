@@ -77,7 +77,12 @@ impl Harness {
                 ..Default::default()
             },
             // Tests that need erasure set a topic.
-            lifecycle: Default::default(),
+            lifecycle: meterline::lifecycle::LifecycleSettings {
+                clock: meterline::testkit::clock(),
+                ..Default::default()
+            },
+            // `run_pipeline` hands the same clock to the sweeps and erasures.
+            clock: meterline::testkit::clock(),
         }
     }
 

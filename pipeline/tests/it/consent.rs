@@ -14,6 +14,7 @@ use meterline::geo::CidrTable;
 use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
 use meterline::metrics::Metrics;
 use meterline::subjects::{ledger_entries, verify_chain, SCHEMA};
+use meterline::testkit::clock;
 use meterline_operators::MasterKey;
 use serde_json::json;
 
@@ -65,7 +66,7 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
         erasure_topic: erasure.clone(),
         erasure_group: "consent.erasure".to_owned(),
         geo: Arc::new(CidrTable::parse("192.0.2.0/24,Oslo,NO\n").unwrap()),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let running = start(settings.clone());
     let metrics = running.metrics.clone();
@@ -298,12 +299,13 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
     )
     .await
     .unwrap();
-    let report = meterline::audit::report(&settings, None, Utc::now() + chrono::Duration::days(91))
-        .await
-        .unwrap();
+    let report =
+        meterline::audit::report(&settings, None, clock().now() + chrono::Duration::days(91))
+            .await
+            .unwrap();
     assert!(report.holdings.iter().any(|h| h.table == "consent_ledger"));
     let entries = lifecycle
-        .sweep(Utc::now() + chrono::Duration::days(91))
+        .sweep(clock().now() + chrono::Duration::days(91))
         .await
         .unwrap();
     assert!(entries.iter().any(|e| e.category == "dead_letters"));
@@ -318,9 +320,9 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
     settings.lifecycle = LifecycleSettings {
         subject_events_topic: topic.clone(),
         subject_group: "access.subjects".to_owned(),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
-    let seen = Utc::now() - chrono::Duration::days(10);
+    let seen = clock().now() - chrono::Duration::days(10);
     let mut events: Vec<_> = (0..3)
         .map(|i| {
             (
@@ -342,7 +344,7 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
             "account_terminated",
             "acme-industri",
             "acct-ip-0",
-            &Utc::now().to_rfc3339(),
+            &clock().now().to_rfc3339(),
             json!({}),
         )),
     ));
@@ -377,7 +379,7 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
     )
     .await
     .unwrap();
-    let at = |days: i64| Utc::now() + chrono::Duration::days(days);
+    let at = |days: i64| clock().now() + chrono::Duration::days(days);
     // The ended account: kept 29 days on, erased (profile, access log) 31 days on.
     assert!(lifecycle
         .sweep(at(29))
@@ -508,7 +510,7 @@ async fn elhub_revocation_stops_storage_and_an_upgrade_links_only_what_follows()
     settings.lifecycle = LifecycleSettings {
         subject_events_topic: topic.clone(),
         subject_group: "elhub.subjects".to_owned(),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let consented = meterline::generator::gsrn(7001);
     let never = meterline::generator::gsrn(7002);

@@ -30,6 +30,7 @@ fn spawn(config: &std::path::Path) -> Child {
         .args(["run", "--config"])
         .arg(config)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .envs(meterline::testkit::clock_env())
         .env("METERLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -2,7 +2,9 @@
 //! of their local month; a month that closed (its end plus the grace period has
 //! passed) takes no more readings; the retention sweep destroys closed epochs'
 //! keys, records each destruction, and `meterline audit` reports a key kept too
-//! long. Dates are relative to today: epochs are about the calendar.
+//! long. Dates are relative to the tests' clock (`METERLINE_FAKE_NOW` moves it):
+//! epochs are about the calendar, and the expected keys are worked out below from
+//! the calendar rule, not by `Epoch::open`.
 
 use std::collections::BTreeSet;
 
@@ -24,16 +26,17 @@ fn first_of_month(d: NaiveDate) -> NaiveDate {
     d.with_day(1).unwrap()
 }
 
-fn reading(meter: &str, local: NaiveDate, hour: u32) -> (String, Option<Vec<u8>>) {
+/// A PT15M reading at local `hour:minute` of `local`.
+fn reading(meter: &str, local: NaiveDate, hour: u32, minute: u32) -> (String, Option<Vec<u8>>) {
     let start = OSLO
-        .from_local_datetime(&local.and_hms_opt(hour, 0, 0).unwrap())
+        .from_local_datetime(&local.and_hms_opt(hour, minute, 0).unwrap())
         .earliest()
         .unwrap()
         .with_timezone(&Utc);
     let v = json!({
         "schema": "reading/v1", "tenant": "oslo-utility", "device_id": format!("dev-{meter}"),
         "meter_id": meter, "quantity": "electricity", "start": start.to_rfc3339(),
-        "resolution": "PT1H", "value": 0.7, "unit": "kWh", "quality": "measured", "area": "NO1",
+        "resolution": "PT15M", "value": 0.7, "unit": "kWh", "quality": "measured", "area": "NO1",
     });
     (meter.to_owned(), Some(v.to_string().into_bytes()))
 }
@@ -54,18 +57,20 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
     .unwrap();
     let mut settings = h.settings("epochs");
     settings.tenants = tenants.clone();
-    let today = Utc::now().with_timezone(&OSLO).date_naive();
+    let clock = meterline::testkit::clock();
+    let today = clock.now().with_timezone(&OSLO).date_naive();
     let this_month = first_of_month(today);
     let last_month = first_of_month(this_month - Duration::days(1));
     let closed_month =
         first_of_month(first_of_month(last_month - Duration::days(1)) - Duration::days(1));
     let meter = meterline::generator::gsrn(6001);
-    // This month (today, early morning: not in the future), the last day of last
-    // month (open: grace 40 days), and three months back (closed).
+    // This month (today's first quarter-hour: over by 00:30, the earliest moment
+    // the date-dependent tests run at), the last day of last month (open: grace 40
+    // days), and three months back (closed).
     let messages = vec![
-        reading(&meter, today, 1),
-        reading(&meter, this_month - Duration::days(1), 12),
-        reading(&meter, closed_month + Duration::days(3), 12),
+        reading(&meter, today, 0, 0),
+        reading(&meter, this_month - Duration::days(1), 12, 0),
+        reading(&meter, closed_month + Duration::days(3), 12, 0),
     ];
     h.produce(&messages).await;
     let metrics = run_until_accounted(settings.clone(), messages.len() as u64).await;
@@ -95,12 +100,14 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
         .iter()
         .all(|p| p.len() == 32 && !p.contains(&meter)));
 
-    // The key store holds the open epochs: last month, this month, next month.
+    // The key store holds the open epochs: from last month (or the one before,
+    // early in a month) to next month.
     let lake_handle = meterline_sinks::Lake::new(&lake).unwrap();
     let master = MasterKey::from_hex(KEY_HEX).unwrap();
     let store = KeyStore::open(&lake_handle, master.clone()).await.unwrap();
     let month = |d: NaiveDate| Epoch::Month(d.year(), d.month());
-    let next_month = first_of_month(this_month + Duration::days(32));
+    let expected = meterline::testkit::expected_open_months(today, GRACE);
+    assert!(expected.contains(&month(last_month)) && expected.len() >= 3);
     assert_eq!(
         store
             .list()
@@ -109,8 +116,10 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
             .get("oslo-utility")
             .cloned()
             .unwrap_or_default(),
-        vec![month(last_month), month(this_month), month(next_month)]
+        expected,
+        "today {today}"
     );
+    let keys = expected.len();
     // Key files hold no key in the clear: nothing but the wrapped form.
     let key_dir = h.lake.path().join("_keys/oslo-utility");
     let text = std::fs::read_to_string(key_dir.join(format!("{}.key", month(this_month)))).unwrap();
@@ -118,8 +127,11 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
 
     // 120 days on every one of them is closed: the audit says so, the sweep
     // destroys them and records each, and the audit is clean again.
-    let later = Utc::now() + Duration::days(120);
-    settings.lifecycle = LifecycleSettings::default();
+    let later = clock.now() + Duration::days(120);
+    settings.lifecycle = LifecycleSettings {
+        clock,
+        ..LifecycleSettings::default()
+    };
     let before = meterline::audit::report(&settings, None, later)
         .await
         .unwrap();
@@ -129,7 +141,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
             .iter()
             .filter(|v| v.contains("pseudonym key"))
             .count(),
-        3,
+        keys,
         "{:?}",
         before.violations
     );
@@ -146,7 +158,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
     let entries = lifecycle.sweep(later).await.unwrap();
     assert_eq!(
         entries.iter().filter(|e| e.kind == "key_destroyed").count(),
-        3
+        keys
     );
     assert!(store
         .list()
@@ -160,11 +172,11 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
             "SELECT count(*) FROM erasure_audit WHERE kind = 'key_destroyed'"
         )
         .await,
-        3
+        keys as u64
     );
     let after = meterline::audit::report(&settings, None, later)
         .await
         .unwrap();
     assert!(after.clean(), "{:?}", after.violations);
-    assert_eq!(after.keys_destroyed, 3);
+    assert_eq!(after.keys_destroyed as usize, keys);
 }

@@ -53,7 +53,7 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         subject_events_topic: topic.clone(),
         subject_group: "export.subjects".to_owned(),
         geo: Arc::new(CidrTable::load(&geo).unwrap()),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let meter = meterline::generator::gsrn(8100);
     let other = meterline::generator::gsrn(8101);
@@ -171,7 +171,8 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         c.args(["subject", "export", "--config"])
             .arg(&config)
             .args(["--tenant", TENANT, "--subject", SUBJECT, "--format", format])
-            .env("METERLINE_PSEUDONYM_KEY", KEY_HEX);
+            .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+            .envs(meterline::testkit::clock_env());
         if let Some(o) = out {
             c.arg("--out").arg(o);
         }

@@ -13,6 +13,7 @@ use meterline::aggregate::AggregateSettings;
 use meterline::generator::gsrn;
 use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
 use meterline::metrics::Metrics;
+use meterline::testkit::clock;
 use meterline_operators::MasterKey;
 use serde_json::json;
 
@@ -122,7 +123,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         erasure_topic: erasure_topic.clone(),
         erasure_group: "lifecycle.erasure".to_owned(),
         erasure_deadline: Duration::from_secs(60),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let running = start(settings.clone());
     let metrics = running.metrics.clone();
@@ -281,7 +282,10 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
     };
     assert!(
         ts(5) <= ts(6) && ts(6) <= ts(7),
-        "completed within the deadline"
+        "completed within the deadline: requested {}, completed {}, deadline {}",
+        ts(5),
+        ts(6),
+        ts(7)
     );
     assert_eq!(metrics.erasures.with_label_values(&["completed"]).get(), 1);
 
@@ -314,7 +318,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         .await,
         73
     );
-    let report = meterline::audit::report(&settings, None, Utc::now())
+    let report = meterline::audit::report(&settings, None, clock().now())
         .await
         .unwrap();
     assert!(report.clean(), "{:?}", report.violations);
@@ -335,7 +339,7 @@ async fn retention_with_a_fake_clock_removes_what_is_past_and_records_it() {
     let lake = meterline_sinks::Lake::new(&lake_config).unwrap();
     // The fake "now" of the sweep: past the dead letters' 14 days, and with a
     // telemetry retention that makes 2026-10-26 the oldest local date kept.
-    let fake = Utc::now() + chrono::Duration::days(15);
+    let fake = clock().now() + chrono::Duration::days(15);
     let kept_date = NaiveDate::from_ymd_opt(2026, 10, 26).unwrap();
     let days =
         u32::try_from((fake.with_timezone(&OSLO).date_naive() - kept_date).num_days()).unwrap();
@@ -346,7 +350,7 @@ async fn retention_with_a_fake_clock_removes_what_is_past_and_records_it() {
         telemetry_days: [(PRIVATE.to_owned(), days), (PUBLIC.to_owned(), days)]
             .into_iter()
             .collect(),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let mut lifecycle = Lifecycle::open(
         &lake,
@@ -360,7 +364,7 @@ async fn retention_with_a_fake_clock_removes_what_is_past_and_records_it() {
     .unwrap();
 
     // Within every period (the pipeline just ran): nothing is removed.
-    let early = Utc::now();
+    let early = clock().now();
     assert!(lifecycle.sweep(early).await.unwrap().is_empty());
     let report = meterline::audit::report(&settings, None, early)
         .await
@@ -510,6 +514,7 @@ validation = {{ max_age_days = 1 }}
             .args(["audit", "--config"])
             .arg(&short)
             .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+            .envs(meterline::testkit::clock_env())
             .output()
             .unwrap()
     };
@@ -531,6 +536,7 @@ validation = {{ max_age_days = 1 }}
         .args(["retention", "run", "--config"])
         .arg(&short)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .envs(meterline::testkit::clock_env())
         .output()
         .unwrap();
     assert!(
@@ -551,6 +557,7 @@ validation = {{ max_age_days = 1 }}
 
     // An erasure request waiting past its deadline (requested two hours ago, no
     // pipeline running) is a violation; once done (late), the audit says so too.
+    // A Kafka create time is a wall time (the clock moves it like every other).
     let two_hours_ago = (Utc::now() - chrono::Duration::hours(2)).timestamp_millis();
     h.produce_to(
         &erasure_topic,
@@ -572,7 +579,7 @@ validation = {{ max_age_days = 1 }}
         erasure_topic: erasure_topic.clone(),
         erasure_group: "audit.erasure".to_owned(),
         erasure_deadline: Duration::from_secs(60),
-        ..LifecycleSettings::default()
+        ..settings.lifecycle.clone()
     };
     let running = start(settings);
     let metrics = running.metrics.clone();

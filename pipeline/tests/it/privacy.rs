@@ -191,9 +191,10 @@ fn canary_no_personal_value_of_a_public_tenant_survives_anywhere() {
             "source": "app",
         });
         events.push((subject.clone(), Some(e.to_string().into_bytes())));
-        // Free text in a ledger label: refused (a dead letter without payload).
+        // Free text in a ledger label: refused (a dead letter without payload). Not
+        // the note: its national id would be dropped first, and the event recorded.
         let mut e = e.clone();
-        e["source"] = json!(note);
+        e["source"] = json!(format!("Ring {name} på {phone}, {email}, {address}"));
         events.push((subject.clone(), Some(e.to_string().into_bytes())));
     }
     let produced = messages.len() as u64;
