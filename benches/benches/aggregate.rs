@@ -9,21 +9,20 @@
 //!    ratio to the full round (the cost grows with the changed data, not with the
 //!    year in the tables).
 //!
-//! Run: `cargo bench --workspace --bench aggregate` (a minute or two).
+//! Run: `cargo bench --workspace --bench aggregate` (a minute or two). Under
+//! `cargo test` the same steps and checks run on a month of 4 meters.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use chrono::NaiveDate;
 use meterline::aggregate::{AggregateSettings, Materializer};
 use meterline::generator::{tenants, GeneratorSpec};
 use meterline::metrics::Metrics;
 
-const METERS: usize = 40;
-const DAYS: u32 = 365;
-
 mod support;
+
+use support::{date, Scale};
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -34,10 +33,25 @@ fn main() -> ExitCode {
         let mut bench = support::BenchLake::new().await;
         let lake = bench.lake.clone();
 
+        // The late day (2026-03-29, the spring DST day) lies in both ranges.
+        let scale = Scale::pick(
+            Scale {
+                meters: 40,
+                first_day: date(2025, 11, 1),
+                days: 365,
+                measured: true,
+            },
+            Scale {
+                meters: 4,
+                first_day: date(2026, 3, 1),
+                days: 31,
+                measured: false,
+            },
+        );
         let spec = GeneratorSpec {
-            meters: METERS,
-            first_day: NaiveDate::from_ymd_opt(2025, 11, 1).expect("date"),
-            days: DAYS,
+            meters: scale.meters,
+            first_day: scale.first_day,
+            days: scale.days,
             timezone: chrono_tz::Europe::Oslo,
             bad: 0,
             seed: 1,
@@ -46,8 +60,10 @@ fn main() -> ExitCode {
         let started = Instant::now();
         bench.append(&payloads, 0, 100_000).await;
         println!(
-            "loaded a year: {} readings of {METERS} meters in {:.1}s",
+            "loaded {} days: {} readings of {} meters in {:.1}s",
+            scale.days,
             payloads.len(),
+            scale.meters,
             started.elapsed().as_secs_f64()
         );
 
@@ -73,7 +89,7 @@ fn main() -> ExitCode {
         );
 
         // A late batch: every meter's readings of one day, as newer versions.
-        let day = NaiveDate::from_ymd_opt(2026, 3, 29).expect("date");
+        let day = date(2026, 3, 29);
         let late_spec = GeneratorSpec {
             first_day: day,
             days: 1,

@@ -10,18 +10,16 @@
 //!    the baseline, with how many files it rewrote out of how many the table has.
 //!    The run fails if it rewrote a file without the subject, or left a row.
 //!
-//! Run: `cargo bench --workspace --bench erasure` (a few minutes).
+//! Run: `cargo bench --workspace --bench erasure` (a few minutes). Under
+//! `cargo test` the same steps and checks run on a month of 4 meters.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use chrono::NaiveDate;
 use meterline::generator::{GeneratorSpec, PRIVATE_TENANT};
 use meterline_sinks::{purge, remove_rows, LakeConfig};
 
-const METERS: usize = 66;
-const DAYS: u32 = 365;
 const SUBJECT: &str = "acct-bench-erase-1";
 
 fn is_subject(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowError> {
@@ -40,6 +38,8 @@ async fn count(lake: &LakeConfig, sql: &str) -> i64 {
 
 mod support;
 
+use support::{date, Scale};
+
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,10 +48,25 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let mut bench = support::BenchLake::new().await;
         let (config, lake) = (bench.config.clone(), bench.lake.clone());
+        // The subject's days (2026-04-10 .. 12) lie in both ranges.
+        let scale = Scale::pick(
+            Scale {
+                meters: 66,
+                first_day: date(2025, 11, 1),
+                days: 365,
+                measured: true,
+            },
+            Scale {
+                meters: 4,
+                first_day: date(2026, 4, 1),
+                days: 30,
+                measured: false,
+            },
+        );
         let spec = GeneratorSpec {
-            meters: METERS,
-            first_day: NaiveDate::from_ymd_opt(2025, 11, 1).expect("date"),
-            days: DAYS,
+            meters: scale.meters,
+            first_day: scale.first_day,
+            days: scale.days,
             timezone: chrono_tz::Europe::Oslo,
             bad: 0,
             seed: 3,
@@ -88,7 +103,7 @@ fn main() -> ExitCode {
         println!(
             "loaded {} readings of {} meters in {:.1}s",
             payloads.len(),
-            METERS + 1,
+            scale.meters + 1,
             started.elapsed().as_secs_f64()
         );
 
