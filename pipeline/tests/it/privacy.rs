@@ -120,7 +120,7 @@ fn canary_no_personal_value_of_a_public_tenant_survives_anywhere() {
     let subjects_topic = format!("subjects-{}", rand::random::<u32>());
     h.create_topic(&dlq_topic, 1);
     h.create_topic(&subjects_topic, 1);
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let yesterday = meterline::testkit::clock().now().date_naive() - chrono::Days::new(1);
     let mut planted: Vec<String> = Vec::new();
     let mut messages = Vec::new();
     let mut events = Vec::new();
