@@ -5,19 +5,24 @@
 //! with `--meterline-run`) starts with the default pipeline knobs. After its first
 //! commit the S3 server is frozen (SIGSTOP), so the pipeline fills its buffers,
 //! stops consuming, and retries; resident memory is sampled from `/proc` for
-//! `HOLD` and the peak (VmHWM) is reported against the bound the settings imply
-//! (`Settings::memory_bound_bytes`).
+//! `HOLD` and the peak (VmHWM) is reported against the bound meterline logs at
+//! start (`memory_bound_mib`, from `Settings::memory_bound_bytes`).
 //!
-//! The baseline in the same run is a backlog twice the batch size (400,000): the
-//! buffers are full in both runs, so a ratio near 1 means memory does not grow with
-//! the backlog. Needs the tools of `scripts/test.sh`. Run:
-//! `cargo bench --bench backlog_memory` (about 3 minutes).
+//! - `cargo bench --bench backlog_memory` (about 8 minutes) measures a baseline
+//!   backlog of twice the batch size (400,000) and a large one (2,000,000): the
+//!   buffers are full in both runs, so a ratio near 1 means memory does not grow
+//!   with the backlog.
+//! - Without `--bench`, as `cargo test --all-targets` (and so `scripts/test.sh`)
+//!   runs it, one test: a backlog of 200,000 readings, more than the buffers take
+//!   once S3 is frozen; it fails unless consumption waited and the peak resident
+//!   memory (VmHWM) stayed under the logged bound (a few minutes).
+//!
+//! Both need the tools of `scripts/test.sh`.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use meterline::config::Config;
 use meterline::generator::GeneratorSpec;
 use meterline::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
@@ -26,6 +31,13 @@ use rdkafka::util::Timeout;
 
 const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
 const HOLD: Duration = Duration::from_secs(30);
+
+/// The test run without `--bench`.
+const TEST: &str = "backlog_memory_stays_under_the_logged_bound";
+/// Its backlog: the default knobs buffer about 77,000 readings once S3 is frozen
+/// (batch and channel full), so 200,000 leave the pipeline waiting with full
+/// buffers.
+const TEST_BACKLOG: usize = 200_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -43,13 +55,12 @@ fn main() -> ExitCode {
         return runtime.block_on(meterline::service::run_from_file(&path));
     }
     if args.iter().any(|a| a == "--list") {
-        println!("backlog_memory: benchmark");
+        println!("{TEST}: test");
         return ExitCode::SUCCESS;
     }
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --all-targets` runs bench targets without `--bench`: the
-        // measurement takes minutes and belongs to `cargo bench`.
-        println!("backlog_memory: measured by `cargo bench --bench backlog_memory`");
+    let bench = args.iter().any(|a| a == "--bench");
+    if !bench && !selected(&args[1..]) {
+        println!("running 0 tests ({TEST} filtered out)");
         return ExitCode::SUCCESS;
     }
     let tools = match Tools::find() {
@@ -59,14 +70,93 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if bench {
+        runtime.block_on(compare_backlogs(&tools))
+    } else {
+        runtime.block_on(check_bound(&tools))
+    }
+}
+
+/// Whether libtest-style arguments (filters, `--skip`, `--exact`) select [`TEST`].
+fn selected(args: &[String]) -> bool {
+    let exact = args.iter().any(|a| a == "--exact");
+    let matches = |pattern: &str| {
+        if exact {
+            pattern == TEST
+        } else {
+            TEST.contains(pattern)
+        }
+    };
+    let mut filters = Vec::new();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        if a == "--skip" {
+            if args.next().is_some_and(|p| matches(p.as_str())) {
+                return false;
+            }
+        } else if let Some(p) = a.strip_prefix("--skip=") {
+            if matches(p) {
+                return false;
+            }
+        } else if !a.starts_with('-') {
+            filters.push(a.as_str());
+        }
+    }
+    filters.is_empty() || filters.into_iter().any(matches)
+}
+
+/// The test: peak resident memory under the bound meterline logs at start, with a
+/// backlog that fills the buffers while S3 is frozen.
+async fn check_bound(tools: &Tools) -> ExitCode {
+    println!("running 1 test");
+    let m = measure(tools, TEST_BACKLOG).await;
+    println!(
+        "{TEST}: backlog {} readings, S3 frozen: peak RSS (VmHWM) {} MiB, logged bound {} MiB, \
+         consumed while stalled {}, consumption waiting {}",
+        m.backlog,
+        m.peak_rss / MIB,
+        m.bound / MIB,
+        m.consumed,
+        m.paused
+    );
+    let mut failures = Vec::new();
+    if !m.paused {
+        failures.push(
+            "consumption did not wait while S3 was frozen: the buffers never filled, so the \
+             bound was not put to the test"
+                .to_owned(),
+        );
+    }
+    if m.peak_rss > m.bound {
+        failures.push(format!(
+            "peak resident memory {} MiB is above the bound meterline logged ({} MiB)",
+            m.peak_rss / MIB,
+            m.bound / MIB
+        ));
+    }
+    if failures.is_empty() {
+        println!("test {TEST} ... ok");
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            eprintln!("{TEST}: {f}");
+        }
+        println!("test {TEST} ... FAILED");
+        ExitCode::FAILURE
+    }
+}
+
+/// The benchmark: a baseline and a large backlog (`BACKLOG_MEMORY_SIZES`
+/// overrides them).
+async fn compare_backlogs(tools: &Tools) -> ExitCode {
     // BACKLOG_MEMORY_SIZES=small,large overrides the backlogs (for quick experiments).
     let sizes: Vec<usize> = std::env::var("BACKLOG_MEMORY_SIZES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .filter(|v: &Vec<usize>| v.len() == 2)
         .unwrap_or_else(|| vec![400_000, 2_000_000]);
-    let baseline = runtime.block_on(measure(&tools, sizes[0]));
-    let large = runtime.block_on(measure(&tools, sizes[1]));
+    let baseline = measure(tools, sizes[0]).await;
+    let large = measure(tools, sizes[1]).await;
     println!();
     println!("backlog_memory (S3 frozen after the first commit, default pipeline knobs)");
     for m in [&baseline, &large] {
@@ -172,6 +262,15 @@ fn proc_status(pid: u32, field: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// The bound in a "pipeline started" log line (`memory_bound_mib=764`), in bytes.
+fn logged_bound(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("memory_bound_mib="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no memory_bound_mib in the start line: {line}"))
+        * MIB
+}
+
 fn metric(port: u16, name: &str) -> f64 {
     let Ok((200, text)) = meterline::testkit::http(port, "GET", "/metrics") else {
         return f64::NAN;
@@ -231,19 +330,21 @@ validation = {{ max_age_days = 36500 }}
         ),
     )
     .unwrap();
-    std::env::set_var("METERLINE_PSEUDONYM_KEY", KEY_HEX);
-    let bound = Config::load(&config)
-        .and_then(Config::build)
-        .expect("config")
-        .memory_bound_bytes();
-
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.arg("--meterline-run").arg(&config).env(
-        "METERLINE_LOG",
-        "warn,meterline_sinks=debug,buoyant_kernel=off",
-    );
+    command
+        .arg("--meterline-run")
+        .arg(&config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .env(
+            "METERLINE_LOG",
+            "warn,meterline::service=info,meterline_sinks=debug,buoyant_kernel=off",
+        );
     let mut process = Process::spawn("meterline", command);
-    process.wait_line(0, Duration::from_secs(300), |l| {
+    let start_line = process.wait_line(0, Duration::from_secs(120), |l| {
+        l.contains("pipeline started")
+    });
+    let bound = logged_bound(&process.lines_matching(|l| l.contains("pipeline started"))[0]);
+    process.wait_line(start_line, Duration::from_secs(300), |l| {
         l.contains("committed") && l.contains("version=")
     });
     s3.server.pause();
@@ -266,7 +367,12 @@ validation = {{ max_age_days = 36500 }}
     }
     let consumed_end = metric(port, "meterline_records_consumed_total");
     let paused = metric(port, "meterline_consumer_paused") == 1.0;
-    let hwm = proc_status(process.pid(), "VmHWM:").unwrap_or(peak);
+    let hwm = proc_status(process.pid(), "VmHWM:").unwrap_or_else(|| {
+        panic!(
+            "no VmHWM in /proc/{}/status: meterline exited",
+            process.pid()
+        )
+    });
     s3.server.resume();
     let _ = process.terminate(Duration::from_secs(60));
     Measurement {

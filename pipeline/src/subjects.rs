@@ -702,6 +702,7 @@ pub struct Subjects {
     access: DerivedTable,
     dead: DerivedTable,
     topic: String,
+    clock: meterline_operators::Clock,
 }
 
 impl std::fmt::Debug for Subjects {
@@ -776,7 +777,15 @@ impl Subjects {
             )
             .await?,
             topic: topic.to_owned(),
+            clock: meterline_operators::Clock::system(),
         })
+    }
+
+    /// Read "now" (`recorded_at`, access-log times) from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: meterline_operators::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn app_id(&self, partition: i32) -> String {
@@ -920,7 +929,7 @@ impl Subjects {
                 let batch = meterline_sinks::dead_letter_batch(
                     &self.topic,
                     &[letter],
-                    Utc::now().timestamp_micros(),
+                    self.clock.now_micros(),
                 );
                 self.dead.append(&[batch], &progress).await?;
                 return Ok(Outcome::DeadLettered {
@@ -931,7 +940,7 @@ impl Subjects {
         };
         let mut state = self.state(&event.tenant, &event.subject).await?;
         state.apply(&event);
-        let now = Utc::now();
+        let now = self.clock.now();
         let private = self
             .tenants
             .by_id(&event.tenant)
@@ -1230,16 +1239,15 @@ pub async fn run_loop(
     let mut backoff = first_backoff;
     while subjects.is_none() {
         let opened = match Lake::new(&settings.lake) {
-            Ok(lake) => {
-                Subjects::open(
-                    &lake,
-                    key.clone(),
-                    settings.tenants.clone(),
-                    lifecycle.geo.clone(),
-                    &topic,
-                )
-                .await
-            }
+            Ok(lake) => Subjects::open(
+                &lake,
+                key.clone(),
+                settings.tenants.clone(),
+                lifecycle.geo.clone(),
+                &topic,
+            )
+            .await
+            .map(|s| s.with_clock(settings.clock)),
             Err(e) => Err(e),
         };
         match opened {

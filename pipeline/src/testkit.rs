@@ -216,7 +216,10 @@ impl Broker {
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn");
+            .env(
+                "RUST_LOG",
+                std::env::var("XDEBUG_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            ); // XDEBUG
         Self {
             server: Server::spawn("tansu", command, port),
             tansu: tools.tansu.clone(),
@@ -340,15 +343,19 @@ pub struct Process {
     pub name: String,
     child: Child,
     lines: Arc<(Mutex<Lines>, Condvar)>,
+    /// No wait for a log line lasts past this (a test's overall time cap).
+    deadline: Option<Instant>,
 }
 
 impl Process {
-    /// Spawn `command` (its stderr is captured and echoed with a `[name]` prefix).
+    /// Spawn `command` (its stderr is captured and echoed with a `[name]` prefix),
+    /// on the tests' [`clock`].
     ///
     /// # Panics
     /// The program cannot be started.
     pub fn spawn(name: &str, mut command: Command) -> Self {
         let mut child = command
+            .envs(clock_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -374,7 +381,15 @@ impl Process {
             name: name.to_owned(),
             child,
             lines,
+            deadline: None,
         }
+    }
+
+    /// Cap every later [`wait_line`](Self::wait_line) at `deadline`, whatever
+    /// timeout it asks for: a test that gives itself an overall time cap fails
+    /// at the cap instead of adding up its waits.
+    pub fn cap_waits_at(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 
     pub fn pid(&self) -> u32 {
@@ -384,9 +399,12 @@ impl Process {
     /// Wait until a line at index >= `from` satisfies `pred`; returns its index.
     ///
     /// # Panics
-    /// Timeout, or the process closed its stderr (exited) first.
+    /// Timeout, the cap set by [`cap_waits_at`](Self::cap_waits_at), or the
+    /// process closed its stderr (exited) first.
     pub fn wait_line(&self, from: usize, timeout: Duration, pred: impl Fn(&str) -> bool) -> usize {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let wanted = started + timeout;
+        let deadline = self.deadline.map_or(wanted, |cap| cap.min(wanted));
         let (m, cv) = &*self.lines;
         let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = from;
@@ -403,7 +421,17 @@ impl Process {
                 self.name
             );
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{}: awaited log line not seen", self.name);
+            assert!(
+                !left.is_zero(),
+                "{}: awaited log line not seen within {:?}{}",
+                self.name,
+                started.elapsed(),
+                if deadline < wanted {
+                    " (the test's overall time cap)"
+                } else {
+                    ""
+                }
+            );
             guard = cv
                 .wait_timeout(guard, left)
                 .unwrap_or_else(|e| e.into_inner())
@@ -452,16 +480,17 @@ impl Process {
         }
     }
 
-    /// The ledger line a process logs when it stops cleanly:
-    /// `(consumed, written, dead_lettered, dropped)`.
-    pub fn ledger(&self) -> Option<Ledger> {
+    /// The ledger a process logs when it stops cleanly (its last `ledger:` line).
+    ///
+    /// # Errors
+    /// No ledger line, or a line without one of the four counts: a test must not
+    /// read an absent count as 0 (0 = 0 + 0 + 0 balances).
+    pub fn ledger(&self) -> Result<Ledger, String> {
         let lines = self.lines_matching(|l| l.contains("ledger:"));
-        lines.last().map(|l| Ledger {
-            consumed: field(l, "consumed"),
-            written: field(l, "written"),
-            dead_lettered: field(l, "dead_lettered"),
-            dropped: field(l, "dropped"),
-        })
+        let line = lines
+            .last()
+            .ok_or_else(|| format!("{} logged no ledger", self.name))?;
+        Ledger::parse(line).map_err(|e| format!("{}: {e}", self.name))
     }
 }
 
@@ -482,30 +511,112 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The four counts of a ledger log line (`consumed=10 written=7 ...`).
+    ///
+    /// # Errors
+    /// A count is missing or not a number.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        Ok(Self {
+            consumed: field(line, "consumed")?,
+            written: field(line, "written")?,
+            dead_lettered: field(line, "dead_lettered")?,
+            dropped: field(line, "dropped")?,
+        })
+    }
+
     pub fn balanced(&self) -> bool {
         self.consumed == self.written + self.dead_lettered + self.dropped
     }
 }
 
-/// `name=123` in a log line (0 when absent).
-fn field(line: &str, name: &str) -> u64 {
+/// `name=123` in a log line.
+fn field(line: &str, name: &str) -> Result<u64, String> {
     let key = format!("{name}=");
-    line.split_whitespace()
+    let value = line
+        .split_whitespace()
         .find_map(|w| w.strip_prefix(&key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .ok_or_else(|| format!("no `{key}` in the ledger line: {line}"))?;
+    value
+        .parse()
+        .map_err(|_| format!("`{key}{value}` is not a count in the ledger line: {line}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LINE: &str = "2026-11-23T10:00:00Z  INFO meterline::service: ledger: consumed = written + dead_lettered + dropped consumed=10 written=7 dead_lettered=2 dropped=1 balanced=true";
+
     #[test]
     fn ledger_fields_parse_from_the_log_line() {
-        let line = "2026-11-23T10:00:00Z  INFO meterline::service: ledger: consumed = written + dead_lettered + dropped consumed=10 written=7 dead_lettered=2 dropped=1 balanced=true";
-        assert_eq!(field(line, "consumed"), 10);
-        assert_eq!(field(line, "written"), 7);
-        assert_eq!(field(line, "dead_lettered"), 2);
-        assert_eq!(field(line, "dropped"), 1);
+        let ledger = Ledger::parse(LINE).unwrap();
+        assert_eq!(
+            ledger,
+            Ledger {
+                consumed: 10,
+                written: 7,
+                dead_lettered: 2,
+                dropped: 1
+            }
+        );
+        assert!(ledger.balanced());
     }
+
+    #[test]
+    fn a_ledger_line_without_a_count_is_an_error_not_zero() {
+        for name in ["consumed", "written", "dead_lettered", "dropped"] {
+            let line = LINE.replace(&format!(" {name}="), &format!(" {name}_total="));
+            let err = Ledger::parse(&line).unwrap_err();
+            assert!(err.contains(&format!("no `{name}=`")), "{err}");
+        }
+        let err = Ledger::parse(&LINE.replace("written=7", "written=seven")).unwrap_err();
+        assert!(err.contains("not a count"), "{err}");
+    }
+}
+
+/// The tests' clock: `METERLINE_FAKE_NOW` when set (`scripts/test.sh --dates`
+/// runs the date-dependent tests at several moments that way), else the system
+/// clock. One clock per test process, so every test in it reads the same "now".
+///
+/// # Panics
+/// When `METERLINE_FAKE_NOW` is not an RFC 3339 instant with an offset.
+pub fn clock() -> meterline_operators::Clock {
+    static CLOCK: std::sync::OnceLock<meterline_operators::Clock> = std::sync::OnceLock::new();
+    *CLOCK.get_or_init(|| crate::config::clock_from_env().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Environment for a child `meterline` process so that it reads the tests' clock:
+/// `METERLINE_FAKE_NOW` at the tests' "now" (a child started later than the test
+/// process must not start back at the original instant).
+pub fn clock_env() -> Option<(&'static str, String)> {
+    let clock = clock();
+    clock
+        .is_shifted()
+        .then(|| (crate::config::FAKE_NOW_ENV, clock.now().to_rfc3339()))
+}
+
+/// The test oracle of monthly key epochs: the months whose keys must exist on
+/// local date `today` with `grace` days, worked out from the rule alone (every
+/// month whose end plus the grace lies after today, up to next month), not by
+/// `Epoch::open`.
+pub fn expected_open_months(
+    today: chrono::NaiveDate,
+    grace: u32,
+) -> Vec<meterline_operators::epoch::Epoch> {
+    use chrono::{Datelike, Duration};
+    let first = |d: chrono::NaiveDate| d.with_day(1).expect("day 1 exists");
+    let next_month = first(first(today) + Duration::days(32));
+    let mut month = first(today - Duration::days(i64::from(grace) + 62));
+    let mut out = Vec::new();
+    while month <= next_month {
+        let end = first(month + Duration::days(32));
+        if end + Duration::days(i64::from(grace)) > today {
+            out.push(meterline_operators::epoch::Epoch::Month(
+                month.year(),
+                month.month(),
+            ));
+        }
+        month = end;
+    }
+    out
 }

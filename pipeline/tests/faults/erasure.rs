@@ -147,7 +147,7 @@ async fn sigkill_during_an_erasure_then_restart_completes_it_once() {
     eventually_async(
         "the erasure is recorded",
         Duration::from_secs(180),
-        || async { rig.count("SELECT count(*) FROM erasure_audit").await == 1 },
+        || async { rig.try_count("SELECT count(*) FROM erasure_audit").await == Ok(1) },
     )
     .await;
     let status = second.terminate(GRACE + Duration::from_secs(10));

@@ -24,9 +24,50 @@ pub const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3
 /// (An async mutex: a failed scenario does not poison the others.)
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// How long a scenario may take from its turn to its last check, unless it asks
+/// for another cap ([`serial_capped`]). Every wait of the rig (log lines, rows,
+/// conditions) ends at the cap whatever timeout it asks for, so a failing
+/// scenario reports within minutes instead of adding up its waits.
+pub const SCENARIO_CAP: Duration = Duration::from_secs(5 * 60);
+
+/// The running scenario's deadline (one scenario runs at a time).
+static DEADLINE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// Wait for this scenario's turn; its [`SCENARIO_CAP`] starts now.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
+    serial_capped(SCENARIO_CAP).await
 }
+
+/// [`serial`] with another overall cap (for the longest scenarios).
+pub async fn serial_capped(cap: Duration) -> tokio::sync::MutexGuard<'static, ()> {
+    let turn = SERIAL.lock().await;
+    *DEADLINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + cap);
+    turn
+}
+
+/// The running scenario's deadline (an hour from now outside a scenario).
+pub fn scenario_deadline() -> Instant {
+    DEADLINE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+}
+
+/// When a wait of `timeout` must end, and a note for its failure message when
+/// the scenario's cap ends it first.
+fn wait_deadline(timeout: Duration) -> (Instant, &'static str) {
+    let wanted = Instant::now() + timeout;
+    let cap = scenario_deadline();
+    if cap < wanted {
+        (cap, " (the scenario's overall time cap)")
+    } else {
+        (wanted, "")
+    }
+}
+
+/// The consumer session timeout of [`Rig::config`]: the broker drops a member
+/// that has not heartbeated for this long.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// What was produced, to compare the lake against.
 #[derive(Debug, Default)]
@@ -122,16 +163,17 @@ impl Rig {
     /// The consumer group is `group` with a random suffix; processes started
     /// from one config file share it.
     pub fn config(&self, group: &str, metrics_port: Option<u16>, pipeline: &str) -> PathBuf {
-        self.config_with_session(group, metrics_port, pipeline, 6_000)
+        self.config_with(group, metrics_port, pipeline, &[])
     }
 
-    /// [`config`](Self::config) with another consumer session timeout.
-    pub fn config_with_session(
+    /// [`config`](Self::config) with librdkafka properties added or replaced,
+    /// as TOML values: `&[("session.timeout.ms", "45000")]`.
+    pub fn config_with(
         &self,
         group: &str,
         metrics_port: Option<u16>,
         pipeline: &str,
-        session_timeout_ms: u32,
+        kafka_properties: &[(&str, &str)],
     ) -> PathBuf {
         let group = unique_name(group);
         let options: String = self
@@ -143,6 +185,22 @@ impl Rig {
         let listen = metrics_port
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_default();
+        // A crashed member must leave the group within seconds in tests. A
+        // rebalance waits up to max.poll.interval.ms for the previous generation's
+        // members: after the broker outage the consumer rejoins under a new member
+        // id, and tansu waits for the old one that long (librdkafka's default is 5
+        // minutes).
+        let session_ms = SESSION_TIMEOUT.as_millis().to_string();
+        let mut properties: BTreeMap<&str, &str> = BTreeMap::from([
+            ("session.timeout.ms", session_ms.as_str()),
+            ("heartbeat.interval.ms", "500"),
+            ("max.poll.interval.ms", "60000"),
+        ]);
+        properties.extend(kafka_properties.iter().copied());
+        let properties: String = properties
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\" = {v}\n"))
+            .collect();
         let text = format!(
             r#"
 [kafka]
@@ -150,15 +208,8 @@ brokers = "{brokers}"
 group_id = "{group}"
 readings_topic = "{topic}"
 
-# A crashed member must leave the group within seconds in tests. A rebalance
-# waits up to max.poll.interval.ms for the previous generation's members: after
-# the broker outage the consumer rejoins under a new member id, and tansu waits
-# for the old one that long (librdkafka's default is 5 minutes).
 [kafka.properties]
-"session.timeout.ms" = {session_timeout_ms}
-"heartbeat.interval.ms" = 500
-"max.poll.interval.ms" = 60000
-
+{properties}
 [lake]
 uri = "s3://{bucket}/lake"
 
@@ -221,7 +272,9 @@ validation = {{ max_age_days = 36500 }}
                 "METERLINE_LOG",
                 "warn,meterline=info,meterline_sinks=debug,buoyant_kernel=off,librdkafka=info",
             );
-        Process::spawn(name, command)
+        let mut process = Process::spawn(name, command);
+        process.cap_waits_at(scenario_deadline());
+        process
     }
 
     /// Produce messages and remember what the broker acknowledged.
@@ -278,12 +331,23 @@ validation = {{ max_age_days = 36500 }}
             .map_err(|e| e.to_string())
     }
 
-    /// `SELECT count(*) ...` (0 while the table cannot be read yet).
+    /// `SELECT count(*) ...`, or why the query failed (for polls that wait until
+    /// a table can be read).
+    pub async fn try_count(&self, sql: &str) -> Result<u64, String> {
+        let batches = self.query(sql).await?;
+        let first = batches.first().ok_or("the count query returned no batch")?;
+        Ok(first.column(0).as_primitive::<Int64Type>().value(0) as u64)
+    }
+
+    /// `SELECT count(*) ...`.
+    ///
+    /// # Panics
+    /// The query fails (a table that cannot be read fails the test; it is not an
+    /// empty table).
     pub async fn count(&self, sql: &str) -> u64 {
-        match self.query(sql).await {
-            Ok(b) => b[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
-            Err(_) => 0,
-        }
+        self.try_count(sql)
+            .await
+            .unwrap_or_else(|e| panic!("query failed: {sql}: {e}"))
     }
 
     /// (tenant, meter, quantity, direction, local date) keys where
@@ -304,23 +368,28 @@ validation = {{ max_age_days = 36500 }}
         batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64
     }
 
+    /// Rows in `readings` (panics when it cannot be read).
     pub async fn rows(&self) -> u64 {
         self.count("SELECT count(*) FROM readings").await
     }
 
-    /// Poll the lake until `readings` holds `n` rows.
+    /// Poll the lake until `readings` holds `n` rows (capped by the scenario's
+    /// deadline). Until the table exists, a failed read counts as not there yet.
     pub async fn await_rows(&self, n: u64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+        let (deadline, cap) = wait_deadline(timeout);
         loop {
-            let rows = self.rows().await;
-            assert!(rows <= n, "more rows ({rows}) than produced ({n})");
-            if rows == n {
-                return;
+            let rows = self.try_count("SELECT count(*) FROM readings").await;
+            if let Ok(rows) = rows {
+                assert!(rows <= n, "more rows ({rows}) than produced ({n})");
+                if rows == n {
+                    return;
+                }
             }
             if Instant::now() >= deadline {
+                let rows = rows.unwrap_or_else(|e| panic!("timed out{cap}: readings: {e}"));
                 let (missing, twice) = self.positions_diff().await;
                 panic!(
-                    "timed out with {rows} of {n} rows; positions missing from the lake \
+                    "timed out{cap} with {rows} of {n} rows; positions missing from the lake \
                      (partition: count, first, last): {missing:?}; stored twice: {twice}"
                 );
             }
@@ -336,7 +405,11 @@ validation = {{ max_age_days = 36500 }}
             "SELECT source_partition, source_offset FROM readings",
             "SELECT source_partition, source_offset FROM dead_letters",
         ] {
-            for b in self.query(sql).await.unwrap_or_default() {
+            let batches = self
+                .query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("query failed: {sql}: {e}"));
+            for b in batches {
                 let parts = b.column(0).as_primitive::<Int32Type>();
                 let offs = b.column(1).as_primitive::<Int64Type>();
                 for i in 0..b.num_rows() {
@@ -399,9 +472,7 @@ validation = {{ max_age_days = 36500 }}
 
 /// A process's ledger after a clean stop must balance.
 pub fn assert_ledger(process: &Process) -> meterline::testkit::Ledger {
-    let ledger = process
-        .ledger()
-        .unwrap_or_else(|| panic!("{} logged no ledger", process.name));
+    let ledger = process.ledger().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         ledger.balanced(),
         "{}: consumed != written + dead_lettered + dropped: {ledger:?}",
@@ -430,11 +501,15 @@ pub fn scrape(port: u16) -> Option<String> {
     }
 }
 
-/// Poll `cond` every 200 ms until it holds (panics after `timeout`).
+/// Poll `cond` every 200 ms until it holds (panics after `timeout` or at the
+/// scenario's cap, whichever comes first).
 pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let (deadline, cap) = wait_deadline(timeout);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out{cap} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -445,9 +520,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
+    let (deadline, cap) = wait_deadline(timeout);
     while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out{cap} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

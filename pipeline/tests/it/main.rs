@@ -1,6 +1,7 @@
 //! End-to-end tests of the foundation: Kafka (librdkafka's in-process mock cluster,
-//! a real Kafka-protocol server on loopback) -> pipeline -> Delta lake on a local
-//! directory -> SQL. The real-broker and S3 variants live in the reliability suite.
+//! no external broker) -> pipeline -> Delta lake on a local directory -> SQL. The
+//! variants on a real broker (tansu) and a real S3 server (moto) are the fault
+//! scenarios in `tests/faults`.
 
 mod aggregates;
 mod common;
@@ -8,6 +9,7 @@ mod consent;
 mod corrections;
 mod crash;
 mod dead_letters;
+mod demo;
 mod epochs;
 mod export;
 mod lifecycle;
