@@ -541,39 +541,6 @@ fn field(line: &str, name: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{key}{value}` is not a count in the ledger line: {line}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LINE: &str = "2026-11-23T10:00:00Z  INFO meterline::service: ledger: consumed = written + dead_lettered + dropped consumed=10 written=7 dead_lettered=2 dropped=1 balanced=true";
-
-    #[test]
-    fn ledger_fields_parse_from_the_log_line() {
-        let ledger = Ledger::parse(LINE).unwrap();
-        assert_eq!(
-            ledger,
-            Ledger {
-                consumed: 10,
-                written: 7,
-                dead_lettered: 2,
-                dropped: 1
-            }
-        );
-        assert!(ledger.balanced());
-    }
-
-    #[test]
-    fn a_ledger_line_without_a_count_is_an_error_not_zero() {
-        for name in ["consumed", "written", "dead_lettered", "dropped"] {
-            let line = LINE.replace(&format!(" {name}="), &format!(" {name}_total="));
-            let err = Ledger::parse(&line).unwrap_err();
-            assert!(err.contains(&format!("no `{name}=`")), "{err}");
-        }
-        let err = Ledger::parse(&LINE.replace("written=7", "written=seven")).unwrap_err();
-        assert!(err.contains("not a count"), "{err}");
-    }
-}
-
 /// The tests' clock: `METERLINE_FAKE_NOW` when set (`scripts/test.sh --dates`
 /// runs the date-dependent tests at several moments that way), else the system
 /// clock. One clock per test process, so every test in it reads the same "now".
@@ -619,4 +586,37 @@ pub fn expected_open_months(
         month = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "2026-11-23T10:00:00Z  INFO meterline::service: ledger: consumed = written + dead_lettered + dropped consumed=10 written=7 dead_lettered=2 dropped=1 balanced=true";
+
+    #[test]
+    fn ledger_fields_parse_from_the_log_line() {
+        let ledger = Ledger::parse(LINE).unwrap();
+        assert_eq!(
+            ledger,
+            Ledger {
+                consumed: 10,
+                written: 7,
+                dead_lettered: 2,
+                dropped: 1
+            }
+        );
+        assert!(ledger.balanced());
+    }
+
+    #[test]
+    fn a_ledger_line_without_a_count_is_an_error_not_zero() {
+        for name in ["consumed", "written", "dead_lettered", "dropped"] {
+            let line = LINE.replace(&format!(" {name}="), &format!(" {name}_total="));
+            let err = Ledger::parse(&line).unwrap_err();
+            assert!(err.contains(&format!("no `{name}=`")), "{err}");
+        }
+        let err = Ledger::parse(&LINE.replace("written=7", "written=seven")).unwrap_err();
+        assert!(err.contains("not a count"), "{err}");
+    }
 }
