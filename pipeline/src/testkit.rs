@@ -216,10 +216,7 @@ impl Broker {
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .env(
-                "RUST_LOG",
-                std::env::var("XDEBUG_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
-            ); // XDEBUG
+            .env("RUST_LOG", "warn");
         Self {
             server: Server::spawn("tansu", command, port),
             tansu: tools.tansu.clone(),
