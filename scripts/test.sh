@@ -30,7 +30,9 @@ TOOLS="${METERLINE_TOOLS:-$HOME/.cache/meterline-tools}"
 TANSU_VERSION="0.6.0"
 MOTO_VERSION="5.2.1"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints the time since the script started, so a run's log shows
+# where its time went (the README's CI figures come from these lines).
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 DATES_ONLY=0
 MOMENTS="${METERLINE_TEST_MOMENTS:-2027-01-01T00:30:00+01:00 2028-02-29T23:30:00+01:00}"
@@ -135,4 +137,4 @@ for moment in $MOMENTS; do
 done
 
 echo
-echo "all tests passed"
+echo "all tests passed in $((SECONDS / 60))m$((SECONDS % 60))s"
