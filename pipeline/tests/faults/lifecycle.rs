@@ -50,10 +50,26 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     let erasure_topic = unique_name("erasure");
     rig.broker.create_topic(&subjects_topic, 1);
     rig.broker.create_topic(&erasure_topic, 1);
-    // Yesterday's readings: a public tenant with monthly key epochs, and the
-    // subject's private meter.
+    // Yesterday's readings (Oslo time, so 23, 24 or 25 hours): a public tenant
+    // with monthly key epochs, and the subject's private meter. The hours of
+    // Oslo's yesterday lie in one month, so one key epoch and one pseudonym per
+    // meter; yesterday's UTC hours would not, late on the 1st of a month.
     let clock = meterline::testkit::clock();
-    let day = clock.now().date_naive() - chrono::Days::new(1);
+    let oslo = chrono_tz::Europe::Oslo;
+    let today = clock.now().with_timezone(&oslo).date_naive();
+    let day = today - chrono::Days::new(1);
+    let midnight = |d: chrono::NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_local_timezone(oslo)
+            .earliest()
+            .expect("midnight exists in Oslo")
+            .to_utc()
+    };
+    let hours: Vec<_> = std::iter::successors(Some(midnight(day)), |t| {
+        Some(*t + chrono::Duration::hours(1))
+    })
+    .take_while(|t| *t < midnight(today))
+    .collect();
     let mut messages = Vec::new();
     for m in 0..6u32 {
         let (tenant, subject) = if m == 0 {
@@ -62,11 +78,11 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
             ("oslo-utility", None)
         };
         let meter = meterline::generator::gsrn(70_000 + m);
-        for hour in 0..24 {
+        for start in &hours {
             let mut v = json!({
                 "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{m}"),
                 "meter_id": meter, "quantity": "electricity",
-                "start": format!("{day}T{hour:02}:00:00Z"), "resolution": "PT1H",
+                "start": start.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "resolution": "PT1H",
                 "value": 1.25, "unit": "kWh", "quality": "measured", "area": "NO1",
             });
             if let Some(s) = subject {
@@ -112,10 +128,6 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
         .unwrap();
     let epochs = store.list().await.unwrap();
     let public = epochs.get("oslo-utility").cloned().unwrap_or_default();
-    let today = clock
-        .now()
-        .with_timezone(&chrono_tz::Europe::Oslo)
-        .date_naive();
     assert_eq!(
         public,
         meterline::testkit::expected_open_months(today, 60),
@@ -161,7 +173,7 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     assert_ledger(&run);
     assert_eq!(
         single(&rig, "SELECT count(*) FROM readings").await as u64,
-        rig.produced.good - 24,
+        rig.produced.good - hours.len() as u64,
         "only the subject's readings are gone"
     );
 }
