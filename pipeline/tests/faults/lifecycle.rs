@@ -58,13 +58,7 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     let oslo = chrono_tz::Europe::Oslo;
     let today = clock.now().with_timezone(&oslo).date_naive();
     let day = today - chrono::Days::new(1);
-    let midnight = |d: chrono::NaiveDate| {
-        d.and_time(chrono::NaiveTime::MIN)
-            .and_local_timezone(oslo)
-            .earliest()
-            .expect("midnight exists in Oslo")
-            .to_utc()
-    };
+    let midnight = |d| meterline::generator::local_midnight(oslo, d);
     let hours: Vec<_> = std::iter::successors(Some(midnight(day)), |t| {
         Some(*t + chrono::Duration::hours(1))
     })
