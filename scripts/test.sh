@@ -7,7 +7,8 @@
 # Needs the Rust toolchain and Python 3 (with venv/pip). The first run installs the
 # test tools into ~/.cache/meterline-tools (override with METERLINE_TOOLS) and
 # reuses them afterwards:
-#   - tansu, a Kafka-protocol broker (cargo install, about 10 minutes once);
+#   - tansu, a Kafka-protocol broker (cargo install once, in the background while
+#     the workspace builds; its log is in the tools directory);
 #   - moto_server, an S3 API server (pip, in a virtualenv).
 # Each end-to-end test starts its own broker and S3 server on free loopback ports
 # (so a test can freeze them without disturbing others) and stops them when it
@@ -55,6 +56,9 @@ fi
 # Servers started by this run's tests carry this id in their environment.
 export METERLINE_TESTKIT_RUN="run-$$-$RANDOM"
 cleanup() {
+    if [ -n "${TANSU_BUILD_PID:-}" ]; then
+        kill "$TANSU_BUILD_PID" 2>/dev/null || true
+    fi
     for env in /proc/[0-9]*/environ; do
         if grep -qz "^METERLINE_TESTKIT_RUN=$METERLINE_TESTKIT_RUN\$" "$env" 2>/dev/null; then
             pid="${env#/proc/}"
@@ -66,15 +70,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The background tansu build (see "test tools" below) must have finished before
+# any test runs; a failed build stops the run with the end of its log.
+await_tansu() {
+    [ -n "$TANSU_BUILD_PID" ] || return 0
+    step "waiting for the tansu build to finish"
+    if ! wait "$TANSU_BUILD_PID"; then
+        tail -n 40 "$TANSU_LOG" >&2
+        echo "building tansu failed (whole log: $TANSU_LOG)" >&2
+        TANSU_BUILD_PID=""
+        exit 1
+    fi
+    TANSU_BUILD_PID=""
+    tail -n 2 "$TANSU_LOG"
+    rm -rf "$TOOLS/tansu-build"
+}
+
 step "test tools (cached in $TOOLS)"
+TANSU_BUILD_PID=""
+TANSU_LOG="$TOOLS/tansu-install.log"
 if [ -z "${METERLINE_TANSU:-}" ]; then
     # The SQLite storage engine (libsql): see meterline::testkit::Broker for why
     # not the in-memory one.
     TANSU_ROOT="$TOOLS/tansu-$TANSU_VERSION-libsql"
     if ! "$TANSU_ROOT/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-        echo "installing tansu $TANSU_VERSION (once; about 15 minutes on 2 cores)"
-        cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-            --root "$TANSU_ROOT"
+        # Built in the background, in its own target directory, while the workspace
+        # builds: a cold build of DataFusion and delta-rs leaves one of two cores
+        # idle for long stretches (one large crate at a time, its front end on one
+        # thread). Optimization level 1 is plenty for a test broker and compiles in
+        # about half the time. The tests wait for it (await_tansu).
+        mkdir -p "$TOOLS"
+        echo "building tansu $TANSU_VERSION in the background (once; log: $TANSU_LOG)"
+        CARGO_TARGET_DIR="$TOOLS/tansu-build" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+            cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
+            --root "$TANSU_ROOT" >"$TANSU_LOG" 2>&1 &
+        TANSU_BUILD_PID=$!
     fi
     export METERLINE_TANSU="$TANSU_ROOT/bin/tansu"
 fi
@@ -112,6 +142,7 @@ export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustc --print sysro
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 if [ "$DATES_ONLY" = 1 ]; then
+    await_tansu
     for moment in $MOMENTS; do
         date_tests "$moment"
     done
@@ -124,7 +155,9 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "build with clippy (all targets, warnings are errors)"
-cargo test --release --workspace --all-targets --no-run
+# --timings writes where the build's time went to cargo-timings/ in the target dir.
+cargo test --release --workspace --all-targets --no-run --timings
+await_tansu
 
 step "cargo test (unit, property, mock-cluster and real broker + S3 end-to-end)"
 cargo test --release --workspace --all-targets
