@@ -1,5 +1,3 @@
-#![allow(clippy::too_many_lines)] // test code
-
 use super::*;
 use arrow::datatypes::Float64Type;
 use proptest::prelude::*;

@@ -243,6 +243,36 @@ impl Materializer {
         Ok(lowest)
     }
 
+    /// The changed `(tenant, local_date)` partitions as steps of at most
+    /// `max_days_per_step` days of one configured tenant.
+    fn steps(&self, changed: &BTreeSet<Partition>) -> Vec<(String, Vec<i32>)> {
+        let mut by_tenant: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+        for p in changed {
+            let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
+            else {
+                continue;
+            };
+            by_tenant.entry(tenant.clone()).or_default().insert(date);
+        }
+        let mut steps: Vec<(String, Vec<i32>)> = Vec::new();
+        for (tenant, dates) in by_tenant {
+            if self.tenants.by_id(&tenant).is_none() {
+                // Without its time zone its calendar is unknown; its aggregates stay
+                // as they were until it is configured again.
+                warn!(
+                    days = dates.len(),
+                    "aggregates: readings of a tenant that is not configured; skipped"
+                );
+                continue;
+            }
+            let dates: Vec<i32> = dates.into_iter().collect();
+            for chunk in dates.chunks(self.settings.max_days_per_step.max(1)) {
+                steps.push((tenant.clone(), chunk.to_vec()));
+            }
+        }
+        steps
+    }
+
     /// One round (see the module docs).
     ///
     /// # Errors
@@ -281,31 +311,7 @@ impl Materializer {
                 all
             }
         };
-        let mut by_tenant: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
-        for p in &changed {
-            let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
-            else {
-                continue;
-            };
-            by_tenant.entry(tenant.clone()).or_default().insert(date);
-        }
-        // Steps of at most max_days_per_step days of one tenant.
-        let mut steps: Vec<(String, Vec<i32>)> = Vec::new();
-        for (tenant, dates) in by_tenant {
-            if self.tenants.by_id(&tenant).is_none() {
-                // Without its time zone its calendar is unknown; its aggregates stay
-                // as they were until it is configured again.
-                warn!(
-                    days = dates.len(),
-                    "aggregates: readings of a tenant that is not configured; skipped"
-                );
-                continue;
-            }
-            let dates: Vec<i32> = dates.into_iter().collect();
-            for chunk in dates.chunks(self.settings.max_days_per_step.max(1)) {
-                steps.push((tenant.clone(), chunk.to_vec()));
-            }
-        }
+        let steps = self.steps(&changed);
         let mut round = Round {
             folded: Some(upto),
             ..Round::default()
@@ -496,7 +502,7 @@ impl Materializer {
                 Ok(())
             }
             // Counted by the round (meterline_aggregate_rounds_total{outcome="error"}).
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -593,6 +599,7 @@ mod tests {
         Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
     };
     use meterline_sinks::{readings_spec, LakeConfig, OffsetTable};
+    use std::collections::HashMap;
 
     /// Readings through the real operator chain, appended with offsets.
     async fn append(table: &mut OffsetTable, payloads: &[Vec<u8>], first_offset: i64) {

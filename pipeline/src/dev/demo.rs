@@ -412,6 +412,52 @@ async fn print_dst_day(opts: &DemoOptions, lake: &LakeConfig, meter: &str) -> an
     Ok(())
 }
 
+/// The showcased meter's daily consumption and the public tenant's area cells,
+/// from the aggregate tables.
+async fn print_aggregates(
+    lake: &LakeConfig,
+    meter: &str,
+    folded: &crate::aggregate::Round,
+) -> anyhow::Result<()> {
+    let daily = crate::query::sql::query(
+        lake,
+        &format!(
+            "SELECT local_date, intervals AS hours, expected_intervals AS expected, complete, value AS kwh \
+             FROM consumption_daily \
+             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND direction = 'import' \
+             ORDER BY local_date"
+        ),
+    )
+    .await?;
+    println!();
+    println!(
+        "daily consumption, same meter, from consumption_daily ({} local days folded from readings version {}):",
+        folded.partitions,
+        folded.folded.map_or_else(|| "-".into(), |v| v.to_string())
+    );
+    println!(
+        "{}",
+        crate::query::sql::render(&daily, crate::query::sql::Format::Table)?
+    );
+    let area = crate::query::sql::query(
+        lake,
+        &format!(
+            "SELECT area, local_date, meters, value AS kwh FROM area_consumption_daily \
+             WHERE tenant = '{PUBLIC_TENANT}' AND direction = 'import' ORDER BY area, local_date"
+        ),
+    )
+    .await?;
+    println!();
+    println!(
+        "area consumption of the public tenant, from area_consumption_daily (cells of fewer than 10 meters are not written):"
+    );
+    println!(
+        "{}",
+        crate::query::sql::render(&area, crate::query::sql::Format::Table)?
+    );
+    Ok(())
+}
+
 async fn print_summary(
     opts: &DemoOptions,
     lake: &LakeConfig,
@@ -455,42 +501,7 @@ async fn print_summary(
     // One private meter (identifiers readable) on the DST day, if it is in range.
     let meter = crate::dev::generator::gsrn(2); // meter index 1: private, hourly
     print_dst_day(opts, lake, &meter).await?;
-    let daily = crate::query::sql::query(
-        lake,
-        &format!(
-            "SELECT local_date, intervals AS hours, expected_intervals AS expected, complete, value AS kwh \
-             FROM consumption_daily \
-             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND direction = 'import' \
-             ORDER BY local_date"
-        ),
-    )
-    .await?;
-    println!();
-    println!(
-        "daily consumption, same meter, from consumption_daily ({} local days folded from readings version {}):",
-        folded.partitions,
-        folded.folded.map_or_else(|| "-".into(), |v| v.to_string())
-    );
-    println!(
-        "{}",
-        crate::query::sql::render(&daily, crate::query::sql::Format::Table)?
-    );
-    let area = crate::query::sql::query(
-        lake,
-        &format!(
-            "SELECT area, local_date, meters, value AS kwh FROM area_consumption_daily \
-             WHERE tenant = '{PUBLIC_TENANT}' AND direction = 'import' ORDER BY area, local_date"
-        ),
-    )
-    .await?;
-    println!();
-    println!(
-        "area consumption of the public tenant, from area_consumption_daily (cells of fewer than 10 meters are not written):"
-    );
-    println!(
-        "{}",
-        crate::query::sql::render(&area, crate::query::sql::Format::Table)?
-    );
+    print_aggregates(lake, &meter, folded).await?;
     let public_meters = count(
         lake,
         &format!("SELECT count(DISTINCT meter) FROM readings WHERE tenant = '{PUBLIC_TENANT}'"),

@@ -267,7 +267,7 @@ impl Lifecycle {
     /// # Errors
     /// Storage errors (transient).
     pub async fn answered(&mut self, app_id: &str) -> Result<Option<i64>, LifecycleError> {
-        self.audit.progress(app_id).await
+        Ok(self.audit.progress(app_id).await?)
     }
 
     /// Record that the requests up to these positions are answered without an
@@ -276,7 +276,8 @@ impl Lifecycle {
     /// # Errors
     /// Storage errors (transient).
     pub async fn answer(&mut self, progress: &[(String, i64)]) -> Result<(), LifecycleError> {
-        self.audit.append(&[], progress).await.map(|_| ())
+        self.audit.append(&[], progress).await?;
+        Ok(())
     }
 
     /// Remove `subject` from every table that can hold it, recompute the aggregates

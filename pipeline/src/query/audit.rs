@@ -119,6 +119,58 @@ fn deployment_of(settings: &Settings, tenant: &str) -> String {
         .to_owned()
 }
 
+/// The holdings as an aligned text table with a header line.
+fn holdings_table(holdings: &[Holding]) -> String {
+    let mut out = String::new();
+    let headers = [
+        "tenant",
+        "deployment",
+        "category",
+        "table",
+        "rows",
+        "oldest",
+        "retention",
+    ];
+    let rows: Vec<[String; 7]> = holdings
+        .iter()
+        .map(|h| {
+            [
+                h.tenant.clone(),
+                h.deployment.clone(),
+                h.category.to_owned(),
+                h.table.to_owned(),
+                h.rows.to_string(),
+                h.oldest.clone().unwrap_or_else(|| "-".to_owned()),
+                h.retention.clone(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let _ = writeln!(out, "{}", line(&headers.map(str::to_owned)));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    out
+}
+
 /// Build the report as of `now`.
 ///
 /// # Errors
@@ -199,16 +251,22 @@ impl Scope<'_> {
         Ok(())
     }
 
-    /// Tables whose records carry a time: rows and oldest time per tenant, against
-    /// the table's retention.
-    async fn timed_holdings(&self, report: &mut Report) -> anyhow::Result<()> {
+    /// Tables whose records carry a time: (table, category, time column, days kept
+    /// or `None` for kept for good, the rule as reported).
+    fn timed_tables(
+        &self,
+    ) -> [(
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<u32>,
+        String,
+    ); 4] {
         let lifecycle = &self.settings.lifecycle;
         let account_days = lifecycle.account_days;
         let access_days = lifecycle.access_log_days;
         let dead_days = lifecycle.dead_letter_days;
-        // (table, category, time column, days kept or `None` for kept for good,
-        // the rule as reported).
-        let timed: [(&'static str, &'static str, &str, Option<u32>, String); 4] = [
+        [
             (
                 "dead_letters",
                 "dead_letters",
@@ -237,7 +295,13 @@ impl Scope<'_> {
                 None,
                 "kept (keyed hashes only)".to_owned(),
             ),
-        ];
+        ]
+    }
+
+    /// Tables whose records carry a time: rows and oldest time per tenant, against
+    /// the table's retention.
+    async fn timed_holdings(&self, report: &mut Report) -> anyhow::Result<()> {
+        let timed = self.timed_tables();
         for (table, category, column, days, rule) in timed {
             if !exists(self.settings, table).await? {
                 continue;
@@ -488,54 +552,7 @@ async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
 
 /// The report as text for people.
 pub fn render(report: &Report) -> String {
-    let mut out = String::new();
-    let headers = [
-        "tenant",
-        "deployment",
-        "category",
-        "table",
-        "rows",
-        "oldest",
-        "retention",
-    ];
-    let rows: Vec<[String; 7]> = report
-        .holdings
-        .iter()
-        .map(|h| {
-            [
-                h.tenant.clone(),
-                h.deployment.clone(),
-                h.category.to_owned(),
-                h.table.to_owned(),
-                h.rows.to_string(),
-                h.oldest.clone().unwrap_or_else(|| "-".to_owned()),
-                h.retention.clone(),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| -> String {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let _ = writeln!(out, "{}", line(&headers.map(str::to_owned)));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
+    let mut out = holdings_table(&report.holdings);
     let _ = writeln!(out);
     let _ = writeln!(
         out,

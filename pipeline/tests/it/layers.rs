@@ -63,7 +63,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The code of a file without comments, string contents and its trailing test
 /// module.
 fn code_of(text: &str) -> String {
-    let end = text.find("#[cfg(test)]\nmod ").unwrap_or(text.len());
+    let end = test_module_start(text).unwrap_or(text.len());
     let mut out = String::new();
     let mut chars = text[..end].chars().peekable();
     let mut in_string = false;
@@ -116,6 +116,23 @@ fn code_of(text: &str) -> String {
         }
     }
     out
+}
+
+/// Where the file's test module begins: a `#[cfg(test)]` line followed, after
+/// any other attributes, by a `mod` line.
+fn test_module_start(text: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim() == "#[cfg(test)]" {
+            let after = &text[at + line.len()..];
+            let next = after.lines().map(str::trim).find(|l| !l.starts_with("#["));
+            if next.is_some_and(|l| l.starts_with("mod ")) {
+                return Some(at);
+            }
+        }
+        at += line.len();
+    }
+    None
 }
 
 /// Every module path a file's code names through `crate::` (including the paths
@@ -312,7 +329,7 @@ fn the_reader_expands_groups_and_skips_comments_and_tests() {
          let x = \"crate::in_a_string\";\n\
          let q = '\"'; let r = '\\''; fn l<'a>(_: &'a str) {}\n\
          fn f() { crate::g::h(); }\n\
-         #[cfg(test)]\nmod tests { use crate::only_in_tests; }\n",
+         #[cfg(test)]\n#[allow(dead_code)]\nmod tests { use crate::only_in_tests; }\n",
     );
     assert_eq!(
         crate_paths(&code),
