@@ -159,7 +159,7 @@ fn expand(prefix: &str, text: &str, out: &mut Vec<String>) {
         .unwrap_or(text.len());
     let path = format!("{prefix}{}", &text[..ident_end]);
     let after = &text[ident_end..];
-    if path.ends_with("::") && after.starts_with('{') {
+    if (path.is_empty() || path.ends_with("::")) && after.starts_with('{') {
         // A group: split its top-level items and expand each.
         let mut depth = 0;
         let mut start = 1;
