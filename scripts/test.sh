@@ -90,7 +90,7 @@ step "test tools (cached in $TOOLS)"
 TANSU_BUILD_PID=""
 TANSU_LOG="$TOOLS/tansu-install.log"
 if [ -z "${METERLINE_TANSU:-}" ]; then
-    # The SQLite storage engine (libsql): see meterline::testkit::Broker for why
+    # The SQLite storage engine (libsql): see meterline::dev::testkit::Broker for why
     # not the in-memory one.
     TANSU_ROOT="$TOOLS/tansu-$TANSU_VERSION-libsql"
     if ! "$TANSU_ROOT/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

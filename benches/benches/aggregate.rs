@@ -12,12 +12,15 @@
 //! Run: `cargo bench --workspace --bench aggregate` (a minute or two). Under
 //! `cargo test` the same steps and checks run on a month of 4 meters.
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use meterline::aggregate::{AggregateSettings, Materializer};
-use meterline::generator::{tenants, GeneratorSpec};
+use meterline::aggregate::Materializer;
+use meterline::config::AggregateSettings;
+use meterline::dev::generator::{tenants, GeneratorSpec};
 use meterline::metrics::Metrics;
 
 mod support;

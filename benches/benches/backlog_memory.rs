@@ -19,12 +19,14 @@
 //!
 //! Both need the tools of `scripts/test.sh`.
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use meterline::generator::GeneratorSpec;
-use meterline::testkit::{unique_name, Broker, Process, S3Server, Tools};
+use meterline::dev::generator::GeneratorSpec;
+use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -272,7 +274,7 @@ fn logged_bound(line: &str) -> u64 {
 }
 
 fn metric(port: u16, name: &str) -> f64 {
-    let Ok((200, text)) = meterline::testkit::http(port, "GET", "/metrics") else {
+    let Ok((200, text)) = meterline::dev::testkit::http(port, "GET", "/metrics") else {
         return f64::NAN;
     };
     text.lines()
@@ -291,7 +293,7 @@ async fn measure(tools: &Tools, backlog: usize) -> Measurement {
     eprintln!("backlog_memory: producing {backlog} readings");
     produce(&broker, &topic, backlog).await;
 
-    let port = meterline::testkit::free_port();
+    let port = meterline::dev::testkit::free_port();
     let options: String = s3
         .storage_options()
         .into_iter()

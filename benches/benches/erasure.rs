@@ -13,11 +13,13 @@
 //! Run: `cargo bench --workspace --bench erasure` (a few minutes). Under
 //! `cargo test` the same steps and checks run on a month of 4 meters.
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 use std::process::ExitCode;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use meterline::generator::{GeneratorSpec, PRIVATE_TENANT};
+use meterline::dev::generator::{GeneratorSpec, PRIVATE_TENANT};
 use meterline_sinks::{purge, remove_rows, LakeConfig};
 
 const SUBJECT: &str = "acct-bench-erase-1";
@@ -30,7 +32,9 @@ fn is_subject(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowEr
 }
 
 async fn count(lake: &LakeConfig, sql: &str) -> i64 {
-    let b = meterline::sql::query(lake, sql).await.expect("query");
+    let b = meterline::query::sql::query(lake, sql)
+        .await
+        .expect("query");
     b[0].column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
         .value(0)
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
         // The subject: a private meter with readings on three days in spring,
         // produced among the other meters' readings of those days (so their files
         // are shared and must be rewritten, not dropped).
-        let meter = meterline::generator::gsrn(9_999_001);
+        let meter = meterline::dev::generator::gsrn(9_999_001);
         let at = payloads
             .iter()
             .position(|p| String::from_utf8_lossy(p).contains("2026-04-12T"))

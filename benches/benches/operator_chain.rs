@@ -7,6 +7,8 @@
 //! of the typing, checking, pseudonymizing or encoding: compare the two to read the
 //! figure independently of the machine.
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meterline_benches::{messages, pseudonymizer, tenants};
 use meterline_operators::{Chain, DecodeConfig, Decoder, OperatorContext, RawRecord, VersionIndex};

@@ -437,9 +437,28 @@ pub fn hourly_daily(
     tz: Tz,
     readings: &[RecordBatch],
 ) -> Result<HourlyDaily, OperatorError> {
-    // 1. The current version of every key: highest version, then latest
-    //    ingestion (the order of the `readings_current` view).
-    let mut current: FastMap<(Series<'_>, i64), ((i64, i64), Current<'_>)> = FastMap::default();
+    let current = current_versions(readings)?;
+    let (hours, days) = sums(&current, tz);
+    Ok(HourlyDaily {
+        hourly: hourly_batch(tenant, &hours)?,
+        daily: daily_batch(tenant, tz, &days)?,
+    })
+}
+
+/// Each key's version, ordered: highest version, then latest ingestion.
+type VersionOrder = (i64, i64);
+/// A series' readings by interval start: the current version of each.
+type CurrentReadings<'a> = FastMap<(Series<'a>, i64), (VersionOrder, Current<'a>)>;
+/// Sums per series and local hour (hour start in UTC micros): local date, local
+/// hour of day, sum.
+type HourSums<'a> = BTreeMap<(Series<'a>, i64), (i32, i32, Sum<'a>)>;
+/// Sums per series and local date.
+type DaySums<'a> = BTreeMap<(Series<'a>, i32), Sum<'a>>;
+
+/// The current version of every key: highest version, then latest ingestion (the
+/// order of the `readings_current` view).
+fn current_versions(readings: &[RecordBatch]) -> Result<CurrentReadings<'_>, OperatorError> {
+    let mut current: CurrentReadings<'_> = FastMap::default();
     for batch in readings {
         let meter = strings(batch, "meter")?;
         let quantity = strings(batch, "quantity")?;
@@ -482,12 +501,15 @@ pub fn hourly_daily(
             }
         }
     }
+    Ok(current)
+}
 
-    // 2. Sum per local hour and per local date (ordered output).
+/// Sum the current readings per local hour and per local date (ordered output).
+fn sums<'a>(current: &CurrentReadings<'a>, tz: Tz) -> (HourSums<'a>, DaySums<'a>) {
     let mut offsets = Offsets::new(tz);
-    let mut hours: BTreeMap<(Series<'_>, i64), (i32, i32, Sum<'_>)> = BTreeMap::new();
-    let mut days: BTreeMap<(Series<'_>, i32), Sum<'_>> = BTreeMap::new();
-    for ((series, start), (_, r)) in &current {
+    let mut hours: HourSums<'a> = BTreeMap::new();
+    let mut days: DaySums<'a> = BTreeMap::new();
+    for ((series, start), (_, r)) in current {
         let offset = offsets.at(*start);
         let local = start + offset;
         let hour_start = start - local.rem_euclid(MICROS_PER_HOUR);
@@ -499,7 +521,10 @@ pub fn hourly_daily(
             .add(r);
         days.entry((*series, r.local_date)).or_default().add(r);
     }
+    (hours, days)
+}
 
+fn hourly_batch(tenant: &str, hours: &HourSums<'_>) -> Result<RecordBatch, OperatorError> {
     let n = hours.len();
     let (mut h_meter, mut h_quantity, mut h_direction) = (
         Vec::with_capacity(n),
@@ -519,7 +544,7 @@ pub fn hourly_daily(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (((m, q, d), start), (date, hour, sum)) in &hours {
+    for (((m, q, d), start), (date, hour, sum)) in hours {
         let expected = if sum.finest == 15 { 4 } else { 1 };
         h_meter.push(*m);
         h_quantity.push(*q);
@@ -534,7 +559,7 @@ pub fn hourly_daily(
         h_complete.push(sum.intervals == expected);
         h_share.push(sum.share());
     }
-    let hourly = RecordBatch::try_new(
+    RecordBatch::try_new(
         HOURLY.clone(),
         vec![
             utf8(std::iter::repeat_n(tenant, n)),
@@ -552,8 +577,10 @@ pub fn hourly_daily(
             Arc::new(Float64Array::from(h_share)),
         ],
     )
-    .map_err(arrow_error)?;
+    .map_err(arrow_error)
+}
 
+fn daily_batch(tenant: &str, tz: Tz, days: &DaySums<'_>) -> Result<RecordBatch, OperatorError> {
     let n = days.len();
     let mut day_minutes_cache: FastMap<i32, i64> = FastMap::default();
     let (mut d_meter, mut d_quantity, mut d_direction, mut d_date, mut d_area) = (
@@ -570,7 +597,7 @@ pub fn hourly_daily(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (((m, q, d), date), sum) in &days {
+    for (((m, q, d), date), sum) in days {
         let minutes = *day_minutes_cache
             .entry(*date)
             .or_insert_with(|| day_minutes(tz, *date));
@@ -587,7 +614,7 @@ pub fn hourly_daily(
         d_complete.push(sum.intervals == expected);
         d_share.push(sum.share());
     }
-    let daily = RecordBatch::try_new(
+    RecordBatch::try_new(
         DAILY.clone(),
         vec![
             utf8(std::iter::repeat_n(tenant, n)),
@@ -603,8 +630,7 @@ pub fn hourly_daily(
             Arc::new(Float64Array::from(d_share)),
         ],
     )
-    .map_err(arrow_error)?;
-    Ok(HourlyDaily { hourly, daily })
+    .map_err(arrow_error)
 }
 
 /// Monthly consumption of one tenant from its `consumption_daily` rows of whole
@@ -696,10 +722,66 @@ pub fn area_cells(
     rows: &[RecordBatch],
     rules: Disclosure,
 ) -> Result<(RecordBatch, usize), OperatorError> {
-    // Cell key: (area, quantity, direction, time key); time key = hour_start (µs),
-    // local date or month; plus (local_date, local_hour) for hours.
-    type Cell<'a> = (&'a str, &'a str, &'a str, i64);
-    let mut cells: BTreeMap<Cell<'_>, (i32, i32, FastMap<&str, i128>)> = BTreeMap::new();
+    let cells = cells_of(grain, rows)?;
+    let mut suppressed = 0;
+    let mut kept: Vec<(&Cell<'_>, i32, i32, i128, i32)> = Vec::new();
+    for (cell, (date, hour, per_meter)) in &cells {
+        if rules.allows(per_meter) {
+            let total = per_meter.values().sum();
+            kept.push((cell, *date, *hour, total, per_meter.len() as i32));
+        } else {
+            suppressed += 1;
+        }
+    }
+    let n = kept.len();
+    let head: Vec<ArrayRef> = vec![
+        utf8(std::iter::repeat_n(tenant, n)),
+        utf8(kept.iter().map(|k| k.0 .0)),
+        utf8(kept.iter().map(|k| k.0 .1)),
+        utf8(kept.iter().map(|k| k.0 .2)),
+    ];
+    let value = decimal_column(kept.iter().map(|k| k.3).collect())?;
+    let meters: ArrayRef = Arc::new(Int32Array::from_iter_values(kept.iter().map(|k| k.4)));
+    let (schema, tail): (&SchemaRef, Vec<ArrayRef>) = match grain {
+        Grain::Hour => (
+            &AREA_HOURLY,
+            vec![
+                timestamp_column(kept.iter().map(|k| k.0 .3).collect()),
+                Arc::new(Date32Array::from_iter_values(kept.iter().map(|k| k.1))),
+                Arc::new(Int32Array::from_iter_values(kept.iter().map(|k| k.2))),
+                value,
+                meters,
+            ],
+        ),
+        Grain::Day | Grain::Month => (
+            if grain == Grain::Day {
+                &AREA_DAILY
+            } else {
+                &AREA_MONTHLY
+            },
+            vec![
+                Arc::new(Date32Array::from_iter_values(
+                    kept.iter().map(|k| k.0 .3 as i32),
+                )),
+                value,
+                meters,
+            ],
+        ),
+    };
+    let columns: Vec<ArrayRef> = head.into_iter().chain(tail).collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
+    Ok((batch, suppressed))
+}
+
+/// An area cell: (area, quantity, direction, time key); the time key is the hour
+/// start (µs), the local date or the month.
+type Cell<'a> = (&'a str, &'a str, &'a str, i64);
+/// Per cell: its local date and local hour (hours only), and each meter's sum.
+type Cells<'a> = BTreeMap<Cell<'a>, (i32, i32, FastMap<&'a str, i128>)>;
+
+/// Sum the rows per area cell and meter (rows without an area are in no cell).
+fn cells_of(grain: Grain, rows: &[RecordBatch]) -> Result<Cells<'_>, OperatorError> {
+    let mut cells: Cells<'_> = BTreeMap::new();
     for batch in rows {
         let meter = strings(batch, "meter")?;
         let area = strings(batch, "area")?;
@@ -740,60 +822,7 @@ pub fn area_cells(
             *e.2.entry(meter.value(row)).or_default() += value.value(row);
         }
     }
-    let mut suppressed = 0;
-    let mut kept: Vec<(&Cell<'_>, i32, i32, i128, i32)> = Vec::new();
-    for (cell, (date, hour, per_meter)) in &cells {
-        if rules.allows(per_meter) {
-            let total = per_meter.values().sum();
-            kept.push((cell, *date, *hour, total, per_meter.len() as i32));
-        } else {
-            suppressed += 1;
-        }
-    }
-    let n = kept.len();
-    let head: Vec<ArrayRef> = vec![
-        utf8(std::iter::repeat_n(tenant, n)),
-        utf8(kept.iter().map(|k| k.0 .0)),
-        utf8(kept.iter().map(|k| k.0 .1)),
-        utf8(kept.iter().map(|k| k.0 .2)),
-    ];
-    let value = decimal_column(kept.iter().map(|k| k.3).collect())?;
-    let meters: ArrayRef = Arc::new(Int32Array::from_iter_values(kept.iter().map(|k| k.4)));
-    let (schema, tail): (&SchemaRef, Vec<ArrayRef>) = match grain {
-        Grain::Hour => (
-            &AREA_HOURLY,
-            vec![
-                timestamp_column(kept.iter().map(|k| k.0 .3).collect()),
-                Arc::new(Date32Array::from_iter_values(kept.iter().map(|k| k.1))),
-                Arc::new(Int32Array::from_iter_values(kept.iter().map(|k| k.2))),
-                value,
-                meters,
-            ],
-        ),
-        Grain::Day => (
-            &AREA_DAILY,
-            vec![
-                Arc::new(Date32Array::from_iter_values(
-                    kept.iter().map(|k| k.0 .3 as i32),
-                )),
-                value,
-                meters,
-            ],
-        ),
-        Grain::Month => (
-            &AREA_MONTHLY,
-            vec![
-                Arc::new(Date32Array::from_iter_values(
-                    kept.iter().map(|k| k.0 .3 as i32),
-                )),
-                value,
-                meters,
-            ],
-        ),
-    };
-    let columns: Vec<ArrayRef> = head.into_iter().chain(tail).collect();
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
-    Ok((batch, suppressed))
+    Ok(cells)
 }
 
 /// The distinct local dates of a set of day numbers grouped into their months.

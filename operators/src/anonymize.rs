@@ -210,198 +210,262 @@ impl Operator for Anonymize {
         _ctx: &OperatorContext,
     ) -> Result<OperatorOutput, OperatorError> {
         let upgrades = self.consent.clone().filter(|c| c.has_upgrades());
-        let start = batch
-            .column(col::INTERVAL_START)
-            .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
-            .ok_or(OperatorError::Schema {
-                operator: "anonymize",
-                column: "interval_start",
-            })?
-            .clone();
-        if batch.schema().fields() != DECODED.fields() {
-            return Err(OperatorError::Schema {
-                operator: "anonymize",
-                column: "tenant",
-            });
-        }
+        let c = Columns::of(&batch)?;
         let rows = batch.num_rows();
-        let tenant = string_col(&batch, col::TENANT, "tenant")?;
-        let device_id = string_col(&batch, col::DEVICE_ID, "device_id")?;
-        let meter_id = string_col(&batch, col::METER_ID, "meter_id")?;
-        let subject = string_col(&batch, col::SUBJECT, "subject")?;
-        let area_index = READINGS.index_of("area").expect("area column");
-        let local_date = batch
-            .column(col::LOCAL_DATE)
-            .as_primitive_opt::<arrow::datatypes::Date32Type>()
-            .ok_or(OperatorError::Schema {
-                operator: "anonymize",
-                column: "local_date",
-            })?
-            .clone();
-        let area = string_col(&batch, area_index, "area")?;
-        let flag_bits = batch
-            .column(col::FLAGS)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or(OperatorError::Schema {
-                operator: "anonymize",
-                column: "flags",
-            })?;
-        let flags_out: StringArray = flag_bits
-            .values()
-            .iter()
-            .map(|b| flags::render(*b))
-            .collect();
-
-        let mut meter_out = StringBuilder::with_capacity(rows, rows * 32);
-        let mut device_out = StringBuilder::with_capacity(rows, rows * 32);
-        let mut subject_out = StringBuilder::with_capacity(rows, rows * 8);
-        let mut area_out = StringBuilder::with_capacity(rows, rows * 4);
-
-        // Per batch: the tenants seen (few; found by a short scan) and a cache of
-        // pseudonyms for identifiers that repeat within the batch.
+        let mut out = Outputs::with_capacity(rows);
+        // Per batch: the tenants seen (few; found by a short scan), each tenant's
+        // key rotation, and a cache of pseudonyms for identifiers that repeat
+        // within the batch.
         let mut seen: Vec<BatchTenant<'_>> = Vec::new();
-        let mut cache = PseudonymCache::default();
-
-        // Per batch: each tenant's key rotation (found by a short scan).
         let mut rotations: Vec<(&str, Rotation)> = Vec::new();
+        let mut cache = PseudonymCache::default();
         for row in 0..rows {
-            let t = tenant.value(row);
-            let rotation = match rotations.iter().find(|r| r.0 == t) {
-                Some(r) => r.1,
-                None => {
-                    let r = self
-                        .tenants
-                        .by_id(t)
-                        .filter(|x| x.deployment == Deployment::Public)
-                        .map_or(Rotation::Never, |x| x.rules.key_rotation);
-                    rotations.push((t, r));
-                    r
-                }
-            };
-            let epoch = match rotation {
-                Rotation::Never => Epoch::All,
-                r => r.epoch_of(local_date.value(row)),
-            };
+            let t = c.tenant.value(row);
+            let epoch = self.epoch_of(&mut rotations, t, c.local_date.value(row));
             let slot = match seen.iter().position(|s| s.id == t && s.epoch == epoch) {
                 Some(slot) => slot,
                 None => {
-                    let deployment = self
-                        .tenants
-                        .by_id(t)
-                        .map(|x| x.deployment)
-                        // decode only emits configured tenants; treat anything else
-                        // with the strictest rules.
-                        .unwrap_or(Deployment::Public);
-                    let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut()) {
-                        (Deployment::Public, Some(p)) => match (
-                            p.epoch_key(t, IdKind::Device, epoch),
-                            p.epoch_key(t, IdKind::Meter, epoch),
-                        ) {
-                            (Some(d), Some(m)) => (d, m),
-                            // `drop_closed_epochs` removed such rows first.
-                            _ => {
-                                return Err(OperatorError::Schema {
-                                    operator: "anonymize",
-                                    column: "local_date",
-                                })
-                            }
-                        },
-                        (Deployment::Public, None) => {
-                            // `new` refuses public tenants without a key; a batch for an
-                            // unconfigured tenant cannot be stored safely.
-                            return Err(OperatorError::Schema {
-                                operator: "anonymize",
-                                column: "tenant",
-                            });
-                        }
-                        (Deployment::Private, _) => ([0; 32], [0; 32]),
-                    };
-                    seen.push(BatchTenant {
-                        id: t,
-                        epoch,
-                        deployment,
-                        device_key,
-                        meter_key,
-                    });
+                    seen.push(self.batch_tenant(t, epoch)?);
                     seen.len() - 1
                 }
             };
-            let BatchTenant {
-                deployment,
-                device_key,
-                meter_key,
-                ..
-            } = seen[slot];
-            let device = device_id.value(row);
             // A replayed dead letter of a public tenant carries pseudonyms already
             // (verified by its replay tag in decode): keep them as they are.
-            let replayed = flag_bits.value(row) & flags::REPLAYED != 0;
+            let replayed = c.flags.value(row) & flags::REPLAYED != 0;
             // A public subject who upgraded to private treatment: their readings
             // from the upgrade on are kept linked, never those before it.
-            let deployment = match (&upgrades, deployment) {
+            let deployment = match (&upgrades, seen[slot].deployment) {
                 (Some(view), Deployment::Public)
                     if !replayed
-                        && subject.is_valid(row)
-                        && view.upgraded(t, subject.value(row), start.value(row)) =>
+                        && c.subject.is_valid(row)
+                        && view.upgraded(t, c.subject.value(row), c.start.value(row)) =>
                 {
                     Deployment::Private
                 }
-                _ => deployment,
+                (_, deployment) => deployment,
             };
             match deployment {
-                Deployment::Public if replayed => {
-                    if meter_id.is_valid(row) {
-                        meter_out.append_value(meter_id.value(row));
-                    } else {
-                        meter_out.append_value(device);
-                    }
-                    device_out.append_value(device);
-                    subject_out.append_null();
-                    area_out.append_option(
-                        area.is_valid(row)
-                            .then(|| public_area(area.value(row)))
-                            .flatten(),
-                    );
-                }
-                Deployment::Public => {
-                    let device_pseudo = cache.get(slot, IdKind::Device, &device_key, device);
-                    device_out.append_value(device_pseudo);
-                    if meter_id.is_valid(row) {
-                        let m = meter_id.value(row);
-                        meter_out.append_value(cache.get(slot, IdKind::Meter, &meter_key, m));
-                    } else {
-                        meter_out.append_value(cache.get(
-                            slot,
-                            IdKind::Device,
-                            &device_key,
-                            device,
-                        ));
-                    }
-                    subject_out.append_null();
-                    area_out.append_option(
-                        area.is_valid(row)
-                            .then(|| public_area(area.value(row)))
-                            .flatten(),
-                    );
-                }
-                Deployment::Private => {
-                    if meter_id.is_valid(row) {
-                        meter_out.append_value(meter_id.value(row));
-                    } else {
-                        meter_out.append_value(device);
-                    }
-                    device_out.append_value(device);
-                    subject_out.append_option(subject.is_valid(row).then(|| subject.value(row)));
-                    area_out.append_option(area.is_valid(row).then(|| area.value(row)));
-                }
+                Deployment::Public if replayed => out.push_replayed_public(&c, row),
+                Deployment::Public => out.push_public(&c, row, slot, &seen[slot], &mut cache),
+                Deployment::Private => out.push_private(&c, row),
             }
         }
+        out.finish(&batch, &c)
+    }
+}
 
+impl Anonymize {
+    /// The key epoch of a reading of tenant `t` on `local_date` (`rotations`
+    /// remembers each tenant's rotation for the batch).
+    fn epoch_of<'a>(
+        &self,
+        rotations: &mut Vec<(&'a str, Rotation)>,
+        t: &'a str,
+        local_date: i32,
+    ) -> Epoch {
+        let rotation = match rotations.iter().find(|r| r.0 == t) {
+            Some(r) => r.1,
+            None => {
+                let r = self
+                    .tenants
+                    .by_id(t)
+                    .filter(|x| x.deployment == Deployment::Public)
+                    .map_or(Rotation::Never, |x| x.rules.key_rotation);
+                rotations.push((t, r));
+                r
+            }
+        };
+        match rotation {
+            Rotation::Never => Epoch::All,
+            r => r.epoch_of(local_date),
+        }
+    }
+
+    /// Tenant `t` in `epoch` as this batch uses it: its treatment and keys.
+    fn batch_tenant<'a>(
+        &mut self,
+        t: &'a str,
+        epoch: Epoch,
+    ) -> Result<BatchTenant<'a>, OperatorError> {
+        let deployment = self
+            .tenants
+            .by_id(t)
+            .map(|x| x.deployment)
+            // decode only emits configured tenants; treat anything else with the
+            // strictest rules.
+            .unwrap_or(Deployment::Public);
+        let (device_key, meter_key) = match (deployment, self.pseudonymizer.as_mut()) {
+            (Deployment::Public, Some(p)) => match (
+                p.epoch_key(t, IdKind::Device, epoch),
+                p.epoch_key(t, IdKind::Meter, epoch),
+            ) {
+                (Some(d), Some(m)) => (d, m),
+                // `drop_closed_epochs` removed such rows first.
+                _ => {
+                    return Err(OperatorError::Schema {
+                        operator: "anonymize",
+                        column: "local_date",
+                    })
+                }
+            },
+            (Deployment::Public, None) => {
+                // `new` refuses public tenants without a key; a batch for an
+                // unconfigured tenant cannot be stored safely.
+                return Err(OperatorError::Schema {
+                    operator: "anonymize",
+                    column: "tenant",
+                });
+            }
+            (Deployment::Private, _) => ([0; 32], [0; 32]),
+        };
+        Ok(BatchTenant {
+            id: t,
+            epoch,
+            deployment,
+            device_key,
+            meter_key,
+        })
+    }
+}
+
+/// The columns anonymize reads, typed (a batch of another shape is a schema error).
+struct Columns<'a> {
+    tenant: &'a StringArray,
+    device_id: &'a StringArray,
+    meter_id: &'a StringArray,
+    subject: &'a StringArray,
+    area: &'a StringArray,
+    area_index: usize,
+    start: &'a arrow::array::PrimitiveArray<arrow::datatypes::TimestampMicrosecondType>,
+    local_date: &'a arrow::array::PrimitiveArray<arrow::datatypes::Date32Type>,
+    flags: &'a arrow::array::PrimitiveArray<UInt32Type>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, OperatorError> {
+        let schema = |column| OperatorError::Schema {
+            operator: "anonymize",
+            column,
+        };
+        let start = batch
+            .column(col::INTERVAL_START)
+            .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+            .ok_or(schema("interval_start"))?;
+        if batch.schema().fields() != DECODED.fields() {
+            return Err(schema("tenant"));
+        }
+        let area_index = READINGS.index_of("area").expect("area column");
+        Ok(Self {
+            tenant: string_col(batch, col::TENANT, "tenant")?,
+            device_id: string_col(batch, col::DEVICE_ID, "device_id")?,
+            meter_id: string_col(batch, col::METER_ID, "meter_id")?,
+            subject: string_col(batch, col::SUBJECT, "subject")?,
+            local_date: batch
+                .column(col::LOCAL_DATE)
+                .as_primitive_opt::<arrow::datatypes::Date32Type>()
+                .ok_or(schema("local_date"))?,
+            area: string_col(batch, area_index, "area")?,
+            area_index,
+            start,
+            flags: batch
+                .column(col::FLAGS)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or(schema("flags"))?,
+        })
+    }
+
+    /// The meter of a row: its meter id, or its device id when it has none.
+    fn meter(&self, row: usize) -> &'a str {
+        if self.meter_id.is_valid(row) {
+            self.meter_id.value(row)
+        } else {
+            self.device_id.value(row)
+        }
+    }
+
+    /// A public tenant's area of a row (see [`public_area`]).
+    fn public_area(&self, row: usize) -> Option<&'a str> {
+        self.area
+            .is_valid(row)
+            .then(|| public_area(self.area.value(row)))
+            .flatten()
+    }
+}
+
+/// The identifier and area columns being built.
+struct Outputs {
+    meter: StringBuilder,
+    device: StringBuilder,
+    subject: StringBuilder,
+    area: StringBuilder,
+}
+
+impl Outputs {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            meter: StringBuilder::with_capacity(rows, rows * 32),
+            device: StringBuilder::with_capacity(rows, rows * 32),
+            subject: StringBuilder::with_capacity(rows, rows * 8),
+            area: StringBuilder::with_capacity(rows, rows * 4),
+        }
+    }
+
+    /// A replayed public dead letter: its identifiers are pseudonyms already.
+    fn push_replayed_public(&mut self, c: &Columns<'_>, row: usize) {
+        self.meter.append_value(c.meter(row));
+        self.device.append_value(c.device_id.value(row));
+        self.subject.append_null();
+        self.area.append_option(c.public_area(row));
+    }
+
+    /// Public treatment: identifiers become pseudonyms under the tenant's epoch
+    /// keys, the subject is dropped and the area cut.
+    fn push_public<'a>(
+        &mut self,
+        c: &Columns<'a>,
+        row: usize,
+        slot: usize,
+        tenant: &BatchTenant<'_>,
+        cache: &mut PseudonymCache<'a>,
+    ) {
+        let device = c.device_id.value(row);
+        self.device
+            .append_value(cache.get(slot, IdKind::Device, &tenant.device_key, device));
+        if c.meter_id.is_valid(row) {
+            let m = c.meter_id.value(row);
+            self.meter
+                .append_value(cache.get(slot, IdKind::Meter, &tenant.meter_key, m));
+        } else {
+            self.meter
+                .append_value(cache.get(slot, IdKind::Device, &tenant.device_key, device));
+        }
+        self.subject.append_null();
+        self.area.append_option(c.public_area(row));
+    }
+
+    /// Private treatment: everything as it came.
+    fn push_private(&mut self, c: &Columns<'_>, row: usize) {
+        self.meter.append_value(c.meter(row));
+        self.device.append_value(c.device_id.value(row));
+        self.subject
+            .append_option(c.subject.is_valid(row).then(|| c.subject.value(row)));
+        self.area
+            .append_option(c.area.is_valid(row).then(|| c.area.value(row)));
+    }
+
+    /// The readings batch: the decoded columns with the new identifiers, subject
+    /// and area, and the flags rendered as text.
+    fn finish(
+        mut self,
+        batch: &RecordBatch,
+        c: &Columns<'_>,
+    ) -> Result<OperatorOutput, OperatorError> {
+        let flags_out: StringArray = c.flags.values().iter().map(|b| flags::render(*b)).collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns[col::METER_ID] = Arc::new(device_out.finish()); // position 2 -> `device`
-        columns[col::DEVICE_ID] = Arc::new(meter_out.finish()); // position 1 -> `meter`
-        columns[col::SUBJECT] = Arc::new(subject_out.finish());
-        columns[area_index] = Arc::new(area_out.finish());
+        columns[col::METER_ID] = Arc::new(self.device.finish()); // position 2 -> `device`
+        columns[col::DEVICE_ID] = Arc::new(self.meter.finish()); // position 1 -> `meter`
+        columns[col::SUBJECT] = Arc::new(self.subject.finish());
+        columns[c.area_index] = Arc::new(self.area.finish());
         columns[col::FLAGS] = Arc::new(flags_out);
         debug_assert!(columns.iter().all(|c| c.data_type() != &DataType::Null));
         let accepted = RecordBatch::try_new(READINGS.clone(), columns).map_err(|source| {

@@ -817,50 +817,10 @@ impl Decoder {
             check_id("subject", s)?;
         }
         let quantity = one_of("quantity", &w.quantity, &QUANTITIES)?;
-        let direction = match w.direction.as_deref() {
-            None | Some("import") => "import",
-            Some("export") => "export",
-            Some(_) => {
-                return Err(reject(
-                    Reason::InvalidValue,
-                    "field `direction`: must be \"import\" or \"export\"",
-                ))
-            }
-        };
+        let direction = parse_direction(w.direction.as_deref())?;
         let start = parse_time("start", &w.start)?;
-        let resolution_minutes = match &*w.resolution {
-            "PT1H" => 60,
-            "PT15M" => 15,
-            _ => {
-                return Err(reject(
-                    Reason::InvalidValue,
-                    "field `resolution`: must be \"PT15M\" or \"PT1H\"",
-                ))
-            }
-        };
-        // `-0` and negative values that round to zero are 0 (see `decimal`), stored
-        // as 0.000 rather than refused as negative.
-        let value = match decimal::parse_thousandths(w.value) {
-            Ok(v) if v >= 0 => v,
-            Ok(_) => {
-                return Err(reject(
-                    Reason::NegativeValue,
-                    "field `value`: must be >= 0 (direction carries the sign)",
-                ))
-            }
-            Err(DecimalError::NotANumber) => {
-                return Err(reject(
-                    Reason::WrongType,
-                    "field `value`: expected a number",
-                ))
-            }
-            Err(DecimalError::OutOfRange) => {
-                return Err(reject(
-                    Reason::InvalidValue,
-                    "field `value`: outside decimal(18,3) (at most 15 integer digits after rounding to 3 decimals)",
-                ))
-            }
-        };
+        let resolution_minutes = parse_resolution(&w.resolution)?;
+        let value = parse_value(w.value)?;
         let unit = one_of("unit", &w.unit, &UNITS)?;
         let quality = parse_quality(w.quality)?;
         let version_micros = match w.version.as_deref() {
@@ -869,12 +829,7 @@ impl Decoder {
         };
         let area = w.area.filter(|a| !a.is_empty());
         if let Some(a) = &area {
-            if a.chars().count() > MAX_AREA_CHARS || a.chars().any(char::is_control) {
-                return Err(reject(
-                    Reason::InvalidValue,
-                    "field `area`: at most 32 printable characters",
-                ));
-            }
+            check_area(a)?;
         }
         let local_date = self.local_date(tenant, start);
         Ok(Row {
@@ -1096,6 +1051,58 @@ fn days_since_epoch(date: NaiveDate) -> i32 {
     chrono::Datelike::num_days_from_ce(&date) - EPOCH_CE_DAYS
 }
 
+fn parse_direction(direction: Option<&str>) -> Result<&'static str, Reject> {
+    match direction {
+        None | Some("import") => Ok("import"),
+        Some("export") => Ok("export"),
+        Some(_) => Err(reject(
+            Reason::InvalidValue,
+            "field `direction`: must be \"import\" or \"export\"",
+        )),
+    }
+}
+
+fn parse_resolution(resolution: &str) -> Result<i32, Reject> {
+    match resolution {
+        "PT1H" => Ok(60),
+        "PT15M" => Ok(15),
+        _ => Err(reject(
+            Reason::InvalidValue,
+            "field `resolution`: must be \"PT15M\" or \"PT1H\"",
+        )),
+    }
+}
+
+/// The value in thousandths. `-0` and negative values that round to zero are 0
+/// (see `decimal`), stored as 0.000 rather than refused as negative.
+fn parse_value(value: &str) -> Result<i128, Reject> {
+    match decimal::parse_thousandths(value) {
+        Ok(v) if v >= 0 => Ok(v),
+        Ok(_) => Err(reject(
+            Reason::NegativeValue,
+            "field `value`: must be >= 0 (direction carries the sign)",
+        )),
+        Err(DecimalError::NotANumber) => Err(reject(
+            Reason::WrongType,
+            "field `value`: expected a number",
+        )),
+        Err(DecimalError::OutOfRange) => Err(reject(
+            Reason::InvalidValue,
+            "field `value`: outside decimal(18,3) (at most 15 integer digits after rounding to 3 decimals)",
+        )),
+    }
+}
+
+fn check_area(area: &str) -> Result<(), Reject> {
+    if area.chars().count() > MAX_AREA_CHARS || area.chars().any(char::is_control) {
+        return Err(reject(
+            Reason::InvalidValue,
+            "field `area`: at most 32 printable characters",
+        ));
+    }
+    Ok(())
+}
+
 fn check_id(field: &'static str, id: &str) -> Result<(), Reject> {
     let bad = if id.is_ascii() {
         // The common case, one pass over the bytes.
@@ -1204,6 +1211,20 @@ fn diagnose(text: &str) -> Reject {
     let Value::Object(map) = value else {
         return reject(Reason::NotAnObject, "payload is JSON but not an object");
     };
+    if let Err(r) = check_fields(&map) {
+        return r;
+    }
+    // Everything has the right type: the only fast-path failure left is a field
+    // given twice, which a generic parse silently resolves.
+    reject(
+        Reason::MalformedJson,
+        "a field appears more than once in the object",
+    )
+}
+
+/// The fields of a reading that parses as a JSON object: each present with its
+/// type, or the first missing or mistyped one.
+fn check_fields(map: &serde_json::Map<String, Value>) -> Result<(), Reject> {
     const REQUIRED_STRINGS: [&str; 7] = [
         "schema",
         "tenant",
@@ -1216,63 +1237,64 @@ fn diagnose(text: &str) -> Reject {
     const OPTIONAL_STRINGS: [&str; 5] = ["meter_id", "direction", "version", "area", "subject"];
     for field in REQUIRED_STRINGS.iter().chain(["value", "quality"].iter()) {
         if !map.contains_key(*field) {
-            return reject(
+            return Err(reject(
                 Reason::MissingField,
                 format!("required field `{field}` is missing"),
-            );
+            ));
         }
     }
     for field in REQUIRED_STRINGS {
         if !map[field].is_string() {
-            return reject(
+            return Err(reject(
                 Reason::WrongType,
                 format!("field `{field}`: expected a string"),
-            );
+            ));
         }
     }
     if !map["value"].is_number() {
-        return reject(Reason::WrongType, "field `value`: expected a number");
+        return Err(reject(
+            Reason::WrongType,
+            "field `value`: expected a number",
+        ));
     }
     if !(map["quality"].is_string() || map["quality"].is_u64()) {
-        return reject(
+        return Err(reject(
             Reason::WrongType,
             "field `quality`: expected a string or an Elhub code",
-        );
+        ));
     }
-    if let Some(v) = map.get("redacted") {
-        if !(v.is_boolean() || v.is_null()) {
-            return reject(
-                Reason::WrongType,
-                "field `redacted`: expected a boolean or null",
-            );
-        }
+    if map
+        .get("redacted")
+        .is_some_and(|v| !(v.is_boolean() || v.is_null()))
+    {
+        return Err(reject(
+            Reason::WrongType,
+            "field `redacted`: expected a boolean or null",
+        ));
     }
     for field in OPTIONAL_STRINGS {
-        if let Some(v) = map.get(field) {
-            if !(v.is_string() || v.is_null()) {
-                return reject(
-                    Reason::WrongType,
-                    format!("field `{field}`: expected a string or null"),
-                );
-            }
+        if map
+            .get(field)
+            .is_some_and(|v| !(v.is_string() || v.is_null()))
+        {
+            return Err(reject(
+                Reason::WrongType,
+                format!("field `{field}`: expected a string or null"),
+            ));
         }
     }
     for field in ["status", "pii"] {
-        if let Some(v) = map.get(field) {
-            if !(v.is_object() || v.is_null()) {
-                return reject(
-                    Reason::WrongType,
-                    format!("field `{field}`: expected an object or null"),
-                );
-            }
+        if map
+            .get(field)
+            .is_some_and(|v| !(v.is_object() || v.is_null()))
+        {
+            return Err(reject(
+                Reason::WrongType,
+                format!("field `{field}`: expected an object or null"),
+            ));
         }
     }
-    // Everything has the right type: the only fast-path failure left is a field
-    // given twice, which a generic parse silently resolves.
-    reject(
-        Reason::MalformedJson,
-        "a field appears more than once in the object",
-    )
+    Ok(())
 }
 
 mod fast;

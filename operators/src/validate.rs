@@ -28,11 +28,13 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, PrimitiveArray, RecordBatch,
+    StringArray, UInt32Array,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{
-    Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type,
+    ArrowPrimitiveType, Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    UInt32Type,
 };
 
 use crate::dead_letter::{DeadLetter, Reason};
@@ -141,55 +143,12 @@ impl Operator for Validate {
         batch: RecordBatch,
         ctx: &OperatorContext,
     ) -> Result<OperatorOutput, OperatorError> {
-        if batch.schema().fields() != DECODED.fields() {
-            return Err(schema_error("tenant"));
-        }
+        let c = Columns::of(&batch)?;
         let rows = batch.num_rows();
-        let s = |i: usize, name: &'static str| {
-            batch
-                .column(i)
-                .as_string_opt::<i32>()
-                .ok_or(schema_error(name))
-        };
-        let tenant = s(col::TENANT, "tenant")?;
-        let device_id = s(col::DEVICE_ID, "device_id")?;
-        let meter_id = s(col::METER_ID, "meter_id")?;
-        let quantity = s(col::QUANTITY, "quantity")?;
-        let direction = s(col::DIRECTION, "direction")?;
-        let unit = s(col::UNIT, "unit")?;
-        let start = batch
-            .column(col::INTERVAL_START)
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or(schema_error("interval_start"))?;
-        let resolution = batch
-            .column(col::RESOLUTION)
-            .as_primitive_opt::<Int32Type>()
-            .ok_or(schema_error("resolution_minutes"))?;
-        let local_date = batch
-            .column(col::LOCAL_DATE)
-            .as_primitive_opt::<Date32Type>()
-            .ok_or(schema_error("local_date"))?;
-        let value = batch
-            .column(col::VALUE)
-            .as_primitive_opt::<Decimal128Type>()
-            .ok_or(schema_error("value"))?;
-        let partition = batch
-            .column(col::SOURCE_PARTITION)
-            .as_primitive_opt::<Int32Type>()
-            .ok_or(schema_error("source_partition"))?;
-        let offset = batch
-            .column(col::SOURCE_OFFSET)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or(schema_error("source_offset"))?;
-        let flag_in = batch
-            .column(col::FLAGS)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or(schema_error("flags"))?;
-
         let mut keep = vec![true; rows];
-        let mut values: Vec<i128> = value.values().to_vec();
+        let mut values: Vec<i128> = c.value.values().to_vec();
         let mut units: Vec<&str> = Vec::with_capacity(rows);
-        let mut row_flags: Vec<u32> = flag_in.values().to_vec();
+        let mut row_flags: Vec<u32> = c.flags.values().to_vec();
         let mut rejected = Vec::new();
         // The tenants of this batch (few), found by a short scan instead of a
         // registry lookup per row.
@@ -197,7 +156,7 @@ impl Operator for Validate {
         let default_rules = Rules::default();
 
         for row in 0..rows {
-            let t = tenant.value(row);
+            let t = c.tenant.value(row);
             let rules = match seen.iter().find(|(id, _)| *id == t) {
                 Some((_, r)) => *r,
                 None => {
@@ -206,101 +165,25 @@ impl Operator for Validate {
                     r
                 }
             };
-            let mut u = unit.value(row);
-            // A replayed public dead letter carries a pseudonym, not the GSRN (which
-            // is why identity rules cannot apply to it).
-            let pseudonymized = flag_in.value(row) & flags::REPLAYED != 0;
-            let outcome = (|| {
-                if meter_id.is_valid(row) && !pseudonymized {
-                    let m = meter_id.value(row);
-                    match check_gsrn(m) {
-                        Ok(()) => {}
-                        Err(GsrnError::Shape) => {
-                            return Err(rejection(
-                                Reason::InvalidGsrn,
-                                "field `meter_id`: a GSRN is exactly 18 digits",
-                            ))
-                        }
-                        Err(GsrnError::CheckDigit) => {
-                            return Err(rejection(
-                                Reason::InvalidGsrn,
-                                "field `meter_id`: the GS1 check digit does not match",
-                            ))
-                        }
-                    }
-                    if !rules.gsrn_prefixes.is_empty()
-                        && !rules
-                            .gsrn_prefixes
-                            .iter()
-                            .any(|p| m.starts_with(p.as_str()))
-                    {
-                        return Err(rejection(
-                            Reason::GsrnPrefix,
-                            "field `meter_id`: prefix not allowed for this tenant (validation.gsrn_prefixes)",
-                        ));
-                    }
-                }
-                let res = i64::from(resolution.value(row));
-                let step = res * 60 * 1_000_000;
-                let s = start.value(row);
-                if s.rem_euclid(step) != 0 {
-                    return Err(rejection(
-                        Reason::MisalignedInterval,
-                        if res == 15 {
-                            "field `start`: PT15M intervals start at minute 00, 15, 30 or 45 (UTC terms)"
-                        } else {
-                            "field `start`: PT1H intervals start at minute 00 (UTC terms)"
-                        },
-                    ));
-                }
-                if s + step > ctx.now_micros.saturating_add(rules.future_skew_micros) {
-                    return Err(rejection(
-                        Reason::FutureInterval,
-                        "field `start`: the interval ends in the future (validation.max_future_skew_secs)",
-                    ));
-                }
-                if s < ctx.now_micros.saturating_sub(rules.max_age_micros) {
-                    return Err(rejection(
-                        Reason::TooOld,
-                        "field `start`: older than the tenant's horizon (validation.max_age_days)",
-                    ));
-                }
-                if u == "Wh" {
-                    if !rules.convert_wh {
-                        return Err(rejection(
-                            Reason::UnitNotAllowed,
-                            "field `unit`: Wh is accepted only where the tenant sets validation.convert_wh",
-                        ));
-                    }
-                    values[row] = wh_to_kwh(values[row]);
-                    u = "kWh";
-                    row_flags[row] |= flags::UNIT_CONVERTED;
-                }
-                if !unit_allowed(quantity.value(row), u) {
-                    return Err(rejection(
-                        Reason::UnitNotAllowed,
-                        "field `unit`: electricity, district heating and cooling are in kWh; gas and water in m3 or kWh",
-                    ));
-                }
-                let per_hour = if u == "kWh" {
-                    rules.max_kwh_per_hour
-                } else {
-                    rules.max_m3_per_hour
-                };
-                if values[row] * 60 > per_hour * i128::from(res) {
-                    return Err(rejection(
-                        Reason::ValueTooHigh,
-                        "field `value`: above the physical maximum for one interval (validation.max_kwh_per_hour / max_m3_per_hour)",
-                    ));
-                }
-                Ok(())
-            })();
-            units.push(u);
+            let mut unit = c.unit.value(row);
+            let outcome = check_identity(&c, row, rules)
+                .and_then(|()| check_interval(&c, row, rules, ctx.now_micros))
+                .and_then(|()| {
+                    check_quantity(
+                        &c,
+                        row,
+                        rules,
+                        &mut unit,
+                        &mut values[row],
+                        &mut row_flags[row],
+                    )
+                });
+            units.push(unit);
             if let Err(r) = outcome {
                 keep[row] = false;
                 rejected.push(DeadLetter {
-                    partition: partition.value(row),
-                    offset: offset.value(row),
+                    partition: c.partition.value(row),
+                    offset: c.offset.value(row),
                     reason: r.reason,
                     detail: r.detail.to_owned(),
                     tenant: Some(t.to_owned()),
@@ -309,24 +192,34 @@ impl Operator for Validate {
                 });
             }
         }
+        self.flag_meter_days(&c, &keep, &values, &mut row_flags);
+        let accepted = assemble(&batch, values, units, row_flags, keep, rejected.is_empty())?;
+        Ok(OperatorOutput { accepted, rejected })
+    }
+}
 
-        // Per meter and local day: spikes (within the batch) and resolution changes.
-        let meter_key = |row: usize| {
-            if meter_id.is_valid(row) {
-                meter_id.value(row)
-            } else {
-                device_id.value(row)
-            }
-        };
+impl Validate {
+    /// Per meter and local day (within the batch): flag the day's largest value as
+    /// a spike when it exceeds the tenant's factor times the third largest, and
+    /// the rows whose resolution differs from the one the day was first seen with
+    /// (in an earlier batch, or its first row here).
+    fn flag_meter_days(
+        &mut self,
+        c: &Columns<'_>,
+        keep: &[bool],
+        values: &[i128],
+        row_flags: &mut [u32],
+    ) {
         type DayKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32);
+        let default_spike = Rules::default().spike_factor;
         let mut days: FastMap<DayKey<'_>, Vec<usize>> = FastMap::default();
-        for row in (0..rows).filter(|r| keep[*r]) {
+        for row in (0..keep.len()).filter(|r| keep[*r]) {
             let key = (
-                tenant.value(row),
-                meter_key(row),
-                quantity.value(row),
-                direction.value(row),
-                local_date.value(row),
+                c.tenant.value(row),
+                c.meter(row),
+                c.quantity.value(row),
+                c.direction.value(row),
+                c.local_date.value(row),
             );
             days.entry(key).or_default().push(row);
         }
@@ -340,12 +233,11 @@ impl Operator for Validate {
                 let factor = self
                     .tenants
                     .by_id(t)
-                    .map_or(default_rules.spike_factor, |x| x.rules.spike_factor);
+                    .map_or(default_spike, |x| x.rules.spike_factor);
                 if top > 0 && top * 1000 > factor * third {
                     row_flags[top_row] |= flags::SPIKE;
                 }
             }
-            // The resolution seen first (earlier batch or first row) is the day's.
             let key = day_key([t, m, q, d], *date);
             let seen = match self.day_resolution.get(&key) {
                 Some(r) => *r,
@@ -353,40 +245,233 @@ impl Operator for Validate {
                     if self.day_resolution.len() >= self.max_days {
                         self.day_resolution.clear();
                     }
-                    let r = resolution.value(members[0]);
+                    let r = c.resolution.value(members[0]);
                     self.day_resolution.insert(key, r);
                     r
                 }
             };
             for r in members {
-                if resolution.value(*r) != seen {
+                if c.resolution.value(*r) != seen {
                     row_flags[*r] |= flags::RESOLUTION_MIX;
                 }
             }
         }
+    }
+}
 
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns[col::VALUE] = Arc::new(
-            Decimal128Array::from(values)
-                .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
-                .map_err(|source| OperatorError::Arrow {
-                    operator: "validate",
-                    source,
-                })?,
-        );
-        columns[col::UNIT] = Arc::new(StringArray::from(units));
-        columns[col::FLAGS] = Arc::new(UInt32Array::from(row_flags));
-        let arrow_err = |source| OperatorError::Arrow {
-            operator: "validate",
-            source,
-        };
-        let full = RecordBatch::try_new(DECODED.clone(), columns).map_err(arrow_err)?;
-        let accepted = if rejected.is_empty() {
-            full
+/// The decoded batch's columns, typed (a batch of another shape is a schema error).
+struct Columns<'a> {
+    tenant: &'a StringArray,
+    device_id: &'a StringArray,
+    meter_id: &'a StringArray,
+    quantity: &'a StringArray,
+    direction: &'a StringArray,
+    unit: &'a StringArray,
+    start: &'a PrimitiveArray<TimestampMicrosecondType>,
+    resolution: &'a PrimitiveArray<Int32Type>,
+    local_date: &'a PrimitiveArray<Date32Type>,
+    value: &'a PrimitiveArray<Decimal128Type>,
+    partition: &'a PrimitiveArray<Int32Type>,
+    offset: &'a PrimitiveArray<Int64Type>,
+    flags: &'a PrimitiveArray<UInt32Type>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, OperatorError> {
+        if batch.schema().fields() != DECODED.fields() {
+            return Err(schema_error("tenant"));
+        }
+        Ok(Self {
+            tenant: string(batch, col::TENANT, "tenant")?,
+            device_id: string(batch, col::DEVICE_ID, "device_id")?,
+            meter_id: string(batch, col::METER_ID, "meter_id")?,
+            quantity: string(batch, col::QUANTITY, "quantity")?,
+            direction: string(batch, col::DIRECTION, "direction")?,
+            unit: string(batch, col::UNIT, "unit")?,
+            start: primitive(batch, col::INTERVAL_START, "interval_start")?,
+            resolution: primitive(batch, col::RESOLUTION, "resolution_minutes")?,
+            local_date: primitive(batch, col::LOCAL_DATE, "local_date")?,
+            value: primitive(batch, col::VALUE, "value")?,
+            partition: primitive(batch, col::SOURCE_PARTITION, "source_partition")?,
+            offset: primitive(batch, col::SOURCE_OFFSET, "source_offset")?,
+            flags: primitive(batch, col::FLAGS, "flags")?,
+        })
+    }
+
+    /// The meter of a row: its meter id, or its device id when it has none.
+    fn meter(&self, row: usize) -> &'a str {
+        if self.meter_id.is_valid(row) {
+            self.meter_id.value(row)
         } else {
-            filter_record_batch(&full, &BooleanArray::from(keep)).map_err(arrow_err)?
-        };
-        Ok(OperatorOutput { accepted, rejected })
+            self.device_id.value(row)
+        }
+    }
+}
+
+fn string<'a>(
+    batch: &'a RecordBatch,
+    i: usize,
+    name: &'static str,
+) -> Result<&'a StringArray, OperatorError> {
+    batch
+        .column(i)
+        .as_string_opt::<i32>()
+        .ok_or(schema_error(name))
+}
+
+fn primitive<'a, T: ArrowPrimitiveType>(
+    batch: &'a RecordBatch,
+    i: usize,
+    name: &'static str,
+) -> Result<&'a PrimitiveArray<T>, OperatorError> {
+    batch
+        .column(i)
+        .as_primitive_opt::<T>()
+        .ok_or(schema_error(name))
+}
+
+/// The meter id is a GSRN with a valid check digit and an allowed prefix. A
+/// replayed public dead letter carries a pseudonym, not the GSRN, so identity
+/// rules cannot apply to it.
+fn check_identity(c: &Columns<'_>, row: usize, rules: &Rules) -> Result<(), Rejection> {
+    let pseudonymized = c.flags.value(row) & flags::REPLAYED != 0;
+    if !c.meter_id.is_valid(row) || pseudonymized {
+        return Ok(());
+    }
+    let m = c.meter_id.value(row);
+    match check_gsrn(m) {
+        Ok(()) => {}
+        Err(GsrnError::Shape) => {
+            return Err(rejection(
+                Reason::InvalidGsrn,
+                "field `meter_id`: a GSRN is exactly 18 digits",
+            ))
+        }
+        Err(GsrnError::CheckDigit) => {
+            return Err(rejection(
+                Reason::InvalidGsrn,
+                "field `meter_id`: the GS1 check digit does not match",
+            ))
+        }
+    }
+    if !rules.gsrn_prefixes.is_empty()
+        && !rules
+            .gsrn_prefixes
+            .iter()
+            .any(|p| m.starts_with(p.as_str()))
+    {
+        return Err(rejection(
+            Reason::GsrnPrefix,
+            "field `meter_id`: prefix not allowed for this tenant (validation.gsrn_prefixes)",
+        ));
+    }
+    Ok(())
+}
+
+/// The interval is aligned to its resolution, has ended, and is within the
+/// tenant's horizon.
+fn check_interval(
+    c: &Columns<'_>,
+    row: usize,
+    rules: &Rules,
+    now_micros: i64,
+) -> Result<(), Rejection> {
+    let res = i64::from(c.resolution.value(row));
+    let step = res * 60 * 1_000_000;
+    let s = c.start.value(row);
+    if s.rem_euclid(step) != 0 {
+        return Err(rejection(
+            Reason::MisalignedInterval,
+            if res == 15 {
+                "field `start`: PT15M intervals start at minute 00, 15, 30 or 45 (UTC terms)"
+            } else {
+                "field `start`: PT1H intervals start at minute 00 (UTC terms)"
+            },
+        ));
+    }
+    if s + step > now_micros.saturating_add(rules.future_skew_micros) {
+        return Err(rejection(
+            Reason::FutureInterval,
+            "field `start`: the interval ends in the future (validation.max_future_skew_secs)",
+        ));
+    }
+    if s < now_micros.saturating_sub(rules.max_age_micros) {
+        return Err(rejection(
+            Reason::TooOld,
+            "field `start`: older than the tenant's horizon (validation.max_age_days)",
+        ));
+    }
+    Ok(())
+}
+
+/// The unit suits the quantity (a Wh value becomes kWh where the tenant allows
+/// it, and is flagged) and the value is physically possible for the interval.
+fn check_quantity<'a>(
+    c: &Columns<'a>,
+    row: usize,
+    rules: &Rules,
+    unit: &mut &'a str,
+    value: &mut i128,
+    row_flags: &mut u32,
+) -> Result<(), Rejection> {
+    if *unit == "Wh" {
+        if !rules.convert_wh {
+            return Err(rejection(
+                Reason::UnitNotAllowed,
+                "field `unit`: Wh is accepted only where the tenant sets validation.convert_wh",
+            ));
+        }
+        *value = wh_to_kwh(*value);
+        *unit = "kWh";
+        *row_flags |= flags::UNIT_CONVERTED;
+    }
+    if !unit_allowed(c.quantity.value(row), unit) {
+        return Err(rejection(
+            Reason::UnitNotAllowed,
+            "field `unit`: electricity, district heating and cooling are in kWh; gas and water in m3 or kWh",
+        ));
+    }
+    let per_hour = if *unit == "kWh" {
+        rules.max_kwh_per_hour
+    } else {
+        rules.max_m3_per_hour
+    };
+    if *value * 60 > per_hour * i128::from(c.resolution.value(row)) {
+        return Err(rejection(
+            Reason::ValueTooHigh,
+            "field `value`: above the physical maximum for one interval (validation.max_kwh_per_hour / max_m3_per_hour)",
+        ));
+    }
+    Ok(())
+}
+
+/// The output batch: the input with the converted values and units and the new
+/// flags, without the rejected rows.
+fn assemble(
+    batch: &RecordBatch,
+    values: Vec<i128>,
+    units: Vec<&str>,
+    row_flags: Vec<u32>,
+    keep: Vec<bool>,
+    all_kept: bool,
+) -> Result<RecordBatch, OperatorError> {
+    let arrow_err = |source| OperatorError::Arrow {
+        operator: "validate",
+        source,
+    };
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[col::VALUE] = Arc::new(
+        Decimal128Array::from(values)
+            .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
+            .map_err(arrow_err)?,
+    );
+    columns[col::UNIT] = Arc::new(StringArray::from(units));
+    columns[col::FLAGS] = Arc::new(UInt32Array::from(row_flags));
+    let full = RecordBatch::try_new(DECODED.clone(), columns).map_err(arrow_err)?;
+    if all_kept {
+        Ok(full)
+    } else {
+        filter_record_batch(&full, &BooleanArray::from(keep)).map_err(arrow_err)
     }
 }
 

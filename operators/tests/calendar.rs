@@ -6,6 +6,8 @@
 //! the Gregorian rule, and Oslo's offset by the EU rule (summer time from 01:00 UTC
 //! on the last Sunday of March to 01:00 UTC on the last Sunday of October).
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 use chrono::{DateTime, NaiveDate, Utc};
 use meterline_operators::epoch::{Epoch, Rotation};
 use meterline_operators::retain::{local_today, oldest_kept_instant, oldest_kept_local_date};

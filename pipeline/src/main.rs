@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use meterline::sql::Format;
+use meterline::query::sql::Format;
 use meterline_sinks::LakeConfig;
 
 /// meterline: metering telemetry from Kafka into a Delta lake, exactly once, with
@@ -236,8 +236,8 @@ enum SubjectCommand {
         tenant: String,
         #[arg(long)]
         subject: String,
-        #[arg(long, value_enum, default_value_t = meterline::export::ExportFormat::Json)]
-        format: meterline::export::ExportFormat,
+        #[arg(long, value_enum, default_value_t = meterline::query::export::ExportFormat::Json)]
+        format: meterline::query::export::ExportFormat,
         /// Output directory (required for csv and parquet).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -257,14 +257,14 @@ enum RetentionCommand {
 #[derive(Debug, clap::Args)]
 struct DlqFilter {
     /// Only this reason code (e.g. unknown_tenant).
-    #[arg(long, value_parser = meterline::dlq::parse_reason)]
+    #[arg(long, value_parser = meterline::query::dlq::parse_reason)]
     reason: Option<meterline_operators::Reason>,
     /// Only dead letters from this time on: RFC 3339, a date, or an age (90m, 24h, 7d).
-    #[arg(long, value_parser = meterline::dlq::parse_since)]
+    #[arg(long, value_parser = meterline::query::dlq::parse_since)]
     since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl From<DlqFilter> for meterline::dlq::Filter {
+impl From<DlqFilter> for meterline::query::dlq::Filter {
     fn from(f: DlqFilter) -> Self {
         Self {
             reason: f.reason,
@@ -357,7 +357,7 @@ async fn dispatch(command: Command) -> ExitCode {
             from,
             bad,
         } => {
-            let opts = meterline::demo::DemoOptions {
+            let opts = meterline::dev::demo::DemoOptions {
                 lake,
                 meters,
                 days,
@@ -365,7 +365,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 partitions: 4,
                 bad,
             };
-            report(meterline::demo::run(opts).await.map(|_| ()))
+            report(meterline::dev::demo::run(opts).await.map(|_| ()))
         }
         Command::Sql {
             lake,
@@ -398,7 +398,7 @@ async fn dispatch(command: Command) -> ExitCode {
         } => report(export(&config, &tenant, &subject, format, out.as_deref()).await),
         Command::Audit { config, tenant } => match audit(&config, tenant.as_deref()).await {
             Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(meterline::audit::VIOLATION_EXIT),
+            Ok(false) => ExitCode::from(meterline::query::audit::VIOLATION_EXIT),
             Err(e) => {
                 eprintln!("error: {}", chain(&e));
                 ExitCode::FAILURE
@@ -443,10 +443,10 @@ async fn sql(
 ) -> anyhow::Result<()> {
     let lake = LakeConfig {
         uri: lake,
-        storage_options: meterline::sql::parse_options(&options)?,
+        storage_options: meterline::query::sql::parse_options(&options)?,
     };
-    let batches = meterline::sql::query(&lake, &query).await?;
-    print!("{}", meterline::sql::render(&batches, format)?);
+    let batches = meterline::query::sql::query(&lake, &query).await?;
+    print!("{}", meterline::query::sql::render(&batches, format)?);
     if format == Format::Table {
         println!();
     }
@@ -456,7 +456,7 @@ async fn sql(
 async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
     let settings = meterline::config::Config::load(config)?.build()?;
     let lake = meterline_sinks::Lake::new(&settings.lake)?;
-    let mut lifecycle = meterline::lifecycle::Lifecycle::open(
+    let mut lifecycle = meterline::privacy::lifecycle::Lifecycle::open(
         &lake,
         settings.tenants.clone(),
         settings.key.clone(),
@@ -487,12 +487,12 @@ async fn export(
     config: &std::path::Path,
     tenant: &str,
     subject: &str,
-    format: meterline::export::ExportFormat,
+    format: meterline::query::export::ExportFormat,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let settings = meterline::config::Config::load(config)?.build()?;
-    let sections = meterline::export::collect(&settings, tenant, subject).await?;
-    let written = meterline::export::write(
+    let sections = meterline::query::export::collect(&settings, tenant, subject).await?;
+    let written = meterline::query::export::write(
         tenant,
         subject,
         &sections,
@@ -514,8 +514,8 @@ async fn audit(config: &std::path::Path, tenant: Option<&str>) -> anyhow::Result
             anyhow::bail!("tenant `{t}` is not in the configuration");
         }
     }
-    let report = meterline::audit::report(&settings, tenant, settings.clock.now()).await?;
-    print!("{}", meterline::audit::render(&report));
+    let report = meterline::query::audit::report(&settings, tenant, settings.clock.now()).await?;
+    print!("{}", meterline::query::audit::render(&report));
     Ok(report.clean())
 }
 
@@ -529,7 +529,7 @@ async fn dlq(action: DlqCommand) -> anyhow::Result<()> {
             format,
         } => {
             let config = Config::load(&config)?;
-            let out = meterline::dlq::list(&config, &filter.into(), limit, format).await?;
+            let out = meterline::query::dlq::list(&config, &filter.into(), limit, format).await?;
             print!("{out}");
             if format == Format::Table {
                 println!();
@@ -541,7 +541,7 @@ async fn dlq(action: DlqCommand) -> anyhow::Result<()> {
             dry_run,
         } => {
             let settings = Config::load(&config)?.build()?;
-            let r = meterline::dlq::replay(&settings, &filter.into(), dry_run).await?;
+            let r = meterline::query::dlq::replay(&settings, &filter.into(), dry_run).await?;
             let verb = if dry_run { "would replay" } else { "replayed" };
             println!(
                 "{verb} {} dead letters to {}; {} without a stored payload (not replayable)",
@@ -563,7 +563,7 @@ async fn simulate(
 ) -> anyhow::Result<()> {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-    let spec = meterline::generator::GeneratorSpec {
+    let spec = meterline::dev::generator::GeneratorSpec {
         meters,
         first_day: from,
         days,

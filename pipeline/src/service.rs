@@ -6,13 +6,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meterline_sinks::Lake;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::config::{Config, Settings};
-use crate::consumer::KafkaSource;
+use crate::ingest::{RunError, Runner};
+use crate::kafka::KafkaSource;
 use crate::metrics::Metrics;
-use crate::runner::{RunError, Runner, Shutdown};
+use crate::privacy::consent::{consent_loop, load_view, ConsentHandle};
+use crate::shutdown::Shutdown;
 
 /// Run the pipeline until `shutdown` is requested (then flush, commit and return)
 /// or an unrecoverable error occurs.
@@ -30,34 +34,12 @@ pub async fn run_pipeline(
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let (commits_tx, commits_rx) = std::sync::mpsc::channel();
     let mut runner = Runner::new(&settings, metrics.clone(), commits_tx, shutdown.clone()).await?;
-    // The consent state (Elhub consent, upgrades) from the ledger: loaded once
-    // before the first record, then kept current by its own task.
-    let consent = match (
-        &settings.key,
-        settings.lifecycle.subject_events_topic.is_empty(),
-    ) {
-        (Some(key), false) => {
-            let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
-            let handle: crate::subjects::ConsentHandle = Arc::default();
-            match crate::subjects::load_view(&lake, key).await {
-                Ok(view) => {
-                    if let Ok(mut slot) = handle.write() {
-                        *slot = view.map(Arc::new);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "consent state not loaded yet; readings that need consent are dropped until it is")
-                }
-            }
-            runner = runner.with_consent(handle.clone());
-            Some(tokio::spawn(crate::subjects::consent_loop(
-                lake,
-                key.clone(),
-                handle,
-                shutdown.clone(),
-            )))
+    let consent = match start_consent(&settings, &shutdown).await? {
+        Some((handle, task)) => {
+            runner = runner.with_consent(handle);
+            Some(task)
         }
-        _ => None,
+        None => None,
     };
     let grace = Duration::from_secs(settings.pipeline.shutdown_grace_secs);
     let source = KafkaSource::start(
@@ -85,62 +67,124 @@ pub async fn run_pipeline(
             handle.stop();
         })
     };
-    // The aggregate tables follow `readings` in their own task (own table handles):
-    // a slow round never holds up consumption.
-    let aggregates = if settings.aggregate.enabled {
-        let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
-        Some(tokio::spawn(crate::aggregate::run_loop(
-            lake,
-            settings.tenants.clone(),
-            settings.aggregate.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )))
-    } else {
-        None
-    };
-    // Retention sweeps and the erasure consumer: their own tasks and table handles.
-    let retention = {
-        let lake = meterline_sinks::Lake::new(&settings.lake).map_err(RunError::from)?;
-        tokio::spawn(crate::lifecycle::retention_loop(
-            lake,
-            settings.tenants.clone(),
-            settings.key.clone(),
-            settings.lifecycle.clone(),
-            settings.aggregate.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ))
-    };
-    let erasure = (!settings.lifecycle.erasure_topic.is_empty()).then(|| {
-        tokio::spawn(crate::erasure::run_loop(
-            settings.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ))
-    });
-    let subjects = (!settings.lifecycle.subject_events_topic.is_empty()).then(|| {
-        tokio::spawn(crate::subjects::run_loop(
-            settings.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let tasks = Tasks::spawn(&settings, &metrics, &shutdown, consent)?;
     let result = runner.run(rx).await;
-    // Let a round in progress finish its current commit (bounded by the grace).
     shutdown.request();
-    if let Some(task) = aggregates {
-        if tokio::time::timeout(grace, task).await.is_err() {
-            info!("aggregates: round still running at shutdown; the next start continues it");
+    tasks.stop(grace).await;
+    // However the runner ended, stop the Kafka thread and wait for it.
+    source.stop();
+    stopper.abort();
+    let _ = tokio::task::spawn_blocking(move || source.join()).await;
+    log_ledger(&metrics);
+    result
+}
+
+/// The consent state (Elhub consent, upgrades) from the ledger, when subject events
+/// are consumed: loaded once before the first record, then kept current by its own
+/// task.
+async fn start_consent(
+    settings: &Settings,
+    shutdown: &Arc<Shutdown>,
+) -> Result<Option<(ConsentHandle, JoinHandle<()>)>, RunError> {
+    let Some(key) = settings.key.as_ref() else {
+        return Ok(None);
+    };
+    if settings.lifecycle.subject_events_topic.is_empty() {
+        return Ok(None);
+    }
+    let lake = Lake::new(&settings.lake)?;
+    let handle: ConsentHandle = Arc::default();
+    match load_view(&lake, key).await {
+        Ok(view) => {
+            if let Ok(mut slot) = handle.write() {
+                *slot = view.map(Arc::new);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "consent state not loaded yet; readings that need consent are dropped until it is")
         }
     }
-    for (name, task) in [
-        ("retention", Some(retention)),
-        ("erasure", erasure),
-        ("subjects", subjects),
-        ("consent", consent),
-    ] {
-        if let Some(task) = task {
+    let task = tokio::spawn(consent_loop(
+        lake,
+        key.clone(),
+        handle.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Some((handle, task)))
+}
+
+/// The tasks beside the readings runner, each with its own table handles, so a
+/// slow one never holds up consumption.
+struct Tasks {
+    aggregates: Option<JoinHandle<()>>,
+    /// Name and task of the others (stopped in this order).
+    others: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Tasks {
+    fn spawn(
+        settings: &Settings,
+        metrics: &Metrics,
+        shutdown: &Arc<Shutdown>,
+        consent: Option<JoinHandle<()>>,
+    ) -> Result<Self, RunError> {
+        // The aggregate tables follow `readings`.
+        let aggregates = if settings.aggregate.enabled {
+            Some(tokio::spawn(crate::aggregate::run_loop(
+                Lake::new(&settings.lake)?,
+                settings.tenants.clone(),
+                settings.aggregate.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        } else {
+            None
+        };
+        let mut others = vec![(
+            "retention",
+            tokio::spawn(crate::privacy::lifecycle::retention_loop(
+                Lake::new(&settings.lake)?,
+                settings.tenants.clone(),
+                settings.key.clone(),
+                settings.lifecycle.clone(),
+                settings.aggregate.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+        )];
+        if !settings.lifecycle.erasure_topic.is_empty() {
+            others.push((
+                "erasure",
+                tokio::spawn(crate::privacy::erasure::run_loop(
+                    settings.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
+        if !settings.lifecycle.subject_events_topic.is_empty() {
+            others.push((
+                "subjects",
+                tokio::spawn(crate::privacy::subjects::run_loop(
+                    settings.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
+        others.extend(consent.map(|task| ("consent", task)));
+        Ok(Self { aggregates, others })
+    }
+
+    /// Wait for each task (shutdown has been requested), at most `grace` each: a
+    /// round in progress finishes its current commit.
+    async fn stop(self, grace: Duration) {
+        if let Some(task) = self.aggregates {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                info!("aggregates: round still running at shutdown; the next start continues it");
+            }
+        }
+        for (name, task) in self.others {
             if tokio::time::timeout(grace, task).await.is_err() {
                 info!(
                     task = name,
@@ -149,12 +193,11 @@ pub async fn run_pipeline(
             }
         }
     }
-    // However the runner ended, stop the Kafka thread and wait for it.
-    source.stop();
-    stopper.abort();
-    let _ = tokio::task::spawn_blocking(move || source.join()).await;
-    // The process's ledger: every record it consumed is accounted for (records
-    // still in flight at a crash are consumed again by the next owner).
+}
+
+/// The process's ledger: every record it consumed is accounted for (records still
+/// in flight at a crash are consumed again by the next owner).
+fn log_ledger(metrics: &Metrics) {
     let c = metrics.conservation();
     info!(
         consumed = c.consumed,
@@ -164,7 +207,6 @@ pub async fn run_pipeline(
         balanced = c.consumed == c.written + c.dead_lettered + c.dropped,
         "ledger: consumed = written + dead_lettered + dropped"
     );
-    result
 }
 
 /// `meterline run --config PATH`: load and validate the configuration, serve

@@ -435,41 +435,13 @@ impl OffsetTable {
         }
 
         // 1. Upload the data files (not yet visible: nothing references them).
-        let mut actions: Vec<Action> = Vec::new();
-        if rows > 0 {
-            debug!(table = name, rows, "uploading data files");
-            let mut writer = RecordBatchWriter::for_table(&self.table)
-                .map_err(transient(name))?
-                .with_writer_properties(self.writer_properties.clone());
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                writer.write(batch.clone()).await.map_err(transient(name))?;
-            }
-            let adds = writer.flush().await.map_err(transient(name))?;
-            actions.extend(adds.into_iter().map(Action::Add));
-        }
-
+        let mut actions = self.upload(batches, rows).await?;
         // 2. Fence: the latest stored offsets must be the ones this writer expects.
-        self.table.update_state().await.map_err(transient(name))?;
-        let mut fenced = Vec::new();
-        let mut landed = !advancing.is_empty();
-        for (&p, &target) in &advancing {
-            let stored = self.stored_offset(p).await?;
-            if stored != self.expected(p) {
-                fenced.push(p);
-            }
-            landed &= stored == Some(target);
-        }
-        if landed {
+        if self.fence(&advancing).await? {
             // An earlier attempt of this very commit succeeded although its
             // response was lost (timeout, connection reset): the offsets it
             // recorded are exactly this flush's. The rows are stored once.
             return Ok(self.landed_earlier(&advancing, rows));
-        }
-        if !fenced.is_empty() {
-            return Err(SinkError::Fenced {
-                table: name,
-                partitions: fenced,
-            });
         }
 
         // 3. Commit files and offsets together.
@@ -497,22 +469,8 @@ impl OffsetTable {
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(conflict),
             }) => {
-                // Either another writer committed these partitions, or our own
-                // commit landed during an attempt whose answer was lost and the
-                // retry conflicted with it. The stored offsets tell which.
                 debug!(table = name, %conflict, "commit conflict on owned partitions");
-                self.table.update_state().await.map_err(transient(name))?;
-                let mut ours = true;
-                for (&p, &target) in &advancing {
-                    ours &= self.stored_offset(p).await? == Some(target);
-                }
-                if ours {
-                    return Ok(self.landed_earlier(&advancing, rows));
-                }
-                return Err(SinkError::Fenced {
-                    table: name,
-                    partitions: advancing.keys().copied().collect(),
-                });
+                return self.after_conflict(&advancing, rows).await;
             }
             Err(e) => return Err(classify(name, e)),
         };
@@ -525,6 +483,73 @@ impl OffsetTable {
         Ok(AppendOutcome {
             rows,
             version: Some(version),
+        })
+    }
+
+    /// Write `batches` as data files of the table; their `add` actions.
+    async fn upload(&self, batches: &[RecordBatch], rows: usize) -> Result<Vec<Action>, SinkError> {
+        let name = self.spec.name;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        debug!(table = name, rows, "uploading data files");
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(transient(name))?
+            .with_writer_properties(self.writer_properties.clone());
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            writer.write(batch.clone()).await.map_err(transient(name))?;
+        }
+        let adds = writer.flush().await.map_err(transient(name))?;
+        Ok(adds.into_iter().map(Action::Add).collect())
+    }
+
+    /// Compare the latest stored offsets with what this writer expects. True when
+    /// they are already the `advancing` ones (an earlier attempt landed);
+    /// [`SinkError::Fenced`] when another process moved a partition.
+    async fn fence(&mut self, advancing: &BTreeMap<i32, i64>) -> Result<bool, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        let mut fenced = Vec::new();
+        let mut landed = !advancing.is_empty();
+        for (&p, &target) in advancing {
+            let stored = self.stored_offset(p).await?;
+            if stored != self.expected(p) {
+                fenced.push(p);
+            }
+            landed &= stored == Some(target);
+        }
+        if landed {
+            return Ok(true);
+        }
+        if !fenced.is_empty() {
+            return Err(SinkError::Fenced {
+                table: name,
+                partitions: fenced,
+            });
+        }
+        Ok(false)
+    }
+
+    /// A commit conflicted on owned partitions: either another writer committed
+    /// them, or our own commit landed during an attempt whose answer was lost and
+    /// the retry conflicted with it. The stored offsets tell which.
+    async fn after_conflict(
+        &mut self,
+        advancing: &BTreeMap<i32, i64>,
+        rows: usize,
+    ) -> Result<AppendOutcome, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        let mut ours = true;
+        for (&p, &target) in advancing {
+            ours &= self.stored_offset(p).await? == Some(target);
+        }
+        if ours {
+            return Ok(self.landed_earlier(advancing, rows));
+        }
+        Err(SinkError::Fenced {
+            table: name,
+            partitions: advancing.keys().copied().collect(),
         })
     }
 

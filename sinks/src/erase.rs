@@ -153,28 +153,10 @@ pub async fn upsert(
             .and_then(|b| filter_record_batch(&b, &not(&mask)?))
             .and_then(|b| with_partition_columns(&b, schema, &partition))
             .map_err(internal(name))?;
-        if writer.is_none() {
-            writer = Some(
-                RecordBatchWriter::for_table(table)
-                    .map_err(transient(name))?
-                    .with_writer_properties(writer_properties()),
-            );
-        }
-        if let Some(w) = writer.as_mut() {
-            w.write(kept).await.map_err(transient(name))?;
-        }
+        write_lazily(&mut writer, table, name, kept).await?;
     }
     for batch in rows.iter().filter(|b| b.num_rows() > 0) {
-        if writer.is_none() {
-            writer = Some(
-                RecordBatchWriter::for_table(table)
-                    .map_err(transient(name))?
-                    .with_writer_properties(writer_properties()),
-            );
-        }
-        if let Some(w) = writer.as_mut() {
-            w.write(batch.clone()).await.map_err(transient(name))?;
-        }
+        write_lazily(&mut writer, table, name, batch.clone()).await?;
     }
     if let Some(mut w) = writer {
         let adds = w.flush().await.map_err(transient(name))?;
@@ -201,6 +183,22 @@ pub async fn upsert(
         "rows removed"
     );
     Ok(removal)
+}
+
+/// Write `batch` with `writer`, creating it for `table` on first use.
+async fn write_lazily(
+    writer: &mut Option<RecordBatchWriter>,
+    table: &DeltaTable,
+    name: &'static str,
+    batch: RecordBatch,
+) -> Result<(), SinkError> {
+    let w = match writer.take() {
+        Some(w) => w,
+        None => RecordBatchWriter::for_table(table)
+            .map_err(transient(name))?
+            .with_writer_properties(writer_properties()),
+    };
+    writer.insert(w).write(batch).await.map_err(transient(name))
 }
 
 /// Remove whole files, those `files` selects (for retention by partition: no file

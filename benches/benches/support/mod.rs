@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use meterline::generator::tenants;
+use meterline::dev::generator::tenants;
 use meterline_operators::{
     Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
 };

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use meterline::aggregate::{AggregateSettings, Materializer, FAILPOINT_ENV};
-use meterline::generator::tenants;
+use meterline::aggregate::{Materializer, FAILPOINT_ENV};
+use meterline::config::AggregateSettings;
+use meterline::dev::generator::tenants;
 use meterline::metrics::Metrics;
 use meterline_sinks::{Lake, SourceTable};
 

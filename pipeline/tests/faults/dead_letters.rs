@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use meterline::generator::Message;
-use meterline::testkit::{free_port, unique_name};
+use meterline::dev::generator::Message;
+use meterline::dev::testkit::{free_port, unique_name};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use serde_json::json;
@@ -20,7 +20,7 @@ use crate::GRACE;
 fn late_tenant(n: usize) -> Vec<Message> {
     (0..n)
         .map(|i| {
-            let meter = meterline::generator::gsrn(80_000 + (i % 5) as u32);
+            let meter = meterline::dev::generator::gsrn(80_000 + (i % 5) as u32);
             let payload = json!({
                 "schema": "reading/v1", "tenant": "late-utility", "device_id": format!("late-{}", i % 5),
                 "meter_id": meter, "quantity": "electricity",
@@ -43,7 +43,7 @@ fn cli(args: &[&str], config: &std::path::Path) -> String {
         .arg("--config")
         .arg(config)
         .env("METERLINE_PSEUDONYM_KEY", crate::rig::KEY_HEX)
-        .envs(meterline::testkit::clock_env())
+        .envs(meterline::dev::testkit::clock_env())
         .output()
         .expect("run meterline");
     assert!(

@@ -12,8 +12,8 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use deltalake::ObjectStore;
 use futures::TryStreamExt;
-use meterline::lifecycle::FAILPOINT_ENV;
-use meterline::testkit::unique_name;
+use meterline::dev::testkit::unique_name;
+use meterline::privacy::lifecycle::FAILPOINT_ENV;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use meterline::generator::Message;
-use meterline::keys::KeyStore;
-use meterline::testkit::unique_name;
+use meterline::dev::generator::Message;
+use meterline::dev::testkit::unique_name;
+use meterline::privacy::keys::KeyStore;
 use meterline_operators::MasterKey;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -54,11 +54,11 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     // with monthly key epochs, and the subject's private meter. The hours of
     // Oslo's yesterday lie in one month, so one key epoch and one pseudonym per
     // meter; yesterday's UTC hours would not, late on the 1st of a month.
-    let clock = meterline::testkit::clock();
+    let clock = meterline::dev::testkit::clock();
     let oslo = chrono_tz::Europe::Oslo;
     let today = clock.now().with_timezone(&oslo).date_naive();
     let day = today - chrono::Days::new(1);
-    let midnight = |d| meterline::generator::local_midnight(oslo, d);
+    let midnight = |d| meterline::dev::generator::local_midnight(oslo, d);
     let hours: Vec<_> = std::iter::successors(Some(midnight(day)), |t| {
         Some(*t + chrono::Duration::hours(1))
     })
@@ -71,7 +71,7 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
         } else {
             ("oslo-utility", None)
         };
-        let meter = meterline::generator::gsrn(70_000 + m);
+        let meter = meterline::dev::generator::gsrn(70_000 + m);
         for start in &hours {
             let mut v = json!({
                 "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{m}"),
@@ -124,7 +124,7 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     let public = epochs.get("oslo-utility").cloned().unwrap_or_default();
     assert_eq!(
         public,
-        meterline::testkit::expected_open_months(today, 60),
+        meterline::dev::testkit::expected_open_months(today, 60),
         "{epochs:?}"
     );
     assert_eq!(

@@ -5,7 +5,9 @@
 //! each cleanly stopped process's ledger balances:
 //! consumed = written + dead-lettered + dropped.
 //!
-//! The tools come from `scripts/test.sh` (see `meterline::testkit`).
+//! The tools come from `scripts/test.sh` (see `meterline::dev::testkit`).
+
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
 mod aggregates;
 mod dead_letters;
@@ -260,7 +262,7 @@ async fn storage_outage_pauses_retries_and_completes() {
     let _serial = serial().await;
     let mut rig = Rig::new(4);
     rig.produce(&messages(100_000, 20, 13)).await;
-    let port = meterline::testkit::free_port();
+    let port = meterline::dev::testkit::free_port();
     let config = rig.config("s3-outage", Some(port), "max_batch_rows = 5000");
     let mut p = rig.spawn("run", &config);
     let assigned = p.wait_line(0, Duration::from_secs(120), is_assigned);
@@ -332,7 +334,7 @@ async fn broker_outage_fails_and_retries_requests_then_resumes_exactly() {
     let all = messages(90_000, 20, 14);
     let (first, second) = all.split_at(60_000);
     rig.produce(first).await;
-    let port = meterline::testkit::free_port();
+    let port = meterline::dev::testkit::free_port();
     // The session outlives the freeze, so the member keeps its partitions and
     // resumes fetching and committing when the broker answers again. (With a
     // session shorter than the freeze the member loses them and rejoins under a new

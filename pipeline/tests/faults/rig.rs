@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use chrono::NaiveDate;
-use meterline::generator::GeneratorSpec;
-use meterline::testkit::{unique_name, Broker, Process, S3Server, Tools};
+use meterline::dev::generator::GeneratorSpec;
+use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use meterline_operators::decimal::{format_thousandths, parse_thousandths};
 use meterline_sinks::LakeConfig;
 use rdkafka::config::ClientConfig;
@@ -96,7 +96,7 @@ pub struct Rig {
 }
 
 /// `count` generated messages (good first, then `bad` bad ones spread through).
-pub fn messages(good: usize, bad: usize, seed: u64) -> Vec<meterline::generator::Message> {
+pub fn messages(good: usize, bad: usize, seed: u64) -> Vec<meterline::dev::generator::Message> {
     // 42 readings per meter-day on average (a quarter of the meters are PT15M).
     let days = 12;
     let meters = good.div_ceil(days * 40);
@@ -278,7 +278,7 @@ validation = {{ max_age_days = 36500 }}
     }
 
     /// Produce messages and remember what the broker acknowledged.
-    pub async fn produce(&mut self, messages: &[meterline::generator::Message]) {
+    pub async fn produce(&mut self, messages: &[meterline::dev::generator::Message]) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", self.broker.bootstrap())
             .set("linger.ms", "20")
@@ -326,7 +326,7 @@ validation = {{ max_age_days = 36500 }}
     }
 
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, String> {
-        meterline::sql::query(&self.lake(), sql)
+        meterline::query::sql::query(&self.lake(), sql)
             .await
             .map_err(|e| e.to_string())
     }
@@ -471,7 +471,7 @@ validation = {{ max_age_days = 36500 }}
 }
 
 /// A process's ledger after a clean stop must balance.
-pub fn assert_ledger(process: &Process) -> meterline::testkit::Ledger {
+pub fn assert_ledger(process: &Process) -> meterline::dev::testkit::Ledger {
     let ledger = process.ledger().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         ledger.balanced(),
@@ -495,7 +495,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 
 /// Scrape `/metrics` of a process (None while it does not answer).
 pub fn scrape(port: u16) -> Option<String> {
-    match meterline::testkit::http(port, "GET", "/metrics") {
+    match meterline::dev::testkit::http(port, "GET", "/metrics") {
         Ok((200, body)) => Some(body),
         _ => None,
     }

@@ -8,7 +8,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::DeltaTable;
-use meterline::testkit::{unique_name, S3Server, Tools};
+use meterline::dev::testkit::{unique_name, S3Server, Tools};
 use meterline_sinks::{readings_spec, Lake, LakeConfig, OffsetTable};
 
 use crate::rig::serial;

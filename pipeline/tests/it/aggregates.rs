@@ -10,9 +10,9 @@ use std::time::Duration;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
-use meterline::aggregate::AggregateSettings;
+use meterline::config::AggregateSettings;
 use meterline::metrics::Metrics;
-use meterline::runner::Shutdown;
+use meterline::shutdown::Shutdown;
 use meterline_operators::aggregate::Disclosure;
 use meterline_operators::pseudonym::IdKind;
 use meterline_operators::{MasterKey, Pseudonymizer};
@@ -82,14 +82,20 @@ fn stream() -> (Vec<Produced>, Vec<Produced>) {
         let resolution = if i % 5 == 0 && i < 16 { 15 } else { 60 };
         meters.push((
             PUBLIC,
-            meterline::generator::gsrn(900 + i),
+            meterline::dev::generator::gsrn(900 + i),
             area,
             resolution,
             scale,
         ));
     }
     for i in 0..4u32 {
-        meters.push((PRIVATE, meterline::generator::gsrn(950 + i), "NO1", 60, 1));
+        meters.push((
+            PRIVATE,
+            meterline::dev::generator::gsrn(950 + i),
+            "NO1",
+            60,
+            1,
+        ));
     }
     let version = Utc.with_ymd_and_hms(2026, 10, 27, 6, 0, 0).unwrap();
     let (mut initial, mut late) = (Vec::new(), Vec::new());

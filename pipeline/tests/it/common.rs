@@ -7,7 +7,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use meterline::config::{KafkaConfig, PipelineConfig, Settings};
 use meterline::metrics::Metrics;
-use meterline::runner::Shutdown;
+use meterline::shutdown::Shutdown;
 use meterline_operators::{MasterKey, TenantRegistry};
 use meterline_sinks::LakeConfig;
 use rdkafka::config::ClientConfig;
@@ -72,17 +72,17 @@ impl Harness {
                     .map(|s| (*s).to_owned())
                     .collect(),
             // Tests that need the aggregate tables turn them on.
-            aggregate: meterline::aggregate::AggregateSettings {
+            aggregate: meterline::config::AggregateSettings {
                 enabled: false,
                 ..Default::default()
             },
             // Tests that need erasure set a topic.
-            lifecycle: meterline::lifecycle::LifecycleSettings {
-                clock: meterline::testkit::clock(),
+            lifecycle: meterline::config::LifecycleSettings {
+                clock: meterline::dev::testkit::clock(),
                 ..Default::default()
             },
             // `run_pipeline` hands the same clock to the sweeps and erasures.
-            clock: meterline::testkit::clock(),
+            clock: meterline::dev::testkit::clock(),
         }
     }
 
@@ -192,11 +192,13 @@ validation = {{ max_age_days = 36500 }}
 }
 
 pub fn tenants() -> TenantRegistry {
-    meterline::generator::tenants()
+    meterline::dev::generator::tenants()
 }
 
 pub async fn query(lake: &LakeConfig, sql: &str) -> Vec<RecordBatch> {
-    meterline::sql::query(lake, sql).await.expect("query")
+    meterline::query::sql::query(lake, sql)
+        .await
+        .expect("query")
 }
 
 pub async fn count(lake: &LakeConfig, sql: &str) -> u64 {
@@ -221,7 +223,7 @@ where
 pub struct Running {
     pub metrics: Metrics,
     shutdown: Arc<Shutdown>,
-    task: tokio::task::JoinHandle<Result<(), meterline::runner::RunError>>,
+    task: tokio::task::JoinHandle<Result<(), meterline::ingest::RunError>>,
 }
 
 /// Start the pipeline in-process.

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use chrono::{TimeZone, Utc};
-use meterline::geo::CidrTable;
-use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
+use meterline::config::LifecycleSettings;
+use meterline::dev::testkit::clock;
 use meterline::metrics::Metrics;
-use meterline::subjects::{ledger_entries, verify_chain, SCHEMA};
-use meterline::testkit::clock;
+use meterline::privacy::geo::CidrTable;
+use meterline::privacy::lifecycle::Lifecycle;
+use meterline::privacy::subjects::{ledger_entries, verify_chain, SCHEMA};
+use meterline::privacy::tables::subject_hash;
 use meterline_operators::MasterKey;
 use serde_json::json;
 
@@ -299,10 +301,13 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
     )
     .await
     .unwrap();
-    let report =
-        meterline::audit::report(&settings, None, clock().now() + chrono::Duration::days(91))
-            .await
-            .unwrap();
+    let report = meterline::query::audit::report(
+        &settings,
+        None,
+        clock().now() + chrono::Duration::days(91),
+    )
+    .await
+    .unwrap();
     assert!(report.holdings.iter().any(|h| h.table == "consent_ledger"));
     let entries = lifecycle
         .sweep(clock().now() + chrono::Duration::days(91))
@@ -388,7 +393,7 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
         .iter()
         .all(|e| e.category != "account"));
     assert_eq!(count(&lake, "SELECT count(*) FROM subjects").await, 3);
-    let late_account = meterline::audit::report(&settings, None, at(32))
+    let late_account = meterline::query::audit::report(&settings, None, at(32))
         .await
         .unwrap();
     assert!(
@@ -410,7 +415,7 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
     assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 2);
     assert_eq!(files_holding(&h, "acct-ip-0"), Vec::<String>::new());
     // The access log: 79 days on (89 after they were seen) kept, 81 days on (91) gone.
-    assert!(meterline::audit::report(&settings, None, at(79))
+    assert!(meterline::query::audit::report(&settings, None, at(79))
         .await
         .unwrap()
         .clean());
@@ -421,7 +426,7 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
         .iter()
         .all(|e| e.category != "access_log"));
     assert_eq!(count(&lake, "SELECT count(*) FROM access_log").await, 2);
-    let late = meterline::audit::report(&settings, None, at(82))
+    let late = meterline::query::audit::report(&settings, None, at(82))
         .await
         .unwrap();
     assert!(
@@ -512,9 +517,9 @@ async fn elhub_revocation_stops_storage_and_an_upgrade_links_only_what_follows()
         subject_group: "elhub.subjects".to_owned(),
         ..settings.lifecycle.clone()
     };
-    let consented = meterline::generator::gsrn(7001);
-    let never = meterline::generator::gsrn(7002);
-    let upgrader = meterline::generator::gsrn(7003);
+    let consented = meterline::dev::generator::gsrn(7001);
+    let never = meterline::dev::generator::gsrn(7002);
+    let upgrader = meterline::dev::generator::gsrn(7003);
     let t0 = Utc.with_ymd_and_hms(2026, 10, 23, 22, 0, 0).unwrap(); // 2026-10-24 00:00 Oslo
     let revoked = t0 + chrono::Duration::hours(30);
     let upgraded = t0 + chrono::Duration::hours(20);

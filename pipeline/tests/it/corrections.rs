@@ -38,7 +38,7 @@ async fn corrections_in_random_order_across_batches_and_restarts() {
     // than any).
     let mut events: Vec<(String, i64, Option<i64>, i128)> = Vec::new();
     for m in 0..10u32 {
-        let meter = meterline::generator::gsrn(500 + m);
+        let meter = meterline::dev::generator::gsrn(500 + m);
         for hour in 0..6 {
             let start = base + Duration::hours(hour);
             let versioned = !(m + hour as u32).is_multiple_of(5);

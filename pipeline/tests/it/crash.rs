@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use meterline::generator::GeneratorSpec;
+use meterline::dev::generator::GeneratorSpec;
 use meterline_operators::decimal::{format_thousandths, parse_thousandths};
 
 use crate::common::{wait_for, Harness, KEY_HEX};
@@ -15,7 +15,7 @@ use crate::common::{wait_for, Harness, KEY_HEX};
 /// True once `readings` has at least `n` rows (false while it cannot be read yet).
 async fn rows_at_least(lake: meterline_sinks::LakeConfig, n: u64) -> bool {
     use arrow::array::AsArray;
-    meterline::sql::query(&lake, "SELECT count(*) FROM readings")
+    meterline::query::sql::query(&lake, "SELECT count(*) FROM readings")
         .await
         .is_ok_and(|b| {
             b[0].column(0)
@@ -30,7 +30,7 @@ fn spawn(config: &std::path::Path) -> Child {
         .args(["run", "--config"])
         .arg(config)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-        .envs(meterline::testkit::clock_env())
+        .envs(meterline::dev::testkit::clock_env())
         .env("METERLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

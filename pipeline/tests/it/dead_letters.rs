@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use chrono::NaiveDate;
-use meterline::generator::GeneratorSpec;
+use meterline::dev::generator::GeneratorSpec;
 
 use crate::common::{query, run_until_accounted, Harness};
 

@@ -10,9 +10,10 @@ use std::collections::BTreeSet;
 
 use arrow::array::AsArray;
 use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
-use meterline::keys::KeyStore;
-use meterline::lifecycle::{Lifecycle, LifecycleSettings};
+use meterline::config::LifecycleSettings;
 use meterline::metrics::Metrics;
+use meterline::privacy::keys::KeyStore;
+use meterline::privacy::lifecycle::Lifecycle;
 use meterline_operators::epoch::{Epoch, Rotation};
 use meterline_operators::{Deployment, MasterKey, Rules, Tenant, TenantRegistry};
 use serde_json::json;
@@ -57,13 +58,13 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
     .unwrap();
     let mut settings = h.settings("epochs");
     settings.tenants = tenants.clone();
-    let clock = meterline::testkit::clock();
+    let clock = meterline::dev::testkit::clock();
     let today = clock.now().with_timezone(&OSLO).date_naive();
     let this_month = first_of_month(today);
     let last_month = first_of_month(this_month - Duration::days(1));
     let closed_month =
         first_of_month(first_of_month(last_month - Duration::days(1)) - Duration::days(1));
-    let meter = meterline::generator::gsrn(6001);
+    let meter = meterline::dev::generator::gsrn(6001);
     // This month (today's first quarter-hour: over by 00:30, the earliest moment
     // the date-dependent tests run at), the last day of last month (open: grace 40
     // days), and three months back (closed).
@@ -106,7 +107,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
     let master = MasterKey::from_hex(KEY_HEX).unwrap();
     let store = KeyStore::open(&lake_handle, master.clone()).await.unwrap();
     let month = |d: NaiveDate| Epoch::Month(d.year(), d.month());
-    let expected = meterline::testkit::expected_open_months(today, GRACE);
+    let expected = meterline::dev::testkit::expected_open_months(today, GRACE);
     assert!(expected.contains(&month(last_month)) && expected.len() >= 3);
     assert_eq!(
         store
@@ -132,7 +133,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
         clock,
         ..LifecycleSettings::default()
     };
-    let before = meterline::audit::report(&settings, None, later)
+    let before = meterline::query::audit::report(&settings, None, later)
         .await
         .unwrap();
     assert_eq!(
@@ -174,7 +175,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
         .await,
         keys as u64
     );
-    let after = meterline::audit::report(&settings, None, later)
+    let after = meterline::query::audit::report(&settings, None, later)
         .await
         .unwrap();
     assert!(after.clean(), "{:?}", after.violations);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use meterline::geo::CidrTable;
-use meterline::lifecycle::LifecycleSettings;
+use meterline::config::LifecycleSettings;
+use meterline::privacy::geo::CidrTable;
 use serde_json::{json, Value};
 
 use crate::common::start;
@@ -55,8 +55,8 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         geo: Arc::new(CidrTable::load(&geo).unwrap()),
         ..settings.lifecycle.clone()
     };
-    let meter = meterline::generator::gsrn(8100);
-    let other = meterline::generator::gsrn(8101);
+    let meter = meterline::dev::generator::gsrn(8100);
+    let other = meterline::dev::generator::gsrn(8101);
     let t0 = Utc.with_ymd_and_hms(2026, 10, 23, 22, 0, 0).unwrap();
     // Two local days of the subject's meter, a correction of hour 5, and a
     // neighbour's meter that must not appear.
@@ -144,7 +144,7 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         let lake = lake.clone();
         let meter = meter.clone();
         async move {
-            meterline::sql::query(
+            meterline::query::sql::query(
                 &lake,
                 &format!("SELECT count(*) FROM consumption_daily WHERE meter = '{meter}'"),
             )
@@ -172,7 +172,7 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
             .arg(&config)
             .args(["--tenant", TENANT, "--subject", SUBJECT, "--format", format])
             .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-            .envs(meterline::testkit::clock_env());
+            .envs(meterline::dev::testkit::clock_env());
         if let Some(o) = out {
             c.arg("--out").arg(o);
         }

@@ -9,11 +9,13 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use chrono::{NaiveDate, TimeZone, Utc};
-use meterline::aggregate::AggregateSettings;
-use meterline::generator::gsrn;
-use meterline::lifecycle::{subject_hash, Lifecycle, LifecycleSettings};
+use meterline::config::AggregateSettings;
+use meterline::config::LifecycleSettings;
+use meterline::dev::generator::gsrn;
+use meterline::dev::testkit::clock;
 use meterline::metrics::Metrics;
-use meterline::testkit::clock;
+use meterline::privacy::lifecycle::Lifecycle;
+use meterline::privacy::tables::subject_hash;
 use meterline_operators::MasterKey;
 use serde_json::json;
 
@@ -159,7 +161,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
             let lake = lake.clone();
             let meter = erased_meters[1].clone();
             async move {
-                meterline::sql::query(
+                meterline::query::sql::query(
                     &lake,
                     &format!("SELECT count(*) FROM consumption_daily WHERE meter = '{meter}'"),
                 )
@@ -193,7 +195,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
     wait_for("the erasure is recorded", Duration::from_secs(60), || {
         let lake = lake.clone();
         async move {
-            meterline::sql::query(&lake, "SELECT count(*) FROM erasure_audit")
+            meterline::query::sql::query(&lake, "SELECT count(*) FROM erasure_audit")
                 .await
                 .is_ok_and(|b| b[0].column(0).as_primitive::<Int64Type>().value(0) == 1)
         }
@@ -318,7 +320,7 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         .await,
         73
     );
-    let report = meterline::audit::report(&settings, None, clock().now())
+    let report = meterline::query::audit::report(&settings, None, clock().now())
         .await
         .unwrap();
     assert!(report.clean(), "{:?}", report.violations);
@@ -366,12 +368,12 @@ async fn retention_with_a_fake_clock_removes_what_is_past_and_records_it() {
     // Within every period (the pipeline just ran): nothing is removed.
     let early = clock().now();
     assert!(lifecycle.sweep(early).await.unwrap().is_empty());
-    let report = meterline::audit::report(&settings, None, early)
+    let report = meterline::query::audit::report(&settings, None, early)
         .await
         .unwrap();
     assert!(report.clean(), "{:?}", report.violations);
 
-    let before = meterline::audit::report(&settings, None, fake)
+    let before = meterline::query::audit::report(&settings, None, fake)
         .await
         .unwrap();
     assert!(!before.clean(), "data past its retention is a violation");
@@ -444,7 +446,7 @@ async fn retention_with_a_fake_clock_removes_what_is_past_and_records_it() {
     )
     .await;
     assert_eq!(recorded, entries.len() as u64);
-    let after = meterline::audit::report(&settings, None, fake)
+    let after = meterline::query::audit::report(&settings, None, fake)
         .await
         .unwrap();
     assert!(after.clean(), "{:?}", after.violations);
@@ -514,7 +516,7 @@ validation = {{ max_age_days = 1 }}
             .args(["audit", "--config"])
             .arg(&short)
             .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-            .envs(meterline::testkit::clock_env())
+            .envs(meterline::dev::testkit::clock_env())
             .output()
             .unwrap()
     };
@@ -536,7 +538,7 @@ validation = {{ max_age_days = 1 }}
         .args(["retention", "run", "--config"])
         .arg(&short)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-        .envs(meterline::testkit::clock_env())
+        .envs(meterline::dev::testkit::clock_env())
         .output()
         .unwrap();
     assert!(

@@ -3,6 +3,8 @@
 //! variants on a real broker (tansu) and a real S3 server (moto) are the fault
 //! scenarios in `tests/faults`.
 
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
 mod aggregates;
 mod common;
 mod consent;
@@ -12,6 +14,7 @@ mod dead_letters;
 mod demo;
 mod epochs;
 mod export;
+mod layers;
 mod lifecycle;
 mod privacy;
 mod replay;

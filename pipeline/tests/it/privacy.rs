@@ -12,7 +12,7 @@ use crate::common::{collect_files, contains, run_until_accounted, Harness};
 fn secrets_for(i: usize) -> Vec<String> {
     vec![
         format!("devsecret-{i:05}-x"),
-        meterline::generator::gsrn(4_200_000 + i as u32), // a valid GSRN
+        meterline::dev::generator::gsrn(4_200_000 + i as u32), // a valid GSRN
         format!("subject-secret-{i:04}"),
         format!("Kari Nordmann {i}"),
         format!("kari.{i}@example.no"),
@@ -112,7 +112,7 @@ async fn no_raw_identifier_or_pii_of_a_public_tenant_is_stored() {
 /// lake, of the dead-letter topic, of the logs or of the metrics holds any of them.
 #[test]
 fn canary_no_personal_value_of_a_public_tenant_survives_anywhere() {
-    use meterline::testkit::{free_port, http, Process};
+    use meterline::dev::testkit::{free_port, http, Process};
     use std::time::Duration;
 
     let h = Harness::new(2);
@@ -120,7 +120,7 @@ fn canary_no_personal_value_of_a_public_tenant_survives_anywhere() {
     let subjects_topic = format!("subjects-{}", rand::random::<u32>());
     h.create_topic(&dlq_topic, 1);
     h.create_topic(&subjects_topic, 1);
-    let yesterday = meterline::testkit::clock().now().date_naive() - chrono::Days::new(1);
+    let yesterday = meterline::dev::testkit::clock().now().date_naive() - chrono::Days::new(1);
     let mut planted: Vec<String> = Vec::new();
     let mut messages = Vec::new();
     let mut events = Vec::new();
@@ -133,7 +133,7 @@ fn canary_no_personal_value_of_a_public_tenant_survives_anywhere() {
             })
             .unwrap();
         let device = format!("canary-dev-{i:02}-x7q");
-        let meter = meterline::generator::gsrn(5_100_000 + i);
+        let meter = meterline::dev::generator::gsrn(5_100_000 + i);
         let subject = format!("canary-subj-{i:02}");
         let name = format!("Canary Nordmann {i:02}");
         let email = format!("canary{i:02}@example.no");

@@ -5,7 +5,7 @@
 //! stores nothing twice.
 
 use arrow::array::AsArray;
-use meterline::dlq::{replay, Filter};
+use meterline::query::dlq::{replay, Filter};
 use meterline_operators::{Deployment, Reason, Tenant, TenantRegistry};
 use serde_json::json;
 
@@ -29,7 +29,7 @@ fn reading(tenant: &str, meter: &str, hour: u32) -> Option<Vec<u8>> {
 async fn replay_after_adding_the_tenant_is_idempotent_and_keeps_pseudonyms() {
     let h = Harness::new(2);
     let meters: Vec<String> = (0..6)
-        .map(|i| meterline::generator::gsrn(7_000 + i))
+        .map(|i| meterline::dev::generator::gsrn(7_000 + i))
         .collect();
     let mut messages = Vec::new();
     for m in &meters {

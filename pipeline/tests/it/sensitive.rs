@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use meterline::lifecycle::LifecycleSettings;
-use meterline::subjects::SCHEMA;
-use meterline::testkit::{free_port, http, Process};
+use meterline::config::LifecycleSettings;
+use meterline::dev::testkit::{free_port, http, Process};
+use meterline::privacy::subjects::SCHEMA;
 use meterline_operators::ids::with_check_digits;
 use serde_json::json;
 
@@ -49,7 +49,7 @@ fn sensitive_values_never_reach_the_lake_the_dead_letter_topic_logs_or_metrics()
             planted.push(secret(w));
         }
         for (t, tenant) in ["oslo-utility", "acme-industri"].iter().enumerate() {
-            let meter = meterline::generator::gsrn(900 + i * 2 + t as u32);
+            let meter = meterline::dev::generator::gsrn(900 + i * 2 + t as u32);
             let base = |hour: u32| {
                 json!({
                     "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{i}-{t}"),

@@ -21,27 +21,32 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use deltalake::datafusion::prelude::{col, lit};
-use meterline_operators::consent::ConsentView;
-use meterline_operators::pseudonym::LedgerHasher;
 use meterline_operators::{
     DeadLetter, Deployment, MasterKey, Reason, SensitiveCounts, SensitiveScanner, TenantRegistry,
 };
 use meterline_sinks::{upsert, DerivedSpec, DerivedTable, Lake, SinkError};
+use rdkafka::message::Message;
 use serde::Deserialize;
+use tracing::{info, warn};
 
-use crate::geo::GeoLookup;
-use crate::lifecycle::subject_hash;
+use crate::config::Settings;
+use crate::kafka::group::{commit_position, group_consumer};
+use crate::metrics::Metrics;
+use crate::privacy::geo::GeoLookup;
+use crate::privacy::tables::{
+    subject_hash, subject_specs, Kind, ACCESS_LOG, LEDGER, SUBJECTS, SUBJECTS_TABLE,
+};
+use crate::shutdown::{pause, Shutdown};
 
 /// The event schema id.
 pub const SCHEMA: &str = "subject-event/v1";
@@ -49,56 +54,15 @@ pub const SCHEMA: &str = "subject-event/v1";
 const MAX_TEXT: usize = 256;
 const MAX_METERS: usize = 1000;
 
-pub const LEDGER_TABLE: &str = "consent_ledger";
-pub const SUBJECTS_TABLE: &str = "subjects";
-pub const ACCESS_LOG_TABLE: &str = "access_log";
-
 /// Profile fields kept only while their purpose (same name) is consented.
 pub const OPTIONAL_FIELDS: [&str; 3] = ["name", "phone", "address"];
 
-/// What happened to a subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    ConsentGranted,
-    ConsentWithdrawn,
-    UpgradedToPrivate,
-    AccountTerminated,
-    ElhubConsentGranted,
-    ElhubConsentRevoked,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::ConsentGranted,
-        Kind::ConsentWithdrawn,
-        Kind::UpgradedToPrivate,
-        Kind::AccountTerminated,
-        Kind::ElhubConsentGranted,
-        Kind::ElhubConsentRevoked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::ConsentGranted => "consent_granted",
-            Kind::ConsentWithdrawn => "consent_withdrawn",
-            Kind::UpgradedToPrivate => "upgraded_to_private",
-            Kind::AccountTerminated => "account_terminated",
-            Kind::ElhubConsentGranted => "elhub_consent_granted",
-            Kind::ElhubConsentRevoked => "elhub_consent_revoked",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The lawful basis the ledger records for the event.
-    fn lawful_basis(self) -> &'static str {
-        match self {
-            Kind::AccountTerminated => "contract",
-            _ => "consent",
-        }
-    }
+/// Why recording a subject event did not complete (it is retried from the
+/// event's Kafka position; the profile write is idempotent).
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectsError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
 /// Personal data an event may carry.
@@ -322,54 +286,15 @@ fn check(
             "`purpose` is required for consent_granted and consent_withdrawn",
         )));
     }
-    let meters = match w.meters {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(items)) if items.len() <= MAX_METERS => items
-            .into_iter()
-            .map(|m| match m {
-                serde_json::Value::String(s)
-                    if meterline_operators::ids::check_gsrn(&s).is_ok() =>
-                {
-                    Ok(s)
-                }
-                serde_json::Value::String(_) => Err(refused(
-                    Reason::InvalidGsrn,
-                    "`meters` holds an id that is not a GSRN with a valid check digit",
-                )),
-                _ => Err(refused(Reason::WrongType, "`meters` must be strings")),
-            })
-            .collect::<Result<_, _>>()
-            .map_err(with_tenant)?,
-        Some(_) => {
-            return Err(with_tenant(refused(
-                Reason::WrongType,
-                format!("`meters` must be an array of at most {MAX_METERS} GSRNs"),
-            )))
-        }
-    };
+    let meters = meters(w.meters).map_err(with_tenant)?;
     if matches!(kind, Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked) && meters.is_empty() {
         return Err(with_tenant(refused(
             Reason::MissingField,
             "`meters` is required for Elhub consent events",
         )));
     }
-    let occurred = required(w.occurred_at, "occurred_at").map_err(with_tenant)?;
-    let occurred_at = DateTime::parse_from_rfc3339(&occurred)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            with_tenant(refused(
-                Reason::InvalidTimestamp,
-                "`occurred_at` must be RFC 3339 with an offset",
-            ))
-        })?;
-    let ip = text(w.ip, "ip")
-        .map_err(with_tenant)?
-        .map(|s| {
-            s.parse::<IpAddr>().map_err(|_| {
-                with_tenant(refused(Reason::InvalidValue, "`ip` is not an IP address"))
-            })
-        })
-        .transpose()?;
+    let occurred_at = occurred_at(w.occurred_at).map_err(with_tenant)?;
+    let ip = ip(w.ip).map_err(with_tenant)?;
     Ok(Event {
         kind,
         subject,
@@ -390,6 +315,53 @@ fn check(
         tenant,
         sensitive_removed: SensitiveCounts::default(),
     })
+}
+
+/// `meters`: absent, null, or an array of at most `MAX_METERS` valid GSRNs.
+fn meters(value: Option<serde_json::Value>) -> Result<Vec<String>, Refused> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) if items.len() <= MAX_METERS => items
+            .into_iter()
+            .map(|m| match m {
+                serde_json::Value::String(s)
+                    if meterline_operators::ids::check_gsrn(&s).is_ok() =>
+                {
+                    Ok(s)
+                }
+                serde_json::Value::String(_) => Err(refused(
+                    Reason::InvalidGsrn,
+                    "`meters` holds an id that is not a GSRN with a valid check digit",
+                )),
+                _ => Err(refused(Reason::WrongType, "`meters` must be strings")),
+            })
+            .collect(),
+        Some(_) => Err(refused(
+            Reason::WrongType,
+            format!("`meters` must be an array of at most {MAX_METERS} GSRNs"),
+        )),
+    }
+}
+
+fn occurred_at(value: Option<serde_json::Value>) -> Result<DateTime<Utc>, Refused> {
+    let occurred = required(value, "occurred_at")?;
+    DateTime::parse_from_rfc3339(&occurred)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            refused(
+                Reason::InvalidTimestamp,
+                "`occurred_at` must be RFC 3339 with an offset",
+            )
+        })
+}
+
+fn ip(value: Option<serde_json::Value>) -> Result<Option<IpAddr>, Refused> {
+    text(value, "ip")?
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| refused(Reason::InvalidValue, "`ip` is not an IP address"))
+        })
+        .transpose()
 }
 
 /// What the ledger says about one subject now.
@@ -487,99 +459,6 @@ pub fn verify_chain(entries: &[LedgerEntry]) -> Result<(), i64> {
         prev.clone_from(&e.entry_hash);
     }
     Ok(())
-}
-
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-pub static LEDGER: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("tenant", DataType::Utf8, false),
-        Field::new("subject_hash", DataType::Utf8, false),
-        Field::new("seq", DataType::Int64, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("purpose", DataType::Utf8, true),
-        Field::new("meters", DataType::Utf8, true),
-        Field::new("policy_version", DataType::Utf8, true),
-        Field::new("lawful_basis", DataType::Utf8, false),
-        Field::new("occurred_at", ts(), false),
-        Field::new("recorded_at", ts(), false),
-        Field::new("source", DataType::Utf8, true),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-        Field::new("prev_hash", DataType::Utf8, false),
-        Field::new("entry_hash", DataType::Utf8, false),
-    ]))
-});
-
-pub static SUBJECTS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("tenant", DataType::Utf8, false),
-        Field::new("subject", DataType::Utf8, false),
-        Field::new("email", DataType::Utf8, true),
-        Field::new("name", DataType::Utf8, true),
-        Field::new("phone", DataType::Utf8, true),
-        Field::new("address", DataType::Utf8, true),
-        Field::new("city", DataType::Utf8, true),
-        Field::new("country", DataType::Utf8, true),
-        Field::new("consents", DataType::Utf8, false),
-        Field::new("upgraded_at", ts(), true),
-        Field::new("terminated_at", ts(), true),
-        Field::new("updated_at", ts(), false),
-    ]))
-});
-
-pub static ACCESS_LOG: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("tenant", DataType::Utf8, false),
-        Field::new("subject", DataType::Utf8, false),
-        Field::new("ip", DataType::Utf8, false),
-        Field::new("city", DataType::Utf8, true),
-        Field::new("country", DataType::Utf8, true),
-        Field::new("seen_at", ts(), false),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-    ]))
-});
-
-/// The three tables. Statistics never on personal columns.
-pub fn specs() -> [DerivedSpec; 3] {
-    [
-        DerivedSpec {
-            name: LEDGER_TABLE,
-            schema: LEDGER.clone(),
-            partition_columns: &[],
-            properties: &[
-                (
-                    "delta.dataSkippingStatsColumns",
-                    "subject_hash,seq,kind,occurred_at,recorded_at,source_partition,source_offset",
-                ),
-                ("delta.deletedFileRetentionDuration", "interval 1 days"),
-            ],
-        },
-        DerivedSpec {
-            name: SUBJECTS_TABLE,
-            schema: SUBJECTS.clone(),
-            partition_columns: &[],
-            properties: &[
-                ("delta.dataSkippingStatsColumns", "updated_at,terminated_at"),
-                ("delta.deletedFileRetentionDuration", "interval 1 days"),
-            ],
-        },
-        DerivedSpec {
-            name: ACCESS_LOG_TABLE,
-            schema: ACCESS_LOG.clone(),
-            partition_columns: &[],
-            properties: &[
-                (
-                    "delta.dataSkippingStatsColumns",
-                    "seen_at,source_partition,source_offset",
-                ),
-                ("delta.deletedFileRetentionDuration", "interval 1 days"),
-            ],
-        },
-    ]
 }
 
 fn ledger_batch(e: &LedgerEntry) -> RecordBatch {
@@ -755,8 +634,8 @@ impl Subjects {
         tenants: TenantRegistry,
         geo: Arc<dyn GeoLookup>,
         topic: &str,
-    ) -> Result<Self, SinkError> {
-        let [ledger, subjects, access] = specs();
+    ) -> Result<Self, SubjectsError> {
+        let [ledger, subjects, access] = subject_specs();
         let dl = meterline_sinks::dead_letters_spec();
         Ok(Self {
             key,
@@ -803,7 +682,11 @@ impl Subjects {
     ///
     /// # Errors
     /// Storage errors (transient).
-    pub async fn state(&mut self, tenant: &str, subject: &str) -> Result<SubjectState, SinkError> {
+    pub async fn state(
+        &mut self,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<SubjectState, SubjectsError> {
         let hash = subject_hash(&self.key, subject);
         let entries = self.entries(tenant, &hash).await?;
         let mut state = SubjectState::default();
@@ -863,7 +746,7 @@ impl Subjects {
         &mut self,
         tenant: &str,
         hash: &str,
-    ) -> Result<Vec<LedgerEntry>, SinkError> {
+    ) -> Result<Vec<LedgerEntry>, SubjectsError> {
         self.ledger.reload().await?;
         let batches = self
             .ledger
@@ -905,7 +788,7 @@ impl Subjects {
         offset: i64,
         payload: Option<&[u8]>,
         max_bytes: usize,
-    ) -> Result<Outcome, SinkError> {
+    ) -> Result<Outcome, SubjectsError> {
         let app_id = self.app_id(partition);
         let answered = self.ledger.progress(&app_id).await?;
         let dead_answered = self.dead.progress(&app_id).await?;
@@ -916,26 +799,13 @@ impl Subjects {
         let event = match parse(payload, max_bytes, &self.tenants, &self.sensitive) {
             Ok(e) => e,
             Err(r) => {
-                // Never the payload: subject events carry personal data.
-                let letter = DeadLetter {
-                    partition,
-                    offset,
-                    reason: r.reason,
-                    detail: r.detail,
-                    tenant: r.tenant,
-                    payload: None,
-                    payload_bytes: payload.map_or(0, |p| p.len() as u64),
-                };
-                let batch = meterline_sinks::dead_letter_batch(
-                    &self.topic,
-                    &[letter],
-                    self.clock.now_micros(),
-                );
-                self.dead.append(&[batch], &progress).await?;
-                return Ok(Outcome::DeadLettered {
+                let outcome = Outcome::DeadLettered {
                     reason: r.reason,
                     sensitive_removed: r.sensitive_removed,
-                });
+                };
+                self.dead_letter(partition, offset, payload, r, &progress)
+                    .await?;
+                return Ok(outcome);
             }
         };
         let mut state = self.state(&event.tenant, &event.subject).await?;
@@ -948,76 +818,153 @@ impl Subjects {
             || state.upgraded_at.is_some_and(|u| u <= event.occurred_at);
         let mut profile_stored = false;
         if private {
-            let mut profile = state.profile.clone().unwrap_or_default();
-            if event.profile.email.is_some() {
-                profile.email.clone_from(&event.profile.email);
-            }
-            for field in OPTIONAL_FIELDS {
-                let consented = state.purposes.contains(field);
-                let offered = match field {
-                    "name" => event.profile.name.clone(),
-                    "phone" => event.profile.phone.clone(),
-                    _ => event.profile.address.clone(),
-                };
-                if let Some(slot) = profile.optional_mut(field) {
-                    if !consented {
-                        *slot = None;
-                    } else if offered.is_some() {
-                        *slot = offered;
-                    }
-                }
-            }
-            if let Some(place) = event.ip.and_then(|ip| self.geo.locate(ip)) {
-                profile.city = place.city;
-                profile.country = Some(place.country);
-            }
-            // Email is required: without one, no profile is kept.
-            if profile.email.is_some() {
-                let batch = profile_batch(&event.tenant, &event.subject, &state, &profile, now);
-                let matcher = tenant_subject_is(&event.tenant, &event.subject);
-                upsert(
-                    self.subjects.table_mut(),
-                    SUBJECTS_TABLE,
-                    &SUBJECTS,
-                    &["tenant", "subject"],
-                    &|_| true,
-                    &matcher,
-                    &[batch],
-                    &[],
-                    "profile",
-                )
-                .await?;
-                profile_stored = true;
-                if event.kind == Kind::ConsentWithdrawn {
-                    // The withdrawn field is gone from the table; delete the
-                    // replaced file from storage now too.
-                    meterline_sinks::purge(self.subjects.table_mut(), SUBJECTS_TABLE).await?;
-                }
-            }
+            let profile = self.merged_profile(&event, &state);
+            profile_stored = self.store_profile(&event, &state, &profile, now).await?;
             if let Some(ip) = event.ip {
-                let access_app = progress[0].0.clone();
-                if self
-                    .access
-                    .progress(&access_app)
-                    .await?
-                    .is_none_or(|a| offset > a)
-                {
-                    let batch = access_batch(
-                        &event.tenant,
-                        &event.subject,
-                        ip,
-                        &profile,
-                        event.occurred_at,
-                        partition,
-                        offset,
-                    );
-                    self.access
-                        .append(&[batch], &[(access_app, offset)])
-                        .await?;
-                }
+                self.log_access(&event, ip, &profile, partition, offset, &progress[0].0)
+                    .await?;
             }
             state.profile = Some(profile);
         }
+        self.record(&event, &state, partition, offset, now, &progress)
+            .await?;
+        Ok(Outcome::Recorded {
+            profile_stored,
+            sensitive_removed: event.sensitive_removed,
+        })
+    }
+
+    /// An event that cannot be read: a dead letter with its reason, never its
+    /// payload (subject events carry personal data).
+    async fn dead_letter(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        refused: Refused,
+        progress: &[(String, i64)],
+    ) -> Result<(), SubjectsError> {
+        let letter = DeadLetter {
+            partition,
+            offset,
+            reason: refused.reason,
+            detail: refused.detail,
+            tenant: refused.tenant,
+            payload: None,
+            payload_bytes: payload.map_or(0, |p| p.len() as u64),
+        };
+        let batch =
+            meterline_sinks::dead_letter_batch(&self.topic, &[letter], self.clock.now_micros());
+        self.dead.append(&[batch], progress).await?;
+        Ok(())
+    }
+
+    /// The subject's profile after `event`: its email, the optional fields only
+    /// while their purpose is consented, and the city and country of its IP.
+    fn merged_profile(&self, event: &Event, state: &SubjectState) -> Profile {
+        let mut profile = state.profile.clone().unwrap_or_default();
+        if event.profile.email.is_some() {
+            profile.email.clone_from(&event.profile.email);
+        }
+        for field in OPTIONAL_FIELDS {
+            let consented = state.purposes.contains(field);
+            let offered = match field {
+                "name" => event.profile.name.clone(),
+                "phone" => event.profile.phone.clone(),
+                _ => event.profile.address.clone(),
+            };
+            if let Some(slot) = profile.optional_mut(field) {
+                if !consented {
+                    *slot = None;
+                } else if offered.is_some() {
+                    *slot = offered;
+                }
+            }
+        }
+        if let Some(place) = event.ip.and_then(|ip| self.geo.locate(ip)) {
+            profile.city = place.city;
+            profile.country = Some(place.country);
+        }
+        profile
+    }
+
+    /// Replace the subject's row in `subjects` (email is required: without one,
+    /// no profile is kept). Returns whether a profile was stored.
+    async fn store_profile(
+        &mut self,
+        event: &Event,
+        state: &SubjectState,
+        profile: &Profile,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SubjectsError> {
+        if profile.email.is_none() {
+            return Ok(false);
+        }
+        let batch = profile_batch(&event.tenant, &event.subject, state, profile, now);
+        let matcher = tenant_subject_is(&event.tenant, &event.subject);
+        upsert(
+            self.subjects.table_mut(),
+            SUBJECTS_TABLE,
+            &SUBJECTS,
+            &["tenant", "subject"],
+            &|_| true,
+            &matcher,
+            &[batch],
+            &[],
+            "profile",
+        )
+        .await?;
+        if event.kind == Kind::ConsentWithdrawn {
+            // The withdrawn field is gone from the table; delete the replaced file
+            // from storage now too.
+            meterline_sinks::purge(self.subjects.table_mut(), SUBJECTS_TABLE).await?;
+        }
+        Ok(true)
+    }
+
+    /// The event's IP in `access_log`, once per Kafka position.
+    async fn log_access(
+        &mut self,
+        event: &Event,
+        ip: IpAddr,
+        profile: &Profile,
+        partition: i32,
+        offset: i64,
+        app_id: &str,
+    ) -> Result<(), SubjectsError> {
+        if self
+            .access
+            .progress(app_id)
+            .await?
+            .is_some_and(|a| offset <= a)
+        {
+            return Ok(());
+        }
+        let batch = access_batch(
+            &event.tenant,
+            &event.subject,
+            ip,
+            profile,
+            event.occurred_at,
+            partition,
+            offset,
+        );
+        self.access
+            .append(&[batch], &[(app_id.to_owned(), offset)])
+            .await?;
+        Ok(())
+    }
+
+    /// Append the event to the hash-chained ledger, with its Kafka position.
+    async fn record(
+        &mut self,
+        event: &Event,
+        state: &SubjectState,
+        partition: i32,
+        offset: i64,
+        now: DateTime<Utc>,
+        progress: &[(String, i64)],
+    ) -> Result<(), SubjectsError> {
         let meters = (!event.meters.is_empty()).then(|| {
             event
                 .meters
@@ -1045,12 +992,9 @@ impl Subjects {
         };
         entry.entry_hash = entry_hash(&entry);
         self.ledger
-            .append(&[ledger_batch(&entry)], &progress)
+            .append(&[ledger_batch(&entry)], progress)
             .await?;
-        Ok(Outcome::Recorded {
-            profile_stored,
-            sensitive_removed: event.sensitive_removed,
-        })
+        Ok(())
     }
 }
 
@@ -1100,130 +1044,9 @@ pub fn ledger_entries(batches: &[RecordBatch]) -> Vec<LedgerEntry> {
     out
 }
 
-/// The latest consent state, shared with the readings runner.
-pub type ConsentHandle = Arc<std::sync::RwLock<Option<Arc<ConsentView>>>>;
-
-/// Build the consent state from the ledger (`None` while there is no ledger).
-///
-/// # Errors
-/// Storage errors (transient).
-pub async fn load_view(lake: &Lake, key: &MasterKey) -> Result<Option<ConsentView>, SinkError> {
-    let Some(mut table) = meterline_sinks::open_existing(lake, LEDGER_TABLE).await? else {
-        return Ok(None);
-    };
-    table
-        .update_state()
-        .await
-        .map_err(|e| SinkError::Transient {
-            table: LEDGER_TABLE,
-            error: Box::new(e),
-        })?;
-    let [spec, _, _] = specs();
-    let ledger = DerivedTable::open_or_create(lake, spec).await?;
-    let kinds = [
-        Kind::UpgradedToPrivate,
-        Kind::ElhubConsentGranted,
-        Kind::ElhubConsentRevoked,
-    ];
-    let batches = ledger
-        .scan(
-            &[
-                "tenant",
-                "subject_hash",
-                "seq",
-                "kind",
-                "meters",
-                "occurred_at",
-            ],
-            col("kind").in_list(kinds.iter().map(|k| lit(k.as_str())).collect(), false),
-        )
-        .await?;
-    let mut rows: Vec<(String, String, i64, Kind, Option<String>, i64)> = Vec::new();
-    for b in &batches {
-        let s = |i: usize| b.column(i).as_string::<i32>();
-        for r in 0..b.num_rows() {
-            let Some(kind) = Kind::parse(s(3).value(r)) else {
-                continue;
-            };
-            let meters = s(4);
-            rows.push((
-                s(0).value(r).to_owned(),
-                s(1).value(r).to_owned(),
-                b.column(2).as_primitive::<Int64Type>().value(r),
-                kind,
-                arrow::array::Array::is_valid(meters, r).then(|| meters.value(r).to_owned()),
-                b.column(5)
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .value(r),
-            ));
-        }
-    }
-    // In time order (a meter's consent may pass between subjects), then ledger order.
-    rows.sort_by(|a, b| (a.5, &a.0, &a.1, a.2).cmp(&(b.5, &b.0, &b.1, b.2)));
-    let mut view = ConsentView::new(LedgerHasher::new(key));
-    for (tenant, subject, _, kind, meters, at) in rows {
-        match kind {
-            Kind::UpgradedToPrivate => view.upgrade(&tenant, &subject, at),
-            Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked => {
-                for m in meters.iter().flat_map(|m| m.split(',')) {
-                    view.elhub_event(&tenant, m, at, kind == Kind::ElhubConsentGranted);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(Some(view))
-}
-
-/// Reload the consent state whenever the ledger has a new version, until
-/// shutdown. The first load happens before the pipeline starts (see
-/// `service::run_pipeline`); errors keep the last state and are retried.
-pub async fn consent_loop(
-    lake: Lake,
-    key: MasterKey,
-    handle: ConsentHandle,
-    shutdown: Arc<crate::runner::Shutdown>,
-) {
-    let mut seen: Option<u64> = None;
-    while !shutdown.is_requested() {
-        let version = match meterline_sinks::open_existing(&lake, LEDGER_TABLE).await {
-            Ok(t) => t.and_then(|t| t.version()),
-            Err(_) => None,
-        };
-        if version.is_some() && version != seen {
-            match load_view(&lake, &key).await {
-                Ok(view) => {
-                    if let Ok(mut slot) = handle.write() {
-                        *slot = view.map(Arc::new);
-                    }
-                    seen = version;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "consent state not reloaded; keeping the last one")
-                }
-            }
-        }
-        // The refresh schedule (consent changes reach the readings within about
-        // this long), not a synchronization.
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            () = shutdown.requested() => {}
-        }
-    }
-}
-
 /// Consume the subject-events topic until shutdown. Storage errors are retried
 /// with backoff (an event is never skipped because the lake failed).
-pub async fn run_loop(
-    settings: crate::config::Settings,
-    metrics: crate::metrics::Metrics,
-    shutdown: Arc<crate::runner::Shutdown>,
-) {
-    use crate::erasure::{commit_position, group_consumer, pause};
-    use rdkafka::message::Message;
-    use std::time::Duration;
-    use tracing::{info, warn};
-
+pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdown>) {
     let lifecycle = &settings.lifecycle;
     let topic = lifecycle.subject_events_topic.clone();
     let Some(key) = settings.key.clone() else {
@@ -1233,40 +1056,11 @@ pub async fn run_loop(
     let Some(consumer) = group_consumer(&settings, &lifecycle.subject_group, &topic) else {
         return;
     };
-    let max_backoff = Duration::from_secs(settings.pipeline.retry_max_backoff_secs.max(1));
-    let first_backoff = Duration::from_millis(settings.pipeline.retry_initial_backoff_ms.max(1));
-    let mut subjects = None;
-    let mut backoff = first_backoff;
-    while subjects.is_none() {
-        let opened = match Lake::new(&settings.lake) {
-            Ok(lake) => Subjects::open(
-                &lake,
-                key.clone(),
-                settings.tenants.clone(),
-                lifecycle.geo.clone(),
-                &topic,
-            )
-            .await
-            .map(|s| s.with_clock(settings.clock)),
-            Err(e) => Err(e),
-        };
-        match opened {
-            Ok(s) => subjects = Some(s),
-            Err(e) => {
-                warn!(error = %e, "subjects: cannot open the tables; retrying");
-                if !pause(backoff, &shutdown).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(max_backoff);
-            }
-        }
-    }
-    let Some(subjects) = subjects else {
+    let Some(subjects) = open_with_retry(&settings, key, &topic, &shutdown).await else {
         return;
     };
     let mut subjects = subjects.with_sensitive(settings.sensitive_scanner());
     info!(%topic, group = %lifecycle.subject_group, "subjects consumer started");
-    let max_bytes = settings.pipeline.max_message_bytes;
     loop {
         let received = tokio::select! {
             r = consumer.recv() => r.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec))),
@@ -1283,39 +1077,101 @@ pub async fn run_loop(
                 continue;
             }
         };
-        let mut backoff = first_backoff;
-        loop {
-            match subjects
-                .handle(partition, offset, payload.as_deref(), max_bytes)
-                .await
-            {
-                Ok(outcome) => {
-                    let label = match outcome {
-                        Outcome::Skipped => "skipped",
-                        Outcome::Recorded { .. } => "recorded",
-                        // Not in meterline_dead_letters_total: that counter is part
-                        // of the readings topic's ledger (consumed = written +
-                        // dead-lettered + dropped).
-                        Outcome::DeadLettered { .. } => "dead_lettered",
-                    };
-                    metrics.subject_events.with_label_values(&[label]).inc();
-                    metrics.count_sensitive_removed(&outcome.sensitive_removed());
-                    break;
-                }
-                Err(e) => {
-                    metrics.subject_events.with_label_values(&["error"]).inc();
-                    warn!(error = %e, partition, offset, retry_in_ms = backoff.as_millis() as u64, "subject event not recorded; retrying");
-                    if !pause(backoff, &shutdown).await {
-                        info!("subjects consumer stopped");
-                        return;
-                    }
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-            }
+        let event = (partition, offset, payload.as_deref());
+        if !handle_with_retry(&mut subjects, event, &settings, &metrics, &shutdown).await {
+            info!("subjects consumer stopped");
+            return;
         }
         commit_position(&consumer, &topic, partition, offset);
     }
     info!("subjects consumer stopped");
+}
+
+/// The first retry delay and the longest, from `[pipeline]`.
+fn backoffs(settings: &Settings) -> (Duration, Duration) {
+    (
+        Duration::from_millis(settings.pipeline.retry_initial_backoff_ms.max(1)),
+        Duration::from_secs(settings.pipeline.retry_max_backoff_secs.max(1)),
+    )
+}
+
+/// Open the tables, retrying with backoff; `None` when shutdown came first.
+async fn open_with_retry(
+    settings: &Settings,
+    key: MasterKey,
+    topic: &str,
+    shutdown: &Shutdown,
+) -> Option<Subjects> {
+    let (mut backoff, max_backoff) = backoffs(settings);
+    loop {
+        let opened = match Lake::new(&settings.lake) {
+            Ok(lake) => Subjects::open(
+                &lake,
+                key.clone(),
+                settings.tenants.clone(),
+                settings.lifecycle.geo.clone(),
+                topic,
+            )
+            .await
+            .map(|s| s.with_clock(settings.clock)),
+            Err(e) => Err(e.into()),
+        };
+        match opened {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                warn!(error = %e, "subjects: cannot open the tables; retrying");
+                if !pause(backoff, shutdown).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Record one event, retrying storage errors with backoff (an event is never
+/// skipped because the lake failed). False when shutdown came first.
+async fn handle_with_retry(
+    subjects: &mut Subjects,
+    (partition, offset, payload): (i32, i64, Option<&[u8]>),
+    settings: &Settings,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> bool {
+    let (mut backoff, max_backoff) = backoffs(settings);
+    loop {
+        match subjects
+            .handle(
+                partition,
+                offset,
+                payload,
+                settings.pipeline.max_message_bytes,
+            )
+            .await
+        {
+            Ok(outcome) => {
+                let label = match outcome {
+                    Outcome::Skipped => "skipped",
+                    Outcome::Recorded { .. } => "recorded",
+                    // Not in meterline_dead_letters_total: that counter is part of
+                    // the readings topic's ledger (consumed = written +
+                    // dead-lettered + dropped).
+                    Outcome::DeadLettered { .. } => "dead_lettered",
+                };
+                metrics.subject_events.with_label_values(&[label]).inc();
+                metrics.count_sensitive_removed(&outcome.sensitive_removed());
+                return true;
+            }
+            Err(e) => {
+                metrics.subject_events.with_label_values(&["error"]).inc();
+                warn!(error = %e, partition, offset, retry_in_ms = backoff.as_millis() as u64, "subject event not recorded; retrying");
+                if !pause(backoff, shutdown).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1323,7 +1179,7 @@ mod tests {
     use super::*;
 
     fn tenants() -> TenantRegistry {
-        crate::generator::tenants()
+        crate::dev::generator::tenants()
     }
 
     fn event(extra: serde_json::Value) -> serde_json::Value {

@@ -21,9 +21,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::config::{KafkaConfig, PipelineConfig, Settings};
-use crate::generator::{GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
+use crate::dev::generator::{GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
 use crate::metrics::Metrics;
-use crate::runner::Shutdown;
+use crate::shutdown::Shutdown;
 use meterline_operators::MasterKey;
 use meterline_sinks::LakeConfig;
 
@@ -45,9 +45,9 @@ pub struct DemoOptions {
 /// them (stored; `readings_current` shows the new value), that newer version again
 /// (a duplicate, dropped) and one original again (an older version, ignored).
 fn corrections(
-    messages: &[crate::generator::Message],
+    messages: &[crate::dev::generator::Message],
     device: &str,
-) -> Vec<crate::generator::Message> {
+) -> Vec<crate::dev::generator::Message> {
     let originals: Vec<serde_json::Value> = messages
         .iter()
         .filter(|m| m.key == device && m.bad_reason.is_none())
@@ -55,7 +55,7 @@ fn corrections(
         .filter_map(|m| serde_json::from_slice(&m.payload).ok())
         .collect();
     let mut out = Vec::new();
-    let message = |v: &serde_json::Value| crate::generator::Message {
+    let message = |v: &serde_json::Value| crate::dev::generator::Message {
         key: device.to_owned(),
         payload: v.to_string().into_bytes(),
         bad_reason: None,
@@ -170,73 +170,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         .create_topic(topic, opts.partitions, 1)
         .context("create topic")?;
     let brokers = cluster.bootstrap_servers();
-
-    let tz = chrono_tz::Europe::Oslo;
-    let tenants = crate::generator::tenants();
-    let clock = crate::config::clock_from_env()?;
-    let settings = Settings {
-        kafka: KafkaConfig {
-            brokers: brokers.clone(),
-            group_id: "meterline-demo".into(),
-            readings_topic: topic.into(),
-            properties: Default::default(),
-        },
-        lake: LakeConfig {
-            uri: lake_dir.to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        },
-        pipeline: PipelineConfig {
-            flush_interval_secs: 1,
-            ..PipelineConfig::default()
-        },
-        metrics_listen: None,
-        tenants,
-        key: Some(key),
-        dead_letters: Default::default(),
-        special_category_fields: meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        // One explicit round after the pipeline stops (below), so the demo's
-        // output does not depend on when a timed round happens to run.
-        aggregate: crate::aggregate::AggregateSettings {
-            enabled: false,
-            ..Default::default()
-        },
-        // No erasure topic in the demo; retention defaults (dead letters 14 days).
-        lifecycle: crate::lifecycle::LifecycleSettings {
-            clock,
-            ..Default::default()
-        },
-        clock,
+    let lake = LakeConfig {
+        uri: lake_dir.to_string_lossy().into_owned(),
+        storage_options: Default::default(),
     };
+    let settings = demo_settings(&brokers, topic, &lake, key)?;
     let aggregate_tenants = settings.tenants.clone();
-
-    let spec = GeneratorSpec {
-        meters: opts.meters,
-        first_day: opts.first_day,
-        days: opts.days,
-        timezone: tz,
-        bad: opts.bad,
-        seed: 20261025,
-    };
-    let mut messages = spec.generate();
-    // Elhub-style corrections of the showcased meter, sent after its readings.
-    let corrections = corrections(&messages, &spec.meter(1).1);
-    let n_corrections = corrections.len();
-    messages.extend(corrections);
+    let messages = demo_messages(&opts);
     let produced = messages.len() as u64;
-    println!(
-        "meterline demo: {} meters ({} public, {} private), {} day(s) from {}, {} readings + {} bad records + {} corrections",
-        opts.meters,
-        opts.meters.div_ceil(2),
-        opts.meters / 2,
-        opts.days,
-        opts.first_day,
-        spec.good_count(),
-        opts.bad,
-        n_corrections
-    );
 
     // Pipeline first (it consumes while the generator produces).
     let metrics = Metrics::new();
@@ -246,41 +187,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         metrics.clone(),
         shutdown.clone(),
     ));
-
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .context("create producer")?;
-    let mut pending = Vec::with_capacity(messages.len());
-    for m in &messages {
-        let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
-        match producer.send_result(record) {
-            Ok(f) => pending.push(f),
-            Err((e, _)) => bail!("produce failed: {e}"),
-        }
-    }
-    for f in pending {
-        f.await
-            .context("delivery future dropped")?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-    }
-    producer.flush(Timeout::After(Duration::from_secs(30)))?;
-    drop(producer);
+    produce(&brokers, topic, &messages).await?;
     println!(
         "produced {produced} records to {topic} ({} partitions)",
         opts.partitions
     );
-
     // Wait (with a deadline) until every produced record is accounted for.
     let deadline = Instant::now() + Duration::from_secs(110);
     loop {
         let c = metrics.conservation();
-        if c.written + c.dead_lettered + c.dropped >= produced {
-            break;
-        }
-        if pipeline.is_finished() {
+        if c.written + c.dead_lettered + c.dropped >= produced || pipeline.is_finished() {
             break;
         }
         if Instant::now() > deadline {
@@ -297,38 +213,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     drop(cluster);
 
     // The report comes from the lake, not from counters.
-    let lake = LakeConfig {
-        uri: lake_dir.to_string_lossy().into_owned(),
-        storage_options: Default::default(),
-    };
     let mut materializer = crate::aggregate::Materializer::open(
         &meterline_sinks::Lake::new(&lake)?,
         aggregate_tenants,
-        crate::aggregate::AggregateSettings::default(),
+        crate::config::AggregateSettings::default(),
         metrics.clone(),
     )
     .await?;
     let folded = materializer.round().await?;
-    let stored = count(&lake, "SELECT count(*) FROM readings").await?;
-    let by_reason = crate::sql::query(
-        &lake,
-        "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason",
-    )
-    .await?;
-    let mut dead_lettered = BTreeMap::new();
-    for b in &by_reason {
-        let reasons = b.column(0).as_string::<i32>();
-        let counts = b.column(1).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            dead_lettered.insert(reasons.value(i).to_owned(), counts.value(i) as u64);
-        }
-    }
-    let c = metrics.conservation();
     let report = DemoReport {
         produced,
-        stored,
-        dead_lettered,
-        dropped: c.dropped,
+        stored: count(&lake, "SELECT count(*) FROM readings").await?,
+        dead_lettered: dead_letters_by_reason(&lake).await?,
+        dropped: metrics.conservation().dropped,
     };
     print_summary(&opts, &lake, &lake_dir, &report, &folded, started.elapsed()).await?;
     if !report.adds_up() {
@@ -343,10 +240,222 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     Ok(report)
 }
 
+/// The demo's service: the mock cluster, the local lake, the generator's tenants.
+fn demo_settings(
+    brokers: &str,
+    topic: &str,
+    lake: &LakeConfig,
+    key: MasterKey,
+) -> anyhow::Result<Settings> {
+    let clock = crate::config::clock_from_env()?;
+    Ok(Settings {
+        kafka: KafkaConfig {
+            brokers: brokers.to_owned(),
+            group_id: "meterline-demo".into(),
+            readings_topic: topic.into(),
+            properties: Default::default(),
+        },
+        lake: lake.clone(),
+        pipeline: PipelineConfig {
+            flush_interval_secs: 1,
+            ..PipelineConfig::default()
+        },
+        metrics_listen: None,
+        tenants: crate::dev::generator::tenants(),
+        key: Some(key),
+        dead_letters: Default::default(),
+        special_category_fields: meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        // One explicit round after the pipeline stops (see `run`), so the demo's
+        // output does not depend on when a timed round happens to run.
+        aggregate: crate::config::AggregateSettings {
+            enabled: false,
+            ..Default::default()
+        },
+        // No erasure topic in the demo; retention defaults (dead letters 14 days).
+        lifecycle: crate::config::LifecycleSettings {
+            clock,
+            ..Default::default()
+        },
+        clock,
+    })
+}
+
+/// The generator's readings and bad records, then Elhub-style corrections of the
+/// showcased meter (sent after its readings); prints what they are.
+fn demo_messages(opts: &DemoOptions) -> Vec<crate::dev::generator::Message> {
+    let spec = GeneratorSpec {
+        meters: opts.meters,
+        first_day: opts.first_day,
+        days: opts.days,
+        timezone: chrono_tz::Europe::Oslo,
+        bad: opts.bad,
+        seed: 20261025,
+    };
+    let mut messages = spec.generate();
+    let corrections = corrections(&messages, &spec.meter(1).1);
+    let n_corrections = corrections.len();
+    messages.extend(corrections);
+    println!(
+        "meterline demo: {} meters ({} public, {} private), {} day(s) from {}, {} readings + {} bad records + {} corrections",
+        opts.meters,
+        opts.meters.div_ceil(2),
+        opts.meters / 2,
+        opts.days,
+        opts.first_day,
+        spec.good_count(),
+        opts.bad,
+        n_corrections
+    );
+    messages
+}
+
+/// Produce every message and wait for each delivery.
+async fn produce(
+    brokers: &str,
+    topic: &str,
+    messages: &[crate::dev::generator::Message],
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("create producer")?;
+    let mut pending = Vec::with_capacity(messages.len());
+    for m in messages {
+        let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+        match producer.send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => bail!("produce failed: {e}"),
+        }
+    }
+    for f in pending {
+        f.await
+            .context("delivery future dropped")?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+    }
+    producer.flush(Timeout::After(Duration::from_secs(30)))?;
+    Ok(())
+}
+
+async fn dead_letters_by_reason(lake: &LakeConfig) -> anyhow::Result<BTreeMap<String, u64>> {
+    let by_reason = crate::query::sql::query(
+        lake,
+        "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason",
+    )
+    .await?;
+    let mut dead_lettered = BTreeMap::new();
+    for b in &by_reason {
+        let reasons = b.column(0).as_string::<i32>();
+        let counts = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            dead_lettered.insert(reasons.value(i).to_owned(), counts.value(i) as u64);
+        }
+    }
+    Ok(dead_lettered)
+}
+
 async fn count(lake: &LakeConfig, sql: &str) -> anyhow::Result<u64> {
-    let batches = crate::sql::query(lake, sql).await?;
+    let batches = crate::query::sql::query(lake, sql).await?;
     let b = batches.first().context("count query returned nothing")?;
     Ok(b.column(0).as_primitive::<Int64Type>().value(0) as u64)
+}
+
+/// The hourly consumption of one private meter on the DST day (the first day
+/// when there is none in range).
+async fn print_dst_day(opts: &DemoOptions, lake: &LakeConfig, meter: &str) -> anyhow::Result<()> {
+    let dst_day = opts
+        .first_day
+        .iter_days()
+        .take(opts.days as usize)
+        .find(|d| {
+            let tz = chrono_tz::Europe::Oslo;
+            let start = crate::dev::generator::local_midnight(tz, *d);
+            let end = crate::dev::generator::local_midnight(tz, *d + chrono::Duration::days(1));
+            (end - start).num_hours() != 24
+        })
+        .unwrap_or(opts.first_day);
+    let hourly = crate::query::sql::query(
+        lake,
+        &format!(
+            "SELECT interval_start, sum(value) AS kwh FROM readings_current \
+             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND local_date = DATE '{dst_day}' \
+             GROUP BY interval_start ORDER BY interval_start"
+        ),
+    )
+    .await?;
+    println!();
+    println!(
+        "hourly consumption, meter {meter} ({PRIVATE_TENANT}), local date {dst_day} (Europe/Oslo):"
+    );
+    println!("  {:<27} {:>9}", "local hour", "kWh");
+    let mut hours = 0;
+    for b in &hourly {
+        let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
+        let kwh = b.column(1);
+        let kwh = arrow::util::display::ArrayFormatter::try_new(kwh.as_ref(), &Default::default())?;
+        for i in 0..b.num_rows() {
+            let utc = DateTime::from_timestamp_micros(ts.value(i)).unwrap_or_default();
+            let local = utc.with_timezone(&chrono_tz::Europe::Oslo);
+            println!(
+                "  {:<27} {:>9}",
+                local.format("%Y-%m-%d %H:%M %:z"),
+                kwh.value(i)
+            );
+            hours += 1;
+        }
+    }
+    println!("  ({hours} hours on this local day)");
+    Ok(())
+}
+
+/// The showcased meter's daily consumption and the public tenant's area cells,
+/// from the aggregate tables.
+async fn print_aggregates(
+    lake: &LakeConfig,
+    meter: &str,
+    folded: &crate::aggregate::Round,
+) -> anyhow::Result<()> {
+    let daily = crate::query::sql::query(
+        lake,
+        &format!(
+            "SELECT local_date, intervals AS hours, expected_intervals AS expected, complete, value AS kwh \
+             FROM consumption_daily \
+             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND direction = 'import' \
+             ORDER BY local_date"
+        ),
+    )
+    .await?;
+    println!();
+    println!(
+        "daily consumption, same meter, from consumption_daily ({} local days folded from readings version {}):",
+        folded.partitions,
+        folded.folded.map_or_else(|| "-".into(), |v| v.to_string())
+    );
+    println!(
+        "{}",
+        crate::query::sql::render(&daily, crate::query::sql::Format::Table)?
+    );
+    let area = crate::query::sql::query(
+        lake,
+        &format!(
+            "SELECT area, local_date, meters, value AS kwh FROM area_consumption_daily \
+             WHERE tenant = '{PUBLIC_TENANT}' AND direction = 'import' ORDER BY area, local_date"
+        ),
+    )
+    .await?;
+    println!();
+    println!(
+        "area consumption of the public tenant, from area_consumption_daily (cells of fewer than 10 meters are not written):"
+    );
+    println!(
+        "{}",
+        crate::query::sql::render(&area, crate::query::sql::Format::Table)?
+    );
+    Ok(())
 }
 
 async fn print_summary(
@@ -390,79 +499,9 @@ async fn print_summary(
     println!("flagged readings      {flagged:>10}  (passed validation with a remark, see readings.flags)");
 
     // One private meter (identifiers readable) on the DST day, if it is in range.
-    let dst_day = opts
-        .first_day
-        .iter_days()
-        .take(opts.days as usize)
-        .find(|d| {
-            let tz = chrono_tz::Europe::Oslo;
-            let start = crate::generator::local_midnight(tz, *d);
-            let end = crate::generator::local_midnight(tz, *d + chrono::Duration::days(1));
-            (end - start).num_hours() != 24
-        })
-        .unwrap_or(opts.first_day);
-    let meter = crate::generator::gsrn(2); // meter index 1: private, hourly
-    let hourly = crate::sql::query(
-        lake,
-        &format!(
-            "SELECT interval_start, sum(value) AS kwh FROM readings_current \
-             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND local_date = DATE '{dst_day}' \
-             GROUP BY interval_start ORDER BY interval_start"
-        ),
-    )
-    .await?;
-    println!();
-    println!(
-        "hourly consumption, meter {meter} ({PRIVATE_TENANT}), local date {dst_day} (Europe/Oslo):"
-    );
-    println!("  {:<27} {:>9}", "local hour", "kWh");
-    let mut hours = 0;
-    for b in &hourly {
-        let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
-        let kwh = b.column(1);
-        let kwh = arrow::util::display::ArrayFormatter::try_new(kwh.as_ref(), &Default::default())?;
-        for i in 0..b.num_rows() {
-            let utc = DateTime::from_timestamp_micros(ts.value(i)).unwrap_or_default();
-            let local = utc.with_timezone(&chrono_tz::Europe::Oslo);
-            println!(
-                "  {:<27} {:>9}",
-                local.format("%Y-%m-%d %H:%M %:z"),
-                kwh.value(i)
-            );
-            hours += 1;
-        }
-    }
-    println!("  ({hours} hours on this local day)");
-    let daily = crate::sql::query(
-        lake,
-        &format!(
-            "SELECT local_date, intervals AS hours, expected_intervals AS expected, complete, value AS kwh \
-             FROM consumption_daily \
-             WHERE tenant = '{PRIVATE_TENANT}' AND meter = '{meter}' AND direction = 'import' \
-             ORDER BY local_date"
-        ),
-    )
-    .await?;
-    println!();
-    println!(
-        "daily consumption, same meter, from consumption_daily ({} local days folded from readings version {}):",
-        folded.partitions,
-        folded.folded.map_or_else(|| "-".into(), |v| v.to_string())
-    );
-    println!("{}", crate::sql::render(&daily, crate::sql::Format::Table)?);
-    let area = crate::sql::query(
-        lake,
-        &format!(
-            "SELECT area, local_date, meters, value AS kwh FROM area_consumption_daily \
-             WHERE tenant = '{PUBLIC_TENANT}' AND direction = 'import' ORDER BY area, local_date"
-        ),
-    )
-    .await?;
-    println!();
-    println!(
-        "area consumption of the public tenant, from area_consumption_daily (cells of fewer than 10 meters are not written):"
-    );
-    println!("{}", crate::sql::render(&area, crate::sql::Format::Table)?);
+    let meter = crate::dev::generator::gsrn(2); // meter index 1: private, hourly
+    print_dst_day(opts, lake, &meter).await?;
+    print_aggregates(lake, &meter, folded).await?;
     let public_meters = count(
         lake,
         &format!("SELECT count(DISTINCT meter) FROM readings WHERE tenant = '{PUBLIC_TENANT}'"),

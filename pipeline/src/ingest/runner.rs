@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type};
 use meterline_operators::{
     Chain, Classified, DeadLetter, OperatorContext, Pseudonymizer, RawRecord, Reason, VersionIndex,
@@ -33,12 +33,13 @@ use meterline_sinks::{
 };
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
-use crate::consumer::{Event, OffsetsReply};
+use crate::kafka::{Event, OffsetsReply};
 use crate::metrics::{drop_reason, Metrics};
+use crate::shutdown::Shutdown;
 
 /// Why the pipeline stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -58,33 +59,73 @@ pub enum RunError {
     Internal(String),
 }
 
-/// Shared shutdown signal: set once, observed by the run loop and retry loops.
-#[derive(Debug)]
-pub struct Shutdown {
-    tx: watch::Sender<bool>,
+/// The columns of a dead-letter batch that its Kafka copy carries.
+struct DeadLetterColumns<'a> {
+    tenant: &'a StringArray,
+    src_topic: &'a StringArray,
+    partition: &'a PrimitiveArray<Int32Type>,
+    offset: &'a PrimitiveArray<Int64Type>,
+    reason: &'a StringArray,
+    detail: &'a StringArray,
+    payload: &'a StringArray,
 }
 
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self {
-            tx: watch::channel(false).0,
+impl<'a> DeadLetterColumns<'a> {
+    fn of(dl: &'a RecordBatch) -> Result<Self, RunError> {
+        let string = |name: &str| {
+            dl.column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+        };
+        let missing = || RunError::Internal("dead letter batch without its columns".into());
+        Ok(Self {
+            tenant: string("tenant").ok_or_else(missing)?,
+            src_topic: string("source_topic").ok_or_else(missing)?,
+            partition: dl
+                .column_by_name("source_partition")
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .ok_or_else(missing)?,
+            offset: dl
+                .column_by_name("source_offset")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .ok_or_else(missing)?,
+            reason: string("reason").ok_or_else(missing)?,
+            detail: string("detail").ok_or_else(missing)?,
+            payload: string("payload").ok_or_else(missing)?,
+        })
+    }
+
+    /// The headers of row `i`'s Kafka copy: why, and where it came from
+    /// (`partition` and `offset` as text, borrowed until delivery).
+    fn headers(&self, i: usize, partition: &str, offset: &str) -> OwnedHeaders {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "meterline-reason",
+                value: Some(self.reason.value(i)),
+            })
+            .insert(Header {
+                key: "meterline-detail",
+                value: Some(self.detail.value(i)),
+            })
+            .insert(Header {
+                key: "meterline-source-topic",
+                value: Some(self.src_topic.value(i)),
+            })
+            .insert(Header {
+                key: "meterline-source-partition",
+                value: Some(partition),
+            })
+            .insert(Header {
+                key: "meterline-source-offset",
+                value: Some(offset),
+            });
+        if self.tenant.is_valid(i) {
+            headers.insert(Header {
+                key: "meterline-tenant",
+                value: Some(self.tenant.value(i)),
+            })
+        } else {
+            headers
         }
-    }
-}
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.tx.send_replace(true);
-    }
-
-    pub fn is_requested(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    /// Resolves once shutdown has been requested (immediately if it already was).
-    pub async fn requested(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
     }
 }
 
@@ -140,11 +181,11 @@ impl Buffer {
 pub struct Runner {
     topic: String,
     chain: Chain,
-    /// The consent state, refreshed by [`crate::subjects::consent_loop`].
-    consent: Option<crate::subjects::ConsentHandle>,
+    /// The consent state, refreshed by [`crate::privacy::consent::consent_loop`].
+    consent: Option<crate::privacy::consent::ConsentHandle>,
     /// Pseudonym epoch keys (public tenants with key rotation) and when they
     /// were last loaded.
-    keys: Option<(crate::keys::KeyStore, Instant)>,
+    keys: Option<(crate::privacy::keys::KeyStore, Instant)>,
     tenants: meterline_operators::TenantRegistry,
     versions: VersionIndex,
     version_index_max_keys: usize,
@@ -193,10 +234,13 @@ impl Runner {
         });
         let keys = match (&settings.key, rotating) {
             (Some(master), true) => {
-                let store = crate::keys::KeyStore::open(&lake, master.clone()).await?;
-                for (tenant, keys) in
-                    crate::keys::open_epoch_keys(&store, &settings.tenants, settings.clock.now())
-                        .await?
+                let store = crate::privacy::keys::KeyStore::open(&lake, master.clone()).await?;
+                for (tenant, keys) in crate::privacy::keys::open_epoch_keys(
+                    &store,
+                    &settings.tenants,
+                    settings.clock.now(),
+                )
+                .await?
                 {
                     chain.set_epoch_keys(&tenant, &keys);
                 }
@@ -303,7 +347,7 @@ impl Runner {
         if loaded.elapsed() < Duration::from_secs(60) {
             return;
         }
-        match crate::keys::open_epoch_keys(store, &self.tenants, self.clock.now()).await {
+        match crate::privacy::keys::open_epoch_keys(store, &self.tenants, self.clock.now()).await {
             Ok(all) => {
                 for (tenant, keys) in all {
                     self.chain.set_epoch_keys(&tenant, &keys);
@@ -320,7 +364,7 @@ impl Runner {
 
     /// Check readings against this consent state (Elhub consent, upgrades).
     #[must_use]
-    pub fn with_consent(mut self, handle: crate::subjects::ConsentHandle) -> Self {
+    pub fn with_consent(mut self, handle: crate::privacy::consent::ConsentHandle) -> Self {
         self.consent = Some(handle);
         self
     }
@@ -334,7 +378,7 @@ impl Runner {
     /// Run the operator chain and the version rules over one chunk; buffer the
     /// result. On an error (the process then stops) the chunk and whatever is still
     /// buffered are counted as not stored: the next owner consumes them again.
-    async fn process(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
+    async fn process(&mut self, chunk: &crate::kafka::Chunk) -> Result<(), RunError> {
         let result = self.process_chunk(chunk).await;
         if result.is_err() {
             let lost = chunk.len() + self.buffer.records;
@@ -348,7 +392,7 @@ impl Runner {
         result
     }
 
-    async fn process_chunk(&mut self, chunk: &crate::consumer::Chunk) -> Result<(), RunError> {
+    async fn process_chunk(&mut self, chunk: &crate::kafka::Chunk) -> Result<(), RunError> {
         let records = chunk.records();
         if records.is_empty() {
             return Ok(());
@@ -686,42 +730,25 @@ impl Runner {
         let Some((producer, topic)) = &self.dlq else {
             return Ok(());
         };
-        let col = |name: &str| dl.column_by_name(name);
-        let (
-            Some(tenant),
-            Some(src_topic),
-            Some(partition),
-            Some(offset),
-            Some(reason),
-            Some(detail),
-            Some(payload),
-        ) = (
-            col("tenant").and_then(|c| c.as_string_opt::<i32>()),
-            col("source_topic").and_then(|c| c.as_string_opt::<i32>()),
-            col("source_partition").and_then(|c| c.as_primitive_opt::<Int32Type>()),
-            col("source_offset").and_then(|c| c.as_primitive_opt::<Int64Type>()),
-            col("reason").and_then(|c| c.as_string_opt::<i32>()),
-            col("detail").and_then(|c| c.as_string_opt::<i32>()),
-            col("payload").and_then(|c| c.as_string_opt::<i32>()),
-        )
-        else {
-            return Err(RunError::Internal(
-                "dead letter batch without its columns".into(),
-            ));
-        };
+        let rows = DeadLetterColumns::of(dl)?;
         // The send futures borrow these until delivery.
         let keys: Vec<String> = (0..dl.num_rows())
             .map(|i| {
                 format!(
                     "{}:{}:{}",
-                    src_topic.value(i),
-                    partition.value(i),
-                    offset.value(i)
+                    rows.src_topic.value(i),
+                    rows.partition.value(i),
+                    rows.offset.value(i)
                 )
             })
             .collect();
         let positions: Vec<(String, String)> = (0..dl.num_rows())
-            .map(|i| (partition.value(i).to_string(), offset.value(i).to_string()))
+            .map(|i| {
+                (
+                    rows.partition.value(i).to_string(),
+                    rows.offset.value(i).to_string(),
+                )
+            })
             .collect();
         let mut backoff = self.backoff_initial;
         loop {
@@ -729,37 +756,11 @@ impl Runner {
             for i in 0..dl.num_rows() {
                 let key = &keys[i];
                 let (p, o) = &positions[i];
-                let mut headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "meterline-reason",
-                        value: Some(reason.value(i)),
-                    })
-                    .insert(Header {
-                        key: "meterline-detail",
-                        value: Some(detail.value(i)),
-                    })
-                    .insert(Header {
-                        key: "meterline-source-topic",
-                        value: Some(src_topic.value(i)),
-                    })
-                    .insert(Header {
-                        key: "meterline-source-partition",
-                        value: Some(p.as_str()),
-                    })
-                    .insert(Header {
-                        key: "meterline-source-offset",
-                        value: Some(o.as_str()),
-                    });
-                if tenant.is_valid(i) {
-                    headers = headers.insert(Header {
-                        key: "meterline-tenant",
-                        value: Some(tenant.value(i)),
-                    });
-                }
-                let mut record: FutureRecord<'_, str, str> =
-                    FutureRecord::to(topic).key(key.as_str()).headers(headers);
-                if payload.is_valid(i) {
-                    record = record.payload(payload.value(i));
+                let mut record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                    .key(key.as_str())
+                    .headers(rows.headers(i, p, o));
+                if rows.payload.is_valid(i) {
+                    record = record.payload(rows.payload.value(i));
                 }
                 pending.push(producer.send(record, Duration::from_secs(30)));
             }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 
 use crate::config::Settings;
-use crate::lifecycle::subject_hash;
+use crate::privacy::tables::subject_hash;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,7 +119,7 @@ pub async fn collect(
             .await?
             .is_some();
         let batches = if exists {
-            crate::sql::query(&settings.lake, &sql).await?
+            crate::query::sql::query(&settings.lake, &sql).await?
         } else {
             Vec::new()
         };

@@ -16,132 +16,42 @@
 //! (the audit commit carries the Kafka position it answers).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
     AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use meterline_operators::{retain, MasterKey, TenantRegistry};
 use meterline_sinks::{
-    open_existing, purge, remove_files, remove_rows, DerivedSpec, DerivedTable, Lake, Removal,
-    SinkError, DEAD_LETTERS,
+    open_existing, purge, remove_files, remove_rows, DerivedTable, Lake, Removal, SinkError,
+    DEAD_LETTERS,
 };
 use tracing::{info, warn};
 
-use crate::aggregate::{AggregateSettings, Materializer};
+use crate::aggregate::Materializer;
+use crate::config::{AggregateSettings, LifecycleSettings};
 use crate::metrics::Metrics;
-
-/// The audit table.
-pub const AUDIT_TABLE: &str = "erasure_audit";
+use crate::privacy::tables::{
+    audit_spec, kind, subject_hash, ACCESS_LOG, ACCESS_LOG_TABLE, AUDIT, SUBJECTS, SUBJECTS_TABLE,
+};
 
 /// Test hook: when set, an erasure stalls forever after removing the subject's
 /// readings (before the aggregates, the purge and the audit row), so a test can
 /// SIGKILL the process in the middle of an erasure.
 pub const FAILPOINT_ENV: &str = "METERLINE_FAILPOINT_ERASURE_STALL";
 
-/// `kind` of an audit row.
-pub mod kind {
-    /// A subject's data removed on request (`subject.erasure`) or account end.
-    pub const ERASURE: &str = "erasure";
-    /// Data past its retention period removed.
-    pub const RETENTION: &str = "retention";
-    /// A pseudonym epoch key destroyed (its epoch ended longer ago than the grace).
-    pub const KEY_DESTROYED: &str = "key_destroyed";
-}
-
-/// Schema of `erasure_audit`: what was removed, when, why, and how much. It holds
-/// no personal data: a subject appears only as a keyed hash.
-pub static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("request_id", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("tenant", DataType::Utf8, true),
-        Field::new("subject_hash", DataType::Utf8, true),
-        Field::new("requested_at", ts(), false),
-        Field::new("deadline_at", ts(), true),
-        Field::new("completed_at", ts(), false),
-        Field::new("tables", DataType::Utf8, false),
-        Field::new("rows_removed", DataType::Int64, false),
-        Field::new("files_rewritten", DataType::Int64, false),
-        Field::new("files_vacuumed", DataType::Int64, false),
-        Field::new("detail", DataType::Utf8, true),
-    ]))
-});
-
-/// The audit table's spec (append-only, kept for good: it holds no personal data).
-pub fn audit_spec() -> DerivedSpec {
-    DerivedSpec {
-        name: AUDIT_TABLE,
-        schema: AUDIT.clone(),
-        partition_columns: &[],
-        properties: &[(
-            "delta.dataSkippingStatsColumns",
-            "kind,requested_at,completed_at",
-        )],
-    }
-}
-
-/// The keyed hash of a subject in the audit trail (32 hex characters): whoever
-/// holds the key and a subject id can find its erasure; the table alone reveals
-/// nothing, and a plain hash of an account number could be reversed by trying them.
-pub fn subject_hash(key: &MasterKey, subject: &str) -> String {
-    meterline_operators::pseudonym::LedgerHasher::new(key).hash(subject)
-}
-
-/// Retention and erasure settings.
-#[derive(Debug, Clone)]
-pub struct LifecycleSettings {
-    /// Compacted topic of erasure tombstones; empty: no erasure consumer.
-    pub erasure_topic: String,
-    /// Consumer group of the erasure consumer.
-    pub erasure_group: String,
-    /// An erasure must be complete this long after it was requested.
-    pub erasure_deadline: Duration,
-    /// How often `meterline run` sweeps.
-    pub retention_every: Duration,
-    /// Dead letters are kept this many days.
-    pub dead_letter_days: u32,
-    /// Readings (and the aggregates made of them) are kept this many local days per
-    /// tenant.
-    pub telemetry_days: HashMap<String, u32>,
-    /// Topic of `subject-event/v1` records; empty: no subjects consumer.
-    pub subject_events_topic: String,
-    /// Consumer group of the subjects consumer.
-    pub subject_group: String,
-    /// IP -> city/country for profiles.
-    pub geo: Arc<dyn crate::geo::GeoLookup>,
-    /// `access_log` rows are kept this many days.
-    pub access_log_days: u32,
-    /// A terminated account's data is erased this many days after termination.
-    pub account_days: u32,
-    /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
-    /// `Settings::clock`.
-    pub clock: meterline_operators::Clock,
-}
-
-impl Default for LifecycleSettings {
-    fn default() -> Self {
-        Self {
-            erasure_topic: String::new(),
-            erasure_group: "meterline.erasure".to_owned(),
-            erasure_deadline: Duration::from_secs(3600),
-            retention_every: Duration::from_secs(3600),
-            dead_letter_days: 14,
-            telemetry_days: HashMap::new(),
-            subject_events_topic: String::new(),
-            subject_group: "meterline.subjects".to_owned(),
-            geo: Arc::new(crate::geo::CidrTable::default()),
-            access_log_days: 90,
-            account_days: 30,
-            clock: meterline_operators::Clock::system(),
-        }
-    }
+/// Why an erasure, a sweep or a key destruction did not complete (it is retried:
+/// every step is idempotent).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Aggregate(#[from] crate::aggregate::AggregateError),
 }
 
 /// One audit row.
@@ -330,14 +240,9 @@ impl Lifecycle {
         settings: LifecycleSettings,
         aggregate: AggregateSettings,
         metrics: Metrics,
-    ) -> Result<Self, SinkError> {
+    ) -> Result<Self, LifecycleError> {
         let audit = DerivedTable::open_or_create(lake, audit_spec()).await?;
-        for table in [
-            "readings",
-            "dead_letters",
-            crate::subjects::SUBJECTS_TABLE,
-            crate::subjects::ACCESS_LOG_TABLE,
-        ] {
+        for table in ["readings", "dead_letters", SUBJECTS_TABLE, ACCESS_LOG_TABLE] {
             metrics.retention_deleted.with_label_values(&[table]);
             metrics.erased_rows.with_label_values(&[table]);
         }
@@ -361,8 +266,8 @@ impl Lifecycle {
     ///
     /// # Errors
     /// Storage errors (transient).
-    pub async fn answered(&mut self, app_id: &str) -> Result<Option<i64>, SinkError> {
-        self.audit.progress(app_id).await
+    pub async fn answered(&mut self, app_id: &str) -> Result<Option<i64>, LifecycleError> {
+        Ok(self.audit.progress(app_id).await?)
     }
 
     /// Record that the requests up to these positions are answered without an
@@ -370,8 +275,9 @@ impl Lifecycle {
     ///
     /// # Errors
     /// Storage errors (transient).
-    pub async fn answer(&mut self, progress: &[(String, i64)]) -> Result<(), SinkError> {
-        self.audit.append(&[], progress).await.map(|_| ())
+    pub async fn answer(&mut self, progress: &[(String, i64)]) -> Result<(), LifecycleError> {
+        self.audit.append(&[], progress).await?;
+        Ok(())
     }
 
     /// Remove `subject` from every table that can hold it, recompute the aggregates
@@ -388,7 +294,7 @@ impl Lifecycle {
         requested_at: DateTime<Utc>,
         progress: &[(String, i64)],
         work: &mut Work,
-    ) -> Result<AuditEntry, SinkError> {
+    ) -> Result<AuditEntry, LifecycleError> {
         self.erase_for(
             Cause::Request,
             request_id,
@@ -408,59 +314,9 @@ impl Lifecycle {
         requested_at: DateTime<Utc>,
         progress: &[(String, i64)],
         work: &mut Work,
-    ) -> Result<AuditEntry, SinkError> {
+    ) -> Result<AuditEntry, LifecycleError> {
         let hash = self.key.as_ref().map(|k| subject_hash(k, subject));
-        // Where a subject can be stored, and the column that names it. (Public
-        // tenants' readings never carry a subject: they are not linked to one.)
-        let by_subject = subject_is(subject);
-        let by_payload = payload_names(subject);
-        let tables: [(
-            &'static str,
-            SchemaRef,
-            &str,
-            meterline_sinks::erase::RowMatcher<'_>,
-        ); 4] = [
-            (
-                "readings",
-                meterline_operators::schema::READINGS.clone(),
-                "subject",
-                &by_subject,
-            ),
-            ("dead_letters", DEAD_LETTERS.clone(), "payload", &by_payload),
-            (
-                crate::subjects::SUBJECTS_TABLE,
-                crate::subjects::SUBJECTS.clone(),
-                "subject",
-                &by_subject,
-            ),
-            (
-                crate::subjects::ACCESS_LOG_TABLE,
-                crate::subjects::ACCESS_LOG.clone(),
-                "subject",
-                &by_subject,
-            ),
-        ];
-        for (table, schema, column, matcher) in tables {
-            let Some(mut t) = open_existing(&self.lake, table).await? else {
-                continue;
-            };
-            let removal = remove_rows(
-                &mut t,
-                table,
-                &schema,
-                &[column],
-                &|_| true,
-                matcher,
-                kind::ERASURE,
-            )
-            .await?;
-            self.count_erased(table, &removal);
-            work.add(table, &removal);
-            if table == "readings" && std::env::var_os(FAILPOINT_ENV).is_some() {
-                warn!("failpoint: erasure stalled");
-                std::future::pending::<()>().await;
-            }
-        }
+        self.remove_subject(subject, work).await?;
         self.settle(work).await?;
         let entry = AuditEntry {
             request_id: request_id.to_owned(),
@@ -509,100 +365,68 @@ impl Lifecycle {
         Ok(entry)
     }
 
-    /// Apply every retention period as of `now`: readings (by local date, per
-    /// tenant) and dead letters; then recompute, purge and record like an erasure.
-    /// Returns the audit rows written (one per tenant and category that lost data).
-    ///
-    /// # Errors
-    /// Storage errors (transient: the next sweep repeats it); internal errors.
-    pub async fn sweep(&mut self, now: DateTime<Utc>) -> Result<Vec<AuditEntry>, SinkError> {
-        let mut entries = Vec::new();
-        let mut work = Work::default();
-        if let Some(mut readings) = open_existing(&self.lake, "readings").await? {
-            let policies: BTreeMap<String, (u32, chrono::NaiveDate)> = self
-                .tenants
-                .iter()
-                .filter_map(|t| {
-                    let days = *self.settings.telemetry_days.get(&t.id)?;
-                    let oldest = retain::oldest_kept_local_date(now, t.timezone, days);
-                    Some((t.id.clone(), (days, oldest)))
-                })
-                .collect();
-            for (tenant, (days, cutoff)) in &policies {
-                let cutoff_text = cutoff.format("%Y-%m-%d").to_string();
-                // Partition values are ISO dates: text order is date order.
-                let old = |p: &HashMap<String, Option<String>>| {
-                    p.get("tenant").cloned().flatten().as_deref() == Some(tenant.as_str())
-                        && p.get("local_date")
-                            .cloned()
-                            .flatten()
-                            .is_some_and(|d| d < cutoff_text)
-                };
-                let removal =
-                    remove_files(&mut readings, "readings", &old, kind::RETENTION).await?;
-                if removal.changed() {
-                    self.metrics
-                        .retention_deleted
-                        .with_label_values(&["readings"])
-                        .inc_by(removal.rows_removed);
-                    work.add("readings", &removal);
-                    entries.push(self.retention_entry(
-                        "telemetry",
-                        Some(tenant.clone()),
-                        now,
-                        &removal,
-                        format!("local_date < {cutoff_text} ({days} days)"),
-                    ));
-                }
-            }
-        }
-        for (table, schema, column, days) in [
+    /// Remove the subject's rows from every table that can hold them, counted in
+    /// `work`.
+    async fn remove_subject(
+        &mut self,
+        subject: &str,
+        work: &mut Work,
+    ) -> Result<(), LifecycleError> {
+        // Where a subject can be stored, and the column that names it. (Public
+        // tenants' readings never carry a subject: they are not linked to one.)
+        let by_subject = subject_is(subject);
+        let by_payload = payload_names(subject);
+        let tables: [(
+            &'static str,
+            SchemaRef,
+            &str,
+            meterline_sinks::erase::RowMatcher<'_>,
+        ); 4] = [
             (
-                "dead_letters",
-                DEAD_LETTERS.clone(),
-                "dead_lettered_at",
-                self.settings.dead_letter_days,
+                "readings",
+                meterline_operators::schema::READINGS.clone(),
+                "subject",
+                &by_subject,
             ),
-            (
-                crate::subjects::ACCESS_LOG_TABLE,
-                crate::subjects::ACCESS_LOG.clone(),
-                "seen_at",
-                self.settings.access_log_days,
-            ),
-        ] {
+            ("dead_letters", DEAD_LETTERS.clone(), "payload", &by_payload),
+            (SUBJECTS_TABLE, SUBJECTS.clone(), "subject", &by_subject),
+            (ACCESS_LOG_TABLE, ACCESS_LOG.clone(), "subject", &by_subject),
+        ];
+        for (table, schema, column, matcher) in tables {
             let Some(mut t) = open_existing(&self.lake, table).await? else {
                 continue;
             };
-            let cutoff = retain::oldest_kept_instant(now, days);
-            let matcher = before(cutoff.timestamp_micros());
             let removal = remove_rows(
                 &mut t,
                 table,
                 &schema,
                 &[column],
                 &|_| true,
-                &matcher,
-                kind::RETENTION,
+                matcher,
+                kind::ERASURE,
             )
             .await?;
-            if removal.changed() {
-                self.metrics
-                    .retention_deleted
-                    .with_label_values(&[table])
-                    .inc_by(removal.rows_removed);
-                work.add(table, &removal);
-                entries.push(self.retention_entry(
-                    table,
-                    None,
-                    now,
-                    &removal,
-                    format!(
-                        "{column} < {} ({days} days)",
-                        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
-                ));
+            self.count_erased(table, &removal);
+            work.add(table, &removal);
+            if table == "readings" && std::env::var_os(FAILPOINT_ENV).is_some() {
+                warn!("failpoint: erasure stalled");
+                std::future::pending::<()>().await;
             }
         }
+        Ok(())
+    }
+
+    /// Apply every retention period as of `now`: readings (by local date, per
+    /// tenant) and dead letters; then recompute, purge and record like an erasure.
+    /// Returns the audit rows written (one per tenant and category that lost data).
+    ///
+    /// # Errors
+    /// Storage errors (transient: the next sweep repeats it); internal errors.
+    pub async fn sweep(&mut self, now: DateTime<Utc>) -> Result<Vec<AuditEntry>, LifecycleError> {
+        let mut entries = Vec::new();
+        let mut work = Work::default();
+        self.sweep_telemetry(now, &mut work, &mut entries).await?;
+        self.sweep_dated_rows(now, &mut work, &mut entries).await?;
         let destroyed = self.destroy_closed_keys(now).await?;
         let ended = self.ended_accounts(now).await?;
         if entries.is_empty() && ended.is_empty() {
@@ -661,12 +485,118 @@ impl Lifecycle {
         Ok(entries)
     }
 
+    /// Readings: whole `(tenant, local_date)` partitions older than each tenant's
+    /// telemetry retention.
+    async fn sweep_telemetry(
+        &mut self,
+        now: DateTime<Utc>,
+        work: &mut Work,
+        entries: &mut Vec<AuditEntry>,
+    ) -> Result<(), LifecycleError> {
+        let Some(mut readings) = open_existing(&self.lake, "readings").await? else {
+            return Ok(());
+        };
+        let policies: BTreeMap<String, (u32, chrono::NaiveDate)> = self
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let days = *self.settings.telemetry_days.get(&t.id)?;
+                let oldest = retain::oldest_kept_local_date(now, t.timezone, days);
+                Some((t.id.clone(), (days, oldest)))
+            })
+            .collect();
+        for (tenant, (days, cutoff)) in &policies {
+            let cutoff_text = cutoff.format("%Y-%m-%d").to_string();
+            // Partition values are ISO dates: text order is date order.
+            let old = |p: &HashMap<String, Option<String>>| {
+                p.get("tenant").cloned().flatten().as_deref() == Some(tenant.as_str())
+                    && p.get("local_date")
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|d| d < cutoff_text)
+            };
+            let removal = remove_files(&mut readings, "readings", &old, kind::RETENTION).await?;
+            if removal.changed() {
+                self.metrics
+                    .retention_deleted
+                    .with_label_values(&["readings"])
+                    .inc_by(removal.rows_removed);
+                work.add("readings", &removal);
+                entries.push(self.retention_entry(
+                    "telemetry",
+                    Some(tenant.clone()),
+                    now,
+                    &removal,
+                    format!("local_date < {cutoff_text} ({days} days)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead letters and the access log: rows older than their retention.
+    async fn sweep_dated_rows(
+        &mut self,
+        now: DateTime<Utc>,
+        work: &mut Work,
+        entries: &mut Vec<AuditEntry>,
+    ) -> Result<(), LifecycleError> {
+        for (table, schema, column, days) in [
+            (
+                "dead_letters",
+                DEAD_LETTERS.clone(),
+                "dead_lettered_at",
+                self.settings.dead_letter_days,
+            ),
+            (
+                ACCESS_LOG_TABLE,
+                ACCESS_LOG.clone(),
+                "seen_at",
+                self.settings.access_log_days,
+            ),
+        ] {
+            let Some(mut t) = open_existing(&self.lake, table).await? else {
+                continue;
+            };
+            let cutoff = retain::oldest_kept_instant(now, days);
+            let matcher = before(cutoff.timestamp_micros());
+            let removal = remove_rows(
+                &mut t,
+                table,
+                &schema,
+                &[column],
+                &|_| true,
+                &matcher,
+                kind::RETENTION,
+            )
+            .await?;
+            if removal.changed() {
+                self.metrics
+                    .retention_deleted
+                    .with_label_values(&[table])
+                    .inc_by(removal.rows_removed);
+                work.add(table, &removal);
+                entries.push(self.retention_entry(
+                    table,
+                    None,
+                    now,
+                    &removal,
+                    format!(
+                        "{column} < {} ({days} days)",
+                        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Destroy the keys of epochs that ended more than the tenant's grace period
     /// ago (their pseudonyms become unlinkable); one audit entry per key.
     async fn destroy_closed_keys(
         &mut self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<AuditEntry>, SinkError> {
+    ) -> Result<Vec<AuditEntry>, LifecycleError> {
         let Some(master) = self.key.clone() else {
             return Ok(Vec::new());
         };
@@ -682,7 +612,7 @@ impl Lifecycle {
         if rotating.is_empty() {
             return Ok(Vec::new());
         }
-        let store = crate::keys::KeyStore::open(&self.lake, master).await?;
+        let store = crate::privacy::keys::KeyStore::open(&self.lake, master).await?;
         let stored = store.list().await?;
         let mut out = Vec::new();
         for t in rotating {
@@ -701,7 +631,7 @@ impl Lifecycle {
                     requested_at: now,
                     deadline_at: None,
                     completed_at: self.settings.clock.now(),
-                    tables: vec![crate::keys::KEYS_DIR.to_owned()],
+                    tables: vec![crate::privacy::keys::KEYS_DIR.to_owned()],
                     rows_removed: 0,
                     files_rewritten: 0,
                     files_vacuumed: 1,
@@ -720,14 +650,11 @@ impl Lifecycle {
     async fn ended_accounts(
         &mut self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>)>, SinkError> {
-        if open_existing(&self.lake, crate::subjects::SUBJECTS_TABLE)
-            .await?
-            .is_none()
-        {
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, LifecycleError> {
+        if open_existing(&self.lake, SUBJECTS_TABLE).await?.is_none() {
             return Ok(Vec::new());
         }
-        let [_, spec, _] = crate::subjects::specs();
+        let [_, spec, _] = crate::privacy::tables::subject_specs();
         let table = DerivedTable::open_or_create(&self.lake, spec).await?;
         let cutoff = retain::oldest_kept_instant(now, self.settings.account_days);
         let batches = table
@@ -794,7 +721,7 @@ impl Lifecycle {
     /// After removing rows: bring the aggregates up to date with what is left
     /// (they are recomputed from `readings`, not edited), then delete every removed
     /// file from storage.
-    async fn settle(&mut self, work: &mut Work) -> Result<(), SinkError> {
+    async fn settle(&mut self, work: &mut Work) -> Result<(), LifecycleError> {
         if self.aggregate.enabled && work.tables.iter().any(|t| t == "readings") {
             if self.materializer.is_none() {
                 self.materializer = Some(
@@ -819,12 +746,8 @@ impl Lifecycle {
                 }
             }
         }
-        let mut tables: Vec<&'static str> = vec![
-            "readings",
-            "dead_letters",
-            crate::subjects::SUBJECTS_TABLE,
-            crate::subjects::ACCESS_LOG_TABLE,
-        ];
+        let mut tables: Vec<&'static str> =
+            vec!["readings", "dead_letters", SUBJECTS_TABLE, ACCESS_LOG_TABLE];
         tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
         for name in tables {
             if let Some(mut t) = open_existing(&self.lake, name).await? {
@@ -848,7 +771,7 @@ pub async fn retention_loop(
     settings: LifecycleSettings,
     aggregate: AggregateSettings,
     metrics: Metrics,
-    shutdown: Arc<crate::runner::Shutdown>,
+    shutdown: Arc<crate::shutdown::Shutdown>,
 ) {
     let every = settings.retention_every;
     let mut lifecycle: Option<Lifecycle> = None;

@@ -1,5 +1,5 @@
 //! The erasure consumer: tombstones on the erasure topic (key = subject, null
-//! value) erase that subject from the lake (see [`crate::lifecycle`]).
+//! value) erase that subject from the lake (see [`crate::privacy::lifecycle`]).
 //!
 //! Exactly once per request: the audit row of an erasure is committed together
 //! with the Kafka position it answers (a `txn` action, app id
@@ -13,15 +13,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use meterline_operators::Clock;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
-use crate::lifecycle::{Lifecycle, Work};
+use crate::kafka::group::{commit_position, group_consumer};
 use crate::metrics::Metrics;
-use crate::runner::Shutdown;
+use crate::privacy::lifecycle::{Lifecycle, Work};
+use crate::shutdown::{pause, Shutdown};
 
 /// Longest subject id accepted as an erasure key (bytes).
 pub const MAX_SUBJECT_BYTES: usize = 256;
@@ -59,60 +58,8 @@ fn request(message: &rdkafka::message::BorrowedMessage<'_>, clock: Clock) -> Req
     }
 }
 
-/// Wait `backoff` unless shutdown comes first (returns false then).
-pub(crate) async fn pause(backoff: Duration, shutdown: &Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(backoff) => true,
-        () = shutdown.requested() => false,
-    }
-}
-
 /// Consume the erasure topic and erase until shutdown. Errors are logged, counted
 /// and retried with backoff; a request is never skipped because storage failed.
-/// A consumer of `topic` in consumer group `group`, with `[kafka.properties]`,
-/// committing its offsets itself. `None` (logged) when librdkafka refuses it.
-pub(crate) fn group_consumer(
-    settings: &Settings,
-    group: &str,
-    topic: &str,
-) -> Option<StreamConsumer> {
-    let mut config = ClientConfig::new();
-    for (k, v) in &settings.kafka.properties {
-        config.set(k, v.to_string());
-    }
-    config
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = match config.create() {
-        Ok(c) => c,
-        Err(e) => {
-            error!(error = %e, %topic, "consumer cannot start; the topic is not processed");
-            return None;
-        }
-    };
-    if let Err(e) = consumer.subscribe(&[topic]) {
-        error!(error = %e, %topic, "consumer cannot subscribe");
-        return None;
-    }
-    Some(consumer)
-}
-
-/// Commit `offset + 1` of `partition` as the group's position (where a restart
-/// begins reading; the lake decides what is done).
-pub(crate) fn commit_position(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
-    let mut position = TopicPartitionList::new();
-    if position
-        .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
-        .is_ok()
-    {
-        if let Err(e) = consumer.commit(&position, CommitMode::Async) {
-            warn!(error = %e, %topic, "group offset commit failed (the lake decides)");
-        }
-    }
-}
-
 pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdown>) {
     let lifecycle_settings = settings.lifecycle.clone();
     let topic = lifecycle_settings.erasure_topic.clone();

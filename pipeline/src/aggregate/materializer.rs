@@ -16,7 +16,7 @@
 //! the next round (from the stored progress) does some of the work again. The cost
 //! of a round grows with the days that changed, not with the tables.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -30,6 +30,7 @@ use meterline_operators::{Deployment, TenantRegistry};
 use meterline_sinks::{DerivedSpec, DerivedTable, Lake, Partition, SinkError, SourceTable};
 use tracing::{debug, info, warn};
 
+use crate::config::AggregateSettings;
 use crate::metrics::Metrics;
 
 /// The `txn` app id under which aggregate tables record the `readings` version
@@ -127,30 +128,6 @@ const READ_COLUMNS: [&str; 11] = [
     "area",
 ];
 
-/// Materializer settings.
-#[derive(Debug, Clone)]
-pub struct AggregateSettings {
-    /// Run rounds inside `meterline run`.
-    pub enabled: bool,
-    /// Time between rounds (the freshness goal).
-    pub interval: std::time::Duration,
-    /// Local dates recomputed per step (bounds memory on a first build).
-    pub max_days_per_step: usize,
-    /// Area-cell disclosure rules per public tenant.
-    pub disclosure: HashMap<String, Disclosure>,
-}
-
-impl Default for AggregateSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval: std::time::Duration::from_secs(30),
-            max_days_per_step: 31,
-            disclosure: HashMap::new(),
-        }
-    }
-}
-
 /// What a round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Round {
@@ -222,7 +199,7 @@ impl Materializer {
         tenants: TenantRegistry,
         settings: AggregateSettings,
         metrics: Metrics,
-    ) -> Result<Self, SinkError> {
+    ) -> Result<Self, AggregateError> {
         let mut tables = Vec::new();
         for spec in specs() {
             // Zeros on dashboards from the start. (Not in records_written or
@@ -254,7 +231,7 @@ impl Materializer {
     ///
     /// # Errors
     /// Storage errors (transient).
-    pub async fn progress(&mut self) -> Result<Option<i64>, SinkError> {
+    pub async fn progress(&mut self) -> Result<Option<i64>, AggregateError> {
         let mut lowest: Option<i64> = Some(i64::MAX);
         for t in &mut self.tables {
             let p = t.progress(PROGRESS_APP_ID).await?;
@@ -266,12 +243,42 @@ impl Materializer {
         Ok(lowest)
     }
 
+    /// The changed `(tenant, local_date)` partitions as steps of at most
+    /// `max_days_per_step` days of one configured tenant.
+    fn steps(&self, changed: &BTreeSet<Partition>) -> Vec<(String, Vec<i32>)> {
+        let mut by_tenant: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+        for p in changed {
+            let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
+            else {
+                continue;
+            };
+            by_tenant.entry(tenant.clone()).or_default().insert(date);
+        }
+        let mut steps: Vec<(String, Vec<i32>)> = Vec::new();
+        for (tenant, dates) in by_tenant {
+            if self.tenants.by_id(&tenant).is_none() {
+                // Without its time zone its calendar is unknown; its aggregates stay
+                // as they were until it is configured again.
+                warn!(
+                    days = dates.len(),
+                    "aggregates: readings of a tenant that is not configured; skipped"
+                );
+                continue;
+            }
+            let dates: Vec<i32> = dates.into_iter().collect();
+            for chunk in dates.chunks(self.settings.max_days_per_step.max(1)) {
+                steps.push((tenant.clone(), chunk.to_vec()));
+            }
+        }
+        steps
+    }
+
     /// One round (see the module docs).
     ///
     /// # Errors
     /// Storage errors (transient: the next round continues from the stored
     /// progress); internal errors.
-    pub async fn round(&mut self) -> Result<Round, SinkError> {
+    pub async fn round(&mut self) -> Result<Round, AggregateError> {
         let Some(upto) = self.readings.refresh().await? else {
             self.metrics.aggregate_lag.set(0.0);
             return Ok(Round::default());
@@ -304,31 +311,7 @@ impl Materializer {
                 all
             }
         };
-        let mut by_tenant: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
-        for p in &changed {
-            let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
-            else {
-                continue;
-            };
-            by_tenant.entry(tenant.clone()).or_default().insert(date);
-        }
-        // Steps of at most max_days_per_step days of one tenant.
-        let mut steps: Vec<(String, Vec<i32>)> = Vec::new();
-        for (tenant, dates) in by_tenant {
-            if self.tenants.by_id(&tenant).is_none() {
-                // Without its time zone its calendar is unknown; its aggregates stay
-                // as they were until it is configured again.
-                warn!(
-                    days = dates.len(),
-                    "aggregates: readings of a tenant that is not configured; skipped"
-                );
-                continue;
-            }
-            let dates: Vec<i32> = dates.into_iter().collect();
-            for chunk in dates.chunks(self.settings.max_days_per_step.max(1)) {
-                steps.push((tenant.clone(), chunk.to_vec()));
-            }
-        }
+        let steps = self.steps(&changed);
         let mut round = Round {
             folded: Some(upto),
             ..Round::default()
@@ -368,7 +351,7 @@ impl Materializer {
         dates: &[i32],
         progress: Option<(&str, i64)>,
         round: &mut Round,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), AggregateError> {
         let started = Instant::now();
         let info = self
             .tenants
@@ -387,7 +370,7 @@ impl Materializer {
             .and(col("local_date").in_list(dates.iter().map(|d| date_lit(*d)).collect(), false));
         let readings = self.readings.scan(&READ_COLUMNS, filter).await?;
         round.readings += readings.iter().map(RecordBatch::num_rows).sum::<usize>();
-        let computed = hourly_daily(tenant, info.timezone, &readings).map_err(internal)?;
+        let computed = hourly_daily(tenant, info.timezone, &readings)?;
         let day_partitions: BTreeSet<Partition> = dates
             .iter()
             .map(|d| vec![tenant.to_owned(), date_value(*d)])
@@ -398,10 +381,8 @@ impl Materializer {
             (DAILY, vec![computed.daily.clone()], &day_partitions),
         ];
         if public {
-            let (h, hs) =
-                area_cells(tenant, Grain::Hour, &[computed.hourly], rules).map_err(internal)?;
-            let (d, ds) =
-                area_cells(tenant, Grain::Day, &[computed.daily], rules).map_err(internal)?;
+            let (h, hs) = area_cells(tenant, Grain::Hour, &[computed.hourly], rules)?;
+            let (d, ds) = area_cells(tenant, Grain::Day, &[computed.daily], rules)?;
             round.suppressed += hs + ds;
             self.metrics
                 .aggregate_suppressed
@@ -422,7 +403,31 @@ impl Materializer {
             self.write(index, &batches, partitions, progress).await?;
         }
 
-        // Months: from the daily rows just written.
+        let months = self
+            .months(tenant, public, rules, dates, progress, round)
+            .await?;
+        round.partitions += dates.len();
+        debug!(
+            days = dates.len(),
+            first = %date_of(dates[0]),
+            months,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "aggregates: step done"
+        );
+        Ok(())
+    }
+
+    /// The months of `dates`, from the daily rows just written: `consumption_monthly`
+    /// and, for a public tenant, `area_consumption_monthly`. Returns how many months.
+    async fn months(
+        &mut self,
+        tenant: &str,
+        public: bool,
+        rules: Disclosure,
+        dates: &[i32],
+        progress: Option<(&str, i64)>,
+        round: &mut Round,
+    ) -> Result<usize, AggregateError> {
         let months: BTreeSet<i32> = dates.iter().map(|d| month_of(*d)).collect();
         let month_days = days_of_months(&months);
         let filter = col("tenant").eq(lit(tenant)).and(
@@ -442,7 +447,7 @@ impl Materializer {
                 filter,
             )
             .await?;
-        let monthly = aggregate::monthly(tenant, &daily).map_err(internal)?;
+        let monthly = aggregate::monthly(tenant, &daily)?;
         let month_partitions: BTreeSet<Partition> = months
             .iter()
             .map(|m| vec![tenant.to_owned(), date_value(*m)])
@@ -450,8 +455,7 @@ impl Materializer {
         self.write(MONTHLY, &[monthly], &month_partitions, progress)
             .await?;
         if public {
-            let (cells, suppressed) =
-                area_cells(tenant, Grain::Month, &daily, rules).map_err(internal)?;
+            let (cells, suppressed) = area_cells(tenant, Grain::Month, &daily, rules)?;
             round.suppressed += suppressed;
             self.metrics
                 .aggregate_suppressed
@@ -460,17 +464,10 @@ impl Materializer {
             self.write(AREA_MONTHLY, &[cells], &month_partitions, progress)
                 .await?;
         } else {
-            self.write(AREA_MONTHLY, &[], &none, progress).await?;
+            self.write(AREA_MONTHLY, &[], &BTreeSet::new(), progress)
+                .await?;
         }
-        round.partitions += dates.len();
-        debug!(
-            days = dates.len(),
-            first = %date_of(dates[0]),
-            months = months.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "aggregates: step done"
-        );
-        Ok(())
+        Ok(months.len())
     }
 
     async fn write(
@@ -479,7 +476,7 @@ impl Materializer {
         batches: &[RecordBatch],
         partitions: &BTreeSet<Partition>,
         progress: Option<(&str, i64)>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), AggregateError> {
         let table = &mut self.tables[index];
         let name = table.name();
         if partitions.is_empty() && progress.is_none() {
@@ -505,13 +502,13 @@ impl Materializer {
                 Ok(())
             }
             // Counted by the round (meterline_aggregate_rounds_total{outcome="error"}).
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Seconds since the oldest `readings` commit after `folded` was written (0 when
     /// `folded` is `latest`).
-    async fn lag(&self, folded: Option<i64>, latest: u64) -> Result<f64, SinkError> {
+    async fn lag(&self, folded: Option<i64>, latest: u64) -> Result<f64, AggregateError> {
         let waiting = match folded {
             Some(v) if v >= latest as i64 => return Ok(0.0),
             Some(v) => (v + 1) as u64,
@@ -528,7 +525,7 @@ impl Materializer {
     ///
     /// # Errors
     /// Storage errors (transient).
-    pub async fn measure_lag(&mut self) -> Result<f64, SinkError> {
+    pub async fn measure_lag(&mut self) -> Result<f64, AggregateError> {
         let Some(latest) = self.readings.refresh().await? else {
             return Ok(0.0);
         };
@@ -539,11 +536,15 @@ impl Materializer {
     }
 }
 
-fn internal(e: meterline_operators::OperatorError) -> SinkError {
-    SinkError::Internal {
-        table: "aggregates",
-        error: Box::new(deltalake::DeltaTableError::Generic(e.to_string())),
-    }
+/// Why a round (or opening the tables) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    /// Storage: retry (the next round continues from the stored progress).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The computation refused the data it read (a bug or a table of another shape).
+    #[error("aggregate computation: {0}")]
+    Operator(#[from] meterline_operators::OperatorError),
 }
 
 /// Open the aggregate tables and run rounds every `settings.interval` until
@@ -554,7 +555,7 @@ pub async fn run_loop(
     tenants: TenantRegistry,
     settings: AggregateSettings,
     metrics: Metrics,
-    shutdown: std::sync::Arc<crate::runner::Shutdown>,
+    shutdown: std::sync::Arc<crate::shutdown::Shutdown>,
 ) {
     let interval = settings.interval;
     let mut materializer: Option<Materializer> = None;
@@ -591,13 +592,14 @@ pub async fn run_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{tenants, GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
+    use crate::dev::generator::{tenants, GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
     use arrow::array::AsArray;
     use arrow::datatypes::{Decimal128Type, Int64Type};
     use meterline_operators::{
         Chain, DecodeConfig, MasterKey, OperatorContext, Pseudonymizer, RawRecord,
     };
     use meterline_sinks::{readings_spec, LakeConfig, OffsetTable};
+    use std::collections::HashMap;
 
     /// Readings through the real operator chain, appended with offsets.
     async fn append(table: &mut OffsetTable, payloads: &[Vec<u8>], first_offset: i64) {
@@ -637,7 +639,7 @@ mod tests {
         lake: &LakeConfig,
         sql: &str,
     ) -> BTreeMap<(String, String, String, i32), (i128, i64)> {
-        let batches = crate::sql::query(lake, sql).await.unwrap();
+        let batches = crate::query::sql::query(lake, sql).await.unwrap();
         let mut out = BTreeMap::new();
         for b in &batches {
             let s = |i: usize| b.column(i).as_string::<i32>().clone();
@@ -757,7 +759,7 @@ mod tests {
         assert_ne!(per_day(&config, FROM_DAILY).await, daily);
 
         // Months equal the days; every area cell has at least k meters.
-        let months = crate::sql::query(
+        let months = crate::query::sql::query(
             &config,
             "SELECT (SELECT sum(value) FROM consumption_monthly) = (SELECT sum(value) FROM consumption_daily) AS same, \
              (SELECT count(*) FROM area_consumption_daily WHERE meters < 10) AS small, \
@@ -793,7 +795,7 @@ mod tests {
         let first_day =
             aggregate::days_since_epoch(chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap());
         assert!(daily.keys().all(|k| k.3 != first_day));
-        let sums = crate::sql::query(
+        let sums = crate::query::sql::query(
             &config,
             "SELECT (SELECT sum(value) FROM consumption_monthly) = (SELECT sum(value) FROM readings_current) AS months, \
              (SELECT count(*) FROM consumption_hourly WHERE local_date = DATE '2026-10-24') AS hours",

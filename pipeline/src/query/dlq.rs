@@ -20,8 +20,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::{Config, Settings};
-use crate::consumer::REPLAY_HEADER;
-use crate::sql::{self, Format};
+use crate::kafka::REPLAY_HEADER;
+use crate::query::sql::{self, Format};
 
 /// Which dead letters a command applies to.
 #[derive(Debug, Clone, Default)]

@@ -34,14 +34,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, info, warn};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, MAX_CHUNK_BYTES, PREFETCH_KBYTES};
 use crate::metrics::Metrics;
-
-/// A chunk is handed over at this many payload bytes at the latest.
-pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
-
-/// Default `queued.max.messages.kbytes`: how much librdkafka prefetches.
-pub const PREFETCH_KBYTES: &str = "16384";
 
 /// Records handed over together; payloads share one buffer.
 #[derive(Debug, Default)]

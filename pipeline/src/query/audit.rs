@@ -17,7 +17,8 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Settings;
-use crate::lifecycle::{kind, AUDIT_TABLE};
+use crate::privacy::keys::KeyStore;
+use crate::privacy::tables::{kind, ACCESS_LOG_TABLE, AUDIT_TABLE, LEDGER_TABLE, SUBJECTS_TABLE};
 
 /// Exit code of `meterline audit` when a promise is broken.
 pub const VIOLATION_EXIT: u8 = 3;
@@ -72,7 +73,7 @@ const DATED: [(&str, &str); 5] = [
 ];
 
 async fn query(settings: &Settings, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    crate::sql::query(&settings.lake, sql).await
+    crate::query::sql::query(&settings.lake, sql).await
 }
 
 async fn exists(settings: &Settings, table: &'static str) -> anyhow::Result<bool> {
@@ -118,6 +119,58 @@ fn deployment_of(settings: &Settings, tenant: &str) -> String {
         .to_owned()
 }
 
+/// The holdings as an aligned text table with a header line.
+fn holdings_table(holdings: &[Holding]) -> String {
+    let mut out = String::new();
+    let headers = [
+        "tenant",
+        "deployment",
+        "category",
+        "table",
+        "rows",
+        "oldest",
+        "retention",
+    ];
+    let rows: Vec<[String; 7]> = holdings
+        .iter()
+        .map(|h| {
+            [
+                h.tenant.clone(),
+                h.deployment.clone(),
+                h.category.to_owned(),
+                h.table.to_owned(),
+                h.rows.to_string(),
+                h.oldest.clone().unwrap_or_else(|| "-".to_owned()),
+                h.retention.clone(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let _ = writeln!(out, "{}", line(&headers.map(str::to_owned)));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    out
+}
+
 /// Build the report as of `now`.
 ///
 /// # Errors
@@ -128,128 +181,186 @@ pub async fn report(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let lifecycle = &settings.lifecycle;
     // A sweep runs every `retention_every`; data may outlive its period by that
     // much (plus a day: retention of readings goes by whole local days).
-    let grace = chrono::Duration::from_std(lifecycle.retention_every)?;
-    let wanted = |t: &str| tenant.is_none_or(|w| w == t);
-    for (table, category) in DATED {
-        if !exists(settings, table).await? {
-            continue;
-        }
-        for (t, rows, oldest) in dated(settings, table).await? {
-            if !wanted(&t) {
+    let grace = chrono::Duration::from_std(settings.lifecycle.retention_every)?;
+    let scope = Scope {
+        settings,
+        tenant,
+        now,
+        grace,
+    };
+    scope.dated_holdings(&mut report).await?;
+    scope.timed_holdings(&mut report).await?;
+    scope.audit_counts(&mut report).await?;
+    scope.pending_erasures(&mut report).await?;
+    scope.live_keys(&mut report).await?;
+    Ok(report)
+}
+
+/// What one report looks at: the settings, the tenant asked about (all when
+/// `None`), "now", and the slack a sweep's schedule gives.
+struct Scope<'a> {
+    settings: &'a Settings,
+    tenant: Option<&'a str>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+}
+
+impl Scope<'_> {
+    fn wanted(&self, t: &str) -> bool {
+        self.tenant.is_none_or(|w| w == t)
+    }
+
+    /// Tables with a local date: rows and oldest date per tenant, against the
+    /// tenant's telemetry retention.
+    async fn dated_holdings(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        for (table, category) in DATED {
+            if !exists(settings, table).await? {
                 continue;
             }
-            let configured = settings.tenants.by_id(&t);
-            let days = lifecycle.telemetry_days.get(&t).copied();
-            if let (Some(cfg), Some(days), Some(oldest)) = (configured, days, oldest) {
-                let today = (now - grace).with_timezone(&cfg.timezone).date_naive();
-                let limit = today - chrono::Days::new(u64::from(days) + 1);
-                if oldest < limit {
-                    report.violations.push(format!(
-                        "tenant {t}: {table} holds local date {oldest}, older than its retention of {days} days"
-                    ));
-                }
-            }
-            report.holdings.push(Holding {
-                deployment: deployment_of(settings, &t),
-                tenant: t,
-                category,
-                table,
-                rows,
-                oldest: oldest.map(|d| d.to_string()),
-                retention: days.map_or("none".to_owned(), |d| format!("{d} days")),
-            });
-        }
-    }
-    // Tables whose records carry a time: (table, category, time column, days kept
-    // or `None` for kept for good, the rule as reported).
-    let account_days = lifecycle.account_days;
-    let access_days = lifecycle.access_log_days;
-    let dead_days = lifecycle.dead_letter_days;
-    let timed: [(&'static str, &'static str, &str, Option<u32>, String); 4] = [
-        (
-            "dead_letters",
-            "dead_letters",
-            "dead_lettered_at",
-            Some(dead_days),
-            format!("{dead_days} days"),
-        ),
-        (
-            crate::subjects::ACCESS_LOG_TABLE,
-            "access_log",
-            "seen_at",
-            Some(access_days),
-            format!("{access_days} days"),
-        ),
-        (
-            crate::subjects::SUBJECTS_TABLE,
-            "account",
-            "terminated_at",
-            Some(account_days),
-            format!("account life + {account_days} days"),
-        ),
-        (
-            crate::subjects::LEDGER_TABLE,
-            "consent",
-            "recorded_at",
-            None,
-            "kept (keyed hashes only)".to_owned(),
-        ),
-    ];
-    for (table, category, column, days, rule) in timed {
-        if !exists(settings, table).await? {
-            continue;
-        }
-        let batches = query(
-            settings,
-            &format!(
-                "SELECT coalesce(tenant, '(unknown)') AS tenant, count(*) AS n, \
-                 min({column}) AS oldest FROM {table} GROUP BY 1"
-            ),
-        )
-        .await?;
-        let limit = days.map(|d| now - grace - chrono::Duration::days(d.into()));
-        for b in &batches {
-            let tenants = b.column(0).as_string::<i32>();
-            let counts = b.column(1).as_primitive::<Int64Type>();
-            let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                let t = tenants.value(i);
-                if !wanted(t) {
+            for (t, rows, oldest) in dated(settings, table).await? {
+                if !self.wanted(&t) {
                     continue;
                 }
-                let oldest = oldest
-                    .is_valid(i)
-                    .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
-                    .flatten()
-                    .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                let past = oldest
-                    .as_ref()
-                    .zip(limit)
-                    .is_some_and(|(o, l)| DateTime::parse_from_rfc3339(o).is_ok_and(|o| o < l));
-                if past {
-                    report.violations.push(format!(
-                        "tenant {t}: {table} holds data past its retention ({rule}; {column} {})",
-                        oldest.as_deref().unwrap_or_default()
-                    ));
+                let configured = settings.tenants.by_id(&t);
+                let days = settings.lifecycle.telemetry_days.get(&t).copied();
+                if let (Some(cfg), Some(days), Some(oldest)) = (configured, days, oldest) {
+                    let today = (self.now - self.grace)
+                        .with_timezone(&cfg.timezone)
+                        .date_naive();
+                    let limit = today - chrono::Days::new(u64::from(days) + 1);
+                    if oldest < limit {
+                        report.violations.push(format!(
+                            "tenant {t}: {table} holds local date {oldest}, older than its retention of {days} days"
+                        ));
+                    }
                 }
                 report.holdings.push(Holding {
-                    tenant: t.to_owned(),
-                    deployment: deployment_of(settings, t),
+                    deployment: deployment_of(settings, &t),
+                    tenant: t,
                     category,
                     table,
-                    rows: counts.value(i),
-                    oldest,
-                    retention: rule.clone(),
+                    rows,
+                    oldest: oldest.map(|d| d.to_string()),
+                    retention: days.map_or("none".to_owned(), |d| format!("{d} days")),
                 });
             }
         }
+        Ok(())
     }
-    if exists(settings, AUDIT_TABLE).await? {
+
+    /// Tables whose records carry a time: (table, category, time column, days kept
+    /// or `None` for kept for good, the rule as reported).
+    fn timed_tables(
+        &self,
+    ) -> [(
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<u32>,
+        String,
+    ); 4] {
+        let lifecycle = &self.settings.lifecycle;
+        let account_days = lifecycle.account_days;
+        let access_days = lifecycle.access_log_days;
+        let dead_days = lifecycle.dead_letter_days;
+        [
+            (
+                "dead_letters",
+                "dead_letters",
+                "dead_lettered_at",
+                Some(dead_days),
+                format!("{dead_days} days"),
+            ),
+            (
+                ACCESS_LOG_TABLE,
+                "access_log",
+                "seen_at",
+                Some(access_days),
+                format!("{access_days} days"),
+            ),
+            (
+                SUBJECTS_TABLE,
+                "account",
+                "terminated_at",
+                Some(account_days),
+                format!("account life + {account_days} days"),
+            ),
+            (
+                LEDGER_TABLE,
+                "consent",
+                "recorded_at",
+                None,
+                "kept (keyed hashes only)".to_owned(),
+            ),
+        ]
+    }
+
+    /// Tables whose records carry a time: rows and oldest time per tenant, against
+    /// the table's retention.
+    async fn timed_holdings(&self, report: &mut Report) -> anyhow::Result<()> {
+        let timed = self.timed_tables();
+        for (table, category, column, days, rule) in timed {
+            if !exists(self.settings, table).await? {
+                continue;
+            }
+            let batches = query(
+                self.settings,
+                &format!(
+                    "SELECT coalesce(tenant, '(unknown)') AS tenant, count(*) AS n, \
+                     min({column}) AS oldest FROM {table} GROUP BY 1"
+                ),
+            )
+            .await?;
+            let limit = days.map(|d| self.now - self.grace - chrono::Duration::days(d.into()));
+            for b in &batches {
+                let tenants = b.column(0).as_string::<i32>();
+                let counts = b.column(1).as_primitive::<Int64Type>();
+                let oldest = b.column(2).as_primitive::<TimestampMicrosecondType>();
+                for i in 0..b.num_rows() {
+                    let t = tenants.value(i);
+                    if !self.wanted(t) {
+                        continue;
+                    }
+                    let oldest = oldest
+                        .is_valid(i)
+                        .then(|| DateTime::from_timestamp_micros(oldest.value(i)))
+                        .flatten()
+                        .map(|o| o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    let past = oldest
+                        .as_ref()
+                        .zip(limit)
+                        .is_some_and(|(o, l)| DateTime::parse_from_rfc3339(o).is_ok_and(|o| o < l));
+                    if past {
+                        report.violations.push(format!(
+                            "tenant {t}: {table} holds data past its retention ({rule}; {column} {})",
+                            oldest.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    report.holdings.push(Holding {
+                        tenant: t.to_owned(),
+                        deployment: deployment_of(self.settings, t),
+                        category,
+                        table,
+                        rows: counts.value(i),
+                        oldest,
+                        retention: rule.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What `erasure_audit` says was done, and erasures completed late.
+    async fn audit_counts(&self, report: &mut Report) -> anyhow::Result<()> {
+        if !exists(self.settings, AUDIT_TABLE).await? {
+            return Ok(());
+        }
         let batches = query(
-            settings,
+            self.settings,
             &format!(
                 "SELECT kind, count(*) AS n, \
                  sum(CASE WHEN completed_at > deadline_at THEN 1 ELSE 0 END) AS late \
@@ -279,13 +390,21 @@ pub async fn report(
                 report.erasures_late
             ));
         }
+        Ok(())
     }
-    if !lifecycle.erasure_topic.is_empty() {
-        match pending(settings).await {
+
+    /// Erasure requests on the topic not answered yet, and whether the oldest is
+    /// past its deadline (a note when Kafka cannot be read).
+    async fn pending_erasures(&self, report: &mut Report) -> anyhow::Result<()> {
+        let lifecycle = &self.settings.lifecycle;
+        if lifecycle.erasure_topic.is_empty() {
+            return Ok(());
+        }
+        match pending(self.settings).await {
             Ok(p) => {
                 let deadline = chrono::Duration::from_std(lifecycle.erasure_deadline)?;
                 if let Some(oldest) = p.oldest_requested_at {
-                    if now - oldest > deadline {
+                    if self.now - oldest > deadline {
                         report.violations.push(format!(
                             "an erasure requested at {} is still pending after its deadline of {} s",
                             oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -299,52 +418,59 @@ pub async fn report(
                 "pending erasures not checked: {e:#} (is Kafka reachable?)"
             )),
         }
+        Ok(())
     }
-    // Pseudonym epoch keys that should have been destroyed (a day of slack for
-    // the sweep schedule).
-    if let Some(master) = &settings.key {
+
+    /// Pseudonym epoch keys that should have been destroyed (a day of slack for
+    /// the sweep schedule), and a note of each rotating tenant's live epochs.
+    async fn live_keys(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        let Some(master) = &settings.key else {
+            return Ok(());
+        };
         let rotating: Vec<_> = settings
             .tenants
             .iter()
             .filter(|t| {
                 t.deployment == meterline_operators::Deployment::Public
                     && t.rules.key_rotation != meterline_operators::epoch::Rotation::Never
-                    && wanted(&t.id)
+                    && self.wanted(&t.id)
             })
             .collect();
-        if !rotating.is_empty() {
-            let lake = meterline_sinks::Lake::existing(&settings.lake)?;
-            let store = crate::keys::KeyStore::open(&lake, master.clone()).await?;
-            let stored = store.list().await?;
-            for t in rotating {
-                let today = (now - chrono::Duration::days(1))
-                    .with_timezone(&t.timezone)
-                    .date_naive();
-                let epochs = stored.get(&t.id).cloned().unwrap_or_default();
-                report.notes.push(format!(
-                    "tenant {}: pseudonym keys rotate {} (grace {} days); live epochs: {}",
-                    t.id,
-                    t.rules.key_rotation.as_str(),
-                    t.rules.key_grace_days,
-                    epochs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                for e in epochs
+        if rotating.is_empty() {
+            return Ok(());
+        }
+        let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+        let store = KeyStore::open(&lake, master.clone()).await?;
+        let stored = store.list().await?;
+        for t in rotating {
+            let today = (self.now - chrono::Duration::days(1))
+                .with_timezone(&t.timezone)
+                .date_naive();
+            let epochs = stored.get(&t.id).cloned().unwrap_or_default();
+            report.notes.push(format!(
+                "tenant {}: pseudonym keys rotate {} (grace {} days); live epochs: {}",
+                t.id,
+                t.rules.key_rotation.as_str(),
+                t.rules.key_grace_days,
+                epochs
                     .iter()
-                    .filter(|e| e.closed(today, t.rules.key_grace_days))
-                {
-                    report.violations.push(format!(
-                        "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
-                        t.id
-                    ));
-                }
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            for e in epochs
+                .iter()
+                .filter(|e| e.closed(today, t.rules.key_grace_days))
+            {
+                report.violations.push(format!(
+                    "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
+                    t.id
+                ));
             }
         }
+        Ok(())
     }
-    Ok(report)
 }
 
 /// The erasure requests on the topic after the position the audit table answers.
@@ -426,54 +552,7 @@ async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
 
 /// The report as text for people.
 pub fn render(report: &Report) -> String {
-    let mut out = String::new();
-    let headers = [
-        "tenant",
-        "deployment",
-        "category",
-        "table",
-        "rows",
-        "oldest",
-        "retention",
-    ];
-    let rows: Vec<[String; 7]> = report
-        .holdings
-        .iter()
-        .map(|h| {
-            [
-                h.tenant.clone(),
-                h.deployment.clone(),
-                h.category.to_owned(),
-                h.table.to_owned(),
-                h.rows.to_string(),
-                h.oldest.clone().unwrap_or_else(|| "-".to_owned()),
-                h.retention.clone(),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| -> String {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let _ = writeln!(out, "{}", line(&headers.map(str::to_owned)));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
+    let mut out = holdings_table(&report.holdings);
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -1,0 +1,350 @@
+//! The configuration file's sections, as serde reads them. Defaults live here;
+//! validation is in `settings.rs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub lake: LakeSection,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub dead_letters: DeadLettersConfig,
+    #[serde(default)]
+    pub aggregate: AggregateConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[dead_letters]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLettersConfig {
+    /// Also publish each dead letter to this Kafka topic (in the same flush as the
+    /// lake commit), e.g. `meterline.dead-letters`; empty: the lake table only.
+    pub kafka_topic: String,
+    /// Dead letters older than this are deleted from the lake (and their files
+    /// vacuumed) automatically.
+    pub retention_days: u64,
+    /// How often `meterline run` applies the retention.
+    pub retention_check_secs: u64,
+}
+
+impl Default for DeadLettersConfig {
+    fn default() -> Self {
+        Self {
+            kafka_topic: String::new(),
+            retention_days: 14,
+            retention_check_secs: 3600,
+        }
+    }
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group: processes with the same group share the topic's partitions.
+    pub group_id: String,
+    /// Topic of `reading/v1` messages.
+    #[serde(default = "default_readings_topic")]
+    pub readings_topic: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), passed as is.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Scalar>,
+}
+
+fn default_readings_topic() -> String {
+    "meter.readings".to_owned()
+}
+
+/// A TOML scalar used as a librdkafka property value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Str(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    /// `file:///path`, a local path, or `s3://bucket/prefix`.
+    pub uri: String,
+    /// Object store options (S3: `endpoint`, `region`, `allow_http`, `access_key_id`,
+    /// ...). Prefer environment variables (`AWS_ACCESS_KEY_ID`, ...) for credentials.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, Scalar>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Commit at least this often while records are buffered (and move offsets even
+    /// when every record was a dead letter).
+    pub flush_interval_secs: u64,
+    /// Commit when this many rows (readings + dead letters) are buffered.
+    pub max_batch_rows: usize,
+    /// Commit when the buffered records' payloads reach this many bytes. With the
+    /// channel and the Kafka prefetch this bounds memory (see the README).
+    pub max_batch_bytes: usize,
+    /// Records per chunk handed from the Kafka thread to the operators.
+    pub chunk_max_records: usize,
+    /// Chunks that may wait between the Kafka thread and the operators; when full,
+    /// consumption pauses (backpressure) instead of buffering more.
+    pub channel_capacity: usize,
+    /// Payloads above this size are dead letters (`too_large`), never parsed.
+    pub max_message_bytes: usize,
+    /// On SIGTERM: time allowed to flush and commit before giving up (exit 1,
+    /// nothing lost: uncommitted records are consumed again on restart).
+    pub shutdown_grace_secs: u64,
+    /// First retry delay after a storage error; doubles up to `retry_max_backoff_secs`.
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_secs: u64,
+    /// Keys (meter x interval) whose current version is kept in memory to apply the
+    /// version rules; beyond this the index is cleared and reloaded from the lake.
+    pub version_index_max_keys: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_secs: 10,
+            max_batch_rows: 200_000,
+            max_batch_bytes: 32 * 1024 * 1024,
+            chunk_max_records: 5_000,
+            channel_capacity: 4,
+            max_message_bytes: 64 * 1024,
+            shutdown_grace_secs: 30,
+            retry_initial_backoff_ms: 200,
+            retry_max_backoff_secs: 30,
+            version_index_max_keys: 2_000_000,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` and `/healthz` endpoint; empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".to_owned(),
+        }
+    }
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// File holding the 64-hex-character pseudonym master key. Used when
+    /// `METERLINE_PSEUDONYM_KEY` is not set.
+    pub key_file: Option<PathBuf>,
+    /// Field names that carry special categories of personal data (health,
+    /// biometrics, religion, politics, ethnicity, children ...). Such fields are
+    /// removed wherever they appear in a message. Unset: the built-in list (see the
+    /// README); set: this list replaces it. Fields named for a national identity
+    /// number (`fødselsnummer`, `fnr`, `personnummer`, `d_nummer`, ...) are removed
+    /// either way.
+    pub special_category_fields: Option<Vec<String>>,
+    /// Compacted topic of erasure requests: a record with key = subject and no
+    /// value (a tombstone) erases that subject. Empty: no erasure consumer.
+    pub erasure_topic: String,
+    /// An erasure must be complete (rows removed, aggregates recomputed, old files
+    /// deleted) within this many seconds of the request; `meterline audit` reports
+    /// any that took longer.
+    pub erasure_deadline_secs: u64,
+    /// Topic of `subject-event/v1` records (consent, upgrade, termination, Elhub
+    /// consent, profile data). Empty: no subjects consumer. Unset:
+    /// `subject.events` when a pseudonym key is configured (the ledger stores
+    /// subjects only as keyed hashes), else none.
+    pub subject_events_topic: Option<String>,
+    /// Offline IP -> city/country table (`cidr,city,country` lines) for profiles;
+    /// unset: city and country stay empty.
+    pub geoip_file: Option<PathBuf>,
+    /// Raw IPs (`access_log`) are deleted after this many days.
+    pub access_log_retention_days: u32,
+    /// A terminated account's data is erased this many days after termination.
+    pub account_retention_days: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            special_category_fields: None,
+            erasure_topic: "subject.erasure".to_owned(),
+            erasure_deadline_secs: 3600,
+            subject_events_topic: None,
+            geoip_file: None,
+            access_log_retention_days: 90,
+            account_retention_days: 30,
+        }
+    }
+}
+
+/// `[aggregate]`: the aggregate tables (consumption per hour, day, month).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateConfig {
+    /// Keep the aggregate tables current inside `meterline run`.
+    pub enabled: bool,
+    /// Seconds between materialization rounds: aggregates reflect a `readings`
+    /// commit within about this long (`meterline_aggregate_lag_seconds`).
+    pub interval_secs: u64,
+    /// Local days recomputed per step (bounds memory when a lake is aggregated for
+    /// the first time).
+    pub max_days_per_step: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 30,
+            max_days_per_step: 31,
+        }
+    }
+}
+
+/// `[tenants.aggregate]`: when an area cell of a public tenant may be published.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantAggregateConfig {
+    /// At least this many distinct meters per area cell (k).
+    pub min_meters: usize,
+    /// No meter may contribute more than this share (0-1) of a cell's value.
+    pub max_meter_share: f64,
+}
+
+impl Default for TenantAggregateConfig {
+    fn default() -> Self {
+        let d = meterline_operators::aggregate::Disclosure::default();
+        Self {
+            min_meters: d.min_meters,
+            max_meter_share: d.max_meter_share,
+        }
+    }
+}
+
+/// `[[tenants]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    /// `public` (pseudonymized, no personal data) or `private` (identifiers kept).
+    pub deployment: DeploymentConfig,
+    /// IANA time zone of the tenant's calendar.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Validation thresholds (`[tenants.validation]`).
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    /// Area-cell disclosure (`[tenants.aggregate]`, public tenants).
+    #[serde(default)]
+    pub aggregate: TenantAggregateConfig,
+    /// Readings (and the aggregates computed from them) are deleted this many
+    /// local days after their date. Must exceed `validation.max_age_days`.
+    #[serde(default = "default_telemetry_retention_days")]
+    pub telemetry_retention_days: u32,
+    /// The tenant's readings are Elhub data: each is stored only if its meter has
+    /// valid Elhub consent (`elhub_consent_granted` on the subject-events topic) at
+    /// the interval's start; others are dropped and counted (`no_consent`).
+    #[serde(default)]
+    pub elhub_consent_required: bool,
+    /// Public tenants: `monthly` (default), `yearly` or `never`: how often the
+    /// pseudonym key changes. Private tenants keep identifiers: `never`.
+    #[serde(default)]
+    pub key_rotation: Option<String>,
+    /// An epoch's key is destroyed this many days after the epoch ends; later
+    /// readings (corrections) of that epoch are not stored.
+    #[serde(default = "default_key_grace_days")]
+    pub key_grace_days: u32,
+}
+
+fn default_key_grace_days() -> u32 {
+    60
+}
+
+fn default_telemetry_retention_days() -> u32 {
+    // Five years: longer than Elhub's three years of corrections.
+    1826
+}
+
+/// `[tenants.validation]`: the tenant's meter-data rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Allowed GSRN prefixes, e.g. `["707057500"]` for Norwegian metering points;
+    /// empty allows any (the GS1 check digit is always verified).
+    pub gsrn_prefixes: Vec<String>,
+    /// Physical maximum energy per hour (scaled for PT15M). Default: a 3x63 A fuse.
+    pub max_kwh_per_hour: f64,
+    /// Physical maximum volume per hour (gas, water in m3).
+    pub max_m3_per_hour: f64,
+    /// Flag a day's highest interval above this many times its third-highest.
+    pub spike_factor: f64,
+    /// Allowed clock skew for intervals that end in the future.
+    pub max_future_skew_secs: u64,
+    /// Readings older than this are rejected (`too_old`).
+    pub max_age_days: u64,
+    /// Accept `Wh` and convert to `kWh`.
+    pub convert_wh: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            gsrn_prefixes: Vec::new(),
+            max_kwh_per_hour: 25.0,
+            max_m3_per_hour: 10.0,
+            spike_factor: 5.0,
+            max_future_skew_secs: 900,
+            max_age_days: 1096,
+            convert_wh: false,
+        }
+    }
+}
+
+fn default_timezone() -> String {
+    "Europe/Oslo".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentConfig {
+    Public,
+    Private,
+}

@@ -1,0 +1,878 @@
+//! Validated settings: what `Config::build` makes of the file, and the settings
+//! types of every task (aggregate, lifecycle). Tasks read these; this module reads
+//! no task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use meterline_operators::aggregate::Disclosure;
+use meterline_operators::pseudonym::KeyError;
+use meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS;
+use meterline_operators::{
+    Clock, DecodeConfig, Deployment, MasterKey, Rules, SensitiveScanner, Tenant, TenantRegistry,
+};
+use meterline_sinks::LakeConfig;
+
+use super::file::{
+    Config, DeadLettersConfig, DeploymentConfig, KafkaConfig, MetricsConfig, PipelineConfig,
+    PrivacyConfig, TenantConfig, ValidationConfig,
+};
+use crate::privacy::geo::{CidrTable, GeoLookup};
+
+/// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
+const SECTIONS: [&str; 7] = [
+    "kafka",
+    "lake",
+    "pipeline",
+    "metrics",
+    "privacy",
+    "tenants",
+    "dead_letters",
+];
+
+/// Environment variable holding the pseudonym master key (64 hex characters).
+pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
+/// Moves "now" for tests and rehearsals: an RFC 3339 instant with an offset
+/// (`2026-12-01T00:30:00+01:00`). The process's clock reads that instant at start
+/// and advances from there. Never set it in production.
+pub const FAKE_NOW_ENV: &str = "METERLINE_FAKE_NOW";
+
+/// The clock `METERLINE_FAKE_NOW` asks for: the system clock when it is unset.
+///
+/// # Errors
+/// A value that is not an RFC 3339 instant with an offset.
+pub fn clock_from_env() -> Result<Clock, ConfigError> {
+    clock_from(std::env::var(FAKE_NOW_ENV).ok().as_deref())
+}
+
+fn clock_from(value: Option<&str>) -> Result<Clock, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Clock::system()),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| Clock::starting_at(at.with_timezone(&chrono::Utc)))
+            .map_err(|_| {
+                invalid(
+                    FAKE_NOW_ENV,
+                    "must be an RFC 3339 instant with an offset, e.g. 2026-12-01T00:30:00+01:00",
+                )
+            }),
+    }
+}
+
+/// A configuration error: the message names the field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub pipeline: PipelineConfig,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tenants: TenantRegistry,
+    pub key: Option<MasterKey>,
+    pub dead_letters: DeadLettersConfig,
+    /// Special-category field names (the deny-list in effect).
+    pub special_category_fields: Vec<String>,
+    /// The materializer of the aggregate tables.
+    pub aggregate: AggregateSettings,
+    /// Erasure and retention.
+    pub lifecycle: LifecycleSettings,
+    /// "Now" for validation, key epochs and everything timed by the calendar.
+    pub clock: Clock,
+}
+
+impl Settings {
+    pub fn decode_config(&self) -> DecodeConfig {
+        DecodeConfig {
+            max_message_bytes: self.pipeline.max_message_bytes,
+            sensitive: self.sensitive_scanner(),
+        }
+    }
+
+    /// Finds sensitive data in the messages of every topic: the special-category
+    /// deny-list in effect, and the national-id field names no list can leave out.
+    pub fn sensitive_scanner(&self) -> SensitiveScanner {
+        SensitiveScanner::new(self.special_category_fields.iter().cloned())
+    }
+
+    /// Client settings for meterline's producers (dead-letter topic, replay): the
+    /// brokers and `[kafka.properties]` (security, ...), a 30 s delivery timeout.
+    /// librdkafka logs only errors for consumer-only properties it ignores here.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        for (k, v) in &self.kafka.properties {
+            config.set(k, v.to_string());
+        }
+        config
+            .set("bootstrap.servers", &self.kafka.brokers)
+            .set("message.timeout.ms", "30000")
+            .set("log_level", "3");
+        config
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_secs(self.pipeline.flush_interval_secs)
+    }
+
+    /// The memory bound these settings imply, in bytes: what resident memory stays
+    /// under however large the backlog and however slow the lake. Sum of
+    /// - [`BASE_MEMORY`] (runtime, Delta state, writer and client, measured),
+    /// - librdkafka's prefetch (`queued.max.messages.kbytes`),
+    /// - the chunks in flight (`channel_capacity` + 2, each at most 8 MiB or
+    ///   `chunk_max_records * max_message_bytes`),
+    /// - [`BATCH_MEMORY_FACTOR`] times `max_batch_bytes` (the batch's Arrow columns,
+    ///   the Parquet writer's per-partition buffers and encoded files, and upload
+    ///   buffers while a flush is written and retried),
+    /// - the version index (`version_index_max_keys` keys).
+    pub fn memory_bound_bytes(&self) -> u64 {
+        let p = &self.pipeline;
+        let prefetch_kb: u64 = self
+            .kafka
+            .properties
+            .get("queued.max.messages.kbytes")
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or_else(|| PREFETCH_KBYTES.parse().unwrap_or(16384));
+        let chunk =
+            (p.chunk_max_records.saturating_mul(p.max_message_bytes)).min(MAX_CHUNK_BYTES) as u64;
+        BASE_MEMORY
+            + prefetch_kb * 1024
+            + (p.channel_capacity as u64 + 2) * chunk
+            + BATCH_MEMORY_FACTOR * p.max_batch_bytes as u64
+            + meterline_operators::versions::BYTES_PER_KEY * p.version_index_max_keys as u64
+    }
+}
+
+/// Fixed resident memory of a pipeline that is writing to the lake: runtime,
+/// Delta state, the Parquet writer and object-store client. An idle `meterline
+/// run` holds 39 MiB; the `backlog_memory` bench measured peaks of 600-630 MiB
+/// with batches of 32 and 64 MiB against S3 (2026-11-23), so most of the cost is
+/// fixed while writing, not proportional to the batch.
+pub const BASE_MEMORY: u64 = 512 * 1024 * 1024;
+
+/// Resident bytes per buffered payload byte while a batch is built and written
+/// (Arrow columns, per-partition Parquet buffers, upload buffers).
+pub const BATCH_MEMORY_FACTOR: u64 = 3;
+
+impl Config {
+    /// Load a file, then apply `METERLINE_*` environment overrides.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML errors, unknown keys, missing keys, wrong types.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_sources(&text, Env::prefixed("METERLINE_"))
+    }
+
+    fn from_sources(text: &str, env: Env) -> Result<Config, ConfigError> {
+        // Only `METERLINE_<SECTION>__...` variables are configuration; others with the
+        // prefix (METERLINE_LOG, METERLINE_PSEUDONYM_KEY, tools' variables) are not.
+        let env = env
+            .filter(|key| {
+                key.as_str().split_once("__").is_some_and(|(section, _)| {
+                    SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+                })
+            })
+            .split("__");
+        Figment::new()
+            .merge(Toml::string(text))
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// The lake location alone (for read-only tools such as `meterline dlq list`).
+    pub fn lake_config(&self) -> LakeConfig {
+        LakeConfig {
+            uri: self.lake.uri.clone(),
+            storage_options: self
+                .lake
+                .storage_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Validate and resolve into [`Settings`], reading the pseudonym key.
+    ///
+    /// # Errors
+    /// Any unusable value, naming its field.
+    pub fn build(self) -> Result<Settings, ConfigError> {
+        let key_from_env = std::env::var(KEY_ENV).ok();
+        let clock = clock_from_env()?;
+        self.build_with_key(key_from_env, clock)
+    }
+
+    fn build_with_key(
+        self,
+        key_from_env: Option<String>,
+        clock: Clock,
+    ) -> Result<Settings, ConfigError> {
+        check_kafka(&self.kafka)?;
+        if self.lake.uri.trim().is_empty() {
+            return Err(invalid(
+                "lake.uri",
+                "must be file:///path, a local path or s3://bucket/prefix",
+            ));
+        }
+        check_pipeline(&self.pipeline)?;
+        let metrics_listen = metrics_listen(&self.metrics)?;
+        let tenants = tenant_registry(&self.tenants)?;
+        let key = master_key(key_from_env, &self.privacy)?;
+        if tenants.any_public() && key.is_none() {
+            return Err(invalid(
+                "privacy.key_file",
+                format!("a public tenant needs a pseudonym key: set {KEY_ENV} or [privacy] key_file (generate one with `meterline keygen`)"),
+            ));
+        }
+        check_dead_letters(&self.dead_letters, &self.kafka)?;
+        let (aggregate, telemetry_days) = self.aggregate_settings()?;
+        let lifecycle = self.lifecycle_settings(key.as_ref(), telemetry_days, clock)?;
+        let storage_options = self
+            .lake
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        Ok(Settings {
+            kafka: self.kafka,
+            lake: LakeConfig {
+                uri: self.lake.uri,
+                storage_options,
+            },
+            pipeline: self.pipeline,
+            metrics_listen,
+            tenants,
+            key,
+            special_category_fields: self.privacy.special_category_fields.unwrap_or_else(|| {
+                DEFAULT_SPECIAL_CATEGORY_FIELDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
+            dead_letters: self.dead_letters,
+            aggregate,
+            lifecycle,
+            clock,
+        })
+    }
+
+    /// `[aggregate]` and each tenant's disclosure rules and telemetry retention
+    /// (returned for the lifecycle settings).
+    fn aggregate_settings(&self) -> Result<(AggregateSettings, HashMap<String, u32>), ConfigError> {
+        let a = &self.aggregate;
+        if a.interval_secs == 0 {
+            return Err(invalid("aggregate.interval_secs", "must be greater than 0"));
+        }
+        if a.max_days_per_step == 0 {
+            return Err(invalid(
+                "aggregate.max_days_per_step",
+                "must be greater than 0",
+            ));
+        }
+        let mut disclosure = HashMap::new();
+        let mut telemetry_days = HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if u64::from(t.telemetry_retention_days) <= t.validation.max_age_days {
+                return Err(invalid(
+                    format!("tenants[{i}].telemetry_retention_days"),
+                    format!(
+                        "must be greater than validation.max_age_days ({}): readings that old are still accepted",
+                        t.validation.max_age_days
+                    ),
+                ));
+            }
+            telemetry_days.insert(t.id.clone(), t.telemetry_retention_days);
+            let d = &t.aggregate;
+            if d.min_meters == 0 {
+                return Err(invalid(
+                    format!("tenants[{i}].aggregate.min_meters"),
+                    "must be at least 1 (10 is a sound default)",
+                ));
+            }
+            if !(d.max_meter_share > 0.0 && d.max_meter_share <= 1.0) {
+                return Err(invalid(
+                    format!("tenants[{i}].aggregate.max_meter_share"),
+                    "must be a share above 0 and at most 1 (0.5 is the default)",
+                ));
+            }
+            disclosure.insert(
+                t.id.clone(),
+                Disclosure {
+                    min_meters: d.min_meters,
+                    max_meter_share: d.max_meter_share,
+                },
+            );
+        }
+        let aggregate = AggregateSettings {
+            enabled: a.enabled,
+            interval: std::time::Duration::from_secs(a.interval_secs),
+            max_days_per_step: a.max_days_per_step,
+            disclosure,
+        };
+        Ok((aggregate, telemetry_days))
+    }
+
+    /// `[privacy]` (topics, retention, geo) and `[dead_letters]` retention.
+    fn lifecycle_settings(
+        &self,
+        key: Option<&MasterKey>,
+        telemetry_days: HashMap<String, u32>,
+        clock: Clock,
+    ) -> Result<LifecycleSettings, ConfigError> {
+        let d = &self.dead_letters;
+        let p = &self.privacy;
+        if p.erasure_deadline_secs == 0 {
+            return Err(invalid(
+                "privacy.erasure_deadline_secs",
+                "must be greater than 0",
+            ));
+        }
+        if !p.erasure_topic.is_empty()
+            && (p.erasure_topic == self.kafka.readings_topic || p.erasure_topic == d.kafka_topic)
+        {
+            return Err(invalid(
+                "privacy.erasure_topic",
+                "must not be the readings or dead-letter topic",
+            ));
+        }
+        let subject_events_topic = self.subject_events_topic(key)?;
+        if p.access_log_retention_days == 0 {
+            return Err(invalid(
+                "privacy.access_log_retention_days",
+                "must be greater than 0",
+            ));
+        }
+        let geo: Arc<dyn GeoLookup> = match &p.geoip_file {
+            Some(path) => {
+                Arc::new(CidrTable::load(path).map_err(|e| invalid("privacy.geoip_file", e))?)
+            }
+            None => Arc::new(CidrTable::default()),
+        };
+        Ok(LifecycleSettings {
+            subject_events_topic,
+            subject_group: format!("{}.subjects", self.kafka.group_id),
+            geo,
+            access_log_days: p.access_log_retention_days,
+            account_days: p.account_retention_days,
+            erasure_topic: p.erasure_topic.clone(),
+            erasure_group: format!("{}.erasure", self.kafka.group_id),
+            erasure_deadline: Duration::from_secs(p.erasure_deadline_secs),
+            retention_every: Duration::from_secs(d.retention_check_secs),
+            dead_letter_days: u32::try_from(d.retention_days).unwrap_or(u32::MAX),
+            telemetry_days,
+            clock,
+        })
+    }
+
+    /// The subject-events topic: as configured, `subject.events` when there is a
+    /// key, none without one; Elhub consent needs it.
+    fn subject_events_topic(&self, key: Option<&MasterKey>) -> Result<String, ConfigError> {
+        let p = &self.privacy;
+        let topic = match (&p.subject_events_topic, key) {
+            (Some(t), _) => t.clone(),
+            (None, Some(_)) => "subject.events".to_owned(),
+            (None, None) => String::new(),
+        };
+        if !topic.is_empty() {
+            if key.is_none() {
+                return Err(invalid(
+                    "privacy.subject_events_topic",
+                    format!("the consent ledger needs a pseudonym key (it stores subjects only as keyed hashes): set {KEY_ENV} or [privacy] key_file, or set subject_events_topic = \"\""),
+                ));
+            }
+            if [
+                self.kafka.readings_topic.as_str(),
+                self.dead_letters.kafka_topic.as_str(),
+                p.erasure_topic.as_str(),
+            ]
+            .contains(&topic.as_str())
+            {
+                return Err(invalid(
+                    "privacy.subject_events_topic",
+                    "must not be the readings, dead-letter or erasure topic",
+                ));
+            }
+        }
+        if topic.is_empty() {
+            if let Some(i) = self.tenants.iter().position(|t| t.elhub_consent_required) {
+                return Err(invalid(
+                    format!("tenants[{i}].elhub_consent_required"),
+                    "needs privacy.subject_events_topic: Elhub consent is known only from subject events",
+                ));
+            }
+        }
+        Ok(topic)
+    }
+}
+
+fn check_kafka(k: &KafkaConfig) -> Result<(), ConfigError> {
+    if k.brokers.trim().is_empty() {
+        return Err(invalid("kafka.brokers", "must list at least one host:port"));
+    }
+    if k.group_id.trim().is_empty() {
+        return Err(invalid("kafka.group_id", "must not be empty"));
+    }
+    if k.readings_topic.trim().is_empty() {
+        return Err(invalid("kafka.readings_topic", "must not be empty"));
+    }
+    for reserved in [
+        "group.id",
+        "bootstrap.servers",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+    ] {
+        if k.properties.contains_key(reserved) {
+            return Err(invalid(
+                format!("kafka.properties.\"{reserved}\""),
+                "is set by meterline (offsets live in the lake); remove it",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_pipeline(p: &PipelineConfig) -> Result<(), ConfigError> {
+    for (field, value) in [
+        (
+            "pipeline.flush_interval_secs",
+            p.flush_interval_secs as usize,
+        ),
+        ("pipeline.max_batch_rows", p.max_batch_rows),
+        ("pipeline.max_batch_bytes", p.max_batch_bytes),
+        ("pipeline.chunk_max_records", p.chunk_max_records),
+        ("pipeline.channel_capacity", p.channel_capacity),
+        ("pipeline.max_message_bytes", p.max_message_bytes),
+        (
+            "pipeline.retry_initial_backoff_ms",
+            p.retry_initial_backoff_ms as usize,
+        ),
+        (
+            "pipeline.retry_max_backoff_secs",
+            p.retry_max_backoff_secs as usize,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(field, "must be greater than 0"));
+        }
+    }
+    if p.max_message_bytes > 16 * 1024 * 1024 {
+        return Err(invalid(
+            "pipeline.max_message_bytes",
+            "must be at most 16 MiB",
+        ));
+    }
+    Ok(())
+}
+
+fn metrics_listen(m: &MetricsConfig) -> Result<Option<SocketAddr>, ConfigError> {
+    let listen = m.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    SocketAddr::from_str(listen).map(Some).map_err(|_| {
+        invalid(
+            "metrics.listen",
+            "must be an address such as 127.0.0.1:9898 (or empty to disable)",
+        )
+    })
+}
+
+fn tenant_registry(configs: &[TenantConfig]) -> Result<TenantRegistry, ConfigError> {
+    if configs.is_empty() {
+        return Err(invalid(
+            "tenants",
+            "configure at least one [[tenants]] entry",
+        ));
+    }
+    let tenants = configs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tenant(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    TenantRegistry::new(tenants).map_err(|e| invalid("tenants", e.to_string()))
+}
+
+fn tenant(i: usize, t: &TenantConfig) -> Result<Tenant, ConfigError> {
+    let timezone = chrono_tz::Tz::from_str(&t.timezone).map_err(|_| {
+        invalid(
+            format!("tenants[{i}].timezone"),
+            "must be an IANA time zone such as Europe/Oslo",
+        )
+    })?;
+    Ok(Tenant {
+        id: t.id.clone(),
+        deployment: match t.deployment {
+            DeploymentConfig::Public => Deployment::Public,
+            DeploymentConfig::Private => Deployment::Private,
+        },
+        timezone,
+        rules: Rules {
+            requires_elhub_consent: t.elhub_consent_required,
+            key_rotation: key_rotation(i, t)?,
+            key_grace_days: t.key_grace_days,
+            ..t.validation.rules(&format!("tenants[{i}].validation"))?
+        },
+    })
+}
+
+fn key_rotation(
+    i: usize,
+    t: &TenantConfig,
+) -> Result<meterline_operators::epoch::Rotation, ConfigError> {
+    use meterline_operators::epoch::Rotation;
+    match (t.key_rotation.as_deref(), &t.deployment) {
+        (None, DeploymentConfig::Public) => Ok(Rotation::Monthly),
+        (None | Some("never"), _) => Ok(Rotation::Never),
+        (Some(text), DeploymentConfig::Public) => Rotation::parse(text).ok_or_else(|| {
+            invalid(
+                format!("tenants[{i}].key_rotation"),
+                "must be `monthly`, `yearly` or `never`",
+            )
+        }),
+        (Some(_), _) => Err(invalid(
+            format!("tenants[{i}].key_rotation"),
+            "only public tenants have pseudonym keys (private tenants keep identifiers)",
+        )),
+    }
+}
+
+/// The master key: `METERLINE_PSEUDONYM_KEY` first, then `[privacy] key_file`.
+fn master_key(
+    from_env: Option<String>,
+    privacy: &PrivacyConfig,
+) -> Result<Option<MasterKey>, ConfigError> {
+    match (from_env, &privacy.key_file) {
+        (Some(text), _) => MasterKey::from_hex(&text)
+            .map(Some)
+            .map_err(|e: KeyError| invalid(KEY_ENV, e.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "privacy.key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            MasterKey::from_hex(&text)
+                .map(Some)
+                .map_err(|e| invalid("privacy.key_file", e.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_dead_letters(d: &DeadLettersConfig, kafka: &KafkaConfig) -> Result<(), ConfigError> {
+    if d.retention_days == 0 {
+        return Err(invalid(
+            "dead_letters.retention_days",
+            "must be greater than 0",
+        ));
+    }
+    if d.retention_check_secs == 0 {
+        return Err(invalid(
+            "dead_letters.retention_check_secs",
+            "must be greater than 0",
+        ));
+    }
+    if d.kafka_topic == kafka.readings_topic {
+        return Err(invalid(
+            "dead_letters.kafka_topic",
+            "must not be the readings topic",
+        ));
+    }
+    Ok(())
+}
+
+impl ValidationConfig {
+    fn rules(&self, field: &str) -> Result<Rules, ConfigError> {
+        let thousandths = |name: &str, x: f64| {
+            if x.is_finite() && x > 0.0 && x < 1e12 {
+                Ok((x * 1000.0).round() as i128)
+            } else {
+                Err(invalid(
+                    format!("{field}.{name}"),
+                    "must be a positive number",
+                ))
+            }
+        };
+        for p in &self.gsrn_prefixes {
+            if p.is_empty() || p.len() > 17 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("{field}.gsrn_prefixes"),
+                    "each prefix must be 1-17 digits",
+                ));
+            }
+        }
+        if self.max_age_days == 0 {
+            return Err(invalid(
+                format!("{field}.max_age_days"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(Rules {
+            gsrn_prefixes: self.gsrn_prefixes.clone(),
+            max_kwh_per_hour: thousandths("max_kwh_per_hour", self.max_kwh_per_hour)?,
+            max_m3_per_hour: thousandths("max_m3_per_hour", self.max_m3_per_hour)?,
+            spike_factor: thousandths("spike_factor", self.spike_factor)?,
+            future_skew_micros: i64::try_from(self.max_future_skew_secs)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .min(i64::MAX / 1_000_000)
+                * 1_000_000,
+            max_age_micros: i64::try_from(self.max_age_days)
+                .unwrap_or(100_000)
+                .min(100_000)
+                * 86_400
+                * 1_000_000,
+            convert_wh: self.convert_wh,
+            ..Rules::default()
+        })
+    }
+}
+
+/// A chunk is handed over at this many payload bytes at the latest.
+pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Default `queued.max.messages.kbytes`: how much librdkafka prefetches.
+pub const PREFETCH_KBYTES: &str = "16384";
+
+/// Materializer settings.
+#[derive(Debug, Clone)]
+pub struct AggregateSettings {
+    /// Run rounds inside `meterline run`.
+    pub enabled: bool,
+    /// Time between rounds (the freshness goal).
+    pub interval: std::time::Duration,
+    /// Local dates recomputed per step (bounds memory on a first build).
+    pub max_days_per_step: usize,
+    /// Area-cell disclosure rules per public tenant.
+    pub disclosure: HashMap<String, Disclosure>,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: std::time::Duration::from_secs(30),
+            max_days_per_step: 31,
+            disclosure: HashMap::new(),
+        }
+    }
+}
+
+/// Retention and erasure settings.
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// Compacted topic of erasure tombstones; empty: no erasure consumer.
+    pub erasure_topic: String,
+    /// Consumer group of the erasure consumer.
+    pub erasure_group: String,
+    /// An erasure must be complete this long after it was requested.
+    pub erasure_deadline: Duration,
+    /// How often `meterline run` sweeps.
+    pub retention_every: Duration,
+    /// Dead letters are kept this many days.
+    pub dead_letter_days: u32,
+    /// Readings (and the aggregates made of them) are kept this many local days per
+    /// tenant.
+    pub telemetry_days: HashMap<String, u32>,
+    /// Topic of `subject-event/v1` records; empty: no subjects consumer.
+    pub subject_events_topic: String,
+    /// Consumer group of the subjects consumer.
+    pub subject_group: String,
+    /// IP -> city/country for profiles.
+    pub geo: Arc<dyn GeoLookup>,
+    /// `access_log` rows are kept this many days.
+    pub access_log_days: u32,
+    /// A terminated account's data is erased this many days after termination.
+    pub account_days: u32,
+    /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
+    /// `Settings::clock`.
+    pub clock: meterline_operators::Clock,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            erasure_topic: String::new(),
+            erasure_group: "meterline.erasure".to_owned(),
+            erasure_deadline: Duration::from_secs(3600),
+            retention_every: Duration::from_secs(3600),
+            dead_letter_days: 14,
+            telemetry_days: HashMap::new(),
+            subject_events_topic: String::new(),
+            subject_group: "meterline.subjects".to_owned(),
+            geo: Arc::new(CidrTable::default()),
+            access_log_days: 90,
+            account_days: 30,
+            clock: meterline_operators::Clock::system(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn fake_now_moves_the_clock_and_a_bad_value_names_the_variable() {
+        assert!(!clock_from(None).unwrap().is_shifted());
+        assert!(!clock_from(Some(" ")).unwrap().is_shifted());
+        let c = clock_from(Some("2028-02-29T23:30:00+01:00")).unwrap();
+        let want = chrono::DateTime::parse_from_rfc3339("2028-02-29T22:30:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let got = c.now();
+        assert!(
+            got >= want && got - want < chrono::Duration::seconds(5),
+            "{got}"
+        );
+        let err = clock_from(Some("2028-02-29 23:30"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(FAKE_NOW_ENV), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        group_id = "meterline"
+        [lake]
+        uri = "/tmp/lake"
+        [[tenants]]
+        id = "acme"
+        deployment = "private"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        // An environment prefix nothing uses: tests do not see the real environment.
+        Config::from_sources(text, Env::prefixed("METERLINE_TEST_UNUSED_PREFIX_"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.kafka.readings_topic, "meter.readings");
+        assert_eq!(c.metrics.listen, "127.0.0.1:9898");
+        assert_eq!(c.pipeline.flush_interval_secs, 10);
+        assert_eq!(c.tenants[0].timezone, "Europe/Oslo");
+        let s = c.build_with_key(None, Clock::system()).unwrap();
+        assert!(s.key.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = parse(&format!(
+            "{MINIMAL}\n[pipeline]\nflush_intervall_secs = 3\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("flush_intervall_secs"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        let err = parse(&MINIMAL.replace("group_id = \"meterline\"", "")).unwrap_err();
+        assert!(err.to_string().contains("group_id"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad_tz = MINIMAL.replace(
+            "deployment = \"private\"",
+            "deployment = \"private\"\ntimezone = \"Mars/Olympus\"",
+        );
+        let err = parse(&bad_tz)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
+        assert!(err.to_string().contains("tenants[0].timezone"), "{err}");
+        let err = parse(&MINIMAL.replace("\"private\"", "\"secret\"")).unwrap_err();
+        assert!(err.to_string().contains("deployment"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"))
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
+    }
+
+    #[test]
+    fn public_tenants_need_a_key_and_the_key_is_never_echoed() {
+        let public = MINIMAL.replace("\"private\"", "\"public\"");
+        let err = parse(&public)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
+        assert!(err.to_string().contains(KEY_ENV), "{err}");
+        let err = parse(&public)
+            .unwrap()
+            .build_with_key(Some("deadbeef-not-a-key".into()), Clock::system())
+            .unwrap_err();
+        assert!(!err.to_string().contains("deadbeef"), "{err}");
+        let ok = parse(&public)
+            .unwrap()
+            .build_with_key(Some("ab".repeat(32)), Clock::system())
+            .unwrap();
+        assert!(ok.key.is_some());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn environment_overrides_file_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METERLINE_KAFKA__BROKERS", "broker-a:9093");
+            jail.set_env("METERLINE_PIPELINE__MAX_BATCH_ROWS", "123");
+            jail.set_env("METERLINE_PSEUDONYM_KEY", "ab".repeat(32));
+            // Not configuration: variables of other tools that share the prefix.
+            jail.set_env("METERLINE_LOG", "debug");
+            jail.set_env("METERLINE_MOTO_SERVER", "/usr/bin/moto_server");
+            let c = Config::from_sources(MINIMAL, Env::prefixed("METERLINE_")).unwrap();
+            assert_eq!(c.kafka.brokers, "broker-a:9093");
+            assert_eq!(c.pipeline.max_batch_rows, 123);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn reserved_kafka_properties_are_refused() {
+        let text = format!("{MINIMAL}\n[kafka.properties]\n\"enable.auto.commit\" = true\n");
+        // [kafka.properties] after [[tenants]] is still the kafka table in TOML.
+        let err = parse(&text)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err();
+        assert!(err.to_string().contains("enable.auto.commit"), "{err}");
+    }
+}
