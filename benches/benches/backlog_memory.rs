@@ -21,6 +21,8 @@
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
+mod support;
+
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use support::{metric, proc_status, selected};
 
 const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
 const HOLD: Duration = Duration::from_secs(30);
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let bench = args.iter().any(|a| a == "--bench");
-    if !bench && !selected(&args[1..]) {
+    if !bench && !selected(TEST, &args[1..]) {
         println!("running 0 tests ({TEST} filtered out)");
         return ExitCode::SUCCESS;
     }
@@ -77,34 +80,6 @@ fn main() -> ExitCode {
     } else {
         runtime.block_on(check_bound(&tools))
     }
-}
-
-/// Whether libtest-style arguments (filters, `--skip`, `--exact`) select [`TEST`].
-fn selected(args: &[String]) -> bool {
-    let exact = args.iter().any(|a| a == "--exact");
-    let matches = |pattern: &str| {
-        if exact {
-            pattern == TEST
-        } else {
-            TEST.contains(pattern)
-        }
-    };
-    let mut filters = Vec::new();
-    let mut args = args.iter();
-    while let Some(a) = args.next() {
-        if a == "--skip" {
-            if args.next().is_some_and(|p| matches(p.as_str())) {
-                return false;
-            }
-        } else if let Some(p) = a.strip_prefix("--skip=") {
-            if matches(p) {
-                return false;
-            }
-        } else if !a.starts_with('-') {
-            filters.push(a.as_str());
-        }
-    }
-    filters.is_empty() || filters.into_iter().any(matches)
 }
 
 /// The test: peak resident memory under the bound meterline logs at start, with a
@@ -250,20 +225,6 @@ async fn produce(broker: &Broker, topic: &str, backlog: usize) {
         .unwrap();
 }
 
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kb| kb * 1024)
-}
-
 /// The bound in a "pipeline started" log line (`memory_bound_mib=764`), in bytes.
 fn logged_bound(line: &str) -> u64 {
     line.split_whitespace()
@@ -271,16 +232,6 @@ fn logged_bound(line: &str) -> u64 {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no memory_bound_mib in the start line: {line}"))
         * MIB
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let Ok((200, text)) = meterline::dev::testkit::http(port, "GET", "/metrics") else {
-        return f64::NAN;
-    };
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn measure(tools: &Tools, backlog: usize) -> Measurement {

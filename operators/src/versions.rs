@@ -274,6 +274,24 @@ impl VersionIndex {
         Ok(())
     }
 
+    /// Mark (local date, meter) combinations of a tenant loaded with no stored rows
+    /// (known to have none, see `MeterPresence`), up to the bound like [`Self::load`].
+    pub fn mark_empty(&mut self, tenant: &str, combinations: &[(i32, &str)]) {
+        for (date, meter) in combinations {
+            if self.loaded_len >= self.max_keys {
+                return;
+            }
+            let added = self
+                .loaded
+                .entry(tenant.to_owned())
+                .or_default()
+                .entry(*date)
+                .or_default()
+                .insert((*meter).to_owned());
+            self.loaded_len += usize::from(added);
+        }
+    }
+
     /// Classify a `readings` batch (in input order) against the index and add the
     /// accepted rows to it. Every partition of the batch must be loaded.
     ///

@@ -59,6 +59,7 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     pub commit_duration: HistogramVec,
     pub storage_errors: IntCounterVec,
+    pub version_rows_read: IntCounterVec,
     pub kafka_errors: IntCounter,
     pub kafka_redelivered: IntCounter,
     pub consumer_lag: IntGaugeVec,
@@ -163,6 +164,13 @@ impl Metrics {
             "meterline_storage_errors_total",
             "Failed attempts to write or commit to the lake (each is retried).",
             &["table"],
+        );
+        let version_rows_read = counter_vec(
+            "meterline_version_rows_read_total",
+            "Stored rows read back from readings to apply the version rules, by what was read: \
+             `meters` (which meters a date partition holds, once per partition) or `keys` \
+             (stored versions of meters already in a partition: corrections and restarts).",
+            &["read"],
         );
         let kafka_errors = counter(
             "meterline_kafka_errors_total",
@@ -308,6 +316,9 @@ impl Metrics {
         for reason in drop_reason::ALL {
             records_dropped.with_label_values(&[reason]);
         }
+        for read in ["meters", "keys"] {
+            version_rows_read.with_label_values(&[read]);
+        }
         for table in ["readings", "dead_letters"] {
             records_written.with_label_values(&[table]);
             commits.with_label_values(&[table]);
@@ -324,6 +335,7 @@ impl Metrics {
             commits,
             commit_duration,
             storage_errors,
+            version_rows_read,
             kafka_errors,
             kafka_redelivered,
             consumer_lag,

@@ -1,5 +1,7 @@
-//! A local lake for the lake benches: `readings` filled through the real operator
-//! chain, with offsets, as the pipeline writes it.
+//! Shared by the benches: a local lake with `readings` filled through the real
+//! operator chain, with offsets, as the pipeline writes it; and, for the benches
+//! that run `meterline` as a process, test selection, `/proc` and `/metrics`
+//! readers.
 //!
 //! Compiled into each bench that declares `mod support;`; not every bench uses
 //! every part.
@@ -125,4 +127,83 @@ impl BenchLake {
                 .expect("append");
         }
     }
+}
+
+/// Whether libtest-style arguments (filters, `--skip`, `--exact`) select the test
+/// named `test` (a bench binary without the libtest harness runs one test).
+pub fn selected(test: &str, args: &[String]) -> bool {
+    let exact = args.iter().any(|a| a == "--exact");
+    let matches = |pattern: &str| {
+        if exact {
+            pattern == test
+        } else {
+            test.contains(pattern)
+        }
+    };
+    let mut filters = Vec::new();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        if a == "--skip" {
+            if args.next().is_some_and(|p| matches(p.as_str())) {
+                return false;
+            }
+        } else if let Some(p) = a.strip_prefix("--skip=") {
+            if matches(p) {
+                return false;
+            }
+        } else if !a.starts_with('-') {
+            filters.push(a.as_str());
+        }
+    }
+    filters.is_empty() || filters.into_iter().any(matches)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in bytes; `None`
+/// when the process is gone or the field is missing.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+}
+
+/// CPU time (user + system) of a process so far, in seconds, from
+/// `/proc/<pid>/stat`; `None` when the process is gone or the file unreadable.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    // USER_HZ: 100 on every Linux architecture the project builds for.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on:
+    // utime is field 14, stime field 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SEC)
+}
+
+/// The sum of a metric's samples on meterline's `/metrics` (every label set whose
+/// line starts with `name`); NaN when the endpoint cannot be read.
+///
+/// # Panics
+/// The endpoint answers but has no such metric (a misspelt name must not read
+/// as 0).
+pub fn metric(port: u16, name: &str) -> f64 {
+    let Ok((200, text)) = meterline::dev::testkit::http(port, "GET", "/metrics") else {
+        return f64::NAN;
+    };
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    assert!(!values.is_empty(), "no metric {name} on /metrics");
+    values.iter().sum()
 }

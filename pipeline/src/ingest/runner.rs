@@ -8,9 +8,11 @@
 //!  Event::Stopped  ─▶ final flush ─▶ done
 //! ```
 //!
-//! `versions` applies the version rules against the lake: the first time a batch
-//! touches a (tenant, local date) partition, that partition's keys are read from
-//! `readings` into a bounded in-memory index (see `VersionIndex`).
+//! `versions` applies the version rules against the lake. The first time a batch
+//! touches a (tenant, local date) partition, the meters that partition holds are
+//! read (one column, see `MeterPresence`); the stored keys of the batch's meters
+//! that are in it are read into a bounded in-memory index (see `VersionIndex`).
+//! New meters, the common case, cost no read of stored keys.
 //!
 //! A flush filters out rows already stored (re-deliveries), publishes dead letters
 //! to the dead-letter topic (if configured), commits them to `dead_letters` and then
@@ -26,7 +28,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type};
 use meterline_operators::{
-    Chain, Classified, DeadLetter, OperatorContext, Pseudonymizer, RawRecord, Reason, VersionIndex,
+    Chain, Classified, DeadLetter, MeterPresence, OperatorContext, Pseudonymizer, RawRecord,
+    Reason, VersionIndex,
 };
 use meterline_sinks::{
     dead_letter_batch, dead_letters_spec, readings_spec, Lake, OffsetTable, SinkError,
@@ -177,6 +180,32 @@ impl Buffer {
     }
 }
 
+/// The columns the version rules read back from `readings`.
+const KEY_COLUMNS: [&str; 6] = [
+    "meter",
+    "quantity",
+    "direction",
+    "interval_start",
+    "version",
+    "value",
+];
+
+/// The filter selecting the (tenant, local date) partitions of `readings`: values
+/// as literals, not SQL text, so identifiers need no quoting.
+fn partitions(tenant: &str, dates: &[i32]) -> datafusion::prelude::Expr {
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+    col("tenant").eq(lit(tenant)).and(
+        col("local_date").in_list(
+            dates
+                .iter()
+                .map(|d| lit(ScalarValue::Date32(Some(*d))))
+                .collect(),
+            false,
+        ),
+    )
+}
+
 /// The pipeline: operators plus the two offset tables.
 pub struct Runner {
     topic: String,
@@ -188,6 +217,9 @@ pub struct Runner {
     keys: Option<(crate::privacy::keys::KeyStore, Instant)>,
     tenants: meterline_operators::TenantRegistry,
     versions: VersionIndex,
+    /// Which meters each (tenant, local date) partition holds, so new meters need
+    /// no read of stored keys.
+    presence: MeterPresence,
     version_index_max_keys: usize,
     dlq: Option<(FutureProducer, String)>,
     readings: OffsetTable,
@@ -266,6 +298,7 @@ impl Runner {
             keys,
             tenants: settings.tenants.clone(),
             versions: VersionIndex::new(p.version_index_max_keys),
+            presence: MeterPresence::new(p.version_index_max_keys),
             version_index_max_keys: p.version_index_max_keys,
             dlq,
             readings,
@@ -470,62 +503,86 @@ impl Runner {
         Ok(())
     }
 
-    /// Apply the version rules, loading the partitions the batch touches first.
+    /// Apply the version rules, loading what the batch needs to know first.
+    ///
+    /// For each (tenant, local date) the batch touches, the meters stored in that
+    /// partition are read once ([`MeterPresence`]); a meter with no stored row
+    /// needs nothing more. Only meters already stored (corrections, re-sends,
+    /// restarts) have their stored keys read, so the cost per reading does not grow
+    /// with the lake.
     async fn classify(&mut self, batch: &RecordBatch) -> Result<Classified, RunError> {
         let mut missing = self.versions.missing(batch)?;
         if !missing.is_empty() && self.versions.len() >= self.version_index_max_keys {
             // The index only forgets what is in the lake: commit what is buffered.
+            // What the lake holds per partition (presence) stays true.
             self.flush().await?;
             self.versions.clear();
             missing = self.versions.missing(batch)?;
         }
-        // Per tenant: the dates and meters of the batch whose keys are not loaded.
-        let mut by_tenant: BTreeMap<String, (BTreeSet<i32>, BTreeSet<String>)> = BTreeMap::new();
+        // Per tenant: the (date, meter) combinations of the batch not loaded.
+        let mut by_tenant: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
         for (tenant, date, meter) in missing {
-            let entry = by_tenant.entry(tenant).or_default();
-            entry.0.insert(date);
-            entry.1.insert(meter);
+            by_tenant.entry(tenant).or_default().push((date, meter));
         }
-        for (tenant, (dates, meters)) in by_tenant {
-            use datafusion::prelude::{col, lit};
-            use datafusion::scalar::ScalarValue;
-            // Partition pruning on tenant and local_date; values as literals, not SQL
-            // text, so identifiers need no quoting.
-            let filter = col("tenant")
-                .eq(lit(tenant.as_str()))
-                .and(
-                    col("local_date").in_list(
-                        dates
-                            .iter()
-                            .map(|d| lit(ScalarValue::Date32(Some(*d))))
-                            .collect(),
-                        false,
-                    ),
-                )
-                .and(col("meter").in_list(meters.iter().map(|m| lit(m.as_str())).collect(), false));
-            let stored = self.scan_with_retry(filter).await?;
+        for (tenant, combinations) in by_tenant {
+            let dates: Vec<i32> = combinations
+                .iter()
+                .map(|(d, _)| *d)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let unknown = self.presence.unknown(&tenant, &dates);
+            if !unknown.is_empty() {
+                let stored = self
+                    .scan_with_retry(&["local_date", "meter"], partitions(&tenant, &unknown))
+                    .await?;
+                self.count_read("meters", &stored);
+                self.presence.load(&tenant, &unknown, &stored)?;
+            }
+            let (stored, new): (Vec<_>, Vec<_>) = combinations
+                .iter()
+                .map(|(d, m)| (*d, m.as_str()))
+                .partition(|(d, m)| self.presence.may_contain(&tenant, *d, m));
+            self.versions.mark_empty(&tenant, &new);
+            if stored.is_empty() {
+                continue;
+            }
+            let dates: BTreeSet<i32> = stored.iter().map(|(d, _)| *d).collect();
+            let meters: BTreeSet<&str> = stored.iter().map(|(_, m)| *m).collect();
             let dates: Vec<i32> = dates.into_iter().collect();
-            let meters: Vec<&str> = meters.iter().map(String::as_str).collect();
-            self.versions.load(&tenant, &dates, &meters, &stored)?;
+            let meters: Vec<&str> = meters.into_iter().collect();
+            {
+                use datafusion::prelude::{col, lit};
+                // The date partitions are pruned; the meters are a filter on the
+                // rows read (no meter statistics in the Delta log).
+                let filter = partitions(&tenant, &dates)
+                    .and(col("meter").in_list(meters.iter().map(|m| lit(*m)).collect(), false));
+                let rows = self.scan_with_retry(&KEY_COLUMNS, filter).await?;
+                self.count_read("keys", &rows);
+                self.versions.load(&tenant, &dates, &meters, &rows)?;
+            }
         }
-        Ok(self.versions.classify(batch)?)
+        let classified = self.versions.classify(batch)?;
+        self.presence.add(&classified.accepted)?;
+        Ok(classified)
+    }
+
+    fn count_read(&self, read: &str, batches: &[RecordBatch]) {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        self.metrics
+            .version_rows_read
+            .with_label_values(&[read])
+            .inc_by(rows as u64);
     }
 
     async fn scan_with_retry(
         &mut self,
+        columns: &[&str],
         filter: datafusion::prelude::Expr,
     ) -> Result<Vec<RecordBatch>, RunError> {
-        const COLUMNS: [&str; 6] = [
-            "meter",
-            "quantity",
-            "direction",
-            "interval_start",
-            "version",
-            "value",
-        ];
         let mut backoff = self.backoff_initial;
         loop {
-            match self.readings.scan(&COLUMNS, filter.clone()).await {
+            match self.readings.scan(columns, filter.clone()).await {
                 Ok(batches) => return Ok(batches),
                 Err(e) if e.is_transient() => {
                     self.metrics
@@ -567,6 +624,7 @@ impl Runner {
             return Err(e.to_string());
         }
         self.versions.clear();
+        self.presence.clear();
         let mut backoff = self.backoff_initial;
         loop {
             let dead = self.dead.load_offsets(partitions).await;
@@ -606,8 +664,9 @@ impl Runner {
         }
         self.readings.release(partitions);
         self.dead.release(partitions);
-        // Discarded rows are in the index but not in the lake.
+        // Discarded rows are in the index (and presence) but not in the lake.
         self.versions.clear();
+        self.presence.clear();
         flushed
     }
 

@@ -1,0 +1,609 @@
+//! Kafka to lake, end to end: what a reading costs from the broker to the lake,
+//! measured against a bare consumer that only drains the same topic.
+//!
+//! One run: a tansu broker on loopback, a topic of 4 partitions preloaded with
+//! `reading/v1` messages of one public tenant (hourly values, keyed by device, the
+//! meter pseudonymized), then
+//! 1. **drain**: a bare rdkafka consumer that counts the messages (the ceiling: no
+//!    decode, no lake), this binary re-executed with `--drain`;
+//! 2. **meterline**: a real `meterline run` (this binary re-executed with
+//!    `--meterline-run`) with the default configuration into a local lake, once
+//!    with aggregates off and once with them on (the difference is the aggregate
+//!    materializer's cost).
+//!
+//! Each process's CPU time (user + system, `/proc/<pid>/stat`) is sampled with
+//! the records it has finished (written, dead-lettered or dropped: every record
+//! is one of those). Printed per run: wall rate, CPU-µs per reading, the ratio of
+//! rates to the drain, peak RSS (VmHWM), and the CPU per reading of the first and
+//! the last tenth of the readings: equal when the cost does not grow with what
+//! the lake already holds.
+//!
+//! Shapes (`KAFKA_TO_LAKE_SHAPE`, default `backfill`):
+//! - `backfill`: each meter's history in turn (an adapter fetching history meter
+//!   by meter): `KAFKA_TO_LAKE_METERS` (2,000) x `KAFKA_TO_LAKE_HOURS` (480);
+//! - `morning`: Elhub's morning delivery, yesterday's 24 values of every meter,
+//!   day after day: `KAFKA_TO_LAKE_METERS` x `KAFKA_TO_LAKE_DAYS` (7);
+//! - `live`: every meter's value of an hour, then the next hour.
+//!
+//! `cargo bench --bench kafka_to_lake` measures (about 10 minutes at the default
+//! size). Without `--bench`, as `cargo test --all-targets` (and so
+//! `scripts/test.sh`) runs it, one test guards flatness: a 300,000-reading
+//! backfill with flushes of 10,000 rows; it fails when the last tenth of the
+//! readings costs more than 1.5 times the CPU per reading of the first tenth (a
+//! ratio of two stretches of the same run, never an absolute time).
+//!
+//! Both need the tools of `scripts/test.sh` (tansu).
+
+#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
+
+mod support;
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
+use meterline::dev::generator::gsrn;
+use meterline::dev::testkit::{free_port, unique_name, Broker, Process, Tools};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::Message;
+use support::{metric, proc_cpu_secs, proc_status, selected};
+
+const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
+const TENANT: &str = "oslo-utility";
+const PARTITIONS: i32 = 4;
+const MIB: u64 = 1024 * 1024;
+
+/// The test run without `--bench`.
+const TEST: &str = "cost_per_reading_does_not_grow_with_the_lake";
+/// The guard's bound on last-tenth / first-tenth CPU per reading.
+const GUARD_RATIO: f64 = 1.5;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.get(1).map(String::as_str) {
+        Some("--meterline-run") => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env("METERLINE_LOG"))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            let path = std::path::PathBuf::from(&args[2]);
+            return runtime.block_on(meterline::service::run_from_file(&path));
+        }
+        Some("--drain") => return drain(&args[2], &args[3], args[4].parse().expect("count")),
+        _ => {}
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{TEST}: test");
+        return ExitCode::SUCCESS;
+    }
+    let bench = args.iter().any(|a| a == "--bench");
+    if !bench && !selected(TEST, &args[1..]) {
+        println!("running 0 tests ({TEST} filtered out)");
+        return ExitCode::SUCCESS;
+    }
+    let tools = match Tools::find() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kafka_to_lake: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if bench {
+        runtime.block_on(measure(&tools))
+    } else {
+        runtime.block_on(guard(&tools))
+    }
+}
+
+/// The order readings arrive in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Order {
+    /// Each meter's hours in turn.
+    Backfill,
+    /// Per day, each meter's 24 values of that day.
+    Morning,
+    /// Per hour, every meter's value.
+    Live,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    order: Order,
+    meters: usize,
+    hours: usize,
+}
+
+impl Shape {
+    fn readings(&self) -> usize {
+        self.meters * self.hours
+    }
+
+    fn describe(&self) -> String {
+        let order = match self.order {
+            Order::Backfill => "backfill (meter by meter)",
+            Order::Morning => "morning delivery (day by day, 24 values per meter)",
+            Order::Live => "live (hour by hour)",
+        };
+        format!(
+            "{order}: {} meters x {} hours = {} readings",
+            self.meters,
+            self.hours,
+            self.readings()
+        )
+    }
+
+    /// The (meter, hour) of the i-th message.
+    fn at(&self, i: usize) -> (usize, usize) {
+        match self.order {
+            Order::Backfill => (i / self.hours, i % self.hours),
+            Order::Live => (i % self.meters, i / self.meters),
+            Order::Morning => {
+                let per_day = self.meters * 24;
+                let (day, rest) = (i / per_day, i % per_day);
+                (rest / 24, day * 24 + rest % 24)
+            }
+        }
+    }
+}
+
+/// The first hour of the data: midnight in Oslo (UTC+1 in January).
+fn first_hour() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2026, 1, 1)
+        .expect("date")
+        .and_hms_opt(0, 0, 0)
+        .expect("time")
+        .and_utc()
+        - Days::hours(1)
+}
+
+/// One `reading/v1` message: (key, payload). Written with `format!` rather than a
+/// JSON value: millions of them are produced per run.
+fn message(meter: usize, hour: usize) -> (String, String) {
+    let start = first_hour() + Days::hours(hour as i64);
+    let version = start + Days::hours(30);
+    let device = format!("dev-{meter:06}");
+    let value = 0.4 + ((meter * 7919 + hour * 104_729) % 2_000) as f64 / 1_000.0;
+    let payload = format!(
+        concat!(
+            r#"{{"schema":"reading/v1","tenant":"{tenant}","device_id":"{device}","#,
+            r#""meter_id":"{meter_id}","quantity":"electricity","direction":"import","#,
+            r#""start":"{start}","resolution":"PT1H","value":{value:.3},"unit":"kWh","#,
+            r#""quality":"measured","version":"{version}","area":"NO1","#,
+            r#""status":{{"battery":0.87,"rssi":-71,"firmware":"3.2.1"}}}}"#
+        ),
+        tenant = TENANT,
+        device = device,
+        meter_id = gsrn(meter as u32 + 1),
+        start = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        value = value,
+        version = version.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    (device, payload)
+}
+
+async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "600000")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let total = shape.readings();
+    let mut next = 0;
+    while next < total {
+        let end = (next + 100_000).min(total);
+        let mut pending = Vec::with_capacity(end - next);
+        for i in next..end {
+            let (meter, hour) = shape.at(i);
+            let (key, payload) = message(meter, hour);
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+        }
+        for d in pending {
+            d.await
+                .expect("report")
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+        next = end;
+    }
+    producer
+        .flush(Timeout::After(Duration::from_secs(60)))
+        .expect("flush");
+    eprintln!(
+        "kafka_to_lake: produced {total} readings in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The drain child: consume `count` messages of `topic` and print its own CPU.
+fn drain(bootstrap: &str, topic: &str, count: usize) -> ExitCode {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("drain"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let started = Instant::now();
+    let (mut seen, mut bytes) = (0usize, 0usize);
+    while seen < count {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                seen += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+            }
+            Some(Err(e)) => eprintln!("drain: {e}"),
+            None => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1800),
+                    "drain: {seen} of {count} messages after 30 minutes"
+                );
+            }
+        }
+    }
+    let cpu = proc_cpu_secs(std::process::id()).expect("own /proc stat");
+    let hwm = proc_status(std::process::id(), "VmHWM:").unwrap_or(0);
+    println!(
+        "drained {seen} {bytes} {:.6} {cpu:.6} {hwm}",
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+/// One process's run over the whole topic.
+#[derive(Debug, Clone)]
+struct Run {
+    name: String,
+    readings: usize,
+    wall_secs: f64,
+    cpu_secs: f64,
+    peak_rss: u64,
+    /// CPU-µs per reading of the first and the last tenth (meterline runs only).
+    tenths: Option<(f64, f64)>,
+}
+
+impl Run {
+    fn cpu_us_per_reading(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.readings as f64
+    }
+
+    fn rate(&self) -> f64 {
+        self.readings as f64 / self.wall_secs
+    }
+}
+
+fn run_drain(broker: &Broker, topic: &str, count: usize) -> Run {
+    let output = Command::new(std::env::current_exe().expect("own path"))
+        .args(["--drain", &broker.bootstrap(), topic, &count.to_string()])
+        .output()
+        .expect("drain child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "drain failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fields: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("drained "))
+        .unwrap_or_else(|| panic!("no result line from the drain: {stdout}"))
+        .split_whitespace()
+        .collect();
+    let number = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable drain result: {stdout}"))
+    };
+    Run {
+        name: "drain (bare rdkafka consumer)".into(),
+        readings: number(0) as usize,
+        wall_secs: number(2),
+        cpu_secs: number(3),
+        peak_rss: number(4) as u64,
+        tenths: None,
+    }
+}
+
+/// A sample of a meterline run: CPU seconds, records finished.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cpu: f64,
+    done: f64,
+}
+
+/// CPU-µs per reading of the first and the last tenth of a run's readings.
+///
+/// Samples are taken from the start of consumption (the first has nothing
+/// finished), and records are finished in flushes, after the CPU that processed
+/// them was spent. The first tenth runs from the first sample to the first at or
+/// past a tenth of the readings; the last from the last sample at or before nine
+/// tenths to the end. Each holds at least one whole flush, whatever the sampling.
+fn tenths(samples: &[Sample], total: f64) -> (f64, f64) {
+    let per_reading = |a: &Sample, b: &Sample| {
+        assert!(b.done > a.done, "a stretch without a flush: {a:?} .. {b:?}");
+        (b.cpu - a.cpu) * 1e6 / (b.done - a.done)
+    };
+    let start = samples.first().expect("samples");
+    let first_end = samples
+        .iter()
+        .find(|s| s.done >= total / 10.0)
+        .expect("a sample past the first tenth");
+    let last_start = samples
+        .iter()
+        .rev()
+        .find(|s| s.done <= total * 0.9)
+        .expect("a sample before the last tenth");
+    let end = samples.last().expect("samples");
+    (per_reading(start, first_end), per_reading(last_start, end))
+}
+
+struct Knobs {
+    aggregates: bool,
+    max_batch_rows: Option<usize>,
+}
+
+fn run_meterline(broker: &Broker, topic: &str, total: usize, knobs: &Knobs) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("meterline.toml");
+    let pipeline = knobs
+        .max_batch_rows
+        .map(|rows| format!("[pipeline]\nmax_batch_rows = {rows}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+readings_topic = "{topic}"
+[lake]
+uri = "{lake}"
+[metrics]
+listen = "127.0.0.1:{port}"
+[aggregate]
+enabled = {aggregates}
+{pipeline}
+[[tenants]]
+id = "{TENANT}"
+deployment = "public"
+# Fixed-date data: one key for all of it, readings of any age accepted.
+key_rotation = "never"
+telemetry_retention_days = 36600
+validation = {{ max_age_days = 36500 }}
+"#,
+            brokers = broker.bootstrap(),
+            group = unique_name("bench"),
+            lake = dir.path().join("lake").display(),
+            aggregates = knobs.aggregates,
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command
+        .arg("--meterline-run")
+        .arg(&config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .env("METERLINE_LOG", "warn,meterline::service=info");
+    let started = Instant::now();
+    let mut process = Process::spawn("meterline", command);
+    let pid = process.pid();
+    process.wait_line(0, Duration::from_secs(120), |l| {
+        l.contains("pipeline started")
+    });
+    let finished = |port| {
+        metric(port, "meterline_records_written_total")
+            + metric(port, "meterline_records_dropped_total")
+    };
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let done = finished(port);
+        let cpu = proc_cpu_secs(pid).expect("meterline exited during the run");
+        if done.is_finite() {
+            samples.push(Sample { cpu, done });
+            if done >= total as f64 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "meterline finished {done} of {total} records in an hour"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut wall_secs = started.elapsed().as_secs_f64();
+    if knobs.aggregates {
+        // The aggregates are part of the job: wait until a round that began after
+        // the last commit has finished and nothing is left to aggregate.
+        let rounds = metric(port, "meterline_aggregate_rounds_total{outcome=\"ok\"}");
+        loop {
+            let now = metric(port, "meterline_aggregate_rounds_total{outcome=\"ok\"}");
+            let lag = metric(port, "meterline_aggregate_lag_seconds");
+            if now >= rounds + 2.0 && lag == 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aggregates not current in an hour"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wall_secs = started.elapsed().as_secs_f64();
+    }
+    // The aggregates' catch-up after the last commit counts in the total, not in
+    // the last tenth (the first tenth had no aggregation round to pay for).
+    let cpu_secs = proc_cpu_secs(pid).expect("meterline exited before the end");
+    let peak_rss = proc_status(pid, "VmHWM:").expect("meterline's VmHWM");
+    let _ = process.terminate(Duration::from_secs(60));
+    let tenths = tenths(&samples, total as f64);
+    Run {
+        name: format!(
+            "meterline run, aggregates {}",
+            if knobs.aggregates { "on" } else { "off" }
+        ),
+        readings: total,
+        wall_secs,
+        cpu_secs,
+        peak_rss,
+        tenths: Some(tenths),
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn print_table(shape: &Shape, runs: &[Run]) {
+    let drain = &runs[0];
+    println!();
+    println!("kafka_to_lake: {}", shape.describe());
+    println!(
+        "| run | wall readings/s | CPU-µs per reading | rate / drain | peak RSS MiB | first 10 % µs | last 10 % µs | last / first |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let (first, last, ratio) = match r.tenths {
+            Some((f, l)) => (
+                format!("{f:.1}"),
+                format!("{l:.1}"),
+                format!("{:.2}", l / f),
+            ),
+            None => ("".into(), "".into(), "".into()),
+        };
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {first} | {last} | {ratio} |",
+            r.name,
+            r.rate(),
+            r.cpu_us_per_reading(),
+            r.rate() / drain.rate(),
+            r.peak_rss / MIB,
+        );
+    }
+    if let [_, off, on] = runs {
+        println!(
+            "| aggregate materializer (on - off) | | {:.2} | | | | | |",
+            on.cpu_us_per_reading() - off.cpu_us_per_reading()
+        );
+    }
+}
+
+/// The benchmark: drain, meterline without and with aggregates, one topic.
+async fn measure(tools: &Tools) -> ExitCode {
+    let order = match std::env::var("KAFKA_TO_LAKE_SHAPE").as_deref() {
+        Ok("morning") => Order::Morning,
+        Ok("live") => Order::Live,
+        Ok("backfill") | Err(_) => Order::Backfill,
+        Ok(other) => {
+            eprintln!("KAFKA_TO_LAKE_SHAPE={other}: expected backfill, morning or live");
+            return ExitCode::FAILURE;
+        }
+    };
+    let meters = env_usize("KAFKA_TO_LAKE_METERS", 2_000);
+    let hours = match order {
+        Order::Morning => 24 * env_usize("KAFKA_TO_LAKE_DAYS", 7),
+        _ => env_usize("KAFKA_TO_LAKE_HOURS", 480),
+    };
+    let shape = Shape {
+        order,
+        meters,
+        hours,
+    };
+    let broker = Broker::start(tools);
+    let topic = unique_name("readings");
+    broker.create_topic(&topic, PARTITIONS);
+    eprintln!("kafka_to_lake: producing {}", shape.describe());
+    produce(&broker, &topic, &shape).await;
+    let total = shape.readings();
+    let runs = vec![
+        run_drain(&broker, &topic, total),
+        run_meterline(
+            &broker,
+            &topic,
+            total,
+            &Knobs {
+                aggregates: false,
+                max_batch_rows: None,
+            },
+        ),
+        run_meterline(
+            &broker,
+            &topic,
+            total,
+            &Knobs {
+                aggregates: true,
+                max_batch_rows: None,
+            },
+        ),
+    ];
+    print_table(&shape, &runs);
+    ExitCode::SUCCESS
+}
+
+/// The test: a backfill whose last tenth costs no more than 1.5 times its first.
+async fn guard(tools: &Tools) -> ExitCode {
+    println!("running 1 test");
+    let shape = Shape {
+        order: Order::Backfill,
+        meters: 1_000,
+        hours: 300,
+    };
+    let broker = Broker::start(tools);
+    let topic = unique_name("readings");
+    broker.create_topic(&topic, PARTITIONS);
+    produce(&broker, &topic, &shape).await;
+    let run = run_meterline(
+        &broker,
+        &topic,
+        shape.readings(),
+        // Aggregates off: the guard is about the path of a reading to `readings`
+        // (the bench measures the materializer on top).
+        &Knobs {
+            aggregates: false,
+            max_batch_rows: Some(10_000),
+        },
+    );
+    let (first, last) = run.tenths.expect("tenths");
+    println!(
+        "{TEST}: {}: CPU-µs per reading {:.1} over the first tenth, {:.1} over the last ({:.2}x)",
+        shape.describe(),
+        first,
+        last,
+        last / first
+    );
+    if last / first > GUARD_RATIO {
+        eprintln!(
+            "{TEST}: the last tenth of the readings cost {:.2} times the first (bound \
+             {GUARD_RATIO}): the cost per reading grows with what the lake holds",
+            last / first
+        );
+        println!("test {TEST} ... FAILED");
+        ExitCode::FAILURE
+    } else {
+        println!("test {TEST} ... ok");
+        ExitCode::SUCCESS
+    }
+}
