@@ -32,7 +32,8 @@
 //! readings costs more than 1.5 times the CPU per reading of the first tenth (a
 //! ratio of two stretches of the same run, never an absolute time).
 //!
-//! Both need the tools of `scripts/test.sh` (tansu).
+//! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_PERF=<dir>`
+//! records a CPU profile of each meterline run there (`perf record -g`).
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
@@ -411,6 +412,19 @@ validation = {{ max_age_days = 36500 }}
     process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
     });
+    // KAFKA_TO_LAKE_PERF=<dir>: record a CPU profile of each meterline run there.
+    let perf = std::env::var_os("KAFKA_TO_LAKE_PERF").map(|dir| {
+        let out = std::path::Path::new(&dir).join(format!(
+            "perf-aggregates-{}.data",
+            if knobs.aggregates { "on" } else { "off" }
+        ));
+        Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
     let finished = |port| {
         metric(port, "meterline_records_written_total")
             + metric(port, "meterline_records_dropped_total")
@@ -455,6 +469,13 @@ validation = {{ max_age_days = 36500 }}
     // the last tenth (the first tenth had no aggregation round to pay for).
     let cpu_secs = proc_cpu_secs(pid).expect("meterline exited before the end");
     let peak_rss = proc_status(pid, "VmHWM:").expect("meterline's VmHWM");
+    if let Some(mut perf) = perf {
+        // perf writes its file on SIGINT.
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
     let _ = process.terminate(Duration::from_secs(60));
     let tenths = tenths(&samples, total as f64);
     Run {

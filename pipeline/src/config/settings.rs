@@ -149,7 +149,8 @@ impl Settings {
     /// - [`BATCH_MEMORY_FACTOR`] times `max_batch_bytes` (the batch's Arrow columns,
     ///   the Parquet writer's per-partition buffers and encoded files, and upload
     ///   buffers while a flush is written and retried),
-    /// - the version index (`version_index_max_keys` keys).
+    /// - the version index (`version_index_max_keys` keys) and the meters known per
+    ///   date partition (as many entries).
     pub fn memory_bound_bytes(&self) -> u64 {
         let p = &self.pipeline;
         let prefetch_kb: u64 = self
@@ -164,7 +165,9 @@ impl Settings {
             + prefetch_kb * 1024
             + (p.channel_capacity as u64 + 2) * chunk
             + BATCH_MEMORY_FACTOR * p.max_batch_bytes as u64
-            + meterline_operators::versions::BYTES_PER_KEY * p.version_index_max_keys as u64
+            + (meterline_operators::versions::BYTES_PER_KEY
+                + meterline_operators::presence::BYTES_PER_ENTRY)
+                * p.version_index_max_keys as u64
     }
 }
 
