@@ -32,6 +32,7 @@
 //! readings costs more than 1.5 times the CPU per reading of the first tenth (a
 //! ratio of two stretches of the same run, never an absolute time).
 //!
+//! `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice.
 //! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_PERF=<dir>`
 //! records a CPU profile of each meterline run there (`perf record -g`).
 
@@ -279,6 +280,11 @@ struct Run {
     peak_rss: u64,
     /// CPU-µs per reading of the first and the last tenth (meterline runs only).
     tenths: Option<(f64, f64)>,
+    /// CPU seconds spent before consumption began (meterline runs only).
+    startup_cpu: f64,
+    /// CPU-µs per reading between successive samples, one figure per tenth of
+    /// the readings (meterline runs only): where the cost goes over the run.
+    deciles: Vec<f64>,
 }
 
 impl Run {
@@ -321,6 +327,8 @@ fn run_drain(broker: &Broker, topic: &str, count: usize) -> Run {
         cpu_secs: number(3),
         peak_rss: number(4) as u64,
         tenths: None,
+        startup_cpu: 0.0,
+        deciles: Vec::new(),
     }
 }
 
@@ -331,30 +339,31 @@ struct Sample {
     done: f64,
 }
 
-/// CPU-µs per reading of the first and the last tenth of a run's readings.
+/// CPU-µs per reading over the readings `from..to` of a run (in records finished).
 ///
-/// Samples are taken from the start of consumption (the first has nothing
-/// finished), and records are finished in flushes, after the CPU that processed
-/// them was spent. The first tenth runs from the first sample to the first at or
-/// past a tenth of the readings; the last from the last sample at or before nine
-/// tenths to the end. Each holds at least one whole flush, whatever the sampling.
+/// Records are finished in flushes, after the CPU that processed them was spent,
+/// so a stretch runs between flushes: from the first sample that showed the last
+/// flush at or before `from` (the CPU for what follows is spent after it) to the
+/// first sample at or past `to`. It holds at least one whole flush, whatever the
+/// sampling.
+fn stretch(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
+    let before = samples
+        .iter()
+        .map(|s| s.done)
+        .filter(|d| *d <= from)
+        .fold(f64::NAN, f64::max);
+    let a = samples.iter().find(|s| s.done == before)?;
+    let b = samples.iter().find(|s| s.done >= to)?;
+    (b.done > a.done).then(|| (b.cpu - a.cpu) * 1e6 / (b.done - a.done))
+}
+
+/// CPU-µs per reading of the first and the last tenth of a run's readings.
 fn tenths(samples: &[Sample], total: f64) -> (f64, f64) {
-    let per_reading = |a: &Sample, b: &Sample| {
-        assert!(b.done > a.done, "a stretch without a flush: {a:?} .. {b:?}");
-        (b.cpu - a.cpu) * 1e6 / (b.done - a.done)
-    };
-    let start = samples.first().expect("samples");
-    let first_end = samples
-        .iter()
-        .find(|s| s.done >= total / 10.0)
-        .expect("a sample past the first tenth");
-    let last_start = samples
-        .iter()
-        .rev()
-        .find(|s| s.done <= total * 0.9)
-        .expect("a sample before the last tenth");
-    let end = samples.last().expect("samples");
-    (per_reading(start, first_end), per_reading(last_start, end))
+    let tenth = total / 10.0;
+    (
+        stretch(samples, 0.0, tenth).expect("a stretch over the first tenth"),
+        stretch(samples, total - tenth, total).expect("a stretch over the last tenth"),
+    )
 }
 
 struct Knobs {
@@ -478,6 +487,10 @@ validation = {{ max_age_days = 36500 }}
     }
     let _ = process.terminate(Duration::from_secs(60));
     let tenths = tenths(&samples, total as f64);
+    let tenth = total as f64 / 10.0;
+    let deciles = (0..10)
+        .filter_map(|k| stretch(&samples, tenth * f64::from(k), tenth * f64::from(k + 1)))
+        .collect();
     Run {
         name: format!(
             "meterline run, aggregates {}",
@@ -488,6 +501,8 @@ validation = {{ max_age_days = 36500 }}
         cpu_secs,
         peak_rss,
         tenths: Some(tenths),
+        startup_cpu: samples[0].cpu,
+        deciles,
     }
 }
 
@@ -530,6 +545,16 @@ fn print_table(shape: &Shape, runs: &[Run]) {
             on.cpu_us_per_reading() - off.cpu_us_per_reading()
         );
     }
+    println!();
+    for r in runs.iter().filter(|r| r.tenths.is_some()) {
+        let deciles: Vec<String> = r.deciles.iter().map(|d| format!("{d:.1}")).collect();
+        println!(
+            "{}: CPU before consuming {:.2} s; CPU-µs per reading by tenth: {}",
+            r.name,
+            r.startup_cpu,
+            deciles.join(" ")
+        );
+    }
 }
 
 /// The benchmark: drain, meterline without and with aggregates, one topic.
@@ -559,27 +584,23 @@ async fn measure(tools: &Tools) -> ExitCode {
     eprintln!("kafka_to_lake: producing {}", shape.describe());
     produce(&broker, &topic, &shape).await;
     let total = shape.readings();
-    let runs = vec![
-        run_drain(&broker, &topic, total),
-        run_meterline(
+    // KAFKA_TO_LAKE_AGGREGATES=off|on runs meterline once (default: both).
+    let which = std::env::var("KAFKA_TO_LAKE_AGGREGATES").unwrap_or_default();
+    let mut runs = vec![run_drain(&broker, &topic, total)];
+    for aggregates in [false, true] {
+        if which == "on" && !aggregates || which == "off" && aggregates {
+            continue;
+        }
+        runs.push(run_meterline(
             &broker,
             &topic,
             total,
             &Knobs {
-                aggregates: false,
+                aggregates,
                 max_batch_rows: None,
             },
-        ),
-        run_meterline(
-            &broker,
-            &topic,
-            total,
-            &Knobs {
-                aggregates: true,
-                max_batch_rows: None,
-            },
-        ),
-    ];
+        ));
+    }
     print_table(&shape, &runs);
     ExitCode::SUCCESS
 }
