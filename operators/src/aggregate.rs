@@ -45,7 +45,7 @@ use chrono_tz::Tz;
 
 use crate::operator::OperatorError;
 use crate::schema::UTC;
-use crate::FastMap;
+use crate::{FastMap, FastSet};
 
 /// Precision of aggregate values (sums of Decimal(18, 3) values).
 pub const VALUE_PRECISION: u8 = 38;
@@ -438,10 +438,10 @@ pub fn hourly_daily(
     readings: &[RecordBatch],
 ) -> Result<HourlyDaily, OperatorError> {
     let current = current_versions(readings)?;
-    let (hours, days) = sums(&current, tz);
+    let (series, hours, days) = sums(&current, tz);
     Ok(HourlyDaily {
-        hourly: hourly_batch(tenant, &hours)?,
-        daily: daily_batch(tenant, tz, &days)?,
+        hourly: hourly_batch(tenant, &series, &hours)?,
+        daily: daily_batch(tenant, tz, &series, &days)?,
     })
 }
 
@@ -451,9 +451,13 @@ type VersionOrder = (i64, i64);
 type CurrentReadings<'a> = FastMap<(Series<'a>, i64), (VersionOrder, Current<'a>)>;
 /// Sums per series and local hour (hour start in UTC micros): local date, local
 /// hour of day, sum.
-type HourSums<'a> = BTreeMap<(Series<'a>, i64), (i32, i32, Sum<'a>)>;
+type HourSums<'a> = BTreeMap<(Rank, i64), (i32, i32, Sum<'a>)>;
 /// Sums per series and local date.
-type DaySums<'a> = BTreeMap<(Series<'a>, i32), Sum<'a>>;
+type DaySums<'a> = BTreeMap<(Rank, i32), Sum<'a>>;
+/// A series' place in the sorted series of a computation: sums are keyed by it,
+/// so ordering them compares integers, not meter ids (most of the time of a
+/// round went to string comparisons before).
+type Rank = u32;
 
 /// The current version of every key: highest version, then latest ingestion (the
 /// order of the `readings_current` view).
@@ -504,27 +508,41 @@ fn current_versions(readings: &[RecordBatch]) -> Result<CurrentReadings<'_>, Ope
     Ok(current)
 }
 
-/// Sum the current readings per local hour and per local date (ordered output).
-fn sums<'a>(current: &CurrentReadings<'a>, tz: Tz) -> (HourSums<'a>, DaySums<'a>) {
+/// Sum the current readings per local hour and per local date (ordered output,
+/// by series rank: the series in sort order are returned with the sums).
+fn sums<'a>(current: &CurrentReadings<'a>, tz: Tz) -> (Vec<Series<'a>>, HourSums<'a>, DaySums<'a>) {
     let mut offsets = Offsets::new(tz);
+    let distinct: FastSet<Series<'a>> = current.keys().map(|(series, _)| *series).collect();
+    let mut ranked: Vec<Series<'a>> = distinct.into_iter().collect();
+    ranked.sort_unstable();
+    let rank: FastMap<Series<'a>, Rank> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, series)| (*series, i as Rank))
+        .collect();
     let mut hours: HourSums<'a> = BTreeMap::new();
     let mut days: DaySums<'a> = BTreeMap::new();
     for ((series, start), (_, r)) in current {
+        let series = rank[series];
         let offset = offsets.at(*start);
         let local = start + offset;
         let hour_start = start - local.rem_euclid(MICROS_PER_HOUR);
         let local_hour = (local.div_euclid(MICROS_PER_HOUR)).rem_euclid(24) as i32;
         hours
-            .entry((*series, hour_start))
+            .entry((series, hour_start))
             .or_insert_with(|| (r.local_date, local_hour, Sum::default()))
             .2
             .add(r);
-        days.entry((*series, r.local_date)).or_default().add(r);
+        days.entry((series, r.local_date)).or_default().add(r);
     }
-    (hours, days)
+    (ranked, hours, days)
 }
 
-fn hourly_batch(tenant: &str, hours: &HourSums<'_>) -> Result<RecordBatch, OperatorError> {
+fn hourly_batch(
+    tenant: &str,
+    series: &[Series<'_>],
+    hours: &HourSums<'_>,
+) -> Result<RecordBatch, OperatorError> {
     let n = hours.len();
     let (mut h_meter, mut h_quantity, mut h_direction) = (
         Vec::with_capacity(n),
@@ -544,7 +562,8 @@ fn hourly_batch(tenant: &str, hours: &HourSums<'_>) -> Result<RecordBatch, Opera
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (((m, q, d), start), (date, hour, sum)) in hours {
+    for ((rank, start), (date, hour, sum)) in hours {
+        let (m, q, d) = &series[*rank as usize];
         let expected = if sum.finest == 15 { 4 } else { 1 };
         h_meter.push(*m);
         h_quantity.push(*q);
@@ -580,7 +599,12 @@ fn hourly_batch(tenant: &str, hours: &HourSums<'_>) -> Result<RecordBatch, Opera
     .map_err(arrow_error)
 }
 
-fn daily_batch(tenant: &str, tz: Tz, days: &DaySums<'_>) -> Result<RecordBatch, OperatorError> {
+fn daily_batch(
+    tenant: &str,
+    tz: Tz,
+    series: &[Series<'_>],
+    days: &DaySums<'_>,
+) -> Result<RecordBatch, OperatorError> {
     let n = days.len();
     let mut day_minutes_cache: FastMap<i32, i64> = FastMap::default();
     let (mut d_meter, mut d_quantity, mut d_direction, mut d_date, mut d_area) = (
@@ -597,7 +621,8 @@ fn daily_batch(tenant: &str, tz: Tz, days: &DaySums<'_>) -> Result<RecordBatch, 
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (((m, q, d), date), sum) in days {
+    for ((rank, date), sum) in days {
+        let (m, q, d) = &series[*rank as usize];
         let minutes = *day_minutes_cache
             .entry(*date)
             .or_insert_with(|| day_minutes(tz, *date));
@@ -781,7 +806,8 @@ type Cells<'a> = BTreeMap<Cell<'a>, (i32, i32, FastMap<&'a str, i128>)>;
 
 /// Sum the rows per area cell and meter (rows without an area are in no cell).
 fn cells_of(grain: Grain, rows: &[RecordBatch]) -> Result<Cells<'_>, OperatorError> {
-    let mut cells: Cells<'_> = BTreeMap::new();
+    // Hashed while summing (a lookup per row), ordered once at the end (few cells).
+    let mut cells: FastMap<Cell<'_>, (i32, i32, FastMap<&str, i128>)> = FastMap::default();
     for batch in rows {
         let meter = strings(batch, "meter")?;
         let area = strings(batch, "area")?;
@@ -822,7 +848,7 @@ fn cells_of(grain: Grain, rows: &[RecordBatch]) -> Result<Cells<'_>, OperatorErr
             *e.2.entry(meter.value(row)).or_default() += value.value(row);
         }
     }
-    Ok(cells)
+    Ok(cells.into_iter().collect())
 }
 
 /// The distinct local dates of a set of day numbers grouped into their months.

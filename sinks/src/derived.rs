@@ -7,7 +7,7 @@
 //! carry a Delta `txn` action (app id, version) saying which `readings` version the
 //! table reflects; on restart the materializer continues from there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -505,6 +505,34 @@ impl SourceTable {
             Some(t) => live_partitions(t, self.name, self.partition_columns).await,
             None => Ok(BTreeSet::new()),
         }
+    }
+
+    /// The rows of each partition at the pinned version, from the file statistics
+    /// in the Delta log (`numRecords`, a count, not an identifier statistic);
+    /// `None` for a partition with a file written without statistics.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn partition_rows(&self) -> Result<BTreeMap<Partition, Option<u64>>, SinkError> {
+        let Some(table) = &self.table else {
+            return Ok(BTreeMap::new());
+        };
+        if table.version().is_none() {
+            return Ok(BTreeMap::new());
+        }
+        let files: Vec<_> = table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(transient(self.name))?;
+        let mut rows: BTreeMap<Partition, Option<u64>> = BTreeMap::new();
+        for f in &files {
+            let partition = partition_of(&f.partition_values_map(), self.partition_columns);
+            let n = f.num_records().map(|n| n as u64);
+            let entry = rows.entry(partition).or_insert(Some(0));
+            *entry = entry.zip(n).map(|(a, b)| a + b);
+        }
+        Ok(rows)
     }
 
     /// Read `columns` of the rows matching `filter` at the pinned version.

@@ -243,9 +243,14 @@ impl Materializer {
         Ok(lowest)
     }
 
-    /// The changed `(tenant, local_date)` partitions as steps of at most
-    /// `max_days_per_step` days of one configured tenant.
-    fn steps(&self, changed: &BTreeSet<Partition>) -> Vec<(String, Vec<i32>)> {
+    /// The changed `(tenant, local_date)` partitions as steps of one configured
+    /// tenant, each of at most `max_days_per_step` days and
+    /// `max_readings_per_step` stored readings (`rows`, per partition).
+    fn steps(
+        &self,
+        changed: &BTreeSet<Partition>,
+        rows: &BTreeMap<Partition, Option<u64>>,
+    ) -> Vec<(String, Vec<i32>)> {
         let mut by_tenant: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
         for p in changed {
             let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
@@ -265,9 +270,24 @@ impl Materializer {
                 );
                 continue;
             }
-            let dates: Vec<i32> = dates.into_iter().collect();
-            for chunk in dates.chunks(self.settings.max_days_per_step.max(1)) {
-                steps.push((tenant.clone(), chunk.to_vec()));
+            let dates: Vec<(i32, u64)> = dates
+                .into_iter()
+                .map(|d| {
+                    // A partition without row counts counts as a full step.
+                    let n = rows
+                        .get(&vec![tenant.clone(), date_value(d)])
+                        .copied()
+                        .unwrap_or(Some(0))
+                        .unwrap_or(u64::MAX);
+                    (d, n)
+                })
+                .collect();
+            for chunk in chunk_days(
+                &dates,
+                self.settings.max_days_per_step,
+                self.settings.max_readings_per_step as u64,
+            ) {
+                steps.push((tenant.clone(), chunk));
             }
         }
         steps
@@ -311,7 +331,8 @@ impl Materializer {
                 all
             }
         };
-        let steps = self.steps(&changed);
+        let rows = self.readings.partition_rows().await?;
+        let steps = self.steps(&changed, &rows);
         let mut round = Round {
             folded: Some(upto),
             ..Round::default()
@@ -537,6 +558,29 @@ impl Materializer {
 }
 
 /// Why a round (or opening the tables) failed.
+/// Consecutive days (ascending, with their stored readings) in steps of at most
+/// `max_days` days and `max_readings` readings; a day above `max_readings` is a
+/// step of its own (a day is recomputed whole).
+fn chunk_days(days: &[(i32, u64)], max_days: usize, max_readings: u64) -> Vec<Vec<i32>> {
+    let mut steps: Vec<Vec<i32>> = Vec::new();
+    let mut current: Vec<i32> = Vec::new();
+    let mut readings: u64 = 0;
+    for &(day, n) in days {
+        if !current.is_empty()
+            && (current.len() >= max_days.max(1) || readings.saturating_add(n) > max_readings)
+        {
+            steps.push(std::mem::take(&mut current));
+            readings = 0;
+        }
+        current.push(day);
+        readings = readings.saturating_add(n);
+    }
+    if !current.is_empty() {
+        steps.push(current);
+    }
+    steps
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
     /// Storage: retry (the next round continues from the stored progress).
@@ -547,9 +591,19 @@ pub enum AggregateError {
     Operator(#[from] meterline_operators::OperatorError),
 }
 
-/// Open the aggregate tables and run rounds every `settings.interval` until
-/// shutdown is requested. Errors (also when opening) are logged and counted; the
-/// next round continues from the stored progress.
+/// A round is followed by a wait of at least this many times its own duration, so
+/// the materializer is busy at most a fifth of the time. A round costs what the
+/// days it recomputes hold; while a backfill touches every day of a growing lake,
+/// each round costs more, and without this its share of the CPU would grow with
+/// the lake. Paced, rounds grow further apart instead (the aggregates lag behind
+/// a backfill by a few round durations) and their cost per reading stays flat;
+/// in steady operation rounds are short and `interval` decides.
+const PACE: u32 = 4;
+
+/// Open the aggregate tables and run rounds every `settings.interval` (or
+/// [`PACE`] times the last round's duration, if longer) until shutdown is
+/// requested. Errors (also when opening) are logged and counted; the next round
+/// continues from the stored progress.
 pub async fn run_loop(
     lake: Lake,
     tenants: TenantRegistry,
@@ -571,6 +625,7 @@ pub async fn run_loop(
                 }
             }
         }
+        let started = Instant::now();
         if let Some(m) = materializer.as_mut() {
             match m.round().await {
                 Ok(_) => metrics.aggregate_rounds.with_label_values(&["ok"]).inc(),
@@ -582,8 +637,15 @@ pub async fn run_loop(
             }
         }
         // The schedule of rounds (the freshness goal), not a synchronization.
+        let wait = interval.max(started.elapsed() * PACE);
+        if wait > interval {
+            debug!(
+                wait_ms = wait.as_millis() as u64,
+                "aggregates: long round; the next waits longer"
+            );
+        }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
             () = shutdown.requested() => {}
         }
     }
@@ -592,6 +654,35 @@ pub async fn run_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Steps hold consecutive days under both limits; an oversized day stands
+    /// alone; every day is in exactly one step, in order.
+    #[test]
+    fn steps_respect_the_day_and_reading_limits() {
+        let days = [
+            (1, 50),
+            (2, 50),
+            (3, 50),
+            (4, 500),
+            (5, 10),
+            (6, 10),
+            (7, 10),
+        ];
+        assert_eq!(
+            chunk_days(&days, 31, 100),
+            vec![vec![1, 2], vec![3], vec![4], vec![5, 6, 7]]
+        );
+        assert_eq!(
+            chunk_days(&days, 2, 10_000),
+            vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7]]
+        );
+        // Unknown counts (u64::MAX) make a step of their own without overflow.
+        assert_eq!(
+            chunk_days(&[(1, 5), (2, u64::MAX), (3, 5)], 31, 100),
+            vec![vec![1], vec![2], vec![3]]
+        );
+        assert!(chunk_days(&[], 31, 100).is_empty());
+    }
     use crate::dev::generator::{tenants, GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
     use arrow::array::AsArray;
     use arrow::datatypes::{Decimal128Type, Int64Type};

@@ -227,6 +227,10 @@ pub struct AggregateConfig {
     /// Local days recomputed per step (bounds memory when a lake is aggregated for
     /// the first time).
     pub max_days_per_step: usize,
+    /// Stored readings recomputed per step, at most (from the Delta log's row
+    /// counts): a step's memory is about 1.2 KB per reading it reads. A single
+    /// day above this is a step of its own (a day is never split).
+    pub max_readings_per_step: usize,
 }
 
 impl Default for AggregateConfig {
@@ -235,6 +239,7 @@ impl Default for AggregateConfig {
             enabled: true,
             interval_secs: 30,
             max_days_per_step: 31,
+            max_readings_per_step: 200_000,
         }
     }
 }

@@ -150,7 +150,9 @@ impl Settings {
     ///   the Parquet writer's per-partition buffers and encoded files, and upload
     ///   buffers while a flush is written and retried),
     /// - the version index (`version_index_max_keys` keys) and the meters known per
-    ///   date partition (as many entries).
+    ///   date partition (as many entries),
+    /// - with aggregates on, one materialization step
+    ///   ([`AGGREGATE_BYTES_PER_READING`] x `max_readings_per_step`).
     pub fn memory_bound_bytes(&self) -> u64 {
         let p = &self.pipeline;
         let prefetch_kb: u64 = self
@@ -168,6 +170,11 @@ impl Settings {
             + (meterline_operators::versions::BYTES_PER_KEY
                 + meterline_operators::presence::BYTES_PER_ENTRY)
                 * p.version_index_max_keys as u64
+            + if self.aggregate.enabled {
+                AGGREGATE_BYTES_PER_READING * self.aggregate.max_readings_per_step as u64
+            } else {
+                0
+            }
     }
 }
 
@@ -177,6 +184,11 @@ impl Settings {
 /// with batches of 32 and 64 MiB against S3 (2026-11-23), so most of the cost is
 /// fixed while writing, not proportional to the batch.
 pub const BASE_MEMORY: u64 = 512 * 1024 * 1024;
+
+/// Resident bytes per stored reading a materialization step reads (its Arrow
+/// columns and the maps of current versions and sums). The `kafka_to_lake` bench
+/// measured about 1.1 KB (2026-11-30).
+pub const AGGREGATE_BYTES_PER_READING: u64 = 1200;
 
 /// Resident bytes per buffered payload byte while a batch is built and written
 /// (Arrow columns, per-partition Parquet buffers, upload buffers).
@@ -302,6 +314,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if a.max_readings_per_step == 0 {
+            return Err(invalid(
+                "aggregate.max_readings_per_step",
+                "must be greater than 0",
+            ));
+        }
         let mut disclosure = HashMap::new();
         let mut telemetry_days = HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
@@ -340,6 +358,7 @@ impl Config {
             enabled: a.enabled,
             interval: std::time::Duration::from_secs(a.interval_secs),
             max_days_per_step: a.max_days_per_step,
+            max_readings_per_step: a.max_readings_per_step,
             disclosure,
         };
         Ok((aggregate, telemetry_days))
@@ -676,6 +695,8 @@ pub struct AggregateSettings {
     pub interval: std::time::Duration,
     /// Local dates recomputed per step (bounds memory on a first build).
     pub max_days_per_step: usize,
+    /// Stored readings recomputed per step (bounds memory; a day is never split).
+    pub max_readings_per_step: usize,
     /// Area-cell disclosure rules per public tenant.
     pub disclosure: HashMap<String, Disclosure>,
 }
@@ -686,6 +707,7 @@ impl Default for AggregateSettings {
             enabled: true,
             interval: std::time::Duration::from_secs(30),
             max_days_per_step: 31,
+            max_readings_per_step: 200_000,
             disclosure: HashMap::new(),
         }
     }

@@ -428,6 +428,8 @@ async fn aggregates_equal_an_oracle_after_late_data_and_corrections() {
         enabled: true,
         interval: Duration::from_millis(500),
         max_days_per_step: 2,
+        // Small enough that some steps end on the reading limit, not the day limit.
+        max_readings_per_step: 300,
         disclosure: [(
             PUBLIC.to_owned(),
             Disclosure {
