@@ -851,6 +851,37 @@ mod tests {
             .build_with_key(None, Clock::system())
             .unwrap_err();
         assert!(err.to_string().contains("metrics.listen"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}\n[aggregate]\nmax_readings_per_step = 0\n"
+        ))
+        .unwrap()
+        .build_with_key(None, Clock::system())
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("aggregate.max_readings_per_step"),
+            "{err}"
+        );
+    }
+
+    /// The logged bound counts one aggregation step only while aggregates run.
+    #[test]
+    fn the_memory_bound_counts_the_aggregation_step_when_enabled() {
+        let on = parse(&format!(
+            "{MINIMAL}\n[aggregate]\nmax_readings_per_step = 1000\n"
+        ))
+        .unwrap()
+        .build_with_key(None, Clock::system())
+        .unwrap();
+        let off = parse(&format!(
+            "{MINIMAL}\n[aggregate]\nenabled = false\nmax_readings_per_step = 1000\n"
+        ))
+        .unwrap()
+        .build_with_key(None, Clock::system())
+        .unwrap();
+        assert_eq!(
+            on.memory_bound_bytes() - off.memory_bound_bytes(),
+            1000 * 1200
+        );
     }
 
     #[test]
