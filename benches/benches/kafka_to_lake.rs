@@ -234,6 +234,14 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
     );
 }
 
+/// The readings topic, and the privacy topics a default configuration consumes
+/// (empty here; without them librdkafka reports them missing all run long).
+fn create_topics(broker: &Broker, readings: &str) {
+    broker.create_topic(readings, PARTITIONS);
+    broker.create_topic("subject.erasure", 1);
+    broker.create_topic("subject.events", 1);
+}
+
 /// The drain child: consume `count` messages of `topic` and print its own CPU.
 fn drain(bootstrap: &str, topic: &str, count: usize) -> ExitCode {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -580,7 +588,7 @@ async fn measure(tools: &Tools) -> ExitCode {
     };
     let broker = Broker::start(tools);
     let topic = unique_name("readings");
-    broker.create_topic(&topic, PARTITIONS);
+    create_topics(&broker, &topic);
     eprintln!("kafka_to_lake: producing {}", shape.describe());
     produce(&broker, &topic, &shape).await;
     let total = shape.readings();
@@ -615,7 +623,7 @@ async fn guard(tools: &Tools) -> ExitCode {
     };
     let broker = Broker::start(tools);
     let topic = unique_name("readings");
-    broker.create_topic(&topic, PARTITIONS);
+    create_topics(&broker, &topic);
     produce(&broker, &topic, &shape).await;
     let run = run_meterline(
         &broker,
