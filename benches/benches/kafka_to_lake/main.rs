@@ -25,12 +25,17 @@
 //!   day after day: `KAFKA_TO_LAKE_METERS` x `KAFKA_TO_LAKE_DAYS` (7);
 //! - `live`: every meter's value of an hour, then the next hour.
 //!
-//! `cargo bench --bench kafka_to_lake` measures (about 10 minutes at the default
-//! size). Without `--bench`, as `cargo test --all-targets` (and so
-//! `scripts/test.sh`) runs it, one test guards flatness: a 300,000-reading
-//! backfill with flushes of 10,000 rows; it fails when the last tenth of the
-//! readings costs more than 1.5 times the CPU per reading of the first tenth (a
-//! ratio of two stretches of the same run, never an absolute time).
+//! `cargo bench --bench kafka_to_lake -- throughput` measures (about 10 minutes
+//! at the default size). Without `--bench`, as `cargo test --all-targets` (and so
+//! `scripts/test.sh`) runs it, one test guards flatness ([`TEST`]): a
+//! 300,000-reading backfill with flushes of 10,000 rows; it fails when the last
+//! tenth of the readings costs more than 1.5 times the CPU per reading of the
+//! first tenth (a ratio of two stretches of the same run, never an absolute time).
+//!
+//! The same binary holds [`backlog_memory`]: memory with a large backlog and a
+//! stalled S3 (`-- backlog_memory` under `cargo bench`, and a test). One binary
+//! for the benches that run `meterline` as a process: each bench binary links all
+//! of meterline, minutes of a cold CI build.
 //!
 //! `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice.
 //! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_PERF=<dir>`
@@ -38,6 +43,8 @@
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
+mod backlog_memory;
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::process::{Command, ExitCode};
@@ -60,6 +67,8 @@ const MIB: u64 = 1024 * 1024;
 
 /// The test run without `--bench`.
 const TEST: &str = "cost_per_reading_does_not_grow_with_the_lake";
+/// The measurement run with `--bench`.
+const BENCH: &str = "throughput";
 /// The guard's bound on last-tenth / first-tenth CPU per reading.
 const GUARD_RATIO: f64 = 1.5;
 
@@ -84,11 +93,25 @@ fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "--list") {
         println!("{TEST}: test");
+        println!("{}: test", backlog_memory::TEST);
         return ExitCode::SUCCESS;
     }
     let bench = args.iter().any(|a| a == "--bench");
-    if !bench && !selected(TEST, &args[1..]) {
-        println!("running 0 tests ({TEST} filtered out)");
+    // Under `cargo bench` filters pick the measurements, else the tests.
+    let (flat, memory) = if bench {
+        (BENCH, backlog_memory::BENCH)
+    } else {
+        (TEST, backlog_memory::TEST)
+    };
+    let run_flat = selected(flat, &args[1..]);
+    let run_memory = selected(memory, &args[1..]);
+    if !bench {
+        println!(
+            "running {} tests",
+            usize::from(run_flat) + usize::from(run_memory)
+        );
+    }
+    if !run_flat && !run_memory {
         return ExitCode::SUCCESS;
     }
     let tools = match Tools::find() {
@@ -98,10 +121,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if bench {
-        runtime.block_on(measure(&tools))
+    let mut failed = false;
+    if run_flat {
+        let code = if bench {
+            runtime.block_on(measure(&tools))
+        } else {
+            runtime.block_on(guard(&tools))
+        };
+        failed |= code != ExitCode::SUCCESS;
+    }
+    if run_memory {
+        let code = if bench {
+            runtime.block_on(backlog_memory::compare_backlogs(&tools))
+        } else {
+            runtime.block_on(backlog_memory::check_bound(&tools))
+        };
+        failed |= code != ExitCode::SUCCESS;
+    }
+    if failed {
+        ExitCode::FAILURE
     } else {
-        runtime.block_on(guard(&tools))
+        ExitCode::SUCCESS
     }
 }
 
@@ -615,7 +655,6 @@ async fn measure(tools: &Tools) -> ExitCode {
 
 /// The test: a backfill whose last tenth costs no more than 1.5 times its first.
 async fn guard(tools: &Tools) -> ExitCode {
-    println!("running 1 test");
     let shape = Shape {
         order: Order::Backfill,
         meters: 1_000,

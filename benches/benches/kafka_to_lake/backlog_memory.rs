@@ -8,84 +8,43 @@
 //! `HOLD` and the peak (VmHWM) is reported against the bound meterline logs at
 //! start (`memory_bound_mib`, from `Settings::memory_bound_bytes`).
 //!
-//! - `cargo bench --bench backlog_memory` (about 8 minutes) measures a baseline
-//!   backlog of twice the batch size (400,000) and a large one (2,000,000): the
-//!   buffers are full in both runs, so a ratio near 1 means memory does not grow
-//!   with the backlog.
+//! - `cargo bench --bench kafka_to_lake -- backlog_memory` (about 8 minutes)
+//!   measures a baseline backlog of twice the batch size (400,000) and a large
+//!   one (2,000,000): the buffers are full in both runs, so a ratio near 1 means
+//!   memory does not grow with the backlog.
 //! - Without `--bench`, as `cargo test --all-targets` (and so `scripts/test.sh`)
-//!   runs it, one test: a backlog of 200,000 readings, more than the buffers take
-//!   once S3 is frozen; it fails unless consumption waited and the peak resident
-//!   memory (VmHWM) stayed under the logged bound (a few minutes).
+//!   runs it, one test ([`TEST`]): a backlog of 200,000 readings, more than the
+//!   buffers take once S3 is frozen; it fails unless consumption waited and the
+//!   peak resident memory (VmHWM) stayed under the logged bound (a few minutes).
 //!
 //! Both need the tools of `scripts/test.sh`.
-
-#![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
-
-mod support;
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use crate::support::{metric, proc_status};
+use crate::{KEY_HEX, MIB};
 use chrono::NaiveDate;
 use meterline::dev::generator::GeneratorSpec;
 use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use support::{metric, proc_status, selected};
 
-const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
 const HOLD: Duration = Duration::from_secs(30);
 
 /// The test run without `--bench`.
-const TEST: &str = "backlog_memory_stays_under_the_logged_bound";
+pub const TEST: &str = "backlog_memory_stays_under_the_logged_bound";
+/// The measurement run with `--bench`.
+pub const BENCH: &str = "backlog_memory";
 /// Its backlog: the default knobs buffer about 77,000 readings once S3 is frozen
 /// (batch and channel full), so 200,000 leave the pipeline waiting with full
 /// buffers.
 const TEST_BACKLOG: usize = 200_000;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if args.get(1).map(String::as_str) == Some("--meterline-run") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("METERLINE_LOG"))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
-        let path = std::path::PathBuf::from(&args[2]);
-        return runtime.block_on(meterline::service::run_from_file(&path));
-    }
-    if args.iter().any(|a| a == "--list") {
-        println!("{TEST}: test");
-        return ExitCode::SUCCESS;
-    }
-    let bench = args.iter().any(|a| a == "--bench");
-    if !bench && !selected(TEST, &args[1..]) {
-        println!("running 0 tests ({TEST} filtered out)");
-        return ExitCode::SUCCESS;
-    }
-    let tools = match Tools::find() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("backlog_memory: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if bench {
-        runtime.block_on(compare_backlogs(&tools))
-    } else {
-        runtime.block_on(check_bound(&tools))
-    }
-}
-
 /// The test: peak resident memory under the bound meterline logs at start, with a
 /// backlog that fills the buffers while S3 is frozen.
-async fn check_bound(tools: &Tools) -> ExitCode {
-    println!("running 1 test");
+pub async fn check_bound(tools: &Tools) -> ExitCode {
     let m = measure(tools, TEST_BACKLOG).await;
     println!(
         "{TEST}: backlog {} readings, S3 frozen: peak RSS (VmHWM) {} MiB, logged bound {} MiB, \
@@ -125,7 +84,7 @@ async fn check_bound(tools: &Tools) -> ExitCode {
 
 /// The benchmark: a baseline and a large backlog (`BACKLOG_MEMORY_SIZES`
 /// overrides them).
-async fn compare_backlogs(tools: &Tools) -> ExitCode {
+pub async fn compare_backlogs(tools: &Tools) -> ExitCode {
     // BACKLOG_MEMORY_SIZES=small,large overrides the backlogs (for quick experiments).
     let sizes: Vec<usize> = std::env::var("BACKLOG_MEMORY_SIZES")
         .ok()
@@ -167,8 +126,6 @@ async fn compare_backlogs(tools: &Tools) -> ExitCode {
         ExitCode::FAILURE
     }
 }
-
-const MIB: u64 = 1024 * 1024;
 
 struct Measurement {
     backlog: usize,
