@@ -185,18 +185,7 @@ impl MeterPresence {
     /// # Errors
     /// A batch without those columns.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), OperatorError> {
-        let tenant = batch
-            .column_by_name("tenant")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or(schema_error("tenant"))?;
-        let date = batch
-            .column_by_name("local_date")
-            .and_then(|c| c.as_primitive_opt::<Date32Type>())
-            .ok_or(schema_error("local_date"))?;
-        let meter = batch
-            .column_by_name("meter")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or(schema_error("meter"))?;
+        let (tenant, date, meter) = crate::versions::partition_columns(batch, "presence")?;
         let mut key = (String::new(), 0);
         for row in 0..batch.num_rows() {
             if key.0 != tenant.value(row) {

@@ -78,6 +78,36 @@ fn schema_error(column: &'static str) -> OperatorError {
     }
 }
 
+/// The `tenant`, `local_date` and `meter` columns of a `readings` batch: a row's
+/// (tenant, local date) partition and meter.
+///
+/// # Errors
+/// A missing column or another type, reported for `operator`.
+pub(crate) fn partition_columns<'a>(
+    batch: &'a RecordBatch,
+    operator: &'static str,
+) -> Result<
+    (
+        &'a arrow::array::StringArray,
+        &'a arrow::array::Date32Array,
+        &'a arrow::array::StringArray,
+    ),
+    OperatorError,
+> {
+    let missing = |column| OperatorError::Schema { operator, column };
+    let strings = |name: &'static str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or(missing(name))
+    };
+    let date = batch
+        .column_by_name("local_date")
+        .and_then(|c| c.as_primitive_opt::<Date32Type>())
+        .ok_or(missing("local_date"))?;
+    Ok((strings("tenant")?, date, strings("meter")?))
+}
+
 struct Columns<'a> {
     tenant: Option<&'a arrow::array::StringArray>,
     meter: &'a arrow::array::StringArray,
@@ -159,18 +189,7 @@ impl VersionIndex {
         &self,
         batch: &RecordBatch,
     ) -> Result<BTreeSet<(String, i32, String)>, OperatorError> {
-        let tenant = batch
-            .column_by_name("tenant")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or(schema_error("tenant"))?;
-        let date = batch
-            .column_by_name("local_date")
-            .and_then(|c| c.as_primitive_opt::<Date32Type>())
-            .ok_or(schema_error("local_date"))?;
-        let meter = batch
-            .column_by_name("meter")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or(schema_error("meter"))?;
+        let (tenant, date, meter) = partition_columns(batch, "versions")?;
         // Each combination is looked up once (a batch holds many rows per meter-day).
         let mut seen: FastSet<(&str, i32, &str)> = FastSet::default();
         let mut out = BTreeSet::new();
@@ -256,27 +275,21 @@ impl VersionIndex {
                     .or_insert(entry);
             }
         }
-        for date in local_dates {
-            for meter in meters {
-                if self.loaded_len >= self.max_keys {
-                    return Ok(());
-                }
-                let added = self
-                    .loaded
-                    .entry(tenant.to_owned())
-                    .or_default()
-                    .entry(*date)
-                    .or_default()
-                    .insert((*meter).to_owned());
-                self.loaded_len += usize::from(added);
-            }
-        }
+        let combinations = local_dates
+            .iter()
+            .flat_map(|date| meters.iter().map(move |meter| (*date, *meter)));
+        self.mark(tenant, combinations);
         Ok(())
     }
 
     /// Mark (local date, meter) combinations of a tenant loaded with no stored rows
     /// (known to have none, see `MeterPresence`), up to the bound like [`Self::load`].
     pub fn mark_empty(&mut self, tenant: &str, combinations: &[(i32, &str)]) {
+        self.mark(tenant, combinations.iter().copied());
+    }
+
+    /// Mark combinations loaded, stopping at `max_keys` marks in all.
+    fn mark<'a>(&mut self, tenant: &str, combinations: impl Iterator<Item = (i32, &'a str)>) {
         for (date, meter) in combinations {
             if self.loaded_len >= self.max_keys {
                 return;
@@ -285,9 +298,9 @@ impl VersionIndex {
                 .loaded
                 .entry(tenant.to_owned())
                 .or_default()
-                .entry(*date)
+                .entry(date)
                 .or_default()
-                .insert((*meter).to_owned());
+                .insert(meter.to_owned());
             self.loaded_len += usize::from(added);
         }
     }

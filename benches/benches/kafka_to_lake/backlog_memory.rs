@@ -22,13 +22,13 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use crate::support::{metric, proc_status};
+use crate::support::{metric, proc_status, send_all};
 use crate::{KEY_HEX, MIB};
 use chrono::NaiveDate;
 use meterline::dev::generator::GeneratorSpec;
 use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 
 const HOLD: Duration = Duration::from_secs(30);
@@ -158,22 +158,12 @@ async fn produce(broker: &Broker, topic: &str, backlog: usize) {
         };
         let messages = spec.generate();
         let take = messages.len().min(left);
-        let mut pending = Vec::with_capacity(take);
-        for m in &messages[..take] {
-            let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
-            pending.push(
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("enqueue"),
-            );
-        }
-        for d in pending {
-            d.await
-                .expect("report")
-                .map_err(|(e, _)| e)
-                .expect("delivered");
-        }
+        send_all(
+            &producer,
+            topic,
+            messages[..take].iter().map(|m| (&m.key, &m.payload)),
+        )
+        .await;
         left -= take;
         day = day.succ_opt().unwrap();
     }

@@ -55,10 +55,10 @@ use meterline::dev::generator::gsrn;
 use meterline::dev::testkit::{free_port, unique_name, Broker, Process, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::Message;
-use support::{metric, proc_cpu_secs, proc_status, selected};
+use support::{metric, proc_cpu_secs, proc_status, selected, send_all};
 
 const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
 const TENANT: &str = "oslo-utility";
@@ -106,10 +106,8 @@ fn main() -> ExitCode {
     let run_flat = selected(flat, &args[1..]);
     let run_memory = selected(memory, &args[1..]);
     if !bench {
-        println!(
-            "running {} tests",
-            usize::from(run_flat) + usize::from(run_memory)
-        );
+        let count = usize::from(run_flat) + usize::from(run_memory);
+        println!("running {count} test{}", if count == 1 { "" } else { "s" });
     }
     if !run_flat && !run_memory {
         return ExitCode::SUCCESS;
@@ -245,24 +243,15 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
     let mut next = 0;
     while next < total {
         let end = (next + 100_000).min(total);
-        let mut pending = Vec::with_capacity(end - next);
-        for i in next..end {
-            let (meter, hour) = shape.at(i);
-            let (key, payload) = message(meter, hour);
-            let record = FutureRecord::to(topic).key(&key).payload(&payload);
-            pending.push(
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("enqueue"),
-            );
-        }
-        for d in pending {
-            d.await
-                .expect("report")
-                .map_err(|(e, _)| e)
-                .expect("delivered");
-        }
+        send_all(
+            &producer,
+            topic,
+            (next..end).map(|i| {
+                let (meter, hour) = shape.at(i);
+                message(meter, hour)
+            }),
+        )
+        .await;
         next = end;
     }
     producer

@@ -207,3 +207,37 @@ pub fn metric(port: u16, name: &str) -> f64 {
     assert!(!values.is_empty(), "no metric {name} on /metrics");
     values.iter().sum()
 }
+
+/// Produce `(key, payload)` messages to `topic` and wait until the broker has
+/// acknowledged every one.
+///
+/// # Panics
+/// A message the producer refuses or the broker does not acknowledge.
+pub async fn send_all<K, P>(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    messages: impl IntoIterator<Item = (K, P)>,
+) where
+    K: AsRef<[u8]>,
+    P: AsRef<[u8]>,
+{
+    let mut pending = Vec::new();
+    for (key, payload) in messages {
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(key.as_ref())
+            .payload(payload.as_ref());
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .expect("report")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+}
