@@ -19,14 +19,14 @@
 //!
 //! Both need the tools of `scripts/test.sh`.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::support::{metric, proc_status, send_all};
-use crate::{KEY_HEX, MIB};
+use crate::MIB;
 use chrono::NaiveDate;
 use meterline::dev::generator::GeneratorSpec;
-use meterline::dev::testkit::{unique_name, Broker, Process, S3Server, Tools};
+use meterline::dev::testkit::{unique_name, Broker, S3Server, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
@@ -230,16 +230,10 @@ validation = {{ max_age_days = 36500 }}
         ),
     )
     .unwrap();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .arg("--meterline-run")
-        .arg(&config)
-        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-        .env(
-            "METERLINE_LOG",
-            "warn,meterline::service=info,meterline_sinks=debug,buoyant_kernel=off",
-        );
-    let mut process = Process::spawn("meterline", command);
+    let mut process = crate::spawn_meterline(
+        &config,
+        "warn,meterline::service=info,meterline_sinks=debug,buoyant_kernel=off",
+    );
     let start_line = process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
     });

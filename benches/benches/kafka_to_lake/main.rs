@@ -143,6 +143,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// `meterline run --config <config>`: this binary re-executed with
+/// `--meterline-run` (see `main`), with the bench key and `log` as `METERLINE_LOG`.
+fn spawn_meterline(config: &std::path::Path, log: &str) -> Process {
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command
+        .arg("--meterline-run")
+        .arg(config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .env("METERLINE_LOG", log);
+    Process::spawn("meterline", command)
+}
+
 /// The order readings arrive in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Order {
@@ -446,14 +458,8 @@ validation = {{ max_age_days = 36500 }}
         ),
     )
     .expect("config");
-    let mut command = Command::new(std::env::current_exe().expect("own path"));
-    command
-        .arg("--meterline-run")
-        .arg(&config)
-        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-        .env("METERLINE_LOG", "warn,meterline::service=info");
     let started = Instant::now();
-    let mut process = Process::spawn("meterline", command);
+    let mut process = spawn_meterline(&config, "warn,meterline::service=info");
     let pid = process.pid();
     process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
