@@ -193,11 +193,17 @@ impl Default for Disclosure {
 impl Disclosure {
     /// True if a cell with these per-meter values may be written.
     fn allows(&self, per_meter: &FastMap<&str, i128>) -> bool {
-        if per_meter.len() < self.min_meters {
-            return false;
-        }
         let total: i128 = per_meter.values().sum();
         let max = per_meter.values().copied().max().unwrap_or(0);
+        self.allows_summary(per_meter.len(), total, max)
+    }
+
+    /// [`allows`](Self::allows) from a cell's number of meters, total and largest
+    /// per-meter value.
+    fn allows_summary(&self, meters: usize, total: i128, max: i128) -> bool {
+        if meters < self.min_meters {
+            return false;
+        }
         // Exact in millionths of the share (no float rounding on the sums).
         let share = (self.max_meter_share.clamp(0.0, 1.0) * 1e6).round() as i128;
         total <= 0 || max * 1_000_000 <= share * total
@@ -749,15 +755,25 @@ pub fn area_cells(
 ) -> Result<(RecordBatch, usize), OperatorError> {
     let cells = cells_of(grain, rows)?;
     let mut suppressed = 0;
-    let mut kept: Vec<(&Cell<'_>, i32, i32, i128, i32)> = Vec::new();
+    let mut kept: Vec<(Cell<'_>, i32, i32, i128, i32)> = Vec::new();
     for (cell, (date, hour, per_meter)) in &cells {
         if rules.allows(per_meter) {
             let total = per_meter.values().sum();
-            kept.push((cell, *date, *hour, total, per_meter.len() as i32));
+            kept.push((*cell, *date, *hour, total, per_meter.len() as i32));
         } else {
             suppressed += 1;
         }
     }
+    Ok((cells_batch(tenant, grain, &kept)?, suppressed))
+}
+
+/// The rows of an area table: (cell, local date, local hour, value, meters), in
+/// cell order.
+fn cells_batch(
+    tenant: &str,
+    grain: Grain,
+    kept: &[(Cell<'_>, i32, i32, i128, i32)],
+) -> Result<RecordBatch, OperatorError> {
     let n = kept.len();
     let head: Vec<ArrayRef> = vec![
         utf8(std::iter::repeat_n(tenant, n)),
@@ -794,8 +810,7 @@ pub fn area_cells(
         ),
     };
     let columns: Vec<ArrayRef> = head.into_iter().chain(tail).collect();
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
-    Ok((batch, suppressed))
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)
 }
 
 /// An area cell: (area, quantity, direction, time key); the time key is the hour
@@ -855,6 +870,12 @@ fn cells_of(grain: Grain, rows: &[RecordBatch]) -> Result<Cells<'_>, OperatorErr
 pub fn months_of(days: impl IntoIterator<Item = i32>) -> BTreeSet<i32> {
     days.into_iter().map(month_of).collect()
 }
+
+mod area;
+mod rows;
+
+pub use area::AreaState;
+pub use rows::{select_rows, MeterHasher, MeterSet};
 
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,12 @@ pub enum OperatorError {
         #[source]
         source: ArrowError,
     },
+    /// A caller broke an operator's contract (a bug, never the data's fault).
+    #[error("operator `{operator}`: {reason}")]
+    Internal {
+        operator: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// A step of the chain. Small and synchronous: a batch in, accepted and rejected rows

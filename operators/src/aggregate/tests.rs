@@ -432,3 +432,79 @@ proptest! {
         }
     }
 }
+
+/// Daily per-meter rows (the columns area cells read) of (meter, area, date, value).
+fn daily_rows(rows: &[(String, Option<&str>, i32, i128)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("meter", DataType::Utf8, false),
+        Field::new("quantity", DataType::Utf8, false),
+        Field::new("direction", DataType::Utf8, false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("area", DataType::Utf8, true),
+        Field::new("value", value_type(), false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            utf8(rows.iter().map(|r| r.0.as_str())),
+            utf8(rows.iter().map(|_| "electricity")),
+            utf8(rows.iter().map(|_| "consumption")),
+            Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+            decimal_column(rows.iter().map(|r| r.3).collect()).unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+proptest! {
+    /// Area cells kept by adding and removing meters equal the cells summed from
+    /// every meter's rows (`area_cells`), at day and month grain; only removals make
+    /// a state stale, and a rebuilt state agrees too.
+    #[test]
+    fn area_state_follows_meter_changes(
+        initial in proptest::collection::vec((0u8..12, 0u8..3, 0u8..3, 0i128..50), 0..60),
+        changes in proptest::collection::vec(
+            (proptest::collection::btree_set(0u8..12, 1..5),
+             proptest::collection::vec((0u8..12, 0u8..3, 0u8..3, 0i128..50), 0..20)),
+            1..4),
+        min_meters in 1usize..4,
+    ) {
+        let rules = Disclosure { min_meters, max_meter_share: 0.6 };
+        let areas = [Some("NO1"), Some("NO2"), None];
+        let first = day(2026, 10, 30);
+        let row = |(m, a, d, v): (u8, u8, u8, i128)| {
+            (format!("m{m}"), areas[a as usize], first + i32::from(d), v * 1000)
+        };
+        for grain in [Grain::Day, Grain::Month] {
+            let mut stored: Vec<_> = initial.iter().copied().map(row).collect();
+            let mut state = AreaState::build(grain, &[daily_rows(&stored)]).unwrap();
+            prop_assert!(!state.is_stale());
+            for (meters, new) in &changes {
+                let names: BTreeSet<String> = meters.iter().map(|m| format!("m{m}")).collect();
+                let (old, kept): (Vec<_>, Vec<_>) =
+                    stored.iter().cloned().partition(|r| names.contains(&r.0));
+                let new: Vec<_> = new
+                    .iter()
+                    .copied()
+                    .filter(|r| meters.contains(&r.0))
+                    .map(row)
+                    .collect();
+                let additions_only = old.is_empty();
+                state.remove(&[daily_rows(&old)]).unwrap();
+                state.add(&[daily_rows(&new)]).unwrap();
+                stored = kept.into_iter().chain(new).collect();
+                if additions_only {
+                    prop_assert!(!state.is_stale());
+                }
+                if state.is_stale() {
+                    prop_assert!(state.batch("t", rules).is_err());
+                    state = AreaState::build(grain, &[daily_rows(&stored)]).unwrap();
+                }
+                let expected = area_cells("t", grain, &[daily_rows(&stored)], rules).unwrap();
+                let got = state.batch("t", rules).unwrap();
+                prop_assert_eq!(got, expected);
+            }
+        }
+    }
+}
