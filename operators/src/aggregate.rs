@@ -875,7 +875,7 @@ mod area;
 mod rows;
 
 pub use area::AreaState;
-pub use rows::{select_rows, MeterHasher, MeterSet};
+pub use rows::{meters_by, select_rows, MeterHasher, MeterSet};
 
 #[cfg(test)]
 mod tests;

@@ -135,7 +135,7 @@ pub fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::A
 }
 
 /// True if an object store or I/O error is anywhere in the error's cause chain.
-fn storage_caused(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn storage_caused(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<deltalake::ObjectStoreError>() || e.is::<std::io::Error>() {

@@ -21,6 +21,7 @@ use object_store::ObjectStoreExt;
 use tracing::debug;
 
 use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
+use crate::files::{added_file, fold_commit, live_files, read_files, Changes, DataFile};
 use crate::lake::Lake;
 use crate::SinkError;
 
@@ -44,6 +45,8 @@ pub struct Replaced {
     pub files_added: usize,
     pub files_removed: usize,
     pub version: Option<u64>,
+    /// The files written.
+    pub added: Vec<DataFile>,
 }
 
 /// A table whose partitions are replaced as a whole.
@@ -61,7 +64,7 @@ impl std::fmt::Debug for DerivedTable {
 }
 
 /// The partition values of a file, in `columns` order.
-fn partition_of(
+pub(crate) fn partition_of(
     values: &std::collections::HashMap<String, Option<String>>,
     columns: &[&str],
 ) -> Partition {
@@ -69,6 +72,27 @@ fn partition_of(
         .iter()
         .map(|c| values.get(*c).cloned().flatten().unwrap_or_default())
         .collect()
+}
+
+/// The action removing a data file (its rows) from a table.
+fn remove_action(file: &DataFile, columns: &[&str], now_ms: i64) -> Action {
+    let partition_values = columns
+        .iter()
+        .zip(&file.partition)
+        .map(|(c, v)| ((*c).to_owned(), (!v.is_empty()).then(|| v.clone())))
+        .collect();
+    Action::Remove(deltalake::kernel::Remove {
+        path: file.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(now_ms),
+        extended_file_metadata: Some(true),
+        partition_values: Some(partition_values),
+        size: i64::try_from(file.size).ok(),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+    })
 }
 
 /// The partitions of the files a table holds now.
@@ -172,12 +196,61 @@ impl DerivedTable {
         progress: Option<(&str, i64)>,
     ) -> Result<Replaced, SinkError> {
         let name = self.spec.name;
-        let columns = self.spec.partition_columns;
         self.table.update_state().await.map_err(transient(name))?;
+        let remove: Vec<DataFile> = live_files(&self.table, name, self.spec.partition_columns)
+            .await?
+            .into_iter()
+            .filter(|f| partitions.contains(&f.partition))
+            .collect();
+        self.commit_rewrite(batches, &remove, partitions, progress)
+            .await
+    }
+
+    /// Remove the files `remove` and add the rows of `batches` (which must fall into
+    /// `partitions`), recording `progress` in the same commit: the rows of some keys
+    /// replaced inside partitions, when the caller knows which files hold them (it
+    /// keeps the rows of those files it still wants in `batches`).
+    ///
+    /// `expected` is the table version the caller's knowledge of the files comes
+    /// from: when another writer has committed since, nothing is written and the
+    /// error is transient (the caller must look at the files again).
+    ///
+    /// # Errors
+    /// As [`replace`](Self::replace), and the one above.
+    pub async fn rewrite(
+        &mut self,
+        batches: &[RecordBatch],
+        remove: &[DataFile],
+        partitions: &BTreeSet<Partition>,
+        progress: Option<(&str, i64)>,
+        expected: Option<u64>,
+    ) -> Result<Replaced, SinkError> {
+        let name = self.spec.name;
+        self.table.update_state().await.map_err(transient(name))?;
+        if self.table.version() != expected {
+            return Err(SinkError::Moved {
+                table: name,
+                found: self.table.version(),
+                expected,
+            });
+        }
+        self.commit_rewrite(batches, remove, partitions, progress)
+            .await
+    }
+
+    async fn commit_rewrite(
+        &mut self,
+        batches: &[RecordBatch],
+        remove: &[DataFile],
+        partitions: &BTreeSet<Partition>,
+        progress: Option<(&str, i64)>,
+    ) -> Result<Replaced, SinkError> {
+        let name = self.spec.name;
+        let columns = self.spec.partition_columns;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
 
         let mut actions: Vec<Action> = Vec::new();
-        let mut files_added = 0;
+        let mut added = Vec::new();
         if rows > 0 {
             let mut writer = RecordBatchWriter::for_table(&self.table)
                 .map_err(transient(name))?
@@ -187,34 +260,24 @@ impl DerivedTable {
             }
             let adds = writer.flush().await.map_err(transient(name))?;
             for add in &adds {
-                let p = partition_of(&add.partition_values.clone().into_iter().collect(), columns);
-                if !partitions.contains(&p) {
+                let file = added_file(add, columns);
+                if !partitions.contains(&file.partition) {
                     return Err(SinkError::Internal {
                         table: name,
                         error: Box::new(DeltaTableError::Generic(format!(
-                            "rows of partition {p:?} outside the partitions being replaced"
+                            "rows of partition {:?} outside the partitions being replaced",
+                            file.partition
                         ))),
                     });
                 }
+                added.push(file);
             }
-            files_added = adds.len();
             actions.extend(adds.into_iter().map(Action::Add));
         }
-        let mut files_removed = 0;
-        if self.table.version().is_some() && !partitions.is_empty() {
-            let files: Vec<_> = self
-                .table
-                .get_active_add_actions_by_partitions(&[])
-                .try_collect()
-                .await
-                .map_err(transient(name))?;
-            for f in files {
-                if partitions.contains(&partition_of(&f.partition_values_map(), columns)) {
-                    actions.push(Action::Remove(f.remove_action(true)));
-                    files_removed += 1;
-                }
-            }
-        }
+        let files_added = added.len();
+        let files_removed = remove.len();
+        let now = chrono::Utc::now().timestamp_millis();
+        actions.extend(remove.iter().map(|f| remove_action(f, columns, now)));
         if let Some((app_id, version)) = progress {
             actions.push(Action::Txn(Transaction::new_with_last_update(
                 app_id,
@@ -251,7 +314,42 @@ impl DerivedTable {
             files_added,
             files_removed,
             version: Some(version),
+            added,
         })
+    }
+
+    /// The version loaded (`None`: no commit yet).
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    /// The data files of the table as loaded.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn files(&self) -> Result<Vec<DataFile>, SinkError> {
+        live_files(&self.table, self.spec.name, self.spec.partition_columns).await
+    }
+
+    /// Read `columns` (partition columns included) of every row of `files`: the
+    /// batches of each file, in the order of `files`.
+    ///
+    /// # Errors
+    /// Storage errors (transient); unreadable files (internal).
+    pub async fn read_files(
+        &self,
+        files: &[DataFile],
+        columns: &[&str],
+    ) -> Result<Vec<Vec<RecordBatch>>, SinkError> {
+        read_files(
+            &self.table,
+            self.spec.name,
+            &self.spec.schema,
+            self.spec.partition_columns,
+            files,
+            columns,
+        )
+        .await
     }
 
     /// Append `batches`, with `progress` (app id, version) actions in the same
@@ -550,43 +648,68 @@ impl SourceTable {
         }
     }
 
-    /// The partitions whose data changed in versions `after + 1 ..= upto` (files
-    /// added or removed with `dataChange`; compaction does not count). `None` when
-    /// a commit in that range is no longer in the log (cleaned up after
+    /// What changed in versions `after + 1 ..= upto`: per partition, the files
+    /// added, or [`Change::Whole`](crate::Change::Whole) when rows were removed
+    /// (compaction changes no data; it is listed as reorganized). `None` when a
+    /// commit in that range is no longer in the log (cleaned up after
     /// `delta.logRetentionDuration`): recompute everything then.
     ///
     /// # Errors
     /// Storage errors (transient); an unreadable commit (internal).
-    pub async fn changed_partitions(
-        &self,
-        after: i64,
-        upto: u64,
-    ) -> Result<Option<BTreeSet<Partition>>, SinkError> {
+    pub async fn changes(&self, after: i64, upto: u64) -> Result<Option<Changes>, SinkError> {
         let name = self.name;
         let Some(table) = &self.table else {
-            return Ok(Some(BTreeSet::new()));
+            return Ok(Some(Changes::default()));
         };
-        let mut changed = BTreeSet::new();
+        let mut changes = Changes::default();
         let first = u64::try_from(after + 1).unwrap_or(0);
         for version in first..=upto {
             let Some(actions) = read_commit(table, name, version).await? else {
                 return Ok(None);
             };
-            for action in actions {
-                let values = match &action {
-                    Action::Add(a) if a.data_change => Some(a.partition_values.clone()),
-                    Action::Remove(r) if r.data_change => {
-                        Some(r.partition_values.clone().unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                if let Some(values) = values {
-                    let map = values.into_iter().collect();
-                    changed.insert(partition_of(&map, self.partition_columns));
-                }
-            }
+            fold_commit(&actions, self.partition_columns, &mut changes);
         }
-        Ok(Some(changed))
+        Ok(Some(changes))
+    }
+
+    /// The data files at the pinned version.
+    ///
+    /// # Errors
+    /// Storage errors (transient).
+    pub async fn files(&self) -> Result<Vec<DataFile>, SinkError> {
+        match &self.table {
+            Some(t) => live_files(t, self.name, self.partition_columns).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Read `columns` (partition columns included) of every row of `files`: the
+    /// batches of each file, in the order of `files`.
+    ///
+    /// # Errors
+    /// Storage errors (transient); unreadable files (internal).
+    pub async fn read_files(
+        &self,
+        files: &[DataFile],
+        columns: &[&str],
+    ) -> Result<Vec<Vec<RecordBatch>>, SinkError> {
+        let Some(table) = &self.table else {
+            return Ok(Vec::new());
+        };
+        let schema = table
+            .snapshot()
+            .map_err(transient(self.name))?
+            .snapshot()
+            .arrow_schema();
+        read_files(
+            table,
+            self.name,
+            &schema,
+            self.partition_columns,
+            files,
+            columns,
+        )
+        .await
     }
 
     /// When the commit of `version` was written (milliseconds since the epoch).
@@ -700,6 +823,42 @@ mod tests {
         assert_eq!(contents(&t).await, vec![("a".into(), 10), ("a".into(), 11)]);
         assert_eq!(t.partitions().await.unwrap(), parts(&["a"]));
         assert_eq!(t.progress("p").await.unwrap(), Some(7));
+        // Rewriting named files: refused (transiently, nothing written) when the
+        // table moved past the version the caller knows; else those files go and
+        // the new rows come, in one commit.
+        let known = t.version();
+        let files = t.files().await.unwrap();
+        assert_eq!(files.len(), 1);
+        let stale = t
+            .rewrite(
+                &[rows(&[("a", 12)])],
+                &files,
+                &parts(&["a"]),
+                None,
+                known.map(|v| v - 1),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(stale, SinkError::Moved { .. }) && stale.is_transient(),
+            "{stale}"
+        );
+        assert_eq!(t.version(), known);
+        let done = t
+            .rewrite(&[rows(&[("a", 12)])], &files, &parts(&["a"]), None, known)
+            .await
+            .unwrap();
+        assert_eq!((done.files_added, done.files_removed), (1, 1));
+        assert_eq!(contents(&t).await, vec![("a".into(), 12)]);
+        assert_eq!(t.files().await.unwrap(), done.added);
+        t.replace(
+            &[rows(&[("a", 10), ("a", 11)])],
+            &parts(&["a"]),
+            Some(("p", 7)),
+        )
+        .await
+        .unwrap();
+
         // Rows outside the partitions being replaced are refused.
         let err = t
             .replace(&[rows(&[("c", 1)])], &parts(&["a"]), None)
@@ -707,20 +866,47 @@ mod tests {
             .unwrap_err();
         assert!(!err.is_transient(), "{err}");
 
-        // Read as a source: which partitions changed after the first commit.
+        // Read as a source: which partitions changed after the first commit (rows
+        // replaced: only the whole partition tells), and in the first commit (files
+        // added, readable one by one with their partition column).
         let mut source = SourceTable::new(&lake, "agg", &["tenant"]);
         let latest = source.refresh().await.unwrap().unwrap();
-        let v1 = first.version.unwrap() as i64;
+        let v1 = first.version.unwrap();
+        let after_first = source.changes(v1 as i64, latest).await.unwrap().unwrap();
         assert_eq!(
-            source.changed_partitions(v1, latest).await.unwrap(),
-            Some(parts(&["a", "b"]))
+            after_first.data,
+            BTreeMap::from([
+                (vec!["a".to_owned()], crate::Change::Whole),
+                (vec!["b".to_owned()], crate::Change::Whole)
+            ])
         );
-        assert_eq!(
-            source
-                .changed_partitions(latest as i64, latest)
+        let in_first = source.changes(v1 as i64 - 1, v1).await.unwrap().unwrap();
+        assert_eq!(in_first.data.len(), 2);
+        for (partition, change) in &in_first.data {
+            let crate::Change::Added(files) = change else {
+                panic!("{partition:?}: {change:?}");
+            };
+            let batches = t
+                .read_files(files, &["v", "tenant"])
                 .await
-                .unwrap(),
-            Some(BTreeSet::new())
+                .unwrap()
+                .concat();
+            let rows: Vec<(String, i32)> = batches
+                .iter()
+                .flat_map(|b| {
+                    let v = b.column(0).as_primitive::<Int32Type>().clone();
+                    let t = b.column(1).as_string::<i32>().clone();
+                    (0..b.num_rows())
+                        .map(move |i| (t.value(i).to_owned(), v.value(i)))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let expected = if partition[0] == "a" { 1 } else { 2 };
+            assert_eq!(rows, vec![(partition[0].clone(), expected)]);
+        }
+        assert_eq!(
+            source.changes(latest as i64, latest).await.unwrap(),
+            Some(crate::Changes::default())
         );
         let scanned = source
             .scan(&["v"], col("tenant").eq(lit("a")))

@@ -25,12 +25,14 @@ pub mod dead_letter;
 pub mod delta;
 pub mod derived;
 pub mod erase;
+pub mod files;
 pub mod lake;
 
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
 pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
+pub use files::{Change, Changes, DataFile};
 pub use lake::{Lake, LakeConfig};
 
 /// Errors of the sinks, classed so the caller can decide what to do.
@@ -49,6 +51,14 @@ pub enum SinkError {
         table: &'static str,
         partitions: Vec<i32>,
     },
+    /// A table moved past the version the caller's knowledge of its files came
+    /// from (another writer committed): look at the table again, then retry.
+    #[error("table `{table}` was changed by another writer (now version {found:?}, expected {expected:?})")]
+    Moved {
+        table: &'static str,
+        found: Option<u64>,
+        expected: Option<u64>,
+    },
     /// The lake location or options are unusable; fix the configuration.
     #[error("lake configuration: {0}")]
     Config(String),
@@ -63,6 +73,6 @@ pub enum SinkError {
 impl SinkError {
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient { .. })
+        matches!(self, SinkError::Transient { .. } | SinkError::Moved { .. })
     }
 }

@@ -90,3 +90,29 @@ pub fn select_rows(
     }
     Ok(out)
 }
+
+/// The meters of `batches` per value of a Date32 column (`local_date`, `month`):
+/// which meters the rows written into each partition hold.
+///
+/// # Errors
+/// A batch without a `meter` column of strings or without `column` of dates.
+pub fn meters_by(
+    batches: &[RecordBatch],
+    hasher: &MeterHasher,
+    column: &'static str,
+) -> Result<std::collections::BTreeMap<i32, MeterSet>, OperatorError> {
+    let mut out: std::collections::BTreeMap<i32, MeterSet> = std::collections::BTreeMap::new();
+    for batch in batches {
+        let meter = strings(batch, "meter")?;
+        let date = dates(batch, column)?;
+        let mut last: Option<(&str, i32)> = None;
+        for row in 0..batch.num_rows() {
+            let key = (meter.value(row), date.value(row));
+            if last != Some(key) {
+                out.entry(key.1).or_default().insert(hasher.hash(key.0));
+                last = Some(key);
+            }
+        }
+    }
+    Ok(out)
+}

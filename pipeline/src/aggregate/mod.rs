@@ -2,6 +2,8 @@
 //! area), materialized from `readings` in rounds and recomputed after late data,
 //! corrections, erasures and retention sweeps.
 
+mod index;
 mod materializer;
+mod step;
 
 pub use materializer::*;

@@ -152,7 +152,8 @@ impl Settings {
     /// - the version index (`version_index_max_keys` keys) and the meters known per
     ///   date partition (as many entries),
     /// - with aggregates on, one materialization step
-    ///   ([`AGGREGATE_BYTES_PER_READING`] x `max_readings_per_step`).
+    ///   ([`AGGREGATE_BYTES_PER_READING`] x `max_readings_per_step`) and the
+    ///   materializer's file indexes ([`AGGREGATE_INDEX_BYTES`]).
     pub fn memory_bound_bytes(&self) -> u64 {
         let p = &self.pipeline;
         let prefetch_kb: u64 = self
@@ -172,6 +173,7 @@ impl Settings {
                 * p.version_index_max_keys as u64
             + if self.aggregate.enabled {
                 AGGREGATE_BYTES_PER_READING * self.aggregate.max_readings_per_step as u64
+                    + AGGREGATE_INDEX_BYTES
             } else {
                 0
             }
@@ -189,6 +191,14 @@ pub const BASE_MEMORY: u64 = 512 * 1024 * 1024;
 /// columns and the maps of current versions and sums). The `kafka_to_lake` bench
 /// measured about 1.1 KB (2026-11-30).
 pub const AGGREGATE_BYTES_PER_READING: u64 = 1200;
+
+/// (file, meter) pairs the materializer's file indexes hold in all (which
+/// meters each data file of `readings` and of the per-meter aggregate tables
+/// holds); past it the partitions used least recently are forgotten.
+pub const AGGREGATE_INDEX_ENTRIES: usize = 2_000_000;
+
+/// Resident bytes of the file indexes when full (a hash and its share of the set).
+pub const AGGREGATE_INDEX_BYTES: u64 = AGGREGATE_INDEX_ENTRIES as u64 * 24;
 
 /// Resident bytes per buffered payload byte while a batch is built and written
 /// (Arrow columns, per-partition Parquet buffers, upload buffers).
