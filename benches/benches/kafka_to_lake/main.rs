@@ -38,7 +38,8 @@
 //! of meterline, minutes of a cold CI build.
 //!
 //! `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice.
-//! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_PERF=<dir>`
+//! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_LOG` sets
+//! meterline's log filter. `KAFKA_TO_LAKE_PERF=<dir>`
 //! records a CPU profile of each meterline run there (`perf record -g`).
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
@@ -459,7 +460,11 @@ validation = {{ max_age_days = 36500 }}
     )
     .expect("config");
     let started = Instant::now();
-    let mut process = spawn_meterline(&config, "warn,meterline::service=info");
+    // KAFKA_TO_LAKE_LOG: meterline's log filter (`METERLINE_LOG`), e.g.
+    // `info,meterline::aggregate=debug` for the materializer's steps.
+    let log = std::env::var("KAFKA_TO_LAKE_LOG")
+        .unwrap_or_else(|_| "warn,meterline::service=info".to_owned());
+    let mut process = spawn_meterline(&config, &log);
     let pid = process.pid();
     process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")

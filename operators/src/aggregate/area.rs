@@ -53,6 +53,15 @@ impl AreaState {
         Ok(state)
     }
 
+    /// A state that knows nothing: to be built again.
+    pub fn stale(grain: Grain) -> Self {
+        Self {
+            grain,
+            cells: FastMap::default(),
+            stale: true,
+        }
+    }
+
     /// Add the contributions of meters not in the cells yet (after
     /// [`remove`](Self::remove) of their earlier rows, if they had any).
     ///

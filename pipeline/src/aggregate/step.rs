@@ -353,21 +353,22 @@ impl Materializer {
                 let p = scope.part(*d);
                 let on_day = |_: u64, date: i32| date == *d;
                 let new_d = select_rows(std::slice::from_ref(new_rows), &self.hasher, on_day)?;
-                let state = if changed.whole.contains(d) {
-                    AreaState::build(grain, &new_d)?
-                } else {
-                    let mut state = self
-                        .areas
-                        .remove(&(area, p.clone()))
-                        .expect("ensured before writing");
-                    state.remove(&select_rows(&before[&per_meter], &self.hasher, on_day)?)?;
-                    state.add(&new_d)?;
-                    if state.is_stale() {
-                        self.build_area(per_meter, grain, std::slice::from_ref(&p))
-                            .await?
-                    } else {
+                let held = self.areas.remove(&(area, p.clone()));
+                let state = match held {
+                    _ if changed.whole.contains(d) => AreaState::build(grain, &new_d)?,
+                    Some(mut state) => {
+                        state.remove(&select_rows(&before[&per_meter], &self.hasher, on_day)?)?;
+                        state.add(&new_d)?;
                         state
                     }
+                    // Not held (dropped since): built below from what was written.
+                    None => AreaState::stale(grain),
+                };
+                let state = if state.is_stale() {
+                    self.build_area(per_meter, grain, std::slice::from_ref(&p))
+                        .await?
+                } else {
+                    state
                 };
                 let (batch, s) = state.batch(scope.tenant, scope.rules)?;
                 out.push(batch);
@@ -421,9 +422,11 @@ impl Materializer {
                 let mut state = self
                     .areas
                     .remove(&(AREA_MONTHLY, p.clone()))
-                    .expect("ensured before writing");
-                state.remove(before)?;
-                state.add(&now)?;
+                    .unwrap_or_else(|| AreaState::stale(Grain::Month));
+                if !state.is_stale() {
+                    state.remove(before)?;
+                    state.add(&now)?;
+                }
                 if state.is_stale() {
                     // From every daily row of the month (written above).
                     state = self
