@@ -101,17 +101,10 @@ async fn live_partitions(
     name: &'static str,
     columns: &[&str],
 ) -> Result<BTreeSet<Partition>, SinkError> {
-    if table.version().is_none() {
-        return Ok(BTreeSet::new());
-    }
-    let files: Vec<_> = table
-        .get_active_add_actions_by_partitions(&[])
-        .try_collect()
-        .await
-        .map_err(transient(name))?;
-    Ok(files
-        .iter()
-        .map(|f| partition_of(&f.partition_values_map(), columns))
+    Ok(live_files(table, name, columns)
+        .await?
+        .into_iter()
+        .map(|f| f.partition)
         .collect())
 }
 
