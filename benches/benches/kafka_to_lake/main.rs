@@ -40,7 +40,7 @@
 //! `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice.
 //! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_LOG` sets
 //! meterline's log filter. `KAFKA_TO_LAKE_PERF=<dir>`
-//! records a CPU profile of each meterline run there (`perf record -g`).
+//! records a CPU profile of each meterline run there (`perf record --call-graph dwarf`).
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
@@ -476,7 +476,9 @@ validation = {{ max_age_days = 36500 }}
             if knobs.aggregates { "on" } else { "off" }
         ));
         Command::new("perf")
-            .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+            // DWARF unwinding: release builds have no frame pointers.
+            .args(["record", "-F", "199", "--call-graph", "dwarf,32768"])
+            .args(["-p", &pid.to_string(), "-o"])
             .arg(out)
             .stdout(std::process::Stdio::null())
             .spawn()
