@@ -158,16 +158,24 @@ const MAX_NAME: usize = 64;
 /// `buf`; `None` when that is longer than [`MAX_NAME`]. No allocation.
 fn normalize<'b>(name: &str, buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
     let mut n = 0;
+    let mut put = |byte: u8| -> Option<()> {
+        *buf.get_mut(n)? = byte;
+        n += 1;
+        Some(())
+    };
     for c in name.chars() {
-        let mut utf8 = [0u8; 4];
-        let bytes: &[u8] = match c {
-            '_' | '-' | ' ' => continue,
-            'ø' | 'Ø' => b"o",
-            c => c.to_ascii_lowercase().encode_utf8(&mut utf8).as_bytes(),
-        };
-        let end = n + bytes.len();
-        buf.get_mut(n..end)?.copy_from_slice(bytes);
-        n = end;
+        match c {
+            '_' | '-' | ' ' => {}
+            'ø' | 'Ø' => put(b'o')?,
+            // ASCII byte by byte: no slice copy per character.
+            c if c.is_ascii() => put(c.to_ascii_lowercase() as u8)?,
+            c => {
+                let mut utf8 = [0u8; 4];
+                for &byte in c.encode_utf8(&mut utf8).as_bytes() {
+                    put(byte)?;
+                }
+            }
+        }
     }
     Some(&buf[..n])
 }

@@ -55,13 +55,35 @@ pub struct VersionIndex {
     loaded: FastMap<String, FastMap<i32, FastSet<String>>>,
     loaded_len: usize,
     max_keys: usize,
-    /// Reused buffer for series keys (no allocation per row).
+    /// The series key of the last row looked up (reused: no allocation per row),
+    /// and its id while `series` holds it. Rows of one meter come in runs (a day's
+    /// values, a meter's history), so most rows compare with it and skip the hash.
     key_buf: String,
+    last_id: Option<u32>,
 }
 
 /// Approximate memory per key held (hash map entry, key, version, value), for the
 /// pipeline's memory bound.
 pub const BYTES_PER_KEY: u64 = 48;
+
+/// True if `key` is the series key `series_id` builds from `parts` (parts joined
+/// by NUL), compared in place.
+fn is_series_key(key: &str, parts: [&str; 4]) -> bool {
+    let mut rest = key.as_bytes();
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            match rest.split_first() {
+                Some((0, tail)) => rest = tail,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(part.as_bytes()) {
+            Some(tail) => rest = tail,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
 
 /// Values are Decimal(18, 3): at most 10^18 - 1 thousandths, which fits an i64.
 fn stored_value(v: i128) -> i64 {
@@ -159,6 +181,7 @@ impl VersionIndex {
             loaded_len: 0,
             max_keys: max_keys.max(1),
             key_buf: String::new(),
+            last_id: None,
         }
     }
 
@@ -175,6 +198,7 @@ impl VersionIndex {
     /// Forget everything (partitions moved, or the bound was reached).
     pub fn clear(&mut self) {
         self.series.clear();
+        self.last_id = None;
         self.current.clear();
         self.loaded.clear();
         self.loaded_len = 0;
@@ -212,20 +236,27 @@ impl VersionIndex {
     }
 
     fn series_id(&mut self, tenant: &str, meter: &str, quantity: &str, direction: &str) -> u32 {
+        let parts = [tenant, meter, quantity, direction];
+        if let Some(id) = self.last_id.filter(|_| is_series_key(&self.key_buf, parts)) {
+            return id;
+        }
         let key = &mut self.key_buf;
         key.clear();
-        for (i, part) in [tenant, meter, quantity, direction].into_iter().enumerate() {
+        for (i, part) in parts.into_iter().enumerate() {
             if i > 0 {
                 key.push('\u{0}');
             }
             key.push_str(part);
         }
-        if let Some(id) = self.series.get(key.as_str()) {
-            return *id;
-        }
-        let next = self.series.len() as u32;
-        self.series.insert(key.clone(), next);
-        next
+        let id = if let Some(id) = self.series.get(key.as_str()) {
+            *id
+        } else {
+            let next = self.series.len() as u32;
+            self.series.insert(key.clone(), next);
+            next
+        };
+        self.last_id = Some(id);
+        id
     }
 
     /// Make room before loading: clear everything when the bound would be passed.
@@ -508,6 +539,19 @@ mod tests {
         );
         index.make_room();
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn series_key_comparison_sees_where_parts_end() {
+        let key = "t\u{0}ab\u{0}electricity\u{0}import";
+        assert!(is_series_key(key, ["t", "ab", "electricity", "import"]));
+        assert!(!is_series_key(key, ["t", "a", "belectricity", "import"]));
+        assert!(!is_series_key(key, ["t", "ab", "electricity", "export"]));
+        assert!(!is_series_key(key, ["t", "ab", "electricity", "impor"]));
+        assert!(!is_series_key(
+            key,
+            ["t", "ab", "electricity", "import\u{0}"]
+        ));
     }
 
     proptest! {
