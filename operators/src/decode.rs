@@ -46,6 +46,17 @@ use crate::FastMap;
 /// The only schema version this build decodes.
 pub const SCHEMA_V1: &str = "reading/v1";
 
+/// True if `payload` may be a redacted dead letter being replayed: it says
+/// `redacted`, spelt out or behind a backslash escape. Only such a payload needs
+/// its replay tag (the decoder checks the tag only when `redacted` is true), so a
+/// source can skip reading message headers for every other payload.
+#[must_use]
+pub fn may_be_replay(payload: &[u8]) -> bool {
+    static REDACTED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"redacted"));
+    REDACTED.find(payload).is_some() || memchr::memchr(b'\\', payload).is_some()
+}
+
 /// Longest identifier accepted (device serials, GSRNs, subjects).
 pub const MAX_ID_CHARS: usize = 128;
 /// Longest `area` accepted.

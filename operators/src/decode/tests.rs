@@ -789,3 +789,18 @@ fn the_local_date_cache_stays_bounded_over_a_million_slots() {
     // The cache was used across batches (not emptied per call) up to its bound.
     assert!(largest > BATCH, "{largest}");
 }
+
+#[test]
+fn may_be_replay_holds_for_every_spelling_of_redacted() {
+    // The decoder looks at the replay tag only when `redacted` is true; a source
+    // that skips headers for other payloads must never skip one of these.
+    let plain = GOOD.replace(r#""extra":"ignored""#, r#""redacted":true"#);
+    let escaped = GOOD.replace(r#""extra":"ignored""#, r#""re\u0064acted":true"#);
+    let escaped_upper = GOOD.replace(r#""extra":"ignored""#, r#""\u0072edacted":true"#);
+    for payload in [&plain, &escaped, &escaped_upper] {
+        assert!(may_be_replay(payload.as_bytes()), "{payload}");
+    }
+    // A reading without the word or an escape needs no header.
+    assert!(!may_be_replay(GOOD.as_bytes()));
+    assert!(!may_be_replay(b""));
+}

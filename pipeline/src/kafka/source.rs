@@ -423,7 +423,6 @@ fn poll_loop(
     let ctx = consumer.context();
     let mut chunk_started = Instant::now();
     let mut since_clock = 0u32;
-    let redacted = memchr::memmem::Finder::new(b"redacted");
     let mut idle = false;
     while !stop.load(Ordering::SeqCst) {
         while let Ok(offsets) = commits.try_recv() {
@@ -488,12 +487,9 @@ fn poll_loop(
                 }
                 let payload = msg.payload();
                 pending.push(partition, offset, payload);
-                // A replay tag matters only to a payload that says `redacted`
-                // (spelt out, or behind an escape sequence): other records skip
+                // Only a possible replay needs its tag: other records skip
                 // librdkafka's header parsing (3 % of the CPU).
-                let may_be_replay = payload.is_some_and(|p| {
-                    redacted.find(p).is_some() || memchr::memchr(b'\\', p).is_some()
-                });
+                let may_be_replay = payload.is_some_and(meterline_operators::decode::may_be_replay);
                 if let Some(headers) = may_be_replay.then(|| msg.headers()).flatten() {
                     if let Some(tag) = headers
                         .iter()
