@@ -18,7 +18,6 @@ use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{debug, info};
 
@@ -507,13 +506,14 @@ impl OffsetTable {
             return Ok(Vec::new());
         }
         debug!(table = name, rows, "uploading data files");
-        let mut writer = RecordBatchWriter::for_table(&self.table)
-            .map_err(transient(name))?
-            .with_writer_properties(self.writer_properties.clone());
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            writer.write(batch.clone()).await.map_err(transient(name))?;
-        }
-        let adds = writer.flush().await.map_err(transient(name))?;
+        let adds = crate::write::write_files(
+            &self.table,
+            &self.writer_properties,
+            self.spec.partition_columns,
+            batches,
+        )
+        .await
+        .map_err(transient(name))?;
         Ok(adds.into_iter().map(Action::Add).collect())
     }
 

@@ -14,7 +14,6 @@ use arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -23,6 +22,7 @@ use tracing::debug;
 use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
 use crate::files::{added_file, fold_commit, live_files, read_files, Changes, DataFile};
 use crate::lake::Lake;
+use crate::write::write_files;
 use crate::SinkError;
 
 /// A partition: its values, as Delta writes them (`2026-10-25` for dates), in the
@@ -245,13 +245,9 @@ impl DerivedTable {
         let mut actions: Vec<Action> = Vec::new();
         let mut added = Vec::new();
         if rows > 0 {
-            let mut writer = RecordBatchWriter::for_table(&self.table)
-                .map_err(transient(name))?
-                .with_writer_properties(writer_properties());
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                writer.write(batch.clone()).await.map_err(transient(name))?;
-            }
-            let adds = writer.flush().await.map_err(transient(name))?;
+            let adds = write_files(&self.table, &writer_properties(), columns, batches)
+                .await
+                .map_err(transient(name))?;
             for add in &adds {
                 let file = added_file(add, columns);
                 if !partitions.contains(&file.partition) {
@@ -360,13 +356,14 @@ impl DerivedTable {
         self.table.update_state().await.map_err(transient(name))?;
         let mut actions: Vec<Action> = Vec::new();
         if batches.iter().any(|b| b.num_rows() > 0) {
-            let mut writer = RecordBatchWriter::for_table(&self.table)
-                .map_err(transient(name))?
-                .with_writer_properties(writer_properties());
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                writer.write(batch.clone()).await.map_err(transient(name))?;
-            }
-            let adds = writer.flush().await.map_err(transient(name))?;
+            let adds = write_files(
+                &self.table,
+                &writer_properties(),
+                self.spec.partition_columns,
+                batches,
+            )
+            .await
+            .map_err(transient(name))?;
             actions.extend(adds.into_iter().map(Action::Add));
         }
         let now = chrono::Utc::now().timestamp_millis();

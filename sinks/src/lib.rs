@@ -27,6 +27,7 @@ pub mod derived;
 pub mod erase;
 pub mod files;
 pub mod lake;
+mod write;
 
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
 pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
