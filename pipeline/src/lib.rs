@@ -47,5 +47,9 @@ pub mod shutdown;
 /// Parquet encoders) back to the kernel and took them again on the next flush:
 /// page faults and page clearing were 13 % of the CPU of a backfill, and its
 /// per-thread arenas made peak RSS run well past the live data.
+///
+/// The `system-allocator` feature leaves the system allocator in place, for heap
+/// profilers that hook `malloc` (heaptrack; see the README's Performance).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -172,15 +172,6 @@ async fn produce(broker: &Broker, topic: &str, backlog: usize) {
         .unwrap();
 }
 
-/// The bound in a "pipeline started" log line (`memory_bound_mib=764`), in bytes.
-fn logged_bound(line: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("memory_bound_mib="))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no memory_bound_mib in the start line: {line}"))
-        * MIB
-}
-
 async fn measure(tools: &Tools, backlog: usize) -> Measurement {
     let broker = Broker::start(tools);
     let s3 = S3Server::start(tools);
@@ -237,7 +228,9 @@ validation = {{ max_age_days = 36500 }}
     let start_line = process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
     });
-    let bound = logged_bound(&process.lines_matching(|l| l.contains("pipeline started"))[0]);
+    let bound = crate::support::logged_bound(
+        &process.lines_matching(|l| l.contains("pipeline started"))[0],
+    );
     process.wait_line(start_line, Duration::from_secs(300), |l| {
         l.contains("committed") && l.contains("version=")
     });

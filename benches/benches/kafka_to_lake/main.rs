@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use meterline::dev::generator::gsrn;
-use meterline::dev::testkit::{free_port, unique_name, Broker, Process, Tools};
+use meterline::dev::testkit::{free_port, unique_name, Broker, Process, S3Server, Tools};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -63,7 +63,7 @@ use support::{metric, proc_cpu_secs, proc_status, selected, send_all};
 
 const KEY_HEX: &str = "5f2a9c0e4b7d1836a0c9e2f4b6d8a1c3e5f7091b2d4f6a8c0e1b3d5f7a9c2e4d";
 const TENANT: &str = "oslo-utility";
-const PARTITIONS: i32 = 4;
+const PARTITIONS: usize = 4;
 const MIB: u64 = 1024 * 1024;
 
 /// The test run without `--bench`.
@@ -146,14 +146,45 @@ fn main() -> ExitCode {
 
 /// `meterline run --config <config>`: this binary re-executed with
 /// `--meterline-run` (see `main`), with the bench key and `log` as `METERLINE_LOG`.
+///
+/// `KAFKA_TO_LAKE_HEAPTRACK=<dir>` runs it under `heaptrack` (which hooks
+/// `malloc`, so build with `--features meterline/system-allocator`), writing
+/// `heaptrack.meterline.zst` there.
 fn spawn_meterline(config: &std::path::Path, log: &str) -> Process {
-    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    let exe = std::env::current_exe().expect("own path");
+    let mut command = match std::env::var_os("KAFKA_TO_LAKE_HEAPTRACK") {
+        Some(dir) => {
+            let mut c = Command::new("heaptrack");
+            c.arg("-o")
+                .arg(std::path::Path::new(&dir).join("heaptrack.meterline"))
+                .arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
     command
         .arg("--meterline-run")
         .arg(config)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
         .env("METERLINE_LOG", log);
     Process::spawn("meterline", command)
+}
+
+/// The pid of the meterline process: `process`, or under heaptrack its child
+/// running this binary.
+fn meterline_pid(process: &Process) -> u32 {
+    let pid = process.pid();
+    if std::env::var_os("KAFKA_TO_LAKE_HEAPTRACK").is_none() {
+        return pid;
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("heaptrack's children");
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| std::fs::read_link(format!("/proc/{c}/exe")).is_ok_and(|e| e == exe))
+        .unwrap_or_else(|| panic!("no meterline child of heaptrack ({pid}): {children}"))
 }
 
 /// The order readings arrive in.
@@ -279,7 +310,11 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
 /// The readings topic, and the privacy topics a default configuration consumes
 /// (empty here; without them librdkafka reports them missing all run long).
 fn create_topics(broker: &Broker, readings: &str) {
-    broker.create_topic(readings, PARTITIONS);
+    // KAFKA_TO_LAKE_PARTITIONS: more partitions for backlogs of many millions
+    // (tansu's SQLite engine answers a fetch more slowly as a partition grows:
+    // 2,500,000 records per partition did not drain).
+    let partitions = env_usize("KAFKA_TO_LAKE_PARTITIONS", PARTITIONS);
+    broker.create_topic(readings, i32::try_from(partitions).expect("partitions"));
     broker.create_topic("subject.erasure", 1);
     broker.create_topic("subject.events", 1);
 }
@@ -328,6 +363,8 @@ struct Run {
     wall_secs: f64,
     cpu_secs: f64,
     peak_rss: u64,
+    /// The memory bound meterline logged at start (meterline runs only).
+    bound: Option<u64>,
     /// CPU-µs per reading of the first and the last tenth (meterline runs only).
     tenths: Option<(f64, f64)>,
     /// CPU seconds spent before consumption began (meterline runs only).
@@ -376,6 +413,7 @@ fn run_drain(broker: &Broker, topic: &str, count: usize) -> Run {
         wall_secs: number(2),
         cpu_secs: number(3),
         peak_rss: number(4) as u64,
+        bound: None,
         tenths: None,
         startup_cpu: 0.0,
         deciles: Vec::new(),
@@ -416,9 +454,11 @@ fn tenths(samples: &[Sample], total: f64) -> (f64, f64) {
     )
 }
 
-struct Knobs {
+struct Knobs<'a> {
     aggregates: bool,
     max_batch_rows: Option<usize>,
+    /// The lake: a local directory, or a bucket on this S3 server.
+    s3: Option<&'a S3Server>,
 }
 
 fn run_meterline(broker: &Broker, topic: &str, total: usize, knobs: &Knobs) -> Run {
@@ -429,6 +469,19 @@ fn run_meterline(broker: &Broker, topic: &str, total: usize, knobs: &Knobs) -> R
         .max_batch_rows
         .map(|rows| format!("[pipeline]\nmax_batch_rows = {rows}\n"))
         .unwrap_or_default();
+    let lake = match knobs.s3 {
+        Some(s3) => {
+            let bucket = unique_name("lake");
+            s3.create_bucket(&bucket);
+            let options: String = s3
+                .storage_options()
+                .into_iter()
+                .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+                .collect();
+            format!("uri = \"s3://{bucket}/lake\"\n[lake.storage_options]\n{options}")
+        }
+        None => format!("uri = \"{}\"\n", dir.path().join("lake").display()),
+    };
     std::fs::write(
         &config,
         format!(
@@ -438,7 +491,7 @@ brokers = "{brokers}"
 group_id = "{group}"
 readings_topic = "{topic}"
 [lake]
-uri = "{lake}"
+{lake}
 [metrics]
 listen = "127.0.0.1:{port}"
 [aggregate]
@@ -454,7 +507,6 @@ validation = {{ max_age_days = 36500 }}
 "#,
             brokers = broker.bootstrap(),
             group = unique_name("bench"),
-            lake = dir.path().join("lake").display(),
             aggregates = knobs.aggregates,
         ),
     )
@@ -465,10 +517,14 @@ validation = {{ max_age_days = 36500 }}
     let log = std::env::var("KAFKA_TO_LAKE_LOG")
         .unwrap_or_else(|_| "warn,meterline::service=info".to_owned());
     let mut process = spawn_meterline(&config, &log);
-    let pid = process.pid();
     process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
     });
+    let bound =
+        support::logged_bound(&process.lines_matching(|l| l.contains("pipeline started"))[0]);
+    // Under heaptrack the process spawned is heaptrack's script; meterline is its
+    // child.
+    let pid = meterline_pid(&process);
     // KAFKA_TO_LAKE_PERF=<dir>: record a CPU profile of each meterline run there.
     let perf = std::env::var_os("KAFKA_TO_LAKE_PERF").map(|dir| {
         let out = std::path::Path::new(&dir).join(format!(
@@ -535,7 +591,15 @@ validation = {{ max_age_days = 36500 }}
             .status();
         let _ = perf.wait();
     }
-    let _ = process.terminate(Duration::from_secs(60));
+    if pid == process.pid() {
+        let _ = process.terminate(Duration::from_secs(60));
+    } else {
+        // heaptrack writes its profile once meterline has exited.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = process.wait_exit(Duration::from_secs(600));
+    }
     let tenths = tenths(&samples, total as f64);
     let tenth = total as f64 / 10.0;
     let deciles = (0..10)
@@ -550,6 +614,7 @@ validation = {{ max_age_days = 36500 }}
         wall_secs,
         cpu_secs,
         peak_rss,
+        bound: Some(bound),
         tenths: Some(tenths),
         startup_cpu: samples[0].cpu,
         deciles,
@@ -563,14 +628,22 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn print_table(shape: &Shape, runs: &[Run]) {
+fn print_table(shape: &Shape, runs: &[Run], s3: bool) {
     let drain = &runs[0];
     println!();
-    println!("kafka_to_lake: {}", shape.describe());
     println!(
-        "| run | wall readings/s | CPU-µs per reading | rate / drain | peak RSS MiB | first 10 % µs | last 10 % µs | last / first |"
+        "kafka_to_lake: {}, into a {}",
+        shape.describe(),
+        if s3 {
+            "lake on S3 (moto)"
+        } else {
+            "local lake"
+        }
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| run | wall readings/s | CPU-µs per reading | rate / drain | peak RSS MiB | bound MiB | first 10 % µs | last 10 % µs | last / first |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let (first, last, ratio) = match r.tenths {
             Some((f, l)) => (
@@ -581,17 +654,18 @@ fn print_table(shape: &Shape, runs: &[Run]) {
             None => ("".into(), "".into(), "".into()),
         };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {first} | {last} | {ratio} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {first} | {last} | {ratio} |",
             r.name,
             r.rate(),
             r.cpu_us_per_reading(),
             r.rate() / drain.rate(),
             r.peak_rss / MIB,
+            r.bound.map(|b| (b / MIB).to_string()).unwrap_or_default(),
         );
     }
     if let [_, off, on] = runs {
         println!(
-            "| aggregate materializer (on - off) | | {:.2} | | | | | |",
+            "| aggregate materializer (on - off) | | {:.2} | | | | | | |",
             on.cpu_us_per_reading() - off.cpu_us_per_reading()
         );
     }
@@ -636,6 +710,15 @@ async fn measure(tools: &Tools) -> ExitCode {
     let total = shape.readings();
     // KAFKA_TO_LAKE_AGGREGATES=off|on runs meterline once (default: both).
     let which = std::env::var("KAFKA_TO_LAKE_AGGREGATES").unwrap_or_default();
+    // KAFKA_TO_LAKE_LAKE=s3: the lake on an S3 server (moto) instead of a directory.
+    let s3 = match std::env::var("KAFKA_TO_LAKE_LAKE").as_deref() {
+        Ok("s3") => Some(S3Server::start(tools)),
+        Ok("local") | Err(_) => None,
+        Ok(other) => {
+            eprintln!("KAFKA_TO_LAKE_LAKE={other}: expected local or s3");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut runs = vec![run_drain(&broker, &topic, total)];
     for aggregates in [false, true] {
         if which == "on" && !aggregates || which == "off" && aggregates {
@@ -648,11 +731,29 @@ async fn measure(tools: &Tools) -> ExitCode {
             &Knobs {
                 aggregates,
                 max_batch_rows: None,
+                s3: s3.as_ref(),
             },
         ));
     }
-    print_table(&shape, &runs);
-    ExitCode::SUCCESS
+    print_table(&shape, &runs, s3.is_some());
+    // The bound meterline logs is what a pod is sized from: a peak above it fails.
+    let over: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.bound.is_some_and(|b| r.peak_rss > b))
+        .collect();
+    for r in &over {
+        eprintln!(
+            "kafka_to_lake: {}: peak RSS {} MiB is above the memory bound meterline logged ({} MiB)",
+            r.name,
+            r.peak_rss / MIB,
+            r.bound.unwrap_or(0) / MIB
+        );
+    }
+    if over.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The test: a backfill whose last tenth costs no more than 1.5 times its first.
@@ -675,6 +776,7 @@ async fn guard(tools: &Tools) -> ExitCode {
         &Knobs {
             aggregates: false,
             max_batch_rows: Some(10_000),
+            s3: None,
         },
     );
     let (first, last) = run.tenths.expect("tenths");

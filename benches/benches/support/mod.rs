@@ -241,3 +241,13 @@ pub async fn send_all<K, P>(
             .expect("delivered");
     }
 }
+
+/// The bound in a "pipeline started" log line (`memory_bound_mib=764`), in bytes.
+pub fn logged_bound(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("memory_bound_mib="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no memory_bound_mib in the start line: {line}"))
+        * 1024
+        * 1024
+}
