@@ -62,9 +62,26 @@ pub struct VersionIndex {
     last_id: Option<u32>,
 }
 
-/// Approximate memory per key held (hash map entry, key, version, value), for the
-/// pipeline's memory bound.
-pub const BYTES_PER_KEY: u64 = 48;
+/// Memory per key at the index's fullest, for the pipeline's memory bound. A key
+/// is a 33-byte bucket of a hash table (32-byte entry and a control byte) that
+/// keeps at most 7/8 of its power-of-two buckets filled, and doubles past that;
+/// the index is full at such a fill level ([`VersionIndex::capacity`]), so at
+/// worst, while the table last doubled, the old table (half the buckets) and the
+/// new one were both held: 1.5 x 33 / (7/8) = 56.6 bytes per key.
+pub const BYTES_PER_KEY: u64 = 57;
+
+/// The keys an index configured for `max_keys` holds before it is cleared: the
+/// most a hash table of power-of-two buckets holds without doubling, no more
+/// than `max_keys` (1,835,008 for 2,000,000). A table left just short of a
+/// doubling would hold twice the memory the keys need.
+#[must_use]
+pub fn capacity(max_keys: usize) -> usize {
+    let mut buckets: usize = 8;
+    while (buckets * 2) / 8 * 7 <= max_keys {
+        buckets *= 2;
+    }
+    (buckets / 8 * 7).min(max_keys).max(1)
+}
 
 /// True if `key` is the series key `series_id` builds from `parts` (parts joined
 /// by NUL), compared in place.
@@ -172,14 +189,14 @@ fn columns(batch: &RecordBatch, with_tenant: bool) -> Result<Columns<'_>, Operat
 }
 
 impl VersionIndex {
-    /// An empty index holding at most `max_keys` keys.
+    /// An empty index holding at most [`capacity`]`(max_keys)` keys.
     pub fn new(max_keys: usize) -> Self {
         Self {
             series: FastMap::default(),
             current: FastMap::default(),
             loaded: FastMap::default(),
             loaded_len: 0,
-            max_keys: max_keys.max(1),
+            max_keys: capacity(max_keys),
             key_buf: String::new(),
             last_id: None,
         }
@@ -193,6 +210,12 @@ impl VersionIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// True when the index holds as many entries as it may: clear it (after a
+    /// commit) before loading more.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max_keys
     }
 
     /// Forget everything (partitions moved, or the bound was reached).
@@ -261,7 +284,7 @@ impl VersionIndex {
 
     /// Make room before loading: clear everything when the bound would be passed.
     pub fn make_room(&mut self) {
-        if self.len() >= self.max_keys {
+        if self.is_full() {
             self.clear();
         }
     }
@@ -516,19 +539,20 @@ mod tests {
     /// be a million combinations for a 2,000-row batch.
     #[test]
     fn a_load_marks_no_more_combinations_than_the_bound() {
-        let mut index = VersionIndex::new(5_000);
+        // 7,168 keys fill 8,192 buckets to 7/8: the index holds exactly that many.
+        let mut index = VersionIndex::new(7_168);
         let dates: Vec<i32> = (0..1_000).rev().collect();
         let names: Vec<String> = (0..1_000).map(|m| format!("m{m}")).collect();
         let meters: Vec<&str> = names.iter().map(String::as_str).collect();
         index.load("t", &dates, &meters, &[]).unwrap();
-        assert_eq!(index.len(), 5_000);
+        assert_eq!(index.len(), 7_168);
         let marked: usize = index
             .loaded
             .values()
             .flat_map(|d| d.values())
             .map(|m| m.len())
             .sum();
-        assert_eq!(marked, 5_000);
+        assert_eq!(marked, 7_168);
         // Unmarked combinations are reported again; the bound clears the index.
         assert_eq!(
             index
@@ -539,6 +563,28 @@ mod tests {
         );
         index.make_room();
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn capacity_is_a_full_hash_table_within_the_configured_keys() {
+        // hashbrown fills 7/8 of a power-of-two number of buckets, then doubles.
+        assert_eq!(capacity(2_000_000), 7 * (1 << 21) / 8);
+        assert_eq!(capacity(1_835_008), 1_835_008);
+        assert_eq!(capacity(1_835_007), 7 * (1 << 20) / 8);
+        assert_eq!(capacity(3), 3);
+        assert_eq!(capacity(0), 1);
+        // A table of that many keys has not doubled past that size.
+        for max in [100_usize, 7_000, 1_000_000] {
+            let keys = capacity(max);
+            let mut map: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+            map.extend((0..keys as u64).map(|k| (k, k)));
+            let buckets = (keys * 8 / 7).next_power_of_two();
+            assert!(
+                map.capacity() <= buckets / 8 * 7,
+                "{max}: {}",
+                map.capacity()
+            );
+        }
     }
 
     #[test]

@@ -37,10 +37,25 @@
 //! for the benches that run `meterline` as a process: each bench binary links all
 //! of meterline, minutes of a cold CI build.
 //!
-//! `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice.
-//! Both need the tools of `scripts/test.sh` (tansu). `KAFKA_TO_LAKE_LOG` sets
-//! meterline's log filter. `KAFKA_TO_LAKE_PERF=<dir>`
-//! records a CPU profile of each meterline run there (`perf record --call-graph dwarf`).
+//! Every meterline run prints its peak RSS beside the `memory_bound_mib` it logged
+//! at start, and the bench exits non-zero when the peak is above the bound.
+//!
+//! Knobs (environment):
+//! - `KAFKA_TO_LAKE_AGGREGATES=off` (or `on`) runs meterline once instead of twice;
+//! - `KAFKA_TO_LAKE_LAKE=s3`: the lake in a bucket on moto instead of a directory;
+//! - `KAFKA_TO_LAKE_PARTITIONS` (4): partitions of the readings topic;
+//! - `KAFKA_TO_LAKE_BROKER=memory`: tansu's in-memory engine, for backlogs of
+//!   millions (its SQLite engine slows down with the records a partition holds
+//!   past the fetch offset); `METERLINE_TANSU` must be a tansu built with its
+//!   `dynostore` feature;
+//! - `KAFKA_TO_LAKE_LOG`: meterline's log filter;
+//! - `KAFKA_TO_LAKE_PERF=<dir>`: a CPU profile of each meterline run there
+//!   (`perf record --call-graph dwarf`);
+//! - `KAFKA_TO_LAKE_HEAPTRACK=<dir>`: each meterline run under heaptrack (build
+//!   with `--features meterline/system-allocator`; CPU figures of such a run mean
+//!   nothing).
+//!
+//! All need the tools of `scripts/test.sh` (tansu, moto).
 
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
@@ -310,9 +325,7 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
 /// The readings topic, and the privacy topics a default configuration consumes
 /// (empty here; without them librdkafka reports them missing all run long).
 fn create_topics(broker: &Broker, readings: &str) {
-    // KAFKA_TO_LAKE_PARTITIONS: more partitions for backlogs of many millions
-    // (tansu's SQLite engine answers a fetch more slowly as a partition grows:
-    // 2,500,000 records per partition did not drain).
+    // KAFKA_TO_LAKE_PARTITIONS: partitions of the readings topic.
     let partitions = env_usize("KAFKA_TO_LAKE_PARTITIONS", PARTITIONS);
     broker.create_topic(readings, i32::try_from(partitions).expect("partitions"));
     broker.create_topic("subject.erasure", 1);
@@ -702,7 +715,17 @@ async fn measure(tools: &Tools) -> ExitCode {
         meters,
         hours,
     };
-    let broker = Broker::start(tools);
+    // KAFKA_TO_LAKE_BROKER=memory: tansu keeps the records in memory, for
+    // backlogs of millions (METERLINE_TANSU must then be a tansu built with its
+    // `dynostore` feature; see the README's Performance).
+    let broker = match std::env::var("KAFKA_TO_LAKE_BROKER").as_deref() {
+        Ok("memory") => Broker::start_in_memory(tools),
+        Ok("sqlite") | Err(_) => Broker::start(tools),
+        Ok(other) => {
+            eprintln!("KAFKA_TO_LAKE_BROKER={other}: expected sqlite or memory");
+            return ExitCode::FAILURE;
+        }
+    };
     let topic = unique_name("readings");
     create_topics(&broker, &topic);
     eprintln!("kafka_to_lake: producing {}", shape.describe());

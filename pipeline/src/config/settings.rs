@@ -14,6 +14,7 @@ use figment::Figment;
 use meterline_operators::aggregate::Disclosure;
 use meterline_operators::pseudonym::KeyError;
 use meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS;
+use meterline_operators::versions;
 use meterline_operators::{
     Clock, DecodeConfig, Deployment, MasterKey, Rules, SensitiveScanner, Tenant, TenantRegistry,
 };
@@ -142,15 +143,17 @@ impl Settings {
 
     /// The memory bound these settings imply, in bytes: what resident memory stays
     /// under however large the backlog and however slow the lake. Sum of
-    /// - [`BASE_MEMORY`] (runtime, Delta state, writer and client, measured),
+    /// - [`BASE_MEMORY`] (program, runtime, Delta state, one partition's writer,
+    ///   client and allocator slack, measured),
     /// - librdkafka's prefetch (`queued.max.messages.kbytes`),
     /// - the chunks in flight (`channel_capacity` + 2, each at most 8 MiB or
     ///   `chunk_max_records * max_message_bytes`),
     /// - [`BATCH_MEMORY_FACTOR`] times `max_batch_bytes` (the batch's Arrow columns,
-    ///   the Parquet writer's per-partition buffers and encoded files, and upload
-    ///   buffers while a flush is written and retried),
-    /// - the version index (`version_index_max_keys` keys) and the meters known per
-    ///   date partition (as many entries),
+    ///   its rows grouped by partition, the encoded file and upload buffers while a
+    ///   flush is written and retried),
+    /// - the version index ([`versions::capacity`] of `version_index_max_keys`
+    ///   keys at [`versions::BYTES_PER_KEY`]) and the meters known per date
+    ///   partition (`version_index_max_keys` entries),
     /// - with aggregates on, one materialization step
     ///   ([`AGGREGATE_BYTES_PER_READING`] x `max_readings_per_step`) and the
     ///   materializer's file indexes ([`AGGREGATE_INDEX_BYTES`]).
@@ -168,9 +171,8 @@ impl Settings {
             + prefetch_kb * 1024
             + (p.channel_capacity as u64 + 2) * chunk
             + BATCH_MEMORY_FACTOR * p.max_batch_bytes as u64
-            + (meterline_operators::versions::BYTES_PER_KEY
-                + meterline_operators::presence::BYTES_PER_ENTRY)
-                * p.version_index_max_keys as u64
+            + versions::BYTES_PER_KEY * versions::capacity(p.version_index_max_keys) as u64
+            + meterline_operators::presence::BYTES_PER_ENTRY * p.version_index_max_keys as u64
             + if self.aggregate.enabled {
                 AGGREGATE_BYTES_PER_READING * self.aggregate.max_readings_per_step as u64
                     + AGGREGATE_INDEX_BYTES
@@ -180,12 +182,14 @@ impl Settings {
     }
 }
 
-/// Fixed resident memory of a pipeline that is writing to the lake: runtime,
-/// Delta state, the Parquet writer and object-store client. An idle `meterline
-/// run` holds 39 MiB; the `backlog_memory` bench measured peaks of 600-630 MiB
-/// with batches of 32 and 64 MiB against S3 (2026-11-23), so most of the cost is
-/// fixed while writing, not proportional to the batch.
-pub const BASE_MEMORY: u64 = 512 * 1024 * 1024;
+/// Resident memory outside the counted terms: the program, thread stacks,
+/// librdkafka, the runtime, the Delta log state, one partition's Parquet writer,
+/// the object-store client, and the allocator's slack. An idle `meterline run`
+/// holds 40 MiB. On the 960,000-reading backfill to S3 with aggregates on,
+/// heaptrack saw a heap peak of 212 MiB where jemalloc's process peaked at
+/// 336 MiB (2026-12-01). Until meterline wrote one partition at a time this was
+/// 512 MiB: every partition a flush spanned held a Parquet writer.
+pub const BASE_MEMORY: u64 = 128 * 1024 * 1024;
 
 /// Resident bytes per stored reading a materialization step reads (its Arrow
 /// columns and the maps of current versions and sums). The `kafka_to_lake` bench
@@ -201,7 +205,8 @@ pub const AGGREGATE_INDEX_ENTRIES: usize = 2_000_000;
 pub const AGGREGATE_INDEX_BYTES: u64 = AGGREGATE_INDEX_ENTRIES as u64 * 24;
 
 /// Resident bytes per buffered payload byte while a batch is built and written
-/// (Arrow columns, per-partition Parquet buffers, upload buffers).
+/// (Arrow columns, the rows grouped by partition, the encoded file and its upload
+/// buffer).
 pub const BATCH_MEMORY_FACTOR: u64 = 3;
 
 impl Config {
@@ -874,6 +879,22 @@ mod tests {
     }
 
     /// The logged bound counts one aggregation step only while aggregates run.
+    #[test]
+    fn the_memory_bound_counts_the_version_index_at_its_fullest() {
+        let bound = |keys: usize| {
+            parse(&format!(
+                "{MINIMAL}\n[pipeline]\nversion_index_max_keys = {keys}\n"
+            ))
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap()
+            .memory_bound_bytes()
+        };
+        // 2,000 keys: a full table of 2,048 buckets holds 1,792; 1,000 keys: 896
+        // of 1,024. 57 B per key held, 16 B per meter-presence entry.
+        assert_eq!(bound(2_000) - bound(1_000), 57 * (1_792 - 896) + 16 * 1_000);
+    }
+
     #[test]
     fn the_memory_bound_counts_the_aggregation_step_when_enabled() {
         let on = parse(&format!(

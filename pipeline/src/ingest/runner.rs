@@ -220,7 +220,6 @@ pub struct Runner {
     /// Which meters each (tenant, local date) partition holds, so new meters need
     /// no read of stored keys.
     presence: MeterPresence,
-    version_index_max_keys: usize,
     dlq: Option<(FutureProducer, String)>,
     readings: OffsetTable,
     dead: OffsetTable,
@@ -299,7 +298,6 @@ impl Runner {
             tenants: settings.tenants.clone(),
             versions: VersionIndex::new(p.version_index_max_keys),
             presence: MeterPresence::new(p.version_index_max_keys),
-            version_index_max_keys: p.version_index_max_keys,
             dlq,
             readings,
             dead,
@@ -512,7 +510,7 @@ impl Runner {
     /// with the lake.
     async fn classify(&mut self, batch: &RecordBatch) -> Result<Classified, RunError> {
         let mut missing = self.versions.missing(batch)?;
-        if !missing.is_empty() && self.versions.len() >= self.version_index_max_keys {
+        if !missing.is_empty() && self.versions.is_full() {
             // The index only forgets what is in the lake: commit what is buffered.
             // What the lake holds per partition (presence) stays true.
             self.flush().await?;
