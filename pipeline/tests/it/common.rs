@@ -288,12 +288,35 @@ pub fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// Every stored byte under `dir`: each file as it is, and each Parquet file's
 /// values as JSON text too (compressed pages need not show a value's bytes).
+///
+/// meterline may still be writing while this reads: a file that was listed and is
+/// gone when read (a staged upload renamed into place, a vacuumed file) means the
+/// lake moved under the scan, and the scan starts over. It fails when no scan of
+/// many gets through.
 pub fn stored_views(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    const SCANS: usize = 50;
+    for _ in 0..SCANS {
+        if let Some(views) = scan_stored(dir) {
+            return views;
+        }
+    }
+    panic!(
+        "{}: a listed file vanished during each of {SCANS} scans",
+        dir.display()
+    );
+}
+
+/// One pass of [`stored_views`]; `None` when a listed file vanished.
+fn scan_stored(dir: &std::path::Path) -> Option<Vec<(std::path::PathBuf, Vec<u8>)>> {
     let mut files = Vec::new();
     collect_files(dir, &mut files);
     let mut views = Vec::new();
     for path in files {
-        let bytes = std::fs::read(&path).unwrap();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
         if path.extension().is_some_and(|e| e == "parquet") {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 bytes::Bytes::from(bytes.clone()),
@@ -313,7 +336,7 @@ pub fn stored_views(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)>
         }
         views.push((path, bytes));
     }
-    views
+    Some(views)
 }
 
 /// True if `needle` occurs in `haystack` as bytes.
