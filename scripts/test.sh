@@ -151,6 +151,22 @@ if [ "$DATES_ONLY" = 1 ]; then
     exit 0
 fi
 
+# Test and bench executables of earlier builds pile up in the target directory
+# (each links DataFusion and delta-rs: 100-400 MB; a busy week of builds filled a
+# disk with 37 GB of them). Of each name, the newest stays, and so does any built
+# in the last day (the test and bench builds of one target differ in name hash).
+prune_stale_executables() {
+    local deps="$CARGO_TARGET_DIR/release/deps"
+    [ -d "$deps" ] || return 0
+    find "$deps" -maxdepth 1 -type f -executable -size +50M -printf '%T@ %f\n' |
+        sort -rn |
+        awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (seen[name]++) print $2 }' |
+        while read -r f; do
+            find "$deps/$f" -mmin +1440 -delete
+        done
+}
+prune_stale_executables
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -664,7 +664,7 @@ impl OffsetTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{dead_letter_batch, dead_letters_spec, LakeConfig};
+    use crate::{dead_letter_batch, dead_letters_spec};
     use meterline_operators::{DeadLetter, Reason};
 
     fn letter(offset: i64) -> DeadLetter {
@@ -681,12 +681,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_deletes_old_dead_letters_only_and_keeps_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(&LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        })
-        .unwrap();
+        let (_dir, lake) = crate::lake::temporary_lake();
         let mut table = OffsetTable::open_or_create(&lake, dead_letters_spec(), "t")
             .await
             .unwrap();

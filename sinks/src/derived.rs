@@ -20,7 +20,9 @@ use object_store::ObjectStoreExt;
 use tracing::debug;
 
 use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
-use crate::files::{added_file, fold_commit, live_files, read_files, Changes, DataFile};
+use crate::files::{
+    added_file, fold_commit, live_files, read_files, read_files_each, Changes, DataFile,
+};
 use crate::lake::Lake;
 use crate::write::write_files;
 use crate::SinkError;
@@ -195,14 +197,16 @@ impl DerivedTable {
             .into_iter()
             .filter(|f| partitions.contains(&f.partition))
             .collect();
-        self.commit_rewrite(batches, &remove, partitions, progress)
+        self.commit_rewrite(std::slice::from_ref(&batches), &remove, partitions, progress)
             .await
     }
 
-    /// Remove the files `remove` and add the rows of `batches` (which must fall into
+    /// Remove the files `remove` and add the rows of `groups` (which must fall into
     /// `partitions`), recording `progress` in the same commit: the rows of some keys
     /// replaced inside partitions, when the caller knows which files hold them (it
-    /// keeps the rows of those files it still wants in `batches`).
+    /// keeps the rows of those files it still wants in `groups`). Each group gets
+    /// files of its own (one per partition), so a caller that groups rows by key
+    /// can later rewrite one group's keys without reading the others'.
     ///
     /// `expected` is the table version the caller's knowledge of the files comes
     /// from: when another writer has committed since, nothing is written and the
@@ -212,7 +216,7 @@ impl DerivedTable {
     /// As [`replace`](Self::replace), and the one above.
     pub async fn rewrite(
         &mut self,
-        batches: &[RecordBatch],
+        groups: &[&[RecordBatch]],
         remove: &[DataFile],
         partitions: &BTreeSet<Partition>,
         progress: Option<(&str, i64)>,
@@ -227,25 +231,30 @@ impl DerivedTable {
                 expected,
             });
         }
-        self.commit_rewrite(batches, remove, partitions, progress)
+        self.commit_rewrite(groups, remove, partitions, progress)
             .await
     }
 
     async fn commit_rewrite(
         &mut self,
-        batches: &[RecordBatch],
+        groups: &[&[RecordBatch]],
         remove: &[DataFile],
         partitions: &BTreeSet<Partition>,
         progress: Option<(&str, i64)>,
     ) -> Result<Replaced, SinkError> {
         let name = self.spec.name;
         let columns = self.spec.partition_columns;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let rows: usize = groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(RecordBatch::num_rows)
+            .sum();
 
         let mut actions: Vec<Action> = Vec::new();
         let mut added = Vec::new();
-        if rows > 0 {
-            let adds = write_files(&self.table, &writer_properties(), columns, batches)
+        let properties = writer_properties();
+        for batches in groups {
+            let adds = write_files(&self.table, &properties, columns, batches)
                 .await
                 .map_err(transient(name))?;
             for add in &adds {
@@ -683,6 +692,21 @@ impl SourceTable {
         files: &[DataFile],
         columns: &[&str],
     ) -> Result<Vec<Vec<RecordBatch>>, SinkError> {
+        self.read_files_each(files, columns, |b| b).await
+    }
+
+    /// As [`read_files`](Self::read_files), with `each` applied to each file's
+    /// batches as soon as it is read (in the order of `files`), so that only what
+    /// `each` returns is held: how a large partition is read a share at a time.
+    ///
+    /// # Errors
+    /// As [`read_files`](Self::read_files).
+    pub async fn read_files_each<T>(
+        &self,
+        files: &[DataFile],
+        columns: &[&str],
+        each: impl FnMut(Vec<RecordBatch>) -> T,
+    ) -> Result<Vec<T>, SinkError> {
         let Some(table) = &self.table else {
             return Ok(Vec::new());
         };
@@ -691,13 +715,14 @@ impl SourceTable {
             .map_err(transient(self.name))?
             .snapshot()
             .arrow_schema();
-        read_files(
+        read_files_each(
             table,
             self.name,
             &schema,
             self.partition_columns,
             files,
             columns,
+            each,
         )
         .await
     }
@@ -724,7 +749,6 @@ impl SourceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LakeConfig;
     use arrow::array::{AsArray, Int32Array, StringArray};
     use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use deltalake::datafusion::prelude::{col, lit};
@@ -775,12 +799,7 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_are_replaced_whole_and_progress_travels_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(&LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        })
-        .unwrap();
+        let (_dir, lake) = crate::lake::temporary_lake();
         let mut t = DerivedTable::open_or_create(&lake, spec()).await.unwrap();
         assert_eq!(t.progress("p").await.unwrap(), None);
         let first = t
@@ -821,7 +840,7 @@ mod tests {
         assert_eq!(files.len(), 1);
         let stale = t
             .rewrite(
-                &[rows(&[("a", 12)])],
+                &[&[rows(&[("a", 12)])][..]],
                 &files,
                 &parts(&["a"]),
                 None,
@@ -835,12 +854,35 @@ mod tests {
         );
         assert_eq!(t.version(), known);
         let done = t
-            .rewrite(&[rows(&[("a", 12)])], &files, &parts(&["a"]), None, known)
+            .rewrite(&[&[rows(&[("a", 12)])][..]], &files, &parts(&["a"]), None, known)
             .await
             .unwrap();
         assert_eq!((done.files_added, done.files_removed), (1, 1));
         assert_eq!(contents(&t).await, vec![("a".into(), 12)]);
         assert_eq!(t.files().await.unwrap(), done.added);
+        // Groups get files of their own: one group's file is rewritten later
+        // without the other's.
+        let grouped = t
+            .rewrite(
+                &[&[rows(&[("a", 13)])][..], &[], &[rows(&[("a", 14)])][..]],
+                &done.added,
+                &parts(&["a"]),
+                None,
+                t.version(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((grouped.files_added, grouped.files_removed), (2, 1));
+        assert_eq!(contents(&t).await, vec![("a".into(), 13), ("a".into(), 14)]);
+        let first_group = t
+            .read_files(&grouped.added[..1], &["v"])
+            .await
+            .unwrap();
+        assert_eq!(first_group[0].iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        t.rewrite(&[&[]], &grouped.added[..1], &parts(&["a"]), None, t.version())
+            .await
+            .unwrap();
+        assert_eq!(contents(&t).await, vec![("a".into(), 14)]);
         t.replace(
             &[rows(&[("a", 10), ("a", 11)])],
             &parts(&["a"]),

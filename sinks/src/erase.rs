@@ -355,7 +355,7 @@ fn with_partition_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DerivedSpec, DerivedTable, Lake, LakeConfig};
+    use crate::{DerivedSpec, DerivedTable};
     use arrow::array::{AsArray, Int32Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use deltalake::datafusion::prelude::lit;
@@ -411,12 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_files_holding_the_subject_are_rewritten_and_the_old_ones_are_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(&LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        })
-        .unwrap();
+        let (dir, lake) = crate::lake::temporary_lake();
         let mut t = DerivedTable::open_or_create(&lake, spec()).await.unwrap();
         // Three commits, four files: mixed (a), only others (a, b), only the subject (b).
         t.append(

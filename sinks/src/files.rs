@@ -158,6 +158,24 @@ pub(crate) async fn read_files(
     files: &[DataFile],
     columns: &[&str],
 ) -> Result<Vec<Vec<RecordBatch>>, SinkError> {
+    read_files_each(table, name, schema, partition_columns, files, columns, |b| b).await
+}
+
+/// As [`read_files`], with `each` applied to each file's batches as soon as the
+/// file is read (in the order of `files`): what is kept of a file is all that
+/// stays in memory of it, besides the few files read ahead.
+///
+/// # Errors
+/// As [`read_files`].
+pub(crate) async fn read_files_each<T>(
+    table: &DeltaTable,
+    name: &'static str,
+    schema: &SchemaRef,
+    partition_columns: &[&str],
+    files: &[DataFile],
+    columns: &[&str],
+    each: impl FnMut(Vec<RecordBatch>) -> T,
+) -> Result<Vec<T>, SinkError> {
     let fields = columns
         .iter()
         .map(|c| {
@@ -169,16 +187,16 @@ pub(crate) async fn read_files(
         .collect::<Result<Vec<_>, _>>()?;
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
     let store = table.object_store();
-    let per_file = futures::stream::iter(files.iter().cloned())
+    futures::stream::iter(files.iter().cloned())
         .map(|file| {
             let store = store.clone();
             let out_schema = out_schema.clone();
             async move { read_file(store, name, &out_schema, partition_columns, &file).await }
         })
         .buffered(PARALLEL_READS)
-        .try_collect::<Vec<Vec<RecordBatch>>>()
-        .await?;
-    Ok(per_file)
+        .map_ok(each)
+        .try_collect::<Vec<T>>()
+        .await
 }
 
 fn internal(name: &'static str, message: String) -> SinkError {

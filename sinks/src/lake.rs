@@ -144,6 +144,19 @@ fn parse_root(uri: &str) -> Result<Url, SinkError> {
         .map_err(|()| SinkError::Config(format!("lake.uri `{uri}` is not a usable path")))
 }
 
+/// A lake in a new temporary directory, for tests: it lives as long as the
+/// directory guard returned with it.
+#[cfg(test)]
+pub(crate) fn temporary_lake() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lake = Lake::new(&LakeConfig {
+        uri: dir.path().to_string_lossy().into_owned(),
+        storage_options: Default::default(),
+    })
+    .expect("a lake in a directory");
+    (dir, lake)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,7 +138,6 @@ mod tests {
 
     use super::*;
     use crate::delta::open_or_create_table;
-    use crate::{Lake, LakeConfig};
 
     fn batch(schema: &Arc<Schema>, rows: &[(&str, i32, i64)]) -> RecordBatch {
         RecordBatch::try_new(
@@ -154,12 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_partition_gets_one_file_with_its_rows_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(&LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        })
-        .unwrap();
+        let (dir, lake) = crate::lake::temporary_lake();
         let schema = Arc::new(Schema::new(vec![
             Field::new("tenant", DataType::Utf8, false),
             Field::new("day", DataType::Date32, false),

@@ -152,6 +152,9 @@ pub struct Round {
     pub readings: usize,
     /// Area cells not written (too few meters or a dominant meter).
     pub suppressed: usize,
+    /// The most `readings` rows one step read (what a step holds in memory
+    /// follows it; `max_readings_per_step` bounds it, see [`Share`]).
+    pub largest_step: usize,
 }
 
 /// Test hook: after this many aggregate commits the round stalls forever (so a
@@ -275,12 +278,13 @@ impl Materializer {
     /// The changed `(tenant, local_date)` partitions as steps of one configured
     /// tenant, each of at most `max_days_per_step` days and `max_readings_per_step`
     /// readings to read (a whole day's stored readings from `rows`, per partition;
-    /// the added ones otherwise).
+    /// the added ones otherwise). A day with more readings than that is split: a
+    /// step per [`Share`] of its meters.
     fn steps(
         &self,
         changed: BTreeMap<Partition, Change>,
         rows: &BTreeMap<Partition, Option<u64>>,
-    ) -> Vec<(String, Vec<(i32, Change)>)> {
+    ) -> Vec<(String, Vec<(i32, Change, Share)>)> {
         let mut by_tenant: BTreeMap<String, BTreeMap<i32, (Change, u64)>> = BTreeMap::new();
         for (p, change) in changed {
             let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
@@ -310,14 +314,22 @@ impl Materializer {
                 continue;
             }
             let sizes: Vec<(i32, u64)> = days.iter().map(|(d, (_, n))| (*d, *n)).collect();
-            for chunk in chunk_days(
-                &sizes,
-                self.settings.max_days_per_step,
-                self.settings.max_readings_per_step as u64,
-            ) {
+            let max_readings = self.settings.max_readings_per_step as u64;
+            for chunk in chunk_days(&sizes, self.settings.max_days_per_step, max_readings) {
+                if let [day] = chunk[..] {
+                    let Some((change, n)) = days.remove(&day) else {
+                        continue;
+                    };
+                    let of = shares(n, max_readings);
+                    for index in 0..of {
+                        let share = Share { index, of };
+                        steps.push((tenant.clone(), vec![(day, change.clone(), share)]));
+                    }
+                    continue;
+                }
                 let step = chunk
                     .into_iter()
-                    .filter_map(|d| days.remove(&d).map(|(c, _)| (d, c)))
+                    .filter_map(|d| days.remove(&d).map(|(c, _)| (d, c, Share::ALL)))
                     .collect();
                 steps.push((tenant.clone(), step));
             }
@@ -531,6 +543,49 @@ impl Materializer {
     }
 }
 
+/// Files by partition.
+pub(super) fn group(files: Vec<DataFile>) -> BTreeMap<Partition, Vec<DataFile>> {
+    let mut out: BTreeMap<Partition, Vec<DataFile>> = BTreeMap::new();
+    for f in files {
+        out.entry(f.partition.clone()).or_default().push(f);
+    }
+    out
+}
+
+/// A share of a day's meters: those whose hash ([`MeterHasher`]) is `index`
+/// modulo `of`. A day with more readings than `max_readings_per_step` is
+/// recomputed in `of` steps, one share each, so that a step holds about that many
+/// readings however many the day has (hashes spread meters evenly; a meter is
+/// never split, and a meter-day holds at most 100 readings per version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Share {
+    pub index: u64,
+    pub of: u64,
+}
+
+impl Share {
+    /// Every meter.
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    pub fn holds(self, meter: u64) -> bool {
+        meter % self.of == self.index
+    }
+
+    pub fn is_all(self) -> bool {
+        self.of == 1
+    }
+}
+
+/// How many shares a day of `n` readings is recomputed in (one when the count is
+/// unknown: `u64::MAX`).
+fn shares(n: u64, max_readings: u64) -> u64 {
+    if n == u64::MAX {
+        1
+    } else {
+        n.div_ceil(max_readings.max(1)).max(1)
+    }
+}
+
 /// Why a round (or opening the tables) failed.
 /// Consecutive days (ascending, with their stored readings) in steps of at most
 /// `max_days` days and `max_readings` readings; a day above `max_readings` is a
@@ -667,6 +722,22 @@ mod tests {
     use meterline_sinks::{readings_spec, LakeConfig, OffsetTable};
     use std::collections::HashMap;
 
+    /// A lake in a temporary directory (kept while the guard lives) with an empty
+    /// `readings` table.
+    async fn lake_with_readings() -> (tempfile::TempDir, LakeConfig, Lake, OffsetTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig {
+            uri: dir.path().to_string_lossy().into_owned(),
+            storage_options: Default::default(),
+        };
+        let lake = Lake::new(&config).unwrap();
+        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "t")
+            .await
+            .unwrap();
+        readings.load_offsets(&[0]).await.unwrap();
+        (dir, config, lake, readings)
+    }
+
     /// Readings through the real operator chain, appended with offsets.
     async fn append(table: &mut OffsetTable, payloads: &[Vec<u8>], first_offset: i64) {
         let mut chain = Chain::new(
@@ -744,16 +815,7 @@ mod tests {
 
     #[tokio::test]
     async fn rounds_follow_readings_and_recompute_only_changed_days() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        };
-        let lake = Lake::new(&config).unwrap();
-        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "t")
-            .await
-            .unwrap();
-        readings.load_offsets(&[0]).await.unwrap();
+        let (_dir, config, lake, mut readings) = lake_with_readings().await;
         let spec = GeneratorSpec {
             meters: 24,
             first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap(),
@@ -940,16 +1002,7 @@ mod tests {
     /// lowers a meter's value, every table is exact.
     #[tokio::test]
     async fn rounds_read_only_changed_meters_and_stay_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
-            storage_options: Default::default(),
-        };
-        let lake = Lake::new(&config).unwrap();
-        let mut readings = OffsetTable::open_or_create(&lake, readings_spec(), "t")
-            .await
-            .unwrap();
-        readings.load_offsets(&[0]).await.unwrap();
+        let (_dir, config, lake, mut readings) = lake_with_readings().await;
         let spec = GeneratorSpec {
             meters: 30,
             first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
@@ -1019,5 +1072,103 @@ mod tests {
             round.readings
         );
         assert_exact(&config).await;
+    }
+
+    /// The hourly rows equal SQL over `readings_current` (what [`assert_exact`]
+    /// checks of the days, for the hours).
+    async fn assert_hours_exact(lake: &LakeConfig) {
+        let hours = difference(
+            lake,
+            "SELECT tenant, meter, direction, to_unixtime(hour_start), CAST(value AS DOUBLE) \
+             FROM consumption_hourly",
+            "SELECT tenant, meter, direction, to_unixtime(date_trunc('hour', interval_start)), \
+             CAST(sum(value) AS DOUBLE) FROM readings_current GROUP BY 1, 2, 3, 4",
+        )
+        .await;
+        assert_eq!(hours, 0, "hourly rows differ from the readings' hourly sums");
+    }
+
+    /// A day with more readings than `max_readings_per_step` is recomputed a share
+    /// of its meters at a time: no step reads the whole day (about a step's worth
+    /// each), and every table stays exact, whether the day is new (a first round),
+    /// added to, or had rows removed.
+    #[tokio::test]
+    async fn a_day_above_the_step_limit_is_recomputed_in_shares_and_stays_exact() {
+        let (_dir, config, lake, mut readings) = lake_with_readings().await;
+        // 200 public meters (hourly: 4,800 readings a day) and 200 private (half
+        // quarter-hourly: 12,000 a day); the second day is 25 hours long.
+        let spec = GeneratorSpec {
+            meters: 400,
+            first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap(),
+            days: 2,
+            timezone: chrono_tz::Europe::Oslo,
+            bad: 0,
+            seed: 3,
+        };
+        let messages = spec.generate();
+        let second_day = chrono::DateTime::parse_from_rfc3339("2026-10-24T22:00:00Z").unwrap();
+        let (first, second): (Vec<_>, Vec<_>) = messages.iter().partition(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            chrono::DateTime::parse_from_rfc3339(v["start"].as_str().unwrap()).unwrap() < second_day
+        });
+        let payloads = |m: &[&crate::dev::generator::Message]| -> Vec<Vec<u8>> {
+            m.iter().map(|m| m.payload.clone()).collect()
+        };
+        let max = 1000;
+        let settings = AggregateSettings {
+            disclosure: HashMap::from([(
+                PUBLIC_TENANT.to_owned(),
+                Disclosure {
+                    min_meters: 3,
+                    max_meter_share: 0.5,
+                },
+            )]),
+            max_readings_per_step: max,
+            ..AggregateSettings::default()
+        };
+        let mut m = Materializer::open(&lake, tenants(), settings, Metrics::new())
+            .await
+            .unwrap();
+        // The smallest day of a tenant holds 4,800 readings; a share of it about
+        // `max` (hashes spread 200 meters evenly; 2.5x leaves room for chance).
+        let bounded = |round: &Round, label: &str| {
+            assert!(
+                round.largest_step > 0 && round.largest_step <= max * 5 / 2,
+                "{label}: a step read {} readings",
+                round.largest_step
+            );
+        };
+
+        append(&mut readings, &payloads(&first), 0).await;
+        let round = m.round().await.unwrap();
+        assert_eq!(round.readings, first.len());
+        assert_eq!(round.partitions, 2, "one day of two tenants");
+        bounded(&round, "first round");
+        assert_exact(&config).await;
+        assert_hours_exact(&config).await;
+
+        append(&mut readings, &payloads(&second), first.len() as i64).await;
+        let round = m.round().await.unwrap();
+        assert_eq!(round.readings, second.len());
+        assert_eq!(round.partitions, 2, "the added day of two tenants");
+        bounded(&round, "added day");
+        assert_exact(&config).await;
+        assert_hours_exact(&config).await;
+
+        // Rows removed from the first day (its first 6 hours): it is recomputed
+        // whole, a share at a time.
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2026-10-24T04:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let (deleted, _) = readings
+            .delete_before("interval_start", cutoff)
+            .await
+            .unwrap();
+        assert!(deleted > 0);
+        let round = m.round().await.unwrap();
+        assert_eq!(round.partitions, 2, "the first day of two tenants");
+        bounded(&round, "day with rows removed");
+        assert_exact(&config).await;
+        assert_hours_exact(&config).await;
     }
 }

@@ -18,6 +18,12 @@
 //! as on a first round. The work of a step is the changed meters' rows, not the
 //! day's, so a backfill that touches every day of a growing lake costs the same
 //! per reading at the end as at the start.
+//!
+//! A day with more readings to read than `max_readings_per_step` comes as several
+//! steps, one [`Share`] of its meters each. A share's step is the case above: its
+//! meters changed (a whole day's share: its old meters of the share and its new
+//! ones). It reads the share's rows a file at a time, and writes what it rewrites
+//! in files of one share each, so the next share's step reads only its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,8 +38,8 @@ use meterline_sinks::{Change, DataFile, Partition, Replaced};
 use tracing::debug;
 
 use super::materializer::{
-    date_lit, date_value, parse_date, AggregateError, Materializer, Round, AREA_DAILY, AREA_HOURLY,
-    AREA_MONTHLY, DAILY, HOURLY, MONTHLY, READ_COLUMNS,
+    date_lit, date_value, group, parse_date, AggregateError, Materializer, Round, Share,
+    AREA_DAILY, AREA_HOURLY, AREA_MONTHLY, DAILY, HOURLY, MONTHLY, READ_COLUMNS,
 };
 
 /// Area states held at most (a few kB each); past it they are dropped and built
@@ -81,6 +87,10 @@ struct Changed {
     computed: HourlyDaily,
     /// The same meters per month.
     months: BTreeMap<i32, MeterSet>,
+    /// The shares the step's day is split in (1: not split). The rows a step
+    /// writes into the per-meter tables are grouped by share, a file each, so the
+    /// next share's step reads only its own.
+    shares: u64,
 }
 
 impl Changed {
@@ -95,7 +105,7 @@ impl Materializer {
     pub(super) async fn step(
         &mut self,
         tenant: &str,
-        days: &[(i32, Change)],
+        days: &[(i32, Change, Share)],
         progress: Option<(&str, i64)>,
         round: &mut Round,
     ) -> Result<(), AggregateError> {
@@ -121,9 +131,12 @@ impl Materializer {
         let before = self.per_meter_rows(&scope, &changed).await?;
         self.day_cells(&scope, &changed, &before, round).await?;
         self.months(&scope, &changed, &month_before, round).await?;
-        round.partitions += days.len();
+        // A day split in shares counts once.
+        round.partitions += days.iter().filter(|(_, _, s)| s.index == 0).count();
         debug!(
             days = days.len(),
+            share = days[0].2.index,
+            shares = changed.shares,
             whole = changed.whole.len(),
             first = %date_of(days[0].0),
             months = changed.months.len(),
@@ -139,14 +152,17 @@ impl Materializer {
         &mut self,
         scope: &Scope<'_>,
         tz: chrono_tz::Tz,
-        days: &[(i32, Change)],
+        days: &[(i32, Change, Share)],
         round: &mut Round,
     ) -> Result<Changed, AggregateError> {
+        // Days recomputed whole, every meter at once; a share of a day is
+        // recomputed as its meters having changed.
         let whole: BTreeSet<i32> = days
             .iter()
-            .filter(|(_, c)| *c == Change::Whole)
-            .map(|(d, _)| *d)
+            .filter(|(_, c, s)| *c == Change::Whole && s.is_all())
+            .map(|(d, _, _)| *d)
             .collect();
+        let shares = days.iter().map(|(_, _, s)| s.of).max().unwrap_or(1);
         let mut rows: Vec<RecordBatch> = Vec::new();
         if !whole.is_empty() {
             let filter = col("tenant").eq(lit(scope.tenant)).and(
@@ -158,14 +174,23 @@ impl Materializer {
             }
         }
         let mut meters: BTreeMap<i32, MeterSet> = BTreeMap::new();
-        for (d, change) in days {
-            if let Change::Added(files) = change {
-                let (held, batches) = self.added_readings(&scope.part(*d), files).await?;
-                rows.extend(batches);
-                meters.insert(*d, held);
+        for (d, change, share) in days {
+            match change {
+                Change::Added(files) => {
+                    let (held, batches) =
+                        self.added_readings(&scope.part(*d), files, *share).await?;
+                    rows.extend(batches);
+                    meters.insert(*d, held);
+                }
+                Change::Whole if !share.is_all() => {
+                    rows.extend(self.share_of_day(&scope.part(*d), *share).await?);
+                }
+                Change::Whole => {}
             }
         }
-        round.readings += rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let read = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+        round.readings += read;
+        round.largest_step = round.largest_step.max(read);
         let computed = hourly_daily(scope.tenant, tz, &rows)?;
         drop(rows);
         // A whole day changed for its old meters and its new ones.
@@ -183,6 +208,20 @@ impl Materializer {
             }
             meters.insert(*d, held);
         }
+        // A share of a day changed for its old meters of the share and its new ones.
+        for (d, _, share) in days
+            .iter()
+            .filter(|(_, c, s)| *c == Change::Whole && !s.is_all())
+        {
+            let p = scope.part(*d);
+            let mut held = self.derived_meters(DAILY, &p).await?;
+            held.extend(self.derived_meters(HOURLY, &p).await?);
+            held.retain(|h| share.holds(*h));
+            if let Some(new) = new_meters.get(d) {
+                held.extend(new.iter().copied());
+            }
+            meters.insert(*d, held);
+        }
         let mut months: BTreeMap<i32, MeterSet> = BTreeMap::new();
         for (d, held) in &meters {
             months
@@ -195,22 +234,73 @@ impl Materializer {
             meters,
             computed,
             months,
+            shares,
         })
+    }
+
+    /// Every stored reading of a day's meters of `share`, read a file at a time
+    /// (what the file holds of other meters is dropped as soon as it is read).
+    async fn share_of_day(
+        &mut self,
+        partition: &Partition,
+        share: Share,
+    ) -> Result<Vec<RecordBatch>, AggregateError> {
+        // Rows were removed from the day: what was known of its files is not.
+        self.readings_index.forget(partition);
+        if self.readings_listing.is_none() {
+            self.readings_listing = Some(group(self.readings.files().await?));
+        }
+        let files = self
+            .readings_listing
+            .as_ref()
+            .and_then(|l| l.get(partition))
+            .cloned()
+            .unwrap_or_default();
+        let hasher = &self.hasher;
+        let per_file = self
+            .readings
+            .read_files_each(&files, &READ_COLUMNS, |batches| {
+                select_rows(&batches, hasher, |h, _| share.holds(h))
+            })
+            .await?;
+        let mut rows = Vec::new();
+        for selected in per_file {
+            rows.extend(selected?);
+        }
+        Ok(rows)
     }
 
     /// The meters of files added to a `readings` partition, and all their stored
     /// rows there: the added files, and the earlier files holding those meters.
+    /// The meters of `share` in files added to a `readings` partition, and all
+    /// their stored rows there: the added files, and the earlier files holding
+    /// those meters. Files are read a few at a time and only the share's rows kept.
     async fn added_readings(
         &mut self,
         partition: &Partition,
         files: &[DataFile],
+        share: Share,
     ) -> Result<(MeterSet, Vec<RecordBatch>), AggregateError> {
-        let per_file = self.readings.read_files(files, &READ_COLUMNS).await?;
+        let hasher = &self.hasher;
+        let per_file = self
+            .readings
+            .read_files_each(files, &READ_COLUMNS, |batches| {
+                let held = hasher.meters(&batches)?;
+                let kept = if share.is_all() {
+                    batches
+                } else {
+                    select_rows(&batches, hasher, |h, _| share.holds(h))?
+                };
+                Ok::<_, meterline_operators::OperatorError>((held, kept))
+            })
+            .await?;
         let mut meters = MeterSet::default();
-        for (file, batches) in files.iter().zip(&per_file) {
-            let held = self.hasher.meters(batches)?;
-            meters.extend(held.iter().copied());
+        let mut rows: Vec<RecordBatch> = Vec::new();
+        for (file, read) in files.iter().zip(per_file) {
+            let (held, kept) = read?;
+            meters.extend(held.iter().copied().filter(|h| share.holds(*h)));
             self.readings_index.add(file.clone(), held);
+            rows.extend(kept);
         }
         let added: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
         let earlier: Vec<DataFile> = self
@@ -219,13 +309,16 @@ impl Materializer {
             .into_iter()
             .filter(|f| !added.contains(f.path.as_str()))
             .collect();
-        let earlier_rows = self.readings.read_files(&earlier, &READ_COLUMNS).await?;
-        let mut rows: Vec<RecordBatch> = per_file.into_iter().flatten().collect();
-        rows.extend(select_rows(
-            &earlier_rows.concat(),
-            &self.hasher,
-            |h, _| meters.contains(&h),
-        )?);
+        let hasher = &self.hasher;
+        let earlier_rows = self
+            .readings
+            .read_files_each(&earlier, &READ_COLUMNS, |batches| {
+                select_rows(&batches, hasher, |h, _| meters.contains(&h))
+            })
+            .await?;
+        for selected in earlier_rows {
+            rows.extend(selected?);
+        }
         Ok((meters, rows))
     }
 
@@ -315,6 +408,7 @@ impl Materializer {
             self.rewrite(
                 index,
                 &write,
+                changed.shares,
                 &remove,
                 &partitions,
                 scope.progress,
@@ -442,6 +536,7 @@ impl Materializer {
         self.rewrite(
             MONTHLY,
             &write,
+            changed.shares,
             &remove,
             &partitions,
             scope.progress,
@@ -481,20 +576,34 @@ impl Materializer {
         self.areas.insert((area, partition), state);
     }
 
-    /// Replace the rows of `remove` (files of a per-meter table) with `batches`,
-    /// and keep the file index of the table exact.
+    /// Replace the rows of `remove` (files of a per-meter table) with `batches`
+    /// (in files of one share of `shares` each), and keep the file index of the
+    /// table exact.
+    #[allow(clippy::too_many_arguments)]
     async fn rewrite(
         &mut self,
         index: usize,
         batches: &[RecordBatch],
+        shares: u64,
         remove: &[DataFile],
         partitions: &BTreeSet<Partition>,
         progress: Option<(&str, i64)>,
         date_column: &'static str,
     ) -> Result<(), AggregateError> {
         let expected = self.seen[index];
+        let groups = if shares > 1 {
+            (0..shares)
+                .map(|i| {
+                    let share = Share { index: i, of: shares };
+                    select_rows(batches, &self.hasher, |h, _| share.holds(h))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![batches.to_vec()]
+        };
+        let groups: Vec<&[RecordBatch]> = groups.iter().map(Vec::as_slice).collect();
         let done = self.tables[index]
-            .rewrite(batches, remove, partitions, progress, expected)
+            .rewrite(&groups, remove, partitions, progress, expected)
             .await?;
         self.written(index, &done).await?;
         self.listings[index] = None;
@@ -665,13 +774,4 @@ impl Materializer {
             .concat();
         Ok(AreaState::build(grain, &batches)?)
     }
-}
-
-/// Files by partition.
-fn group(files: Vec<DataFile>) -> BTreeMap<Partition, Vec<DataFile>> {
-    let mut out: BTreeMap<Partition, Vec<DataFile>> = BTreeMap::new();
-    for f in files {
-        out.entry(f.partition.clone()).or_default().push(f);
-    }
-    out
 }

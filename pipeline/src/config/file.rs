@@ -228,8 +228,8 @@ pub struct AggregateConfig {
     /// the first time).
     pub max_days_per_step: usize,
     /// Stored readings recomputed per step, at most (from the Delta log's row
-    /// counts): a step's memory is about 1.2 KB per reading it reads. A single
-    /// day above this is a step of its own (a day is never split).
+    /// counts): a step's memory is about 1.2 KB per reading it reads. A day above
+    /// this is recomputed in shares of its meters, a step each.
     pub max_readings_per_step: usize,
 }
 

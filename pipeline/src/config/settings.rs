@@ -710,7 +710,8 @@ pub struct AggregateSettings {
     pub interval: std::time::Duration,
     /// Local dates recomputed per step (bounds memory on a first build).
     pub max_days_per_step: usize,
-    /// Stored readings recomputed per step (bounds memory; a day is never split).
+    /// Stored readings recomputed per step (bounds memory; a larger day is
+    /// recomputed in shares of its meters).
     pub max_readings_per_step: usize,
     /// Area-cell disclosure rules per public tenant.
     pub disclosure: HashMap<String, Disclosure>,
