@@ -405,10 +405,10 @@ impl Materializer {
                 remove.extend(files);
             }
             write.push(new_rows.clone());
+            let groups = self.by_share(&write, changed.shares)?;
             self.rewrite(
                 index,
-                &write,
-                changed.shares,
+                &groups,
                 &remove,
                 &partitions,
                 scope.progress,
@@ -533,10 +533,10 @@ impl Materializer {
                 self.keep_area(AREA_MONTHLY, p, state);
             }
         }
+        let groups = self.by_share(&write, changed.shares)?;
         self.rewrite(
             MONTHLY,
-            &write,
-            changed.shares,
+            &groups,
             &remove,
             &partitions,
             scope.progress,
@@ -576,39 +576,45 @@ impl Materializer {
         self.areas.insert((area, partition), state);
     }
 
-    /// Replace the rows of `remove` (files of a per-meter table) with `batches`
-    /// (in files of one share of `shares` each), and keep the file index of the
-    /// table exact.
-    #[allow(clippy::too_many_arguments)]
+    /// The rows of `batches` grouped by the share (of `shares`) their meter is
+    /// in: one group when the day is not split.
+    fn by_share(
+        &self,
+        batches: &[RecordBatch],
+        shares: u64,
+    ) -> Result<Vec<Vec<RecordBatch>>, AggregateError> {
+        if shares <= 1 {
+            return Ok(vec![batches.to_vec()]);
+        }
+        (0..shares)
+            .map(|index| {
+                let share = Share { index, of: shares };
+                Ok(select_rows(batches, &self.hasher, |h, _| share.holds(h))?)
+            })
+            .collect()
+    }
+
+    /// Replace the rows of `remove` (files of a per-meter table) with the rows of
+    /// `groups` (files of their own each), and keep the file index of the table
+    /// exact.
     async fn rewrite(
         &mut self,
         index: usize,
-        batches: &[RecordBatch],
-        shares: u64,
+        groups: &[Vec<RecordBatch>],
         remove: &[DataFile],
         partitions: &BTreeSet<Partition>,
         progress: Option<(&str, i64)>,
         date_column: &'static str,
     ) -> Result<(), AggregateError> {
         let expected = self.seen[index];
-        let groups = if shares > 1 {
-            (0..shares)
-                .map(|i| {
-                    let share = Share { index: i, of: shares };
-                    select_rows(batches, &self.hasher, |h, _| share.holds(h))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            vec![batches.to_vec()]
-        };
-        let groups: Vec<&[RecordBatch]> = groups.iter().map(Vec::as_slice).collect();
+        let slices: Vec<&[RecordBatch]> = groups.iter().map(Vec::as_slice).collect();
         let done = self.tables[index]
-            .rewrite(&groups, remove, partitions, progress, expected)
+            .rewrite(&slices, remove, partitions, progress, expected)
             .await?;
         self.written(index, &done).await?;
         self.listings[index] = None;
         self.derived_index[index].remove(remove);
-        let by_date = meters_by(batches, &self.hasher, date_column)?;
+        let by_date = meters_by(&groups.concat(), &self.hasher, date_column)?;
         for file in done.added {
             let held = file
                 .partition
