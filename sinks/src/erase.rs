@@ -29,7 +29,6 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Action;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -39,6 +38,7 @@ use tracing::debug;
 
 use crate::delta::{transient, writer_properties};
 use crate::derived::commit_or_discard;
+use crate::write::write_files;
 use crate::SinkError;
 
 /// Which rows to remove: given a batch of the requested columns of one file, true
@@ -123,7 +123,16 @@ pub async fn upsert(
     let store = table.object_store();
     let mut removal = Removal::default();
     let mut actions = Vec::new();
-    let mut writer: Option<RecordBatchWriter> = None;
+    // The table's partition columns, for writing kept rows back (file by file,
+    // so an erasure holds one file's rows at a time).
+    let partition_columns: Vec<String> = table
+        .snapshot()
+        .map_err(transient(name))?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    let partition_columns: Vec<&str> = partition_columns.iter().map(String::as_str).collect();
+    let properties = writer_properties();
     for file in candidates {
         let partition = file.partition_values_map();
         if !files(&partition) {
@@ -153,15 +162,15 @@ pub async fn upsert(
             .and_then(|b| filter_record_batch(&b, &not(&mask)?))
             .and_then(|b| with_partition_columns(&b, schema, &partition))
             .map_err(internal(name))?;
-        write_lazily(&mut writer, table, name, kept).await?;
-    }
-    for batch in rows.iter().filter(|b| b.num_rows() > 0) {
-        write_lazily(&mut writer, table, name, batch.clone()).await?;
-    }
-    if let Some(mut w) = writer {
-        let adds = w.flush().await.map_err(transient(name))?;
+        let adds = write_files(table, &properties, &partition_columns, &[kept])
+            .await
+            .map_err(transient(name))?;
         actions.extend(adds.into_iter().map(Action::Add));
     }
+    let adds = write_files(table, &properties, &partition_columns, rows)
+        .await
+        .map_err(transient(name))?;
+    actions.extend(adds.into_iter().map(Action::Add));
     let now = chrono::Utc::now().timestamp_millis();
     actions.extend(progress.iter().map(|(app_id, version)| {
         Action::Txn(deltalake::kernel::Transaction::new_with_last_update(
@@ -183,22 +192,6 @@ pub async fn upsert(
         "rows removed"
     );
     Ok(removal)
-}
-
-/// Write `batch` with `writer`, creating it for `table` on first use.
-async fn write_lazily(
-    writer: &mut Option<RecordBatchWriter>,
-    table: &DeltaTable,
-    name: &'static str,
-    batch: RecordBatch,
-) -> Result<(), SinkError> {
-    let w = match writer.take() {
-        Some(w) => w,
-        None => RecordBatchWriter::for_table(table)
-            .map_err(transient(name))?
-            .with_writer_properties(writer_properties()),
-    };
-    writer.insert(w).write(batch).await.map_err(transient(name))
 }
 
 /// Remove whole files, those `files` selects (for retention by partition: no file
