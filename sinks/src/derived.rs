@@ -197,8 +197,13 @@ impl DerivedTable {
             .into_iter()
             .filter(|f| partitions.contains(&f.partition))
             .collect();
-        self.commit_rewrite(std::slice::from_ref(&batches), &remove, partitions, progress)
-            .await
+        self.commit_rewrite(
+            std::slice::from_ref(&batches),
+            &remove,
+            partitions,
+            progress,
+        )
+        .await
     }
 
     /// Remove the files `remove` and add the rows of `groups` (which must fall into
@@ -854,7 +859,13 @@ mod tests {
         );
         assert_eq!(t.version(), known);
         let done = t
-            .rewrite(&[&[rows(&[("a", 12)])][..]], &files, &parts(&["a"]), None, known)
+            .rewrite(
+                &[&[rows(&[("a", 12)])][..]],
+                &files,
+                &parts(&["a"]),
+                None,
+                known,
+            )
             .await
             .unwrap();
         assert_eq!((done.files_added, done.files_removed), (1, 1));
@@ -874,14 +885,20 @@ mod tests {
             .unwrap();
         assert_eq!((grouped.files_added, grouped.files_removed), (2, 1));
         assert_eq!(contents(&t).await, vec![("a".into(), 13), ("a".into(), 14)]);
-        let first_group = t
-            .read_files(&grouped.added[..1], &["v"])
-            .await
-            .unwrap();
-        assert_eq!(first_group[0].iter().map(|b| b.num_rows()).sum::<usize>(), 1);
-        t.rewrite(&[&[]], &grouped.added[..1], &parts(&["a"]), None, t.version())
-            .await
-            .unwrap();
+        let first_group = t.read_files(&grouped.added[..1], &["v"]).await.unwrap();
+        assert_eq!(
+            first_group[0].iter().map(|b| b.num_rows()).sum::<usize>(),
+            1
+        );
+        t.rewrite(
+            &[&[]],
+            &grouped.added[..1],
+            &parts(&["a"]),
+            None,
+            t.version(),
+        )
+        .await
+        .unwrap();
         assert_eq!(contents(&t).await, vec![("a".into(), 14)]);
         t.replace(
             &[rows(&[("a", 10), ("a", 11)])],

@@ -158,7 +158,16 @@ pub(crate) async fn read_files(
     files: &[DataFile],
     columns: &[&str],
 ) -> Result<Vec<Vec<RecordBatch>>, SinkError> {
-    read_files_each(table, name, schema, partition_columns, files, columns, |b| b).await
+    read_files_each(
+        table,
+        name,
+        schema,
+        partition_columns,
+        files,
+        columns,
+        |b| b,
+    )
+    .await
 }
 
 /// As [`read_files`], with `each` applied to each file's batches as soon as the

@@ -284,7 +284,7 @@ impl Materializer {
         &self,
         changed: BTreeMap<Partition, Change>,
         rows: &BTreeMap<Partition, Option<u64>>,
-    ) -> Vec<(String, Vec<(i32, Change, Share)>)> {
+    ) -> Vec<(String, Vec<StepDay>)> {
         let mut by_tenant: BTreeMap<String, BTreeMap<i32, (Change, u64)>> = BTreeMap::new();
         for (p, change) in changed {
             let (Some(tenant), Some(date)) = (p.first(), p.get(1).and_then(|d| parse_date(d)))
@@ -542,6 +542,9 @@ impl Materializer {
         Ok(lag)
     }
 }
+
+/// A day of a step: its date, how it changed, and the share of its meters.
+pub(super) type StepDay = (i32, Change, Share);
 
 /// Files by partition.
 pub(super) fn group(files: Vec<DataFile>) -> BTreeMap<Partition, Vec<DataFile>> {
@@ -1085,7 +1088,10 @@ mod tests {
              CAST(sum(value) AS DOUBLE) FROM readings_current GROUP BY 1, 2, 3, 4",
         )
         .await;
-        assert_eq!(hours, 0, "hourly rows differ from the readings' hourly sums");
+        assert_eq!(
+            hours, 0,
+            "hourly rows differ from the readings' hourly sums"
+        );
     }
 
     /// A day with more readings than `max_readings_per_step` is recomputed a share
