@@ -247,15 +247,7 @@ impl Materializer {
     ) -> Result<Vec<RecordBatch>, AggregateError> {
         // Rows were removed from the day: what was known of its files is not.
         self.readings_index.forget(partition);
-        if self.readings_listing.is_none() {
-            self.readings_listing = Some(group(self.readings.files().await?));
-        }
-        let files = self
-            .readings_listing
-            .as_ref()
-            .and_then(|l| l.get(partition))
-            .cloned()
-            .unwrap_or_default();
+        let files = self.readings_partition_files(partition).await?;
         let hasher = &self.hasher;
         let per_file = self
             .readings
@@ -640,6 +632,23 @@ impl Materializer {
         Ok(())
     }
 
+    /// The files of a `readings` partition at the pinned version (the listing is
+    /// read once per round).
+    async fn readings_partition_files(
+        &mut self,
+        partition: &Partition,
+    ) -> Result<Vec<DataFile>, AggregateError> {
+        if self.readings_listing.is_none() {
+            self.readings_listing = Some(group(self.readings.files().await?));
+        }
+        Ok(self
+            .readings_listing
+            .as_ref()
+            .and_then(|l| l.get(partition))
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The files of a `readings` partition holding any of `meters`.
     async fn readings_files_with(
         &mut self,
@@ -649,15 +658,7 @@ impl Materializer {
         if let Some(files) = self.readings_index.files_with(partition, meters) {
             return Ok(files);
         }
-        if self.readings_listing.is_none() {
-            self.readings_listing = Some(group(self.readings.files().await?));
-        }
-        let files = self
-            .readings_listing
-            .as_ref()
-            .and_then(|l| l.get(partition))
-            .cloned()
-            .unwrap_or_default();
+        let files = self.readings_partition_files(partition).await?;
         let per_file = self.readings.read_files(&files, &["meter"]).await?;
         let held = files
             .iter()
