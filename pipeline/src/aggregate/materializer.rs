@@ -715,7 +715,7 @@ mod tests {
         );
         assert!(chunk_days(&[], 31, 100).is_empty());
     }
-    use crate::dev::generator::{tenants, GeneratorSpec, PRIVATE_TENANT, PUBLIC_TENANT};
+    use crate::dev::generator::{tenants, GeneratorSpec, Message, PRIVATE_TENANT, PUBLIC_TENANT};
     use arrow::array::AsArray;
     use arrow::datatypes::{Decimal128Type, Int64Type};
     use meterline_operators::aggregate::Disclosure;
@@ -739,6 +739,36 @@ mod tests {
             .unwrap();
         readings.load_offsets(&[0]).await.unwrap();
         (dir, config, lake, readings)
+    }
+
+    /// Generated readings of Oslo meters (no bad records).
+    fn generate(meters: usize, first_day: (i32, u32, u32), days: u32, seed: u64) -> Vec<Message> {
+        GeneratorSpec {
+            meters,
+            first_day: chrono::NaiveDate::from_ymd_opt(first_day.0, first_day.1, first_day.2)
+                .unwrap(),
+            days,
+            timezone: chrono_tz::Europe::Oslo,
+            bad: 0,
+            seed,
+        }
+        .generate()
+    }
+
+    /// Settings: area cells of the public tenant need `min_meters` meters and no
+    /// meter above half; steps of at most `max_readings` readings.
+    fn settings(min_meters: usize, max_readings: usize) -> AggregateSettings {
+        AggregateSettings {
+            disclosure: HashMap::from([(
+                PUBLIC_TENANT.to_owned(),
+                Disclosure {
+                    min_meters,
+                    max_meter_share: 0.5,
+                },
+            )]),
+            max_readings_per_step: max_readings,
+            ..AggregateSettings::default()
+        }
     }
 
     /// Readings through the real operator chain, appended with offsets.
@@ -819,29 +849,12 @@ mod tests {
     #[tokio::test]
     async fn rounds_follow_readings_and_recompute_only_changed_days() {
         let (_dir, config, lake, mut readings) = lake_with_readings().await;
-        let spec = GeneratorSpec {
-            meters: 24,
-            first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap(),
-            days: 3,
-            timezone: chrono_tz::Europe::Oslo,
-            bad: 0,
-            seed: 5,
-        };
-        let messages = spec.generate();
+        let messages = generate(24, (2026, 10, 24), 3, 5);
         let payloads: Vec<Vec<u8>> = messages.iter().map(|m| m.payload.clone()).collect();
         append(&mut readings, &payloads, 0).await;
 
         let metrics = Metrics::new();
-        let settings = AggregateSettings {
-            disclosure: HashMap::from([(
-                PUBLIC_TENANT.to_owned(),
-                Disclosure {
-                    min_meters: 10,
-                    max_meter_share: 0.5,
-                },
-            )]),
-            ..AggregateSettings::default()
-        };
+        let settings = settings(10, AggregateSettings::default().max_readings_per_step);
         let mut m = Materializer::open(&lake, tenants(), settings, metrics.clone())
             .await
             .unwrap();
@@ -1006,15 +1019,7 @@ mod tests {
     #[tokio::test]
     async fn rounds_read_only_changed_meters_and_stay_exact() {
         let (_dir, config, lake, mut readings) = lake_with_readings().await;
-        let spec = GeneratorSpec {
-            meters: 30,
-            first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
-            days: 4,
-            timezone: chrono_tz::Europe::Oslo,
-            bad: 0,
-            seed: 11,
-        };
-        let messages = spec.generate();
+        let messages = generate(30, (2026, 10, 30), 4, 11);
         // Each device's history in turn.
         let mut devices: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         for m in &messages {
@@ -1023,17 +1028,7 @@ mod tests {
                 None => devices.push((m.key.clone(), vec![m.payload.clone()])),
             }
         }
-        let settings = AggregateSettings {
-            disclosure: HashMap::from([(
-                PUBLIC_TENANT.to_owned(),
-                Disclosure {
-                    min_meters: 3,
-                    max_meter_share: 0.5,
-                },
-            )]),
-            max_readings_per_step: 500,
-            ..AggregateSettings::default()
-        };
+        let settings = settings(3, 500);
         let mut m = Materializer::open(&lake, tenants(), settings, Metrics::new())
             .await
             .unwrap();
@@ -1103,35 +1098,16 @@ mod tests {
         let (_dir, config, lake, mut readings) = lake_with_readings().await;
         // 200 public meters (hourly: 4,800 readings a day) and 200 private (half
         // quarter-hourly: 12,000 a day); the second day is 25 hours long.
-        let spec = GeneratorSpec {
-            meters: 400,
-            first_day: chrono::NaiveDate::from_ymd_opt(2026, 10, 24).unwrap(),
-            days: 2,
-            timezone: chrono_tz::Europe::Oslo,
-            bad: 0,
-            seed: 3,
-        };
-        let messages = spec.generate();
+        let messages = generate(400, (2026, 10, 24), 2, 3);
         let second_day = chrono::DateTime::parse_from_rfc3339("2026-10-24T22:00:00Z").unwrap();
         let (first, second): (Vec<_>, Vec<_>) = messages.iter().partition(|m| {
             let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
             chrono::DateTime::parse_from_rfc3339(v["start"].as_str().unwrap()).unwrap() < second_day
         });
-        let payloads = |m: &[&crate::dev::generator::Message]| -> Vec<Vec<u8>> {
-            m.iter().map(|m| m.payload.clone()).collect()
-        };
+        let payloads =
+            |m: &[&Message]| -> Vec<Vec<u8>> { m.iter().map(|m| m.payload.clone()).collect() };
         let max = 1000;
-        let settings = AggregateSettings {
-            disclosure: HashMap::from([(
-                PUBLIC_TENANT.to_owned(),
-                Disclosure {
-                    min_meters: 3,
-                    max_meter_share: 0.5,
-                },
-            )]),
-            max_readings_per_step: max,
-            ..AggregateSettings::default()
-        };
+        let settings = settings(3, max);
         let mut m = Materializer::open(&lake, tenants(), settings, Metrics::new())
             .await
             .unwrap();
