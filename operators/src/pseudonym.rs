@@ -8,10 +8,16 @@
 //! - without the master key, a pseudonym cannot be reversed by enumerating the
 //!   10^7 Norwegian GSRNs (an unkeyed hash could).
 //!
-//! The master key never leaves this type: `Debug` prints a redaction.
+//! The master key never leaves this type: it is read once, shared behind an `Arc`
+//! (the type is not `Clone`, so its bytes are never copied), wiped when dropped,
+//! and `Debug` prints a redaction. Keys derived from it are wiped when the value
+//! holding them is dropped.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::epoch::Epoch;
 
@@ -43,8 +49,14 @@ impl IdKind {
 }
 
 /// The 32-byte master key. Loaded from a file or the environment, never from config.
-#[derive(Clone)]
+/// Not `Clone`: share it as `Arc<MasterKey>`. Its bytes are wiped on drop.
 pub struct MasterKey([u8; 32]);
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 /// Why a key could not be read. Messages never include key material.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -56,8 +68,11 @@ pub enum KeyError {
 }
 
 impl MasterKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        MasterKey(bytes)
+    /// The key of these bytes (the caller's array is wiped).
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        let key = MasterKey(bytes);
+        bytes.zeroize();
+        key
     }
 
     /// Parse 64 hex characters (surrounding whitespace ignored).
@@ -69,14 +84,15 @@ impl MasterKey {
         if text.len() != 64 {
             return Err(KeyError::Length(text.chars().count()));
         }
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| KeyError::NotHex)?;
-        Ok(MasterKey(bytes))
+        let mut key = MasterKey([0u8; 32]);
+        hex::decode_to_slice(text, &mut key.0).map_err(|_| KeyError::NotHex)?;
+        Ok(key)
     }
 
-    /// A fresh random key (for the embedded demo), as hex.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+    /// The key as 64 hex characters (for `meterline keygen`, the demo's key file
+    /// and derivations made from the hex form), wiped when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
     }
 }
 
@@ -95,7 +111,7 @@ pub const MAX_CACHED_TENANT_KEYS: usize = 1024;
 /// Derives and caches per-(tenant, kind) keys; computes pseudonyms.
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    master: MasterKey,
+    master: Arc<MasterKey>,
     /// tenant -> derived key per [`IdKind`] (looked up without allocating); at most
     /// [`MAX_CACHED_TENANT_KEYS`] tenants.
     keys: HashMap<String, [Option<[u8; 32]>; 3]>,
@@ -117,10 +133,29 @@ impl fmt::Debug for Pseudonymizer {
     }
 }
 
+impl Drop for Pseudonymizer {
+    /// Wipes the derived keys (the master key wipes itself with its last `Arc`).
+    fn drop(&mut self) {
+        for keys in self
+            .keys
+            .values_mut()
+            .chain(self.epoch_derived.values_mut())
+        {
+            for key in keys.iter_mut().flatten() {
+                key.zeroize();
+            }
+        }
+        for key in self.epoch_keys.values_mut() {
+            key.zeroize();
+        }
+    }
+}
+
 impl Pseudonymizer {
-    pub fn new(master: MasterKey) -> Self {
+    /// A pseudonymizer under `master` (a key, or a shared `Arc` of one).
+    pub fn new(master: impl Into<Arc<MasterKey>>) -> Self {
         Self {
-            master,
+            master: master.into(),
             keys: HashMap::new(),
             epoch_keys: HashMap::new(),
             epoch_derived: HashMap::new(),
@@ -130,8 +165,20 @@ impl Pseudonymizer {
     /// The keys of `tenant`'s open epochs (replacing what was set before: an epoch
     /// left out is closed, and its readings are not pseudonymized any more).
     pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(Epoch, [u8; 32])]) {
-        self.epoch_keys.retain(|(t, _), _| t != tenant);
-        self.epoch_derived.retain(|(t, _), _| t != tenant);
+        self.epoch_keys.retain(|(t, _), key| {
+            let keep = t != tenant;
+            if !keep {
+                key.zeroize();
+            }
+            keep
+        });
+        self.epoch_derived.retain(|(t, _), keys| {
+            let keep = t != tenant;
+            if !keep {
+                keys.iter_mut().flatten().for_each(Zeroize::zeroize);
+            }
+            keep
+        });
         for (epoch, key) in keys {
             self.epoch_keys.insert((tenant.to_owned(), *epoch), *key);
         }
@@ -154,7 +201,7 @@ impl Pseudonymizer {
             return Some(key);
         }
         let epoch_key = self.epoch_keys.get(&id)?;
-        let mut material = Vec::with_capacity(32 + tenant.len() + 1 + 8);
+        let mut material = Zeroizing::new(Vec::with_capacity(32 + tenant.len() + 1 + 8));
         material.extend_from_slice(epoch_key);
         material.extend_from_slice(tenant.as_bytes());
         material.push(0);
@@ -172,13 +219,16 @@ impl Pseudonymizer {
         }
         // Key material: master || tenant || 0x00 || kind. Tenant ids cannot contain
         // 0x00, so distinct (tenant, kind) pairs never share material.
-        let mut material = Vec::with_capacity(32 + tenant.len() + 1 + 8);
+        let mut material = Zeroizing::new(Vec::with_capacity(32 + tenant.len() + 1 + 8));
         material.extend_from_slice(&self.master.0);
         material.extend_from_slice(tenant.as_bytes());
         material.push(0);
         material.extend_from_slice(kind.label().as_bytes());
         let key = blake3::derive_key(KDF_CONTEXT, &material);
         if self.keys.len() >= MAX_CACHED_TENANT_KEYS && !self.keys.contains_key(tenant) {
+            for keys in self.keys.values_mut() {
+                keys.iter_mut().flatten().for_each(Zeroize::zeroize);
+            }
             self.keys.clear();
         }
         self.keys.entry(tenant.to_owned()).or_default()[slot] = Some(key);
@@ -195,7 +245,7 @@ impl Pseudonymizer {
     /// hash of the payload (64 hex characters) proving that meterline itself redacted
     /// it, so its identifiers are pseudonyms already and are not hashed again.
     pub fn replay_tag(&self, payload: &[u8]) -> String {
-        let key = blake3::derive_key(REPLAY_CONTEXT, &self.master.0);
+        let key = Zeroizing::new(blake3::derive_key(REPLAY_CONTEXT, &self.master.0));
         blake3::keyed_hash(&key, payload).to_hex().to_string()
     }
 
@@ -217,6 +267,12 @@ pub struct LedgerHasher {
 impl fmt::Debug for LedgerHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LedgerHasher(<redacted>)")
+    }
+}
+
+impl Drop for LedgerHasher {
+    fn drop(&mut self) {
+        self.key.zeroize();
     }
 }
 
@@ -248,8 +304,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key(byte: u8) -> MasterKey {
-        MasterKey::from_bytes([byte; 32])
+    fn key(byte: u8) -> Arc<MasterKey> {
+        Arc::new(MasterKey::from_bytes([byte; 32]))
     }
 
     #[test]
@@ -270,6 +326,35 @@ mod tests {
         assert_eq!(err, KeyError::NotHex);
         assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
         assert_eq!(format!("{:?}", key(1)), "MasterKey(<redacted>)");
+    }
+
+    /// `Debug` of a pseudonymizer that holds derived keys shows none of them, nor
+    /// the master key, as hex or as bytes.
+    #[test]
+    fn debug_output_shows_no_key_material() {
+        let mut p = Pseudonymizer::new(key(0x9e));
+        p.set_epoch_keys("oslo", &[(Epoch::Year(2026), [0x7d; 32])]);
+        let epoch_derived = p
+            .epoch_key("oslo", IdKind::Device, Epoch::Year(2026))
+            .unwrap();
+        p.pseudonym("oslo", IdKind::Meter, "707057500000000018");
+        let derived = p.key("oslo", IdKind::Meter);
+        let ledger = LedgerHasher::new(&MasterKey::from_bytes([0x9e; 32]));
+        for text in [
+            format!("{p:?}"),
+            format!("{p:#?}"),
+            format!("{ledger:?}"),
+            format!("{:?}", key(0x9e)),
+        ] {
+            for secret in [[0x9e; 32], [0x7d; 32], derived, epoch_derived] {
+                assert!(!text.contains(&hex::encode(&secret[..4])), "{text}");
+                assert!(
+                    !text.contains(&format!("{}, {}", secret[0], secret[1])),
+                    "{text}"
+                );
+                assert!(!text.contains(&format!("{},\n", secret[0])), "{text}");
+            }
+        }
     }
 
     /// Dead letters are pseudonymized under their (unconfigured) tenant's key: a

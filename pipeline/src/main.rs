@@ -174,6 +174,8 @@ enum Command {
         action: SubjectCommand,
     },
     /// Print a new random pseudonym key (64 hex characters) for [privacy] key_file.
+    /// The file must be readable by its owner only: a key file that group or
+    /// others may read is refused at start.
     ///
     /// Example:
     ///   (umask 077; meterline keygen > /etc/meterline/pseudonym.key)
@@ -406,7 +408,7 @@ async fn dispatch(command: Command) -> ExitCode {
         },
         Command::Keygen => {
             let key = meterline_operators::MasterKey::from_bytes(rand::random());
-            println!("{}", key.to_hex());
+            println!("{}", key.to_hex().as_str());
             ExitCode::SUCCESS
         }
     }

@@ -96,7 +96,8 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     pub metrics_listen: Option<SocketAddr>,
     pub tenants: TenantRegistry,
-    pub key: Option<MasterKey>,
+    /// Read once; shared, never copied (see [`MasterKey`]).
+    pub key: Option<Arc<MasterKey>>,
     pub dead_letters: DeadLettersConfig,
     /// Special-category field names (the deny-list in effect).
     pub special_category_fields: Vec<String>,
@@ -286,7 +287,7 @@ impl Config {
         }
         check_dead_letters(&self.dead_letters, &self.kafka)?;
         let (aggregate, telemetry_days) = self.aggregate_settings()?;
-        let lifecycle = self.lifecycle_settings(key.as_ref(), telemetry_days, clock)?;
+        let lifecycle = self.lifecycle_settings(key.as_deref(), telemetry_days, clock)?;
         let storage_options = self
             .lake
             .storage_options
@@ -604,27 +605,65 @@ fn key_rotation(
 }
 
 /// The master key: `METERLINE_PSEUDONYM_KEY` first, then `[privacy] key_file`.
+/// A key file that group or others may read is refused, as `ssh` refuses such a
+/// private key: the key links every pseudonym to its identifier.
 fn master_key(
     from_env: Option<String>,
     privacy: &PrivacyConfig,
-) -> Result<Option<MasterKey>, ConfigError> {
+) -> Result<Option<Arc<MasterKey>>, ConfigError> {
+    let from_env = from_env.map(zeroize::Zeroizing::new);
     match (from_env, &privacy.key_file) {
         (Some(text), _) => MasterKey::from_hex(&text)
-            .map(Some)
+            .map(|k| Some(Arc::new(k)))
             .map_err(|e: KeyError| invalid(KEY_ENV, e.to_string())),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    "privacy.key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
+            check_key_file_mode(path)?;
+            let text = std::fs::read_to_string(path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| {
+                    invalid(
+                        "privacy.key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
             MasterKey::from_hex(&text)
-                .map(Some)
+                .map(|k| Some(Arc::new(k)))
                 .map_err(|e| invalid("privacy.key_file", e.to_string()))
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Refuses a key file with any permission for group or others (mode & 0o077).
+#[cfg(unix)]
+fn check_key_file_mode(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| {
+            invalid(
+                "privacy.key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            "privacy.key_file",
+            format!(
+                "{} has mode {mode:04o}: the pseudonym key must be readable by its owner only; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_file_mode(_path: &Path) -> Result<(), ConfigError> {
+    Ok(())
 }
 
 fn check_dead_letters(d: &DeadLettersConfig, kafka: &KafkaConfig) -> Result<(), ConfigError> {
@@ -936,6 +975,64 @@ mod tests {
             .build_with_key(Some("ab".repeat(32)), Clock::system())
             .unwrap();
         assert!(ok.key.is_some());
+    }
+
+    /// A key file that group or others may read is refused, as `ssh` refuses such
+    /// a private key, with a message naming the file and its mode (and never the
+    /// key); an owner-only file is read.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_readable_by_group_or_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pseudonym.key");
+        let key = "cd".repeat(32);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        let text = format!(
+            "{}\n[privacy]\nkey_file = \"{}\"\n",
+            MINIMAL.replace("\"private\"", "\"public\""),
+            path.display()
+        );
+        let build = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            parse(&text).unwrap().build_with_key(None, Clock::system())
+        };
+        for (mode, shown) in [
+            (0o644, "0644"),
+            (0o640, "0640"),
+            (0o604, "0604"),
+            (0o660, "0660"),
+        ] {
+            let err = build(mode).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("privacy.key_file"), "{message}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(shown), "{message}");
+            assert!(message.contains("chmod 600"), "{message}");
+            assert!(!message.contains(&key), "{message}");
+        }
+        for mode in [0o600, 0o400] {
+            let settings = build(mode).unwrap();
+            assert!(settings.key.is_some(), "mode {mode:o}");
+        }
+    }
+
+    /// Neither `{:?}` nor `{:#?}` of the settings shows the key, as hex or as bytes.
+    #[test]
+    fn debug_output_of_the_settings_shows_no_key_material() {
+        let public = MINIMAL.replace("\"private\"", "\"public\"");
+        let hex = "9e".repeat(32);
+        let settings = parse(&public)
+            .unwrap()
+            .build_with_key(Some(hex.clone()), Clock::system())
+            .unwrap();
+        for text in [format!("{settings:?}"), format!("{settings:#?}")] {
+            // The key is there, redacted: the test looks at the right field.
+            assert!(text.contains("MasterKey(<redacted>)"), "{text}");
+            assert!(!text.to_lowercase().contains(&hex[..8]), "{text}");
+            assert!(!text.contains("158, 158"), "{text}");
+            assert!(!text.contains("158,\n"), "{text}");
+        }
     }
 
     #[test]

@@ -121,19 +121,19 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The demo's pseudonym key: kept next to the lake (never inside it), created once.
-fn demo_key(lake: &Path) -> anyhow::Result<MasterKey> {
+fn demo_key(lake: &Path) -> anyhow::Result<std::sync::Arc<MasterKey>> {
     let path = lake
         .parent()
         .map(|p| p.join("demo-pseudonym.key"))
         .unwrap_or_else(|| PathBuf::from("demo-pseudonym.key"));
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Ok(text) = std::fs::read_to_string(&path).map(zeroize::Zeroizing::new) {
         if let Ok(key) = MasterKey::from_hex(&text) {
-            return Ok(key);
+            return Ok(key.into());
         }
     }
     let key = MasterKey::from_bytes(rand::random());
     write_private(&path, &key.to_hex())?;
-    Ok(key)
+    Ok(key.into())
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -245,7 +245,7 @@ fn demo_settings(
     brokers: &str,
     topic: &str,
     lake: &LakeConfig,
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
 ) -> anyhow::Result<Settings> {
     let clock = crate::config::clock_from_env()?;
     Ok(Settings {

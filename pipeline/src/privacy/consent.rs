@@ -95,7 +95,7 @@ pub async fn load_view(lake: &Lake, key: &MasterKey) -> Result<Option<ConsentVie
 /// `service::run_pipeline`); errors keep the last state and are retried.
 pub async fn consent_loop(
     lake: Lake,
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
     handle: ConsentHandle,
     shutdown: Arc<Shutdown>,
 ) {

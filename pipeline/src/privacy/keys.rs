@@ -34,7 +34,7 @@ fn storage(e: impl std::fmt::Display) -> SinkError {
 /// The epoch keys of a lake.
 pub struct KeyStore {
     store: std::sync::Arc<dyn ObjectStore>,
-    master: MasterKey,
+    master: std::sync::Arc<MasterKey>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -43,8 +43,9 @@ impl std::fmt::Debug for KeyStore {
     }
 }
 
-fn material(master: &MasterKey, tenant: &str, epoch: Epoch) -> Vec<u8> {
-    let mut m = master.to_hex().into_bytes();
+/// Wrapping material: master (hex) || tenant || 0x00 || epoch; wiped on drop.
+fn material(master: &MasterKey, tenant: &str, epoch: Epoch) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut m = zeroize::Zeroizing::new(master.to_hex().as_bytes().to_vec());
     m.extend_from_slice(tenant.as_bytes());
     m.push(0);
     m.extend_from_slice(epoch.to_string().as_bytes());
@@ -54,7 +55,7 @@ fn material(master: &MasterKey, tenant: &str, epoch: Epoch) -> Vec<u8> {
 impl KeyStore {
     /// # Errors
     /// The lake location is unusable.
-    pub async fn open(lake: &Lake, master: MasterKey) -> Result<Self, SinkError> {
+    pub async fn open(lake: &Lake, master: std::sync::Arc<MasterKey>) -> Result<Self, SinkError> {
         let url = lake.table_url(TABLE);
         if url.scheme() == "file" {
             if let Ok(path) = url.to_file_path() {
@@ -79,8 +80,8 @@ impl KeyStore {
 
     fn wrap(&self, tenant: &str, epoch: Epoch, key: &[u8; 32]) -> String {
         let m = material(&self.master, tenant, epoch);
-        let pad = blake3::derive_key(WRAP_CONTEXT, &m);
-        let wrapped: Vec<u8> = key.iter().zip(pad).map(|(k, p)| k ^ p).collect();
+        let pad = zeroize::Zeroizing::new(blake3::derive_key(WRAP_CONTEXT, &m));
+        let wrapped: Vec<u8> = key.iter().zip(pad.iter()).map(|(k, p)| k ^ p).collect();
         let mac_key = blake3::derive_key(MAC_CONTEXT, &m);
         let mac = blake3::keyed_hash(&mac_key, &wrapped);
         format!("v1:{}:{}\n", hex::encode(&wrapped), &mac.to_hex()[..32])
@@ -99,9 +100,9 @@ impl KeyStore {
         if blake3::keyed_hash(&mac_key, &wrapped).to_hex()[..32] != *mac {
             return None;
         }
-        let pad = blake3::derive_key(WRAP_CONTEXT, &m);
+        let pad = zeroize::Zeroizing::new(blake3::derive_key(WRAP_CONTEXT, &m));
         let mut key = [0u8; 32];
-        for (i, (w, p)) in wrapped.iter().zip(pad).enumerate().take(32) {
+        for (i, (w, p)) in wrapped.iter().zip(pad.iter()).enumerate().take(32) {
             key[i] = w ^ p;
         }
         (wrapped.len() == 32).then_some(key)

@@ -214,7 +214,7 @@ impl Work {
 pub struct Lifecycle {
     lake: Lake,
     tenants: TenantRegistry,
-    key: Option<MasterKey>,
+    key: Option<std::sync::Arc<MasterKey>>,
     settings: LifecycleSettings,
     aggregate: AggregateSettings,
     metrics: Metrics,
@@ -236,7 +236,7 @@ impl Lifecycle {
     pub async fn open(
         lake: &Lake,
         tenants: TenantRegistry,
-        key: Option<MasterKey>,
+        key: Option<std::sync::Arc<MasterKey>>,
         settings: LifecycleSettings,
         aggregate: AggregateSettings,
         metrics: Metrics,
@@ -767,7 +767,7 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 pub async fn retention_loop(
     lake: Lake,
     tenants: TenantRegistry,
-    key: Option<MasterKey>,
+    key: Option<std::sync::Arc<MasterKey>>,
     settings: LifecycleSettings,
     aggregate: AggregateSettings,
     metrics: Metrics,

@@ -117,7 +117,7 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
     // The public tenant's epoch keys are in the bucket: every month that ended
     // less than 60 days (the grace period) ago, up to next month.
     let lake = meterline_sinks::Lake::new(&rig.lake()).unwrap();
-    let store = KeyStore::open(&lake, MasterKey::from_hex(KEY_HEX).unwrap())
+    let store = KeyStore::open(&lake, MasterKey::from_hex(KEY_HEX).unwrap().into())
         .await
         .unwrap();
     let epochs = store.list().await.unwrap();

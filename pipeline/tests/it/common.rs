@@ -64,7 +64,7 @@ impl Harness {
             },
             metrics_listen: None,
             tenants: tenants(),
-            key: Some(MasterKey::from_hex(KEY_HEX).unwrap()),
+            key: Some(MasterKey::from_hex(KEY_HEX).unwrap().into()),
             dead_letters: Default::default(),
             special_category_fields:
                 meterline_operators::sensitive::DEFAULT_SPECIAL_CATEGORY_FIELDS

@@ -104,7 +104,7 @@ async fn pseudonyms_change_per_epoch_closed_epochs_take_nothing_and_keys_are_des
     // The key store holds the open epochs: from last month (or the one before,
     // early in a month) to next month.
     let lake_handle = meterline_sinks::Lake::new(&lake).unwrap();
-    let master = MasterKey::from_hex(KEY_HEX).unwrap();
+    let master = std::sync::Arc::new(MasterKey::from_hex(KEY_HEX).unwrap());
     let store = KeyStore::open(&lake_handle, master.clone()).await.unwrap();
     let month = |d: NaiveDate| Epoch::Month(d.year(), d.month());
     let expected = meterline::dev::testkit::expected_open_months(today, GRACE);

@@ -571,7 +571,7 @@ pub fn tenant_subject_is<'a>(
 
 /// Turns events into ledger entries, profiles and access-log rows.
 pub struct Subjects {
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
     tenants: TenantRegistry,
     geo: Arc<dyn GeoLookup>,
     /// Finds national ids and deny-listed fields in events.
@@ -630,7 +630,7 @@ impl Subjects {
     /// Storage errors (transient); tables of another shape (internal).
     pub async fn open(
         lake: &Lake,
-        key: MasterKey,
+        key: std::sync::Arc<MasterKey>,
         tenants: TenantRegistry,
         geo: Arc<dyn GeoLookup>,
         topic: &str,
@@ -1098,7 +1098,7 @@ fn backoffs(settings: &Settings) -> (Duration, Duration) {
 /// Open the tables, retrying with backoff; `None` when shutdown came first.
 async fn open_with_retry(
     settings: &Settings,
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
     topic: &str,
     shutdown: &Shutdown,
 ) -> Option<Subjects> {
