@@ -27,7 +27,9 @@ use super::file::{
 use crate::privacy::geo::{CidrTable, GeoLookup};
 
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
-const SECTIONS: [&str; 7] = [
+/// A section missing here has its variables ignored, so a test compares this
+/// list with the sections of `deploy/meterline.toml`.
+const SECTIONS: [&str; 8] = [
     "kafka",
     "lake",
     "pipeline",
@@ -35,6 +37,7 @@ const SECTIONS: [&str; 7] = [
     "privacy",
     "tenants",
     "dead_letters",
+    "aggregate",
 ];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
@@ -1041,6 +1044,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("METERLINE_KAFKA__BROKERS", "broker-a:9093");
             jail.set_env("METERLINE_PIPELINE__MAX_BATCH_ROWS", "123");
+            jail.set_env("METERLINE_AGGREGATE__INTERVAL_SECS", "7");
+            jail.set_env("METERLINE_DEAD_LETTERS__RETENTION_DAYS", "9");
             jail.set_env("METERLINE_PSEUDONYM_KEY", "ab".repeat(32));
             // Not configuration: variables of other tools that share the prefix.
             jail.set_env("METERLINE_LOG", "debug");
@@ -1048,8 +1053,27 @@ mod tests {
             let c = Config::from_sources(MINIMAL, Env::prefixed("METERLINE_")).unwrap();
             assert_eq!(c.kafka.brokers, "broker-a:9093");
             assert_eq!(c.pipeline.max_batch_rows, 123);
+            assert_eq!(c.aggregate.interval_secs, 7);
+            assert_eq!(c.dead_letters.retention_days, 9);
             Ok(())
         });
+    }
+
+    /// Every section of the documented configuration can be overridden from the
+    /// environment (a section left out of [`SECTIONS`] would be ignored silently).
+    #[test]
+    fn every_documented_section_takes_environment_overrides() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/meterline.toml");
+        let sections: figment::value::Dict = Figment::from(Toml::file(&path))
+            .extract()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(sections.len() >= 8, "{sections:?}");
+        for section in sections.keys() {
+            assert!(
+                SECTIONS.contains(&section.as_str()),
+                "[{section}] of deploy/meterline.toml cannot be overridden from the environment"
+            );
+        }
     }
 
     #[test]
