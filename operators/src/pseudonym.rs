@@ -133,18 +133,18 @@ impl fmt::Debug for Pseudonymizer {
     }
 }
 
+/// Wipes one slot array of derived keys (one per [`IdKind`]).
+fn wipe(keys: &mut [Option<[u8; 32]>; 3]) {
+    keys.iter_mut().flatten().for_each(Zeroize::zeroize);
+}
+
 impl Drop for Pseudonymizer {
     /// Wipes the derived keys (the master key wipes itself with its last `Arc`).
     fn drop(&mut self) {
-        for keys in self
-            .keys
+        self.keys
             .values_mut()
             .chain(self.epoch_derived.values_mut())
-        {
-            for key in keys.iter_mut().flatten() {
-                key.zeroize();
-            }
-        }
+            .for_each(wipe);
         for key in self.epoch_keys.values_mut() {
             key.zeroize();
         }
@@ -175,7 +175,7 @@ impl Pseudonymizer {
         self.epoch_derived.retain(|(t, _), keys| {
             let keep = t != tenant;
             if !keep {
-                keys.iter_mut().flatten().for_each(Zeroize::zeroize);
+                wipe(keys);
             }
             keep
         });
@@ -226,9 +226,7 @@ impl Pseudonymizer {
         material.extend_from_slice(kind.label().as_bytes());
         let key = blake3::derive_key(KDF_CONTEXT, &material);
         if self.keys.len() >= MAX_CACHED_TENANT_KEYS && !self.keys.contains_key(tenant) {
-            for keys in self.keys.values_mut() {
-                keys.iter_mut().flatten().for_each(Zeroize::zeroize);
-            }
+            self.keys.values_mut().for_each(wipe);
             self.keys.clear();
         }
         self.keys.entry(tenant.to_owned()).or_default()[slot] = Some(key);
