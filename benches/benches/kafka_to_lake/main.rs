@@ -23,7 +23,12 @@
 //!   by meter): `KAFKA_TO_LAKE_METERS` (2,000) x `KAFKA_TO_LAKE_HOURS` (480);
 //! - `morning`: Elhub's morning delivery, yesterday's 24 values of every meter,
 //!   day after day: `KAFKA_TO_LAKE_METERS` x `KAFKA_TO_LAKE_DAYS` (7);
-//! - `live`: every meter's value of an hour, then the next hour.
+//! - `live`: every meter's value of an hour, then the next hour;
+//! - `daily`: the morning delivery as it happens: meterline runs on an empty
+//!   topic, each day is produced while it runs, and the next day only once the
+//!   day is written and aggregated. The CPU between those points is the day's
+//!   cost (the materializer's included, wherever its rounds fall); printed per
+//!   day, with the last day / first day ratio. One meterline run, no drain.
 //!
 //! `cargo bench --bench kafka_to_lake -- throughput` measures (about 10 minutes
 //! at the default size). Without `--bench`, as `cargo test --all-targets` (and so
@@ -288,7 +293,8 @@ fn message(meter: usize, hour: usize) -> (String, String) {
     (device, payload)
 }
 
-async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
+/// Produces the messages `range` of `shape` (in its order) to `topic`.
+async fn produce(broker: &Broker, topic: &str, shape: &Shape, range: std::ops::Range<usize>) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "50")
@@ -298,8 +304,7 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
         .create()
         .expect("producer");
     let started = Instant::now();
-    let total = shape.readings();
-    let mut next = 0;
+    let (mut next, total) = (range.start, range.end);
     while next < total {
         let end = (next + 100_000).min(total);
         send_all(
@@ -317,7 +322,8 @@ async fn produce(broker: &Broker, topic: &str, shape: &Shape) {
         .flush(Timeout::After(Duration::from_secs(60)))
         .expect("flush");
     eprintln!(
-        "kafka_to_lake: produced {total} readings in {:.0} s",
+        "kafka_to_lake: produced {} readings in {:.0} s",
+        range.len(),
         started.elapsed().as_secs_f64()
     );
 }
@@ -474,7 +480,80 @@ struct Knobs<'a> {
     s3: Option<&'a S3Server>,
 }
 
-fn run_meterline(broker: &Broker, topic: &str, total: usize, knobs: &Knobs) -> Run {
+/// A meterline process started on a topic, its metrics on `port`.
+struct Started {
+    /// Held while meterline runs: its config and lake.
+    _dir: tempfile::TempDir,
+    process: Process,
+    /// meterline's pid (under heaptrack, not `process`'s).
+    pid: u32,
+    port: u16,
+    /// The memory bound it logged at start.
+    bound: u64,
+    started: Instant,
+    /// `perf record` attached to it (`KAFKA_TO_LAKE_PERF`).
+    perf: Option<std::process::Child>,
+}
+
+impl Started {
+    /// Records finished: written, dead-lettered or dropped (not a number until the
+    /// first scrape answers).
+    fn finished(&self) -> f64 {
+        metric(self.port, "meterline_records_written_total")
+            + metric(self.port, "meterline_records_dropped_total")
+    }
+
+    fn cpu(&self) -> f64 {
+        proc_cpu_secs(self.pid).expect("meterline exited during the run")
+    }
+
+    /// Waits until the aggregates are current: a round that began after the last
+    /// commit has finished (two rounds after the call) and nothing is left to
+    /// aggregate.
+    fn wait_aggregates_current(&self, deadline: Instant) {
+        let rounds = "meterline_aggregate_rounds_total{outcome=\"ok\"}";
+        let before = metric(self.port, rounds);
+        loop {
+            let now = metric(self.port, rounds);
+            let lag = metric(self.port, "meterline_aggregate_lag_seconds");
+            if now >= before + 2.0 && lag == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aggregates not current in an hour"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops perf (which writes its profile on SIGINT) and meterline; returns the
+    /// peak RSS.
+    fn stop(self) -> u64 {
+        let peak_rss = proc_status(self.pid, "VmHWM:").expect("meterline's VmHWM");
+        if let Some(mut perf) = self.perf {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
+        let mut process = self.process;
+        if self.pid == process.pid() {
+            let _ = process.terminate(Duration::from_secs(60));
+        } else {
+            // heaptrack writes its profile once meterline has exited.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let _ = process.wait_exit(Duration::from_secs(600));
+        }
+        peak_rss
+    }
+}
+
+/// Starts `meterline run` with the default configuration (and `knobs`) on `topic`
+/// and waits until its pipeline has started.
+fn start_meterline(broker: &Broker, topic: &str, knobs: &Knobs) -> Started {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = dir.path().join("meterline.toml");
@@ -529,7 +608,7 @@ validation = {{ max_age_days = 36500 }}
     // `info,meterline::aggregate=debug` for the materializer's steps.
     let log = std::env::var("KAFKA_TO_LAKE_LOG")
         .unwrap_or_else(|_| "warn,meterline::service=info".to_owned());
-    let mut process = spawn_meterline(&config, &log);
+    let process = spawn_meterline(&config, &log);
     process.wait_line(0, Duration::from_secs(120), |l| {
         l.contains("pipeline started")
     });
@@ -553,15 +632,24 @@ validation = {{ max_age_days = 36500 }}
             .spawn()
             .expect("perf record")
     });
-    let finished = |port| {
-        metric(port, "meterline_records_written_total")
-            + metric(port, "meterline_records_dropped_total")
-    };
+    Started {
+        _dir: dir,
+        process,
+        pid,
+        port,
+        bound,
+        started,
+        perf,
+    }
+}
+
+fn run_meterline(broker: &Broker, topic: &str, total: usize, knobs: &Knobs) -> Run {
+    let meterline = start_meterline(broker, topic, knobs);
     let mut samples = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let done = finished(port);
-        let cpu = proc_cpu_secs(pid).expect("meterline exited during the run");
+        let done = meterline.finished();
+        let cpu = meterline.cpu();
         if done.is_finite() {
             samples.push(Sample { cpu, done });
             if done >= total as f64 {
@@ -574,45 +662,16 @@ validation = {{ max_age_days = 36500 }}
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut wall_secs = started.elapsed().as_secs_f64();
     if knobs.aggregates {
-        // The aggregates are part of the job: wait until a round that began after
-        // the last commit has finished and nothing is left to aggregate.
-        let rounds = metric(port, "meterline_aggregate_rounds_total{outcome=\"ok\"}");
-        loop {
-            let now = metric(port, "meterline_aggregate_rounds_total{outcome=\"ok\"}");
-            let lag = metric(port, "meterline_aggregate_lag_seconds");
-            if now >= rounds + 2.0 && lag == 0.0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aggregates not current in an hour"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        wall_secs = started.elapsed().as_secs_f64();
+        // The aggregates are part of the job.
+        meterline.wait_aggregates_current(deadline);
     }
+    let wall_secs = meterline.started.elapsed().as_secs_f64();
     // The aggregates' catch-up after the last commit counts in the total, not in
     // the last tenth (the first tenth had no aggregation round to pay for).
-    let cpu_secs = proc_cpu_secs(pid).expect("meterline exited before the end");
-    let peak_rss = proc_status(pid, "VmHWM:").expect("meterline's VmHWM");
-    if let Some(mut perf) = perf {
-        // perf writes its file on SIGINT.
-        let _ = Command::new("kill")
-            .args(["-INT", &perf.id().to_string()])
-            .status();
-        let _ = perf.wait();
-    }
-    if pid == process.pid() {
-        let _ = process.terminate(Duration::from_secs(60));
-    } else {
-        // heaptrack writes its profile once meterline has exited.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let _ = process.wait_exit(Duration::from_secs(600));
-    }
+    let cpu_secs = meterline.cpu();
+    let bound = meterline.bound;
+    let peak_rss = meterline.stop();
     let tenths = tenths(&samples, total as f64);
     let tenth = total as f64 / 10.0;
     let deciles = (0..10)
@@ -632,6 +691,111 @@ validation = {{ max_age_days = 36500 }}
         startup_cpu: samples[0].cpu,
         deciles,
     }
+}
+
+/// One delivered day of the `daily` shape: what meterline spent on it, from the
+/// moment the day began to be produced until it was written and aggregated.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    cpu_secs: f64,
+    wall_secs: f64,
+}
+
+/// The `daily` shape: meterline runs on an empty topic; each day's delivery
+/// (every meter's 24 values) is produced while it runs, and the next day only
+/// once the day is written and its aggregates are current. The CPU meterline
+/// spent from one such point to the next is that day's cost, the
+/// materializer's included, whatever the timing of its rounds.
+async fn run_by_day(broker: &Broker, topic: &str, shape: &Shape, knobs: &Knobs<'_>) -> ExitCode {
+    let per_day = shape.meters * 24;
+    let days = shape.hours / 24;
+    let meterline = start_meterline(broker, topic, knobs);
+    let deadline = Instant::now() + Duration::from_secs(3600 * 4);
+    let startup_cpu = meterline.cpu();
+    let mut before = startup_cpu;
+    let mut measured = Vec::new();
+    for day in 0..days {
+        let began = Instant::now();
+        produce(broker, topic, shape, day * per_day..(day + 1) * per_day).await;
+        let end = ((day + 1) * per_day) as f64;
+        loop {
+            let done = meterline.finished();
+            if done >= end {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "meterline finished {done} of {end} records in four hours"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if knobs.aggregates {
+            meterline.wait_aggregates_current(deadline);
+        }
+        let cpu = meterline.cpu();
+        measured.push(Day {
+            cpu_secs: cpu - before,
+            wall_secs: began.elapsed().as_secs_f64(),
+        });
+        eprintln!(
+            "kafka_to_lake: day {}: {:.2} CPU-µs per reading",
+            day + 1,
+            (cpu - before) * 1e6 / per_day as f64
+        );
+        before = cpu;
+    }
+    let bound = meterline.bound;
+    let peak_rss = meterline.stop();
+    println!();
+    println!(
+        "kafka_to_lake: {}, each day produced while meterline runs and measured until it is \
+         written{}, into a {}",
+        shape.describe(),
+        if knobs.aggregates {
+            " and aggregated"
+        } else {
+            ""
+        },
+        if knobs.s3.is_some() {
+            "lake on S3 (moto)"
+        } else {
+            "local lake"
+        }
+    );
+    println!("| day | CPU-µs per reading | wall s (produce to done) |");
+    println!("|---|---|---|");
+    for (i, d) in measured.iter().enumerate() {
+        println!(
+            "| {} | {:.2} | {:.0} |",
+            i + 1,
+            d.cpu_secs * 1e6 / per_day as f64,
+            d.wall_secs
+        );
+    }
+    let total: f64 = measured.iter().map(|d| d.cpu_secs).sum();
+    println!(
+        "| all | {:.2} | {:.0} |",
+        total * 1e6 / (per_day * days) as f64,
+        measured.iter().map(|d| d.wall_secs).sum::<f64>()
+    );
+    if let (Some(first), Some(last)) = (measured.first(), measured.last()) {
+        println!(
+            "last day / first day: {:.2}; CPU before consuming {startup_cpu:.2} s; peak RSS {} MiB \
+             (bound {} MiB)",
+            last.cpu_secs / first.cpu_secs,
+            peak_rss / MIB,
+            bound / MIB
+        );
+    }
+    if peak_rss > bound {
+        eprintln!(
+            "kafka_to_lake: peak RSS {} MiB is above the memory bound meterline logged ({} MiB)",
+            peak_rss / MIB,
+            bound / MIB
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -696,15 +860,17 @@ fn print_table(shape: &Shape, runs: &[Run], s3: bool) {
 
 /// The benchmark: drain, meterline without and with aggregates, one topic.
 async fn measure(tools: &Tools) -> ExitCode {
-    let order = match std::env::var("KAFKA_TO_LAKE_SHAPE").as_deref() {
-        Ok("morning") => Order::Morning,
+    let shape_name = std::env::var("KAFKA_TO_LAKE_SHAPE");
+    let order = match shape_name.as_deref() {
+        Ok("morning" | "daily") => Order::Morning,
         Ok("live") => Order::Live,
         Ok("backfill") | Err(_) => Order::Backfill,
         Ok(other) => {
-            eprintln!("KAFKA_TO_LAKE_SHAPE={other}: expected backfill, morning or live");
+            eprintln!("KAFKA_TO_LAKE_SHAPE={other}: expected backfill, morning, daily or live");
             return ExitCode::FAILURE;
         }
     };
+    let daily = shape_name.as_deref() == Ok("daily");
     let meters = env_usize("KAFKA_TO_LAKE_METERS", 2_000);
     let hours = match order {
         Order::Morning => 24 * env_usize("KAFKA_TO_LAKE_DAYS", 7),
@@ -728,10 +894,8 @@ async fn measure(tools: &Tools) -> ExitCode {
     };
     let topic = unique_name("readings");
     create_topics(&broker, &topic);
-    eprintln!("kafka_to_lake: producing {}", shape.describe());
-    produce(&broker, &topic, &shape).await;
-    let total = shape.readings();
-    // KAFKA_TO_LAKE_AGGREGATES=off|on runs meterline once (default: both).
+    // KAFKA_TO_LAKE_AGGREGATES=off|on runs meterline once (default: both; the
+    // daily shape runs once, with aggregates on unless `off`).
     let which = std::env::var("KAFKA_TO_LAKE_AGGREGATES").unwrap_or_default();
     // KAFKA_TO_LAKE_LAKE=s3: the lake on an S3 server (moto) instead of a directory.
     let s3 = match std::env::var("KAFKA_TO_LAKE_LAKE").as_deref() {
@@ -742,6 +906,18 @@ async fn measure(tools: &Tools) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if daily {
+        // Produced day by day while meterline runs: no preloaded topic to drain.
+        let knobs = Knobs {
+            aggregates: which != "off",
+            max_batch_rows: None,
+            s3: s3.as_ref(),
+        };
+        return run_by_day(&broker, &topic, &shape, &knobs).await;
+    }
+    eprintln!("kafka_to_lake: producing {}", shape.describe());
+    produce(&broker, &topic, &shape, 0..shape.readings()).await;
+    let total = shape.readings();
     let mut runs = vec![run_drain(&broker, &topic, total)];
     for aggregates in [false, true] {
         if which == "on" && !aggregates || which == "off" && aggregates {
@@ -789,7 +965,7 @@ async fn guard(tools: &Tools) -> ExitCode {
     let broker = Broker::start(tools);
     let topic = unique_name("readings");
     create_topics(&broker, &topic);
-    produce(&broker, &topic, &shape).await;
+    produce(&broker, &topic, &shape, 0..shape.readings()).await;
     let run = run_meterline(
         &broker,
         &topic,
