@@ -9,7 +9,8 @@
 # reuses them afterwards:
 #   - tansu, a Kafka-protocol broker (cargo install once, in the background while
 #     the workspace builds; its log is in the tools directory);
-#   - moto_server, an S3 API server (pip, in a virtualenv).
+#   - moto_server, an S3 API server (pip, in a virtualenv);
+#   - stunnel4 and openssl (apt-get, when missing), for the test over TLS.
 # Each end-to-end test starts its own broker and S3 server on free loopback ports
 # (so a test can freeze them without disturbing others) and stops them when it
 # ends; this script also stops any that a killed test run left behind.
@@ -116,6 +117,16 @@ if [ -z "${METERLINE_MOTO_SERVER:-}" ]; then
             "moto[server]==$MOTO_VERSION"
     fi
     export METERLINE_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
+fi
+# stunnel, the TLS terminator in front of the broker of the TLS test, and openssl,
+# which makes that test's CA: Debian packages (apt-get, as root or with sudo).
+if { [ -z "${METERLINE_STUNNEL:-}" ] && ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; } \
+    || ! command -v openssl >/dev/null; then
+    echo "installing stunnel4 and openssl (apt-get)"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 openssl >/dev/null
 fi
 echo "tansu:       $METERLINE_TANSU"
 echo "moto_server: $METERLINE_MOTO_SERVER"

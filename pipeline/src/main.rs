@@ -100,14 +100,23 @@ enum Command {
     ///
     /// Example:
     ///   meterline simulate --brokers 127.0.0.1:9092 --meters 1000 --days 2 --rate 5000 --bad 20
+    ///   meterline simulate --config deploy/meterline.toml --meters 1000
+    ///
+    /// With --config, the brokers, topic and client settings ([kafka.properties]:
+    /// TLS, SASL; [kafka.secret_files]) are the pipeline's. Plaintext to a broker
+    /// off loopback is refused unless kafka.allow_plaintext is set there.
     #[command(verbatim_doc_comment)]
     Simulate {
-        /// Bootstrap servers.
+        /// Bootstrap servers (plaintext; for TLS or SASL use --config).
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        brokers: Option<String>,
+        /// Take the brokers, topic and client settings from this configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Topic to produce to (default: the configuration's readings topic, else
+        /// meter.readings).
         #[arg(long)]
-        brokers: String,
-        /// Topic to produce to.
-        #[arg(long, default_value = "meter.readings")]
-        topic: String,
+        topic: Option<String>,
         /// Meters to simulate (half public, half private; every 4th is PT15M).
         #[arg(long, default_value_t = 100, value_parser = meters_range())]
         meters: usize,
@@ -377,13 +386,29 @@ async fn dispatch(command: Command) -> ExitCode {
         } => report(sql(lake, storage_options, format, query).await),
         Command::Simulate {
             brokers,
+            config,
             topic,
             meters,
             days,
             from,
             rate,
             bad,
-        } => report(simulate(brokers, topic, meters, days, from, rate, bad).await),
+        } => {
+            let kafka = match config {
+                Some(path) => meterline::config::Config::load(&path)
+                    .and_then(meterline::config::Config::kafka_settings),
+                None => meterline::config::plain_kafka(&brokers.unwrap_or_default()),
+            };
+            let kafka = match kafka {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let topic = topic.unwrap_or_else(|| kafka.readings_topic.clone());
+            report(simulate(&kafka, topic, meters, days, from, rate, bad).await)
+        }
         Command::Dlq { action } => report(dlq(action).await),
         Command::Retention {
             action: RetentionCommand::Run { config },
@@ -555,7 +580,7 @@ async fn dlq(action: DlqCommand) -> anyhow::Result<()> {
 }
 
 async fn simulate(
-    brokers: String,
+    kafka: &meterline::config::KafkaConfig,
     topic: String,
     meters: usize,
     days: u32,
@@ -563,7 +588,6 @@ async fn simulate(
     rate: u64,
     bad: usize,
 ) -> anyhow::Result<()> {
-    use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
     let spec = meterline::dev::generator::GeneratorSpec {
         meters,
@@ -573,8 +597,7 @@ async fn simulate(
         bad,
         seed: rand::random(),
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let producer: FutureProducer = meterline::kafka::client::producer(kafka)
         .set("linger.ms", "20")
         .create()
         .context("create producer")?;

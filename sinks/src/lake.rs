@@ -73,6 +73,7 @@ impl Lake {
                     )));
                 }
             }
+            check_transport(&storage_options)?;
             // Keep the object store's own retries short: meterline's retry loop
             // (logged, counted in metrics, aware of shutdown) handles outages.
             for (key, value) in S3_DEFAULTS {
@@ -122,6 +123,60 @@ impl Lake {
     pub fn storage_options(&self) -> &HashMap<String, String> {
         &self.storage_options
     }
+}
+
+/// The value of the first of `keys` set in `options` (keys compared ignoring case).
+fn option<'a>(options: &'a HashMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+    options
+        .iter()
+        .find(|(k, _)| keys.iter().any(|key| k.eq_ignore_ascii_case(key)))
+        .map(|(_, v)| v.as_str())
+}
+
+/// S3 over plain HTTP: refused unless `allow_http` is set explicitly (with a
+/// clear message, where the object store would fail later with a generic one),
+/// and warned about once per process when it is. HTTPS is the default.
+fn check_transport(options: &HashMap<String, String>) -> Result<(), SinkError> {
+    let endpoint = option(
+        options,
+        &[
+            "endpoint",
+            "aws_endpoint",
+            "aws_endpoint_url",
+            "endpoint_url",
+        ],
+    );
+    let allow_http = option(options, &["allow_http", "aws_allow_http"])
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let Some(url) = endpoint.and_then(|e| Url::parse(e).ok()) else {
+        return Ok(());
+    };
+    if url.scheme() != "http" {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !allow_http {
+        return Err(SinkError::Config(format!(
+            "lake.storage_options.endpoint `{url}` is plain HTTP: the lake's objects (readings, \
+             pseudonym key epochs) and the credentials' signatures would cross the network \
+             unencrypted. Use an https:// endpoint, or set allow_http = \"true\" for an \
+             endpoint on loopback or on a network encrypted by other means"
+        )));
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            endpoint = %url,
+            loopback,
+            "lake.storage_options.allow_http is set: S3 requests are not encrypted in transit"
+        );
+    });
+    Ok(())
 }
 
 /// The directory of a `file://` root.
@@ -183,6 +238,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("ftp"), "{err}");
+    }
+
+    /// Plain HTTP to S3 needs `allow_http` said explicitly; HTTPS needs nothing.
+    #[test]
+    fn s3_over_plain_http_is_refused_unless_allowed() {
+        let lake = |options: &[(&str, &str)]| {
+            Lake::new(&LakeConfig {
+                uri: "s3://bucket/lake".into(),
+                storage_options: options
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+        };
+        for endpoint in ["http://minio.internal:9000", "http://127.0.0.1:9000"] {
+            let err = lake(&[("endpoint", endpoint)]).unwrap_err().to_string();
+            assert!(
+                err.contains("plain HTTP") && err.contains("allow_http"),
+                "{err}"
+            );
+            lake(&[("AWS_ENDPOINT", endpoint), ("aws_allow_http", "true")]).unwrap();
+            lake(&[("endpoint", endpoint), ("allow_http", "false")]).unwrap_err();
+        }
+        lake(&[("endpoint", "https://s3.eu-north-1.amazonaws.com")]).unwrap();
+        lake(&[]).unwrap();
     }
 
     #[test]

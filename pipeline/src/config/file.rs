@@ -50,7 +50,7 @@ impl Default for DeadLettersConfig {
 }
 
 /// `[kafka]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]`.
@@ -60,9 +60,56 @@ pub struct KafkaConfig {
     /// Topic of `reading/v1` messages.
     #[serde(default = "default_readings_topic")]
     pub readings_topic: String,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), passed as is.
+    /// Extra librdkafka properties (`security.protocol`, `ssl.*`, `sasl.*`, ...),
+    /// passed to every client meterline creates. Secrets (`sasl.password`, ...) are
+    /// refused here: they come from `secret_files`.
     #[serde(default)]
     pub properties: BTreeMap<String, Scalar>,
+    /// librdkafka properties whose values are secrets, each read from a file
+    /// (owner-only, like the pseudonym key): `"sasl.password" = "/run/secrets/kafka"`.
+    /// Once read, their values are in `properties` (shown redacted by `Debug`).
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, PathBuf>,
+    /// Allow an unencrypted connection (`security.protocol` PLAINTEXT or
+    /// SASL_PLAINTEXT, the librdkafka default being PLAINTEXT) to a broker that is
+    /// not on loopback. Off: such a configuration is refused at start.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+/// Whether a librdkafka property holds a secret (its value is never shown, and
+/// never accepted inline in `[kafka.properties]`).
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("password")
+        || name.contains("secret")
+        || name.ends_with(".pem") && name.contains("key")
+        || name == "sasl.oauthbearer.config"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, String> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "<redacted>".to_owned()
+                } else {
+                    v.to_string()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("readings_topic", &self.readings_topic)
+            .field("properties", &properties)
+            .field("secret_files", &self.secret_files)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .finish()
+    }
 }
 
 fn default_readings_topic() -> String {

@@ -21,8 +21,8 @@ use meterline_operators::{
 use meterline_sinks::LakeConfig;
 
 use super::file::{
-    Config, DeadLettersConfig, DeploymentConfig, KafkaConfig, MetricsConfig, PipelineConfig,
-    PrivacyConfig, TenantConfig, ValidationConfig,
+    is_secret_property, Config, DeadLettersConfig, DeploymentConfig, KafkaConfig, MetricsConfig,
+    PipelineConfig, PrivacyConfig, Scalar, TenantConfig, ValidationConfig,
 };
 use crate::privacy::geo::{CidrTable, GeoLookup};
 
@@ -124,21 +124,6 @@ impl Settings {
     /// deny-list in effect, and the national-id field names no list can leave out.
     pub fn sensitive_scanner(&self) -> SensitiveScanner {
         SensitiveScanner::new(self.special_category_fields.iter().cloned())
-    }
-
-    /// Client settings for meterline's producers (dead-letter topic, replay): the
-    /// brokers and `[kafka.properties]` (security, ...), a 30 s delivery timeout.
-    /// librdkafka logs only errors for consumer-only properties it ignores here.
-    pub fn producer_config(&self) -> rdkafka::ClientConfig {
-        let mut config = rdkafka::ClientConfig::new();
-        for (k, v) in &self.kafka.properties {
-            config.set(k, v.to_string());
-        }
-        config
-            .set("bootstrap.servers", &self.kafka.brokers)
-            .set("message.timeout.ms", "30000")
-            .set("log_level", "3");
-        config
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -243,6 +228,17 @@ impl Config {
             .map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
+    /// `[kafka]` alone, checked and with its secrets read (for `meterline
+    /// simulate --config`).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build) for the `[kafka]` section.
+    pub fn kafka_settings(mut self) -> Result<KafkaConfig, ConfigError> {
+        check_kafka(&self.kafka)?;
+        read_kafka_secrets(&mut self.kafka)?;
+        Ok(self.kafka)
+    }
+
     /// The lake location alone (for read-only tools such as `meterline dlq list`).
     pub fn lake_config(&self) -> LakeConfig {
         LakeConfig {
@@ -267,11 +263,12 @@ impl Config {
     }
 
     fn build_with_key(
-        self,
+        mut self,
         key_from_env: Option<String>,
         clock: Clock,
     ) -> Result<Settings, ConfigError> {
         check_kafka(&self.kafka)?;
+        read_kafka_secrets(&mut self.kafka)?;
         if self.lake.uri.trim().is_empty() {
             return Err(invalid(
                 "lake.uri",
@@ -492,12 +489,117 @@ fn check_kafka(k: &KafkaConfig) -> Result<(), ConfigError> {
         "enable.auto.commit",
         "enable.auto.offset.store",
     ] {
-        if k.properties.contains_key(reserved) {
+        if k.properties.contains_key(reserved) || k.secret_files.contains_key(reserved) {
             return Err(invalid(
                 format!("kafka.properties.\"{reserved}\""),
                 "is set by meterline (offsets live in the lake); remove it",
             ));
         }
+    }
+    if let Some(name) = k.properties.keys().find(|name| is_secret_property(name)) {
+        return Err(invalid(
+            format!("kafka.properties.\"{name}\""),
+            format!(
+                "is a secret and does not belong in the configuration file; put it in a file \
+                 readable by meterline's user only and name it under [kafka.secret_files]: \
+                 \"{name}\" = \"/run/secrets/kafka-{}\"",
+                name.replace('.', "-")
+            ),
+        ));
+    }
+    if let Some(name) = k
+        .secret_files
+        .keys()
+        .find(|n| k.properties.contains_key(*n))
+    {
+        return Err(invalid(
+            format!("kafka.secret_files.\"{name}\""),
+            "is also set in [kafka.properties]; keep one",
+        ));
+    }
+    check_plaintext(k)
+}
+
+/// Client settings for `brokers` with nothing else configured (`meterline
+/// simulate --brokers`): plaintext, so only to loopback.
+///
+/// # Errors
+/// No broker, or a broker off loopback.
+pub fn plain_kafka(brokers: &str) -> Result<KafkaConfig, ConfigError> {
+    let kafka = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: "meterline-simulate".to_owned(),
+        readings_topic: "meter.readings".to_owned(),
+        properties: Default::default(),
+        secret_files: Default::default(),
+        allow_plaintext: false,
+    };
+    check_kafka(&kafka)?;
+    Ok(kafka)
+}
+
+/// An unencrypted protocol to a broker off loopback is refused unless
+/// `kafka.allow_plaintext` says otherwise: subject events (names, emails,
+/// addresses), raw meter ids and erasure requests would cross the network in
+/// clear text.
+fn check_plaintext(k: &KafkaConfig) -> Result<(), ConfigError> {
+    let protocol = k.properties.get("security.protocol").map_or_else(
+        || "plaintext".to_owned(),
+        |p| p.to_string().to_ascii_lowercase(),
+    );
+    if !matches!(protocol.as_str(), "plaintext" | "sasl_plaintext") || k.allow_plaintext {
+        return Ok(());
+    }
+    let Some(remote) = k
+        .brokers
+        .split(',')
+        .map(str::trim)
+        .find(|b| !is_loopback_broker(b))
+    else {
+        return Ok(());
+    };
+    Err(invalid(
+        "kafka.allow_plaintext",
+        format!(
+            "broker {remote} is not on loopback and security.protocol is {protocol} (no TLS): \
+             readings, subject events and erasure requests would cross the network unencrypted. \
+             Set [kafka.properties] \"security.protocol\" = \"SSL\" or \"SASL_SSL\" (with \
+             \"ssl.ca.location\"), or, on a network that is encrypted by other means, \
+             kafka.allow_plaintext = true"
+        ),
+    ))
+}
+
+/// Whether `broker` (`host:port`, `[v6]:port`, optionally `proto://host:port`)
+/// names a loopback address. Names are not resolved: only `localhost` counts.
+fn is_loopback_broker(broker: &str) -> bool {
+    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let host = if let Some(rest) = address.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(h, _)| h)
+    } else {
+        address.rsplit_once(':').map_or(address, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads `[kafka.secret_files]` into the properties (each file owner-only).
+fn read_kafka_secrets(k: &mut KafkaConfig) -> Result<(), ConfigError> {
+    for (name, path) in &k.secret_files {
+        let field = format!("kafka.secret_files.\"{name}\"");
+        check_owner_only(&field, path, "a secret")?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?,
+        );
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(invalid(&field, format!("{} is empty", path.display())));
+        }
+        k.properties
+            .insert(name.clone(), Scalar::Str(value.to_owned()));
     }
     Ok(())
 }
@@ -640,22 +742,24 @@ fn master_key(
 /// Refuses a key file with any permission for group or others (mode & 0o077).
 #[cfg(unix)]
 fn check_key_file_mode(path: &Path) -> Result<(), ConfigError> {
+    check_owner_only("privacy.key_file", path, "the pseudonym key")
+}
+
+/// Refuses a file of secrets that group or others may read (as `ssh` refuses
+/// such a private key), naming `field`, the file and its mode.
+#[cfg(unix)]
+fn check_owner_only(field: &str, path: &Path, what: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
-        .map_err(|e| {
-            invalid(
-                "privacy.key_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?
+        .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?
         .permissions()
         .mode()
         & 0o777;
     if mode & 0o077 != 0 {
         return Err(invalid(
-            "privacy.key_file",
+            field,
             format!(
-                "{} has mode {mode:04o}: the pseudonym key must be readable by its owner only; run `chmod 600 {}`",
+                "{} has mode {mode:04o}: {what} must be readable by its owner only; run `chmod 600 {}`",
                 path.display(),
                 path.display()
             ),
@@ -665,7 +769,7 @@ fn check_key_file_mode(path: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(not(unix))]
-fn check_key_file_mode(_path: &Path) -> Result<(), ConfigError> {
+fn check_owner_only(_field: &str, _path: &Path, _what: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
@@ -1073,6 +1177,102 @@ mod tests {
                 SECTIONS.contains(&section.as_str()),
                 "[{section}] of deploy/meterline.toml cannot be overridden from the environment"
             );
+        }
+    }
+
+    /// Plaintext (or SASL without TLS) to a broker off loopback is refused,
+    /// naming the field that allows it; TLS, loopback or the override pass.
+    #[test]
+    fn plaintext_to_a_broker_off_loopback_is_refused() {
+        let with = |brokers: &str, extra: &str| {
+            let text = MINIMAL.replace("127.0.0.1:9092", brokers).replacen(
+                "[kafka]\n",
+                &format!("[kafka]\n{extra}\n"),
+                1,
+            );
+            parse(&text).unwrap().build_with_key(None, Clock::system())
+        };
+        for brokers in [
+            "kafka-1.example.net:9092",
+            "127.0.0.1:9092,10.0.0.7:9092",
+            "[2001:db8::1]:9092",
+            "PLAINTEXT://192.168.1.20:9092",
+        ] {
+            for protocol in [
+                "",
+                "properties = { \"security.protocol\" = \"SASL_PLAINTEXT\" }",
+            ] {
+                let err = with(brokers, protocol).unwrap_err().to_string();
+                assert!(err.contains("kafka.allow_plaintext"), "{brokers}: {err}");
+                assert!(err.contains("not on loopback"), "{brokers}: {err}");
+            }
+        }
+        for brokers in [
+            "127.0.0.1:9092",
+            "localhost:9092,127.0.0.2:9093",
+            "[::1]:9092",
+        ] {
+            with(brokers, "").unwrap_or_else(|e| panic!("{brokers}: {e}"));
+        }
+        for extra in [
+            "properties = { \"security.protocol\" = \"SSL\" }",
+            "properties = { \"security.protocol\" = \"sasl_ssl\" }",
+            "allow_plaintext = true",
+        ] {
+            with("kafka-1.example.net:9092", extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        }
+    }
+
+    /// A secret inline in `[kafka.properties]` is refused (it would sit in a file
+    /// that gets copied and committed); `[kafka.secret_files]` reads it from an
+    /// owner-only file, and `Debug` never shows it.
+    #[test]
+    fn kafka_secrets_come_from_owner_only_files_and_never_show() {
+        use std::os::unix::fs::PermissionsExt;
+        let inline = format!("{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"hunter22\"\n");
+        let err = parse(&inline)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sasl.password") && err.contains("secret_files"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kafka-password");
+        std::fs::write(&path, "correct horse battery\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[kafka.properties]\n\"sasl.username\" = \"meterline\"\n\
+             [kafka.secret_files]\n\"sasl.password\" = \"{}\"\n",
+            path.display()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = parse(&text)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.secret_files") && err.contains("0644"),
+            "{err}"
+        );
+        assert!(!err.contains("horse"), "{err}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let settings = parse(&text)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap();
+        let client = crate::kafka::client::producer(&settings.kafka);
+        assert_eq!(client.get("sasl.password"), Some("correct horse battery"));
+        assert_eq!(client.get("sasl.username"), Some("meterline"));
+        for text in [format!("{settings:?}"), format!("{settings:#?}")] {
+            assert!(!text.contains("horse"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(text.contains("meterline"), "{text}");
         }
     }
 

@@ -254,6 +254,8 @@ fn demo_settings(
             group_id: "meterline-demo".into(),
             readings_topic: topic.into(),
             properties: Default::default(),
+            secret_files: Default::default(),
+            allow_plaintext: false,
         },
         lake: lake.clone(),
         pipeline: PipelineConfig {

@@ -197,6 +197,12 @@ pub struct Broker {
     pub server: Server,
     tansu: PathBuf,
     _data: tempfile::TempDir,
+    /// The TLS terminator in front of the broker, and the CA that signed its
+    /// certificate ([`Broker::start_behind_tls`]).
+    tls: Option<(Server, PathBuf)>,
+    /// The SCRAM-SHA-512 user clients authenticate as
+    /// ([`Broker::start_authenticating`]).
+    user: Option<(String, String)>,
 }
 
 impl Broker {
@@ -224,9 +230,126 @@ impl Broker {
         Self::start_with(tools, "memory://tansu/")
     }
 
-    fn start_with(tools: &Tools, storage_engine: &str) -> Self {
+    /// Start a broker that clients reach over TLS only: tansu on a private
+    /// loopback port, advertising the port of a TLS terminator (`stunnel`, with
+    /// the server certificate of `ca`) in front of it. tansu 0.6 has TLS options,
+    /// but its broker does not use them.
+    ///
+    /// # Panics
+    /// The broker or stunnel does not start (stunnel is found through
+    /// `METERLINE_STUNNEL`, then `stunnel4` or `stunnel` on `PATH`).
+    pub fn start_behind_tls(tools: &Tools, ca: &TestCa) -> Self {
+        let stunnel = std::env::var_os("METERLINE_STUNNEL")
+            .map(PathBuf::from)
+            .or_else(|| on_path("stunnel4"))
+            .or_else(|| on_path("stunnel"))
+            .unwrap_or_else(|| {
+                panic!("stunnel not found: run scripts/test.sh (it installs stunnel4) or set METERLINE_STUNNEL")
+            });
+        let tls_port = free_port();
+        let mut broker = Self::start_advertising(
+            tools,
+            "sqlite://tansu.db",
+            &format!("tcp://127.0.0.1:{tls_port}"),
+        );
+        let config = ca.dir.path().join(format!("stunnel-{tls_port}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\ndebug = notice\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
+                 connect = 127.0.0.1:{plain}\ncert = {cert}\nkey = {key}\nsslVersionMin = TLSv1.2\n",
+                plain = broker.server.port(),
+                cert = ca.cert.display(),
+                key = ca.key.display(),
+            ),
+        )
+        .expect("stunnel config");
+        let mut command = Command::new(stunnel);
+        command.arg(&config);
+        broker.tls = Some((Server::spawn("stunnel", command, tls_port), ca.ca.clone()));
+        broker
+    }
+
+    /// Start a broker that requires SASL/SCRAM-SHA-512 authentication, with one
+    /// user and `topics` (name, partitions) created. tansu's own CLI cannot
+    /// authenticate, so the user and the topics are created on a first start
+    /// without authentication, and the broker is then started again on the same
+    /// port and data with `--authentication`.
+    ///
+    /// # Panics
+    /// The broker does not start, or tansu refuses the user or a topic.
+    pub fn start_authenticating(
+        tools: &Tools,
+        user: &str,
+        password: &str,
+        topics: &[(&str, i32)],
+    ) -> Self {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let data = tempfile::tempdir().expect("tempdir");
+        let command = |authentication: bool| {
+            let mut command = Command::new(&tools.tansu);
+            command
+                .current_dir(data.path())
+                .arg("broker")
+                .args(["--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .env("RUST_LOG", "warn");
+            if authentication {
+                command.arg("--authentication");
+            }
+            command
+        };
+        let tansu = |args: &[&str]| {
+            let output = Command::new(&tools.tansu)
+                .args(args)
+                .args(["--broker", &url])
+                .output()
+                .expect("tansu");
+            assert!(
+                output.status.success(),
+                "tansu {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        {
+            let _open = Server::spawn("tansu", command(false), port);
+            tansu(&["user", "create", user, password, "--mechanism", "scram512"]);
+            for (topic, partitions) in topics {
+                tansu(&[
+                    "topic",
+                    "create",
+                    topic,
+                    "--partitions",
+                    &partitions.to_string(),
+                ]);
+            }
+            // Dropped here: killed and reaped before the port is taken again.
+        }
+        Self {
+            server: Server::spawn("tansu", command(true), port),
+            tansu: tools.tansu.clone(),
+            _data: data,
+            tls: None,
+            user: Some((user.to_owned(), password.to_owned())),
+        }
+    }
+
+    fn start_with(tools: &Tools, storage_engine: &str) -> Self {
+        Self::start_advertising(tools, storage_engine, "")
+    }
+
+    /// tansu on a free port, advertising `advertised` (its own address when empty).
+    fn start_advertising(tools: &Tools, storage_engine: &str, advertised: &str) -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = if advertised.is_empty() {
+            url.clone()
+        } else {
+            advertised.to_owned()
+        };
         let data = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new(&tools.tansu);
         command
@@ -234,19 +357,53 @@ impl Broker {
             .current_dir(data.path())
             .arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", storage_engine])
             .env("RUST_LOG", "warn");
         Self {
             server: Server::spawn("tansu", command, port),
             tansu: tools.tansu.clone(),
             _data: data,
+            tls: None,
+            user: None,
         }
     }
 
-    /// `host:port` for librdkafka's `bootstrap.servers`.
+    /// `host:port` for librdkafka's `bootstrap.servers` (the TLS terminator's,
+    /// for a broker behind TLS).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port())
+        let port = self
+            .tls
+            .as_ref()
+            .map_or(self.server.port(), |(t, _)| t.port());
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The librdkafka properties a client needs to reach this broker: TLS with
+    /// the test CA for a broker behind TLS, nothing otherwise.
+    pub fn client_properties(&self) -> Vec<(&'static str, String)> {
+        let mut properties = Vec::new();
+        let protocol = match (&self.tls, &self.user) {
+            (None, None) => return properties,
+            (Some(_), None) => "SSL",
+            (None, Some(_)) => "SASL_PLAINTEXT",
+            (Some(_), Some(_)) => "SASL_SSL",
+        };
+        properties.push(("security.protocol", protocol.to_owned()));
+        if let Some((_, ca)) = &self.tls {
+            properties.push(("ssl.ca.location", ca.display().to_string()));
+        }
+        if let Some((user, password)) = &self.user {
+            properties.push(("sasl.mechanism", "SCRAM-SHA-512".to_owned()));
+            properties.push(("sasl.username", user.clone()));
+            properties.push(("sasl.password", password.clone()));
+        }
+        properties
+    }
+
+    /// The TLS terminator in front of the broker, if any.
+    pub fn tls_server(&self) -> Option<&Server> {
+        self.tls.as_ref().map(|(t, _)| t)
     }
 
     /// Create a topic with `partitions` partitions.
@@ -257,7 +414,11 @@ impl Broker {
         let output = Command::new(&self.tansu)
             .args(["topic", "create", name])
             .args(["--partitions", &partitions.to_string()])
-            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            // The broker's own port: tansu's CLI does not speak TLS.
+            .args([
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.server.port()),
+            ])
             .output()
             .expect("tansu topic create");
         assert!(
@@ -266,6 +427,100 @@ impl Broker {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+/// A certificate authority and a server certificate it signed, for 127.0.0.1
+/// and `localhost`, made for one test with the `openssl` command (EC P-256,
+/// valid for 30 days from now).
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    /// The CA certificate (PEM): what a client trusts.
+    pub ca: PathBuf,
+    /// The server certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// # Panics
+    /// `openssl` is missing or fails.
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (scripts/test.sh installs it): {e}"));
+            assert!(
+                output.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &[
+                    "req",
+                    "-x509",
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=meterline test CA",
+                ][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-subj", "/CN=localhost"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            path("server.ext"),
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n\
+             keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Self {
+            ca: path("ca.pem"),
+            cert: path("server.pem"),
+            key: path("server.key"),
+            dir,
+        }
     }
 }
 

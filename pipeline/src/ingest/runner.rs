@@ -284,8 +284,7 @@ impl Runner {
         let dlq = if d.kafka_topic.is_empty() {
             None
         } else {
-            let producer: FutureProducer = settings
-                .producer_config()
+            let producer: FutureProducer = crate::kafka::client::producer(&settings.kafka)
                 .create()
                 .map_err(|e| RunError::Config(format!("dead_letters.kafka_topic: {e}")))?;
             Some((producer, d.kafka_topic.clone()))

@@ -2,7 +2,7 @@
 //! (subject events, erasure requests) and commit their own positions.
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, warn};
 
 use crate::config::Settings;
@@ -10,16 +10,7 @@ use crate::config::Settings;
 /// A consumer of `topic` in consumer group `group`, with `[kafka.properties]`,
 /// committing its offsets itself. `None` (logged) when librdkafka refuses it.
 pub fn group_consumer(settings: &Settings, group: &str, topic: &str) -> Option<StreamConsumer> {
-    let mut config = ClientConfig::new();
-    for (k, v) in &settings.kafka.properties {
-        config.set(k, v.to_string());
-    }
-    config
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = match config.create() {
+    let consumer: StreamConsumer = match super::client::consumer(&settings.kafka, group).create() {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, %topic, "consumer cannot start; the topic is not processed");

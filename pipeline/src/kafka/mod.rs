@@ -1,6 +1,8 @@
-//! Kafka in: the readings consumer thread (`source`) and the consumer-group helpers
-//! of the tasks that read a topic one message at a time (`group`).
+//! Kafka: the readings consumer thread (`source`), the consumer-group helpers of
+//! the tasks that read a topic one message at a time (`group`), and the one
+//! builder of every client's configuration (`client`).
 
+pub mod client;
 pub mod group;
 pub mod source;
 

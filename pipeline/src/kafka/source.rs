@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meterline_operators::RawRecord;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
@@ -34,7 +33,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, info, warn};
 
-use crate::config::{KafkaConfig, MAX_CHUNK_BYTES, PREFETCH_KBYTES};
+use crate::config::{KafkaConfig, MAX_CHUNK_BYTES};
 use crate::metrics::Metrics;
 
 /// Records handed over together; payloads share one buffer.
@@ -168,7 +167,10 @@ impl ClientContext for Ctx {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
-        warn!(%error, reason, "kafka client error");
+        match super::client::hint(reason) {
+            Some(hint) => warn!(%error, reason, hint, "kafka client error"),
+            None => warn!(%error, reason, "kafka client error"),
+        }
     }
 }
 
@@ -317,21 +319,7 @@ impl KafkaSource {
             pending: Mutex::new(Chunk::default()),
             next: Mutex::new(HashMap::new()),
         };
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", &kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Eager assignors: a revocation completes before the partitions move.
-            .set("partition.assignment.strategy", "range,roundrobin")
-            .set("statistics.interval.ms", "5000")
-            // Bound librdkafka's prefetch (its default is 64 MiB per consumer);
-            // overridable in [kafka.properties].
-            .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
-        for (k, v) in &kafka.properties {
-            cc.set(k, v.to_string());
-        }
+        let cc = super::client::readings_consumer(kafka);
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
         consumer.subscribe(&[&kafka.readings_topic])?;
         let topic = kafka.readings_topic.clone();

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use meterline_operators::aggregate::date_of;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
 use crate::privacy::keys::KeyStore;
@@ -477,16 +477,12 @@ impl Scope<'_> {
 async fn pending(settings: &Settings) -> anyhow::Result<Pending> {
     let clock = settings.clock;
     let topic = settings.lifecycle.erasure_topic.clone();
-    let mut config = ClientConfig::new();
-    for (k, v) in &settings.kafka.properties {
-        config.set(k, v.to_string());
-    }
-    config
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("group.id", format!("{}.audit", settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("log_level", "3");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer = crate::kafka::client::consumer(
+        &settings.kafka,
+        &format!("{}.audit", settings.kafka.group_id),
+    )
+    .set("log_level", "3")
+    .create()?;
     let consumer = std::sync::Arc::new(consumer);
     let timeout = Duration::from_secs(10);
     let partitions = {

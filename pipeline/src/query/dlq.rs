@@ -158,8 +158,7 @@ pub async fn replay(
         None
     } else {
         Some(
-            settings
-                .producer_config()
+            crate::kafka::client::producer(&settings.kafka)
                 .create()
                 .context("create Kafka producer")?,
         )

@@ -14,6 +14,7 @@ mod dead_letters;
 mod erasure;
 mod lifecycle;
 mod rig;
+mod security;
 mod storage;
 
 use std::time::{Duration, Instant};

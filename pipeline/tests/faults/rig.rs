@@ -130,11 +130,21 @@ pub fn messages(good: usize, bad: usize, seed: u64) -> Vec<meterline::dev::gener
 impl Rig {
     pub fn new(partitions: i32) -> Self {
         let tools = Tools::find().unwrap_or_else(|e| panic!("{e}"));
-        let broker = Broker::start(&tools);
-        let s3 = S3Server::start(&tools);
+        Self::with_broker(&tools, Broker::start(&tools), partitions)
+    }
+
+    /// A rig around `broker` (e.g. one behind TLS); clients of the rig use its
+    /// [`client_properties`](Broker::client_properties).
+    pub fn with_broker(tools: &Tools, broker: Broker, partitions: i32) -> Self {
         let topic = unique_name("readings");
-        let bucket = unique_name("lake");
         broker.create_topic(&topic, partitions);
+        Self::with_topic(tools, broker, topic)
+    }
+
+    /// A rig around `broker` and its existing readings topic `topic`.
+    pub fn with_topic(tools: &Tools, broker: Broker, topic: String) -> Self {
+        let s3 = S3Server::start(tools);
+        let bucket = unique_name("lake");
         s3.create_bucket(&bucket);
         Self {
             broker,
@@ -279,7 +289,11 @@ validation = {{ max_age_days = 36500 }}
 
     /// Produce messages and remember what the broker acknowledged.
     pub async fn produce(&mut self, messages: &[meterline::dev::generator::Message]) {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        for (k, v) in self.broker.client_properties() {
+            config.set(k, v);
+        }
+        let producer: FutureProducer = config
             .set("bootstrap.servers", self.broker.bootstrap())
             .set("linger.ms", "20")
             .set("queue.buffering.max.messages", "1000000")

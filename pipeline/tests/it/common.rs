@@ -54,6 +54,8 @@ impl Harness {
                 group_id: group.to_owned(),
                 readings_topic: self.topic.clone(),
                 properties: Default::default(),
+                secret_files: Default::default(),
+                allow_plaintext: false,
             },
             lake: self.lake_config(),
             pipeline: PipelineConfig {
