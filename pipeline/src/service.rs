@@ -209,6 +209,48 @@ fn log_ledger(metrics: &Metrics) {
     );
 }
 
+/// An S3 lake's bucket must not keep old versions of objects: an erased
+/// subject's files and a destroyed epoch key would survive as noncurrent
+/// versions. Refused (with why, and the option that overrides it) when
+/// versioning is enabled or suspended, or cannot be read; with
+/// `privacy.allow_versioned_bucket` a warning instead.
+async fn check_bucket(settings: &Settings) -> Result<(), String> {
+    use meterline_sinks::bucket::{versioning, Versioning};
+    const OVERRIDE: &str = "set privacy.allow_versioned_bucket = true only if the bucket's \
+        lifecycle rules expire noncurrent versions (and delete markers) within the erasure \
+        deadline";
+    let lake = meterline_sinks::Lake::new(&settings.lake).map_err(|e| e.to_string())?;
+    let problem = match versioning(&lake).await {
+        Ok(None | Some(Versioning::Off)) => return Ok(()),
+        Ok(Some(state @ (Versioning::Enabled | Versioning::Suspended))) => format!(
+            "the lake's bucket has versioning {}: objects meterline deletes (an erased \
+             subject's Parquet files, destroyed pseudonym key epochs) would survive as old \
+             versions",
+            if state == Versioning::Enabled {
+                "enabled"
+            } else {
+                "suspended (versions kept while it was enabled remain)"
+            }
+        ),
+        Err(e) => format!(
+            "{e}; meterline refuses to start without knowing that deleted objects are gone \
+             (grant s3:GetBucketVersioning)"
+        ),
+    };
+    if settings.allow_versioned_bucket {
+        tracing::warn!(
+            problem,
+            "privacy.allow_versioned_bucket is set: starting anyway (a standing exception in \
+             `meterline audit`)"
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "config field `privacy.allow_versioned_bucket`: {problem}; {OVERRIDE}"
+        ))
+    }
+}
+
 /// `meterline run --config PATH`: load and validate the configuration, serve
 /// metrics, run the pipeline until SIGTERM/Ctrl-C, and map the outcome to the
 /// documented exit codes (0 clean stop, 1 failure, 2 configuration, 75 fenced).
@@ -220,6 +262,10 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(message) = check_bucket(&settings).await {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     if settings.clock.is_shifted() {
         tracing::warn!(
             now = %settings.clock.now().to_rfc3339(),

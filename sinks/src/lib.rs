@@ -21,6 +21,7 @@
 // Unit tests: a scenario reads best whole (the lint applies to everything else).
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod bucket;
 pub mod dead_letter;
 pub mod delta;
 pub mod derived;

@@ -245,6 +245,12 @@ pub struct PrivacyConfig {
     pub access_log_retention_days: u32,
     /// A terminated account's data is erased this many days after termination.
     pub account_retention_days: u32,
+    /// Start on an S3 bucket that keeps old versions of objects (versioning
+    /// enabled or suspended), or whose versioning cannot be read. Off: refused,
+    /// because erased data and destroyed keys would survive as noncurrent
+    /// versions. For buckets whose lifecycle rules expire noncurrent versions
+    /// quickly; `meterline audit` lists it as a standing exception.
+    pub allow_versioned_bucket: bool,
 }
 
 impl Default for PrivacyConfig {
@@ -258,6 +264,7 @@ impl Default for PrivacyConfig {
             geoip_file: None,
             access_log_retention_days: 90,
             account_retention_days: 30,
+            allow_versioned_bucket: false,
         }
     }
 }

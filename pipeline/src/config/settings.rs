@@ -110,6 +110,8 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     /// "Now" for validation, key epochs and everything timed by the calendar.
     pub clock: Clock,
+    /// `privacy.allow_versioned_bucket`: start on a bucket that keeps old versions.
+    pub allow_versioned_bucket: bool,
 }
 
 impl Settings {
@@ -314,6 +316,7 @@ impl Config {
             aggregate,
             lifecycle,
             clock,
+            allow_versioned_bucket: self.privacy.allow_versioned_bucket,
         })
     }
 

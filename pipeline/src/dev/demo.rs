@@ -282,6 +282,7 @@ fn demo_settings(
             ..Default::default()
         },
         clock,
+        allow_versioned_bucket: false,
     })
 }
 

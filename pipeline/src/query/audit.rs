@@ -55,6 +55,9 @@ pub struct Report {
     pub pending: Option<Pending>,
     pub violations: Vec<String>,
     pub notes: Vec<String>,
+    /// Settings that weaken a promise on purpose (an override the operator
+    /// chose), listed on every report until they are removed.
+    pub exceptions: Vec<String>,
 }
 
 impl Report {
@@ -195,7 +198,39 @@ pub async fn report(
     scope.audit_counts(&mut report).await?;
     scope.pending_erasures(&mut report).await?;
     scope.live_keys(&mut report).await?;
+    report.exceptions = standing_exceptions(settings);
     Ok(report)
+}
+
+/// The overrides in effect that weaken what the lake promises.
+fn standing_exceptions(settings: &Settings) -> Vec<String> {
+    let mut exceptions = Vec::new();
+    if settings.allow_versioned_bucket {
+        exceptions.push(
+            "privacy.allow_versioned_bucket = true: the lake's bucket may keep old versions of \
+             erased data and destroyed key epochs; its lifecycle rules must expire noncurrent \
+             versions"
+                .to_owned(),
+        );
+    }
+    if settings.kafka.allow_plaintext {
+        exceptions.push(
+            "kafka.allow_plaintext = true: Kafka traffic to brokers off loopback may be \
+             unencrypted"
+                .to_owned(),
+        );
+    }
+    if settings.lake.storage_options.iter().any(|(k, v)| {
+        matches!(
+            k.to_ascii_lowercase().as_str(),
+            "allow_http" | "aws_allow_http"
+        ) && v.trim().eq_ignore_ascii_case("true")
+    }) {
+        exceptions.push(
+            "lake.storage_options.allow_http = true: S3 requests may be unencrypted".to_owned(),
+        );
+    }
+    exceptions
 }
 
 /// What one report looks at: the settings, the tenant asked about (all when
@@ -575,6 +610,9 @@ pub fn render(report: &Report) -> String {
     }
     for n in &report.notes {
         let _ = writeln!(out, "note: {n}");
+    }
+    for e in &report.exceptions {
+        let _ = writeln!(out, "standing exception: {e}");
     }
     if report.violations.is_empty() {
         let _ = writeln!(out, "OK: no retention or erasure deadline is broken");

@@ -235,3 +235,209 @@ deployment = "public"
     assert!(stderr.contains("0644"), "{stderr}");
     assert!(!stderr.contains(KEY_HEX), "{stderr}");
 }
+
+/// Runs `script` with the Python of moto's virtualenv (which has boto3), with
+/// `args`; its stdout.
+fn boto3(tools: &Tools, script: &str, args: &[&str]) -> String {
+    let python = tools
+        .moto_server
+        .parent()
+        .expect("moto_server's directory")
+        .join("python");
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    assert!(
+        output.status.success(),
+        "boto3 script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// boto3 clients of the moto server at argv[1].
+const BOTO3_CLIENTS: &str = r#"
+import boto3, json, sys
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1",
+          aws_access_key_id="meterline-test", aws_secret_access_key="meterline-test")
+"#;
+
+/// Every object meterline writes (Parquet files, Delta log entries, the wrapped
+/// epoch keys under `_keys/`) is stored with the configured server-side
+/// encryption: SSE-KMS with the key the test created in moto's KMS, and SSE-S3
+/// (AES256). Checked with a HEAD of each object by an independent client
+/// (boto3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_is_written_with_the_configured_server_side_encryption() {
+    let _serial = serial().await;
+    let tools = Tools::find().unwrap_or_else(|e| panic!("{e}"));
+    let mut rig = Rig::new(2);
+    rig.produce(&messages(4_000, 4, 83)).await;
+    let endpoint = rig.s3.endpoint();
+    let kms_key = boto3(
+        &tools,
+        &format!(
+            "{BOTO3_CLIENTS}print(boto3.client('kms', **kw).create_key()['KeyMetadata']['KeyId'])"
+        ),
+        &[&endpoint],
+    )
+    .trim()
+    .to_owned();
+    assert!(!kms_key.is_empty());
+    for (encryption, key_id) in [("aws:kms", Some(kms_key.as_str())), ("AES256", None)] {
+        let bucket = meterline::dev::testkit::unique_name("sse");
+        rig.s3.create_bucket(&bucket);
+        let config = rig.config("sse", None, "max_batch_rows = 2000");
+        let mut options = format!("aws_server_side_encryption = \"{encryption}\"\n");
+        if let Some(id) = key_id {
+            options.push_str(&format!("aws_sse_kms_key_id = \"{id}\"\n"));
+        }
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!("s3://{}/", rig.bucket), &format!("s3://{bucket}/"))
+            .replace(
+                "[lake.storage_options]\n",
+                &format!("[lake.storage_options]\n{options}"),
+            )
+            // Key epochs, so that wrapped epoch keys are written under _keys/.
+            .replace("key_rotation = \"never\"", "key_rotation = \"monthly\"");
+        std::fs::write(&config, text).unwrap();
+        // The readings are of October 2026: "now" in early November keeps their
+        // epochs' keys (the test never depends on today's date).
+        let mut p = rig.spawn_with_env(
+            "run-sse",
+            &config,
+            &[("METERLINE_FAKE_NOW", "2026-11-05T12:00:00+01:00")],
+        );
+        let lake = meterline_sinks::LakeConfig {
+            uri: format!("s3://{bucket}/lake"),
+            ..rig.lake()
+        };
+        let good = rig.produced.good;
+        crate::rig::eventually_async(
+            "every reading in the encrypted lake",
+            Duration::from_secs(120),
+            || {
+                let lake = lake.clone();
+                async move {
+                    meterline::query::sql::query(&lake, "SELECT count(*) FROM readings")
+                        .await
+                        .ok()
+                        .and_then(|b| {
+                            use arrow::array::AsArray;
+                            b.first().map(|b| {
+                                b.column(0)
+                                    .as_primitive::<arrow::datatypes::Int64Type>()
+                                    .value(0)
+                            })
+                        })
+                        == Some(good as i64)
+                }
+            },
+        )
+        .await;
+        let status = p.terminate(GRACE);
+        assert!(status.is_some_and(|s| s.success()), "clean stop");
+
+        let listing = boto3(
+            &tools,
+            &format!(
+                "{BOTO3_CLIENTS}{}",
+                r#"
+s3 = boto3.client('s3', **kw)
+out = []
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2]):
+    for o in page.get('Contents', []):
+        h = s3.head_object(Bucket=sys.argv[2], Key=o['Key'])
+        out.append([o['Key'], h.get('ServerSideEncryption'), h.get('SSEKMSKeyId')])
+print(json.dumps(out))
+"#
+            ),
+            &[&endpoint, &bucket],
+        );
+        let objects: Vec<(String, Option<String>, Option<String>)> =
+            serde_json::from_str(&listing).expect("the listing");
+        for part in ["lake/readings/", ".parquet", "/_delta_log/", "lake/_keys/"] {
+            assert!(
+                objects.iter().any(|(k, _, _)| k.contains(part)),
+                "{encryption}: no object with {part} in {objects:?}"
+            );
+        }
+        for (key, sse, kms) in &objects {
+            assert_eq!(sse.as_deref(), Some(encryption), "{key}");
+            if let Some(id) = key_id {
+                assert!(
+                    kms.as_deref().is_some_and(|k| k.ends_with(id)),
+                    "{key}: KMS key {kms:?}, configured {id}"
+                );
+            }
+        }
+        eprintln!(
+            "{encryption}: {} objects, every one encrypted",
+            objects.len()
+        );
+    }
+}
+
+/// A bucket with versioning enabled is refused at start (exit code 2, naming
+/// the override and why); with `privacy.allow_versioned_bucket = true`
+/// meterline starts with a warning, and `meterline audit` lists the override as
+/// a standing exception. (Every other scenario's bucket is unversioned and
+/// starts: the signed versioning request works against the S3 server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versioned_bucket_is_refused_unless_overridden() {
+    let _serial = serial().await;
+    let tools = Tools::find().unwrap_or_else(|e| panic!("{e}"));
+    let mut rig = Rig::new(1);
+    rig.produce(&messages(500, 0, 97)).await;
+    boto3(
+        &tools,
+        &format!(
+            "{BOTO3_CLIENTS}boto3.client('s3', **kw).put_bucket_versioning(Bucket=sys.argv[2], \
+             VersioningConfiguration={{'Status': 'Enabled'}})"
+        ),
+        &[&rig.s3.endpoint(), &rig.bucket],
+    );
+    let config = rig.config("versioned", None, "max_batch_rows = 500");
+    let output = Command::new(env!("CARGO_BIN_EXE_meterline"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .output()
+        .expect("meterline run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("privacy.allow_versioned_bucket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("versioning enabled"), "{stderr}");
+    assert!(stderr.contains("lifecycle"), "{stderr}");
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[privacy]\nallow_versioned_bucket = true\n");
+    std::fs::write(&config, &text).unwrap();
+    let mut p = rig.spawn("run-versioned", &config);
+    p.wait_line(0, Duration::from_secs(60), |l| {
+        l.contains("privacy.allow_versioned_bucket is set")
+    });
+    rig.await_rows(rig.produced.good, Duration::from_secs(120))
+        .await;
+    let status = p.terminate(GRACE);
+    assert!(status.is_some_and(|s| s.success()), "clean stop");
+    let audit = Command::new(env!("CARGO_BIN_EXE_meterline"))
+        .args(["audit", "--config"])
+        .arg(&config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
+        .output()
+        .expect("meterline audit");
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        report.contains("standing exception: privacy.allow_versioned_bucket = true"),
+        "{report}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}

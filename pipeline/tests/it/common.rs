@@ -85,6 +85,7 @@ impl Harness {
             },
             // `run_pipeline` hands the same clock to the sweeps and erasures.
             clock: meterline::dev::testkit::clock(),
+            allow_versioned_bucket: false,
         }
     }
 
