@@ -199,6 +199,16 @@ struct BatchTenant<'a> {
     meter_key: [u8; 32],
 }
 
+/// The batch's copies of the derived keys are wiped with it, as the
+/// pseudonymizer wipes its own.
+impl Drop for BatchTenant<'_> {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.device_key.zeroize();
+        self.meter_key.zeroize();
+    }
+}
+
 impl Operator for Anonymize {
     fn name(&self) -> &'static str {
         "anonymize"
