@@ -98,7 +98,7 @@ enum Command {
     ///
     /// Uses the tenants `oslo-utility` (public) and `acme-industri` (private).
     ///
-    /// Example:
+    /// Examples:
     ///   meterline simulate --brokers 127.0.0.1:9092 --meters 1000 --days 2 --rate 5000 --bad 20
     ///   meterline simulate --config deploy/meterline.toml --meters 1000
     ///
