@@ -288,14 +288,7 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let data = tempfile::tempdir().expect("tempdir");
         let command = |authentication: bool| {
-            let mut command = Command::new(&tools.tansu);
-            command
-                .current_dir(data.path())
-                .arg("broker")
-                .args(["--listener-url", &url])
-                .args(["--advertised-listener-url", &url])
-                .args(["--storage-engine", "sqlite://tansu.db"])
-                .env("RUST_LOG", "warn");
+            let mut command = tansu_broker(tools, data.path(), &url, &url, "sqlite://tansu.db");
             if authentication {
                 command.arg("--authentication");
             }
@@ -351,15 +344,7 @@ impl Broker {
             advertised.to_owned()
         };
         let data = tempfile::tempdir().expect("tempdir");
-        let mut command = Command::new(&tools.tansu);
-        command
-            // tansu resolves the SQLite path relative to its working directory.
-            .current_dir(data.path())
-            .arg("broker")
-            .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &advertised])
-            .args(["--storage-engine", storage_engine])
-            .env("RUST_LOG", "warn");
+        let command = tansu_broker(tools, data.path(), &url, &advertised, storage_engine);
         Self {
             server: Server::spawn("tansu", command, port),
             tansu: tools.tansu.clone(),
@@ -428,6 +413,26 @@ impl Broker {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// `tansu broker` listening on `url`, advertising `advertised`, its data in `data`.
+fn tansu_broker(
+    tools: &Tools,
+    data: &std::path::Path,
+    url: &str,
+    advertised: &str,
+    storage_engine: &str,
+) -> Command {
+    let mut command = Command::new(&tools.tansu);
+    command
+        // tansu resolves the SQLite path relative to its working directory.
+        .current_dir(data)
+        .arg("broker")
+        .args(["--listener-url", url])
+        .args(["--advertised-listener-url", advertised])
+        .args(["--storage-engine", storage_engine])
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// A certificate authority and a server certificate it signed, for 127.0.0.1
