@@ -49,12 +49,7 @@ pub async fn versioning(lake: &Lake) -> Result<Option<Versioning>, SinkError> {
     let endpoint = config(AmazonS3ConfigKey::Endpoint);
     let virtual_hosted = config(AmazonS3ConfigKey::VirtualHostedStyleRequest)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let allow_http = lake.storage_options().iter().any(|(k, v)| {
-        matches!(
-            k.to_ascii_lowercase().as_str(),
-            "allow_http" | "aws_allow_http"
-        ) && v.trim().eq_ignore_ascii_case("true")
-    });
+    let allow_http = crate::lake::allows_http(lake.storage_options());
     let url = match endpoint {
         // With virtual-hosted requests the endpoint already names the bucket.
         Some(e) if virtual_hosted => format!("{}/?versioning", e.trim_end_matches('/')),

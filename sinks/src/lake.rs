@@ -133,6 +133,12 @@ fn option<'a>(options: &'a HashMap<String, String>, keys: &[&str]) -> Option<&'a
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether object store `options` allow plain HTTP (`allow_http = "true"`).
+pub fn allows_http(options: &HashMap<String, String>) -> bool {
+    option(options, &["allow_http", "aws_allow_http"])
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// S3 over plain HTTP: refused unless `allow_http` is set explicitly (with a
 /// clear message, where the object store would fail later with a generic one),
 /// and warned about once per process when it is. HTTPS is the default.
@@ -146,8 +152,7 @@ fn check_transport(options: &HashMap<String, String>) -> Result<(), SinkError> {
             "endpoint_url",
         ],
     );
-    let allow_http = option(options, &["allow_http", "aws_allow_http"])
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let allow_http = allows_http(options);
     let Some(url) = endpoint.and_then(|e| Url::parse(e).ok()) else {
         return Ok(());
     };

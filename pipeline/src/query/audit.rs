@@ -220,12 +220,7 @@ fn standing_exceptions(settings: &Settings) -> Vec<String> {
                 .to_owned(),
         );
     }
-    if settings.lake.storage_options.iter().any(|(k, v)| {
-        matches!(
-            k.to_ascii_lowercase().as_str(),
-            "allow_http" | "aws_allow_http"
-        ) && v.trim().eq_ignore_ascii_case("true")
-    }) {
+    if meterline_sinks::lake::allows_http(&settings.lake.storage_options) {
         exceptions.push(
             "lake.storage_options.allow_http = true: S3 requests may be unencrypted".to_owned(),
         );
