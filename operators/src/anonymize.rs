@@ -242,13 +242,20 @@ impl Operator for Anonymize {
             // A replayed dead letter of a public tenant carries pseudonyms already
             // (verified by its replay tag in decode): keep them as they are.
             let replayed = c.flags.value(row) & flags::REPLAYED != 0;
-            // A public subject who upgraded to private treatment: their readings
-            // from the upgrade on are kept linked, never those before it.
+            // A public subject who upgraded to private treatment: readings of the
+            // meters the upgrade lists, from the moment it was recorded until it
+            // ends, are kept linked; never those before, nor other meters.
             let deployment = match (&upgrades, seen[slot].deployment) {
                 (Some(view), Deployment::Public)
                     if !replayed
                         && c.subject.is_valid(row)
-                        && view.upgraded(t, c.subject.value(row), c.start.value(row)) =>
+                        && view.upgraded(
+                            t,
+                            c.subject.value(row),
+                            c.meter_id.is_valid(row).then(|| c.meter_id.value(row)),
+                            c.device_id.value(row),
+                            c.start.value(row),
+                        ) =>
                 {
                     Deployment::Private
                 }

@@ -1,8 +1,16 @@
-//! What the consent ledger says, as the readings chain needs it: which meters have
-//! valid Elhub consent when, and which public-tenant subjects upgraded to private
-//! treatment from when. Built by the pipeline from the `consent_ledger` table; the
-//! operators only read it. Subjects and meters appear only as ledger hashes
+//! What the consent ledger says, as the readings chain and the erasure need it:
+//! which meters have valid Elhub consent when, which public-tenant subjects
+//! upgraded to private treatment for which of their meters and when, and which
+//! meters were a subject's when. Built by the pipeline from the `consent_ledger`
+//! table, entry by entry in the order they were recorded ([`ConsentView::apply`]);
+//! the operators only read it. Subjects and meters appear only as ledger hashes
 //! ([`crate::pseudonym::LedgerHasher`]).
+//!
+//! Times a producer cannot move: every change takes effect no earlier than the
+//! moment meterline recorded it where an earlier time would widen what is linked
+//! or stored (an upgrade, a grant after a revocation), and no later than that
+//! moment where a later time would keep something longer (a revocation, a
+//! termination, a withdrawal).
 
 use std::collections::HashMap;
 
@@ -18,32 +26,95 @@ use crate::tenant::TenantRegistry;
 /// A period `[from, to)` in microseconds; `to = None`: still valid.
 pub type Period = (i64, Option<i64>);
 
+/// The purpose an upgrade to private treatment is consented under when its event
+/// names none: `consent_withdrawn` of this purpose ends the upgrade.
+pub const DEFAULT_UPGRADE_PURPOSE: &str = "private_treatment";
+
+/// A consent ledger entry as the view needs it (subject and meters as ledger
+/// hashes; times in µs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub tenant: &'a str,
+    pub subject_hash: &'a str,
+    pub kind: ChangeKind<'a>,
+    /// Ledger hashes of the meters (or devices) the entry names.
+    pub meters: &'a [String],
+    /// The time the producer gave (`occurred_at`).
+    pub occurred: i64,
+    /// The time meterline recorded the entry (`recorded_at`).
+    pub recorded: i64,
+}
+
+/// What a ledger entry changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind<'a> {
+    ElhubGranted,
+    ElhubRevoked,
+    /// An upgrade to private treatment, consented under this purpose.
+    Upgraded(&'a str),
+    Terminated,
+    /// A purpose withdrawn (ends an upgrade consented under it).
+    Withdrawn(&'a str),
+    /// Anything else (a purpose granted): no effect on the view.
+    Other,
+}
+
+/// One meter's Elhub consent in one tenant.
+#[derive(Debug, Clone, Default)]
+struct MeterConsent {
+    /// Periods of valid consent, each with the subject hash that granted it.
+    periods: Vec<(Period, String)>,
+    /// When the last revocation (or the granting account's end) was recorded:
+    /// nothing of the meter before it may be stored again.
+    revoked: Option<i64>,
+}
+
+/// A link kept raw for an upgraded subject: one meter (or device) over a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Link {
+    meter_hash: String,
+    period: Period,
+}
+
+/// One upgraded subject.
+#[derive(Debug, Clone, Default)]
+struct Upgrade {
+    purpose: String,
+    links: Vec<Link>,
+}
+
 /// The consent state the readings chain checks.
 ///
 /// Keyed by ledger content, and deliberately not capped: it is the whole ledger's
 /// state, and forgetting an entry would drop readings a meter has consent for, or
 /// treat an upgraded subject's readings as public. It is bounded by the
 /// `consent_ledger` table instead: it is built from that table (every entry is a
-/// ledger row stored first; see `pipeline/src/subjects.rs`), rebuilt rather than
-/// grown when the ledger changes, and readings only look it up (`&self`), so no
-/// reading adds to it.
+/// ledger row stored first; see `pipeline/src/privacy/subjects`), rebuilt rather
+/// than grown when the ledger changes, and readings only look it up (`&self`), so
+/// no reading adds to it.
 #[derive(Debug, Clone)]
 pub struct ConsentView {
     hasher: LedgerHasher,
-    /// (tenant, meter hash) -> periods of valid Elhub consent.
-    elhub: HashMap<(String, String), Vec<Period>>,
-    /// (tenant, subject hash) -> upgrade time (µs).
-    upgrades: HashMap<(String, String), i64>,
+    /// (tenant, meter hash) -> Elhub consent.
+    elhub: HashMap<(String, String), MeterConsent>,
+    /// (tenant, subject hash) -> the upgrade.
+    upgrades: HashMap<(String, String), Upgrade>,
 }
 
 /// Whether a reading may be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allowed,
-    /// Consent was revoked before the interval, or given only after it.
+    /// Consent was revoked, or given only after the interval.
     NotCovered,
     /// The ledger knows nothing of this meter.
     Unknown,
+}
+
+fn close(period: &mut Period, at: i64) {
+    if period.1.is_none() {
+        period.1 = Some(at.max(period.0));
+    }
 }
 
 impl ConsentView {
@@ -59,27 +130,107 @@ impl ConsentView {
         &self.hasher
     }
 
-    /// Record an Elhub consent grant (`granted`) or revocation for a meter hash at
-    /// `at` (µs), in ledger order.
-    pub fn elhub_event(&mut self, tenant: &str, meter_hash: &str, at: i64, granted: bool) {
-        let periods = self
-            .elhub
-            .entry((tenant.to_owned(), meter_hash.to_owned()))
-            .or_default();
-        match (granted, periods.last_mut()) {
-            (true, Some((_, None))) => {} // already valid
-            (true, _) => periods.push((at, None)),
-            (false, Some(last @ (_, None))) => last.1 = Some(at.max(last.0)),
-            (false, _) => {}
+    /// Apply one ledger entry. Entries must come in the order they were recorded.
+    pub fn apply(&mut self, change: &Change<'_>) {
+        let earliest = change.occurred.min(change.recorded);
+        let latest = change.occurred.max(change.recorded);
+        match change.kind {
+            ChangeKind::ElhubGranted => {
+                for m in change.meters {
+                    let consent = self
+                        .elhub
+                        .entry((change.tenant.to_owned(), m.clone()))
+                        .or_default();
+                    if consent.periods.iter().any(|(p, _)| p.1.is_none()) {
+                        continue; // already valid
+                    }
+                    // A grant after a revocation cannot reopen what the revocation
+                    // closed (that data is being deleted).
+                    let from = consent
+                        .revoked
+                        .map_or(change.occurred, |r| change.occurred.max(r));
+                    consent
+                        .periods
+                        .push(((from, None), change.subject_hash.to_owned()));
+                }
+            }
+            ChangeKind::ElhubRevoked => {
+                for m in change.meters {
+                    if let Some(consent) =
+                        self.elhub.get_mut(&(change.tenant.to_owned(), m.clone()))
+                    {
+                        Self::revoke(consent, change.recorded, earliest);
+                    }
+                }
+            }
+            ChangeKind::Upgraded(purpose) => self.upgrade(change, purpose, latest),
+            ChangeKind::Withdrawn(purpose) => {
+                if let Some(upgrade) = self
+                    .upgrades
+                    .get_mut(&(change.tenant.to_owned(), change.subject_hash.to_owned()))
+                {
+                    if upgrade.purpose == purpose {
+                        for l in &mut upgrade.links {
+                            close(&mut l.period, earliest);
+                        }
+                    }
+                }
+            }
+            ChangeKind::Terminated => {
+                if let Some(upgrade) = self
+                    .upgrades
+                    .get_mut(&(change.tenant.to_owned(), change.subject_hash.to_owned()))
+                {
+                    for l in &mut upgrade.links {
+                        close(&mut l.period, earliest);
+                    }
+                }
+                // The account's Elhub consents end with it.
+                for ((tenant, _), consent) in &mut self.elhub {
+                    if tenant == change.tenant
+                        && consent
+                            .periods
+                            .iter()
+                            .any(|(p, s)| p.1.is_none() && s == change.subject_hash)
+                    {
+                        Self::revoke(consent, change.recorded, earliest);
+                    }
+                }
+            }
+            ChangeKind::Other => {}
         }
     }
 
-    /// Record an upgrade to private treatment.
-    pub fn upgrade(&mut self, tenant: &str, subject_hash: &str, at: i64) {
-        self.upgrades
-            .entry((tenant.to_owned(), subject_hash.to_owned()))
-            .and_modify(|t| *t = (*t).min(at))
-            .or_insert(at);
+    /// Link the meters an upgrade lists, from `from` (never before it was
+    /// recorded: a backdated upgrade links nothing that came before).
+    fn upgrade(&mut self, change: &Change<'_>, purpose: &str, from: i64) {
+        let upgrade = self
+            .upgrades
+            .entry((change.tenant.to_owned(), change.subject_hash.to_owned()))
+            .or_default();
+        purpose.clone_into(&mut upgrade.purpose);
+        for m in change.meters {
+            if upgrade
+                .links
+                .iter()
+                .any(|l| &l.meter_hash == m && l.period.1.is_none())
+            {
+                continue;
+            }
+            upgrade.links.push(Link {
+                meter_hash: m.clone(),
+                period: (from, None),
+            });
+        }
+    }
+
+    /// Close the open period (at the earlier of the event's times) and bar the
+    /// meter's past from storage from the moment the revocation was recorded.
+    fn revoke(consent: &mut MeterConsent, recorded: i64, earliest: i64) {
+        for (p, _) in &mut consent.periods {
+            close(p, earliest);
+        }
+        consent.revoked = Some(consent.revoked.map_or(recorded, |r| r.max(recorded)));
     }
 
     /// May a reading of `meter_id` starting at `start` (µs) be stored?
@@ -87,11 +238,13 @@ impl ConsentView {
         let key = (tenant.to_owned(), self.hasher.hash(meter_id));
         match self.elhub.get(&key) {
             None => Verdict::Unknown,
-            Some(periods) => {
-                if periods
+            Some(consent) => {
+                let barred = consent.revoked.is_some_and(|r| start < r);
+                let covered = consent
+                    .periods
                     .iter()
-                    .any(|(from, to)| *from <= start && to.is_none_or(|t| start < t))
-                {
+                    .any(|((from, to), _)| *from <= start && to.is_none_or(|t| start < t));
+                if covered && !barred {
                     Verdict::Allowed
                 } else {
                     Verdict::NotCovered
@@ -100,17 +253,125 @@ impl ConsentView {
         }
     }
 
-    /// True when the subject upgraded to private treatment at or before `start`.
-    pub fn upgraded(&self, tenant: &str, subject: &str, start: i64) -> bool {
+    /// True when the subject's upgrade to private treatment covers the meter or
+    /// the device at `start`: only meters the upgrade lists, only from the moment
+    /// it was recorded, until the account ends or the upgrade's consent is
+    /// withdrawn.
+    pub fn upgraded(
+        &self,
+        tenant: &str,
+        subject: &str,
+        meter: Option<&str>,
+        device: &str,
+        start: i64,
+    ) -> bool {
         if self.upgrades.is_empty() {
             return false;
         }
-        let key = (tenant.to_owned(), self.hasher.hash(subject));
-        self.upgrades.get(&key).is_some_and(|at| *at <= start)
+        let Some(upgrade) = self
+            .upgrades
+            .get(&(tenant.to_owned(), self.hasher.hash(subject)))
+        else {
+            return false;
+        };
+        let ids = [
+            meter.map(|m| self.hasher.hash(m)),
+            Some(self.hasher.hash(device)),
+        ];
+        upgrade.links.iter().any(|l| {
+            let (from, to) = l.period;
+            from <= start
+                && to.is_none_or(|t| start < t)
+                && ids.iter().flatten().any(|h| *h == l.meter_hash)
+        })
     }
 
     pub fn has_upgrades(&self) -> bool {
         !self.upgrades.is_empty()
+    }
+
+    /// Every (tenant, meter hash) whose revocation was recorded, with that time (µs).
+    pub fn revocations(&self) -> impl Iterator<Item = (&str, &str, i64)> + '_ {
+        self.elhub
+            .iter()
+            .filter_map(|((t, m), c)| c.revoked.map(|r| (t.as_str(), m.as_str(), r)))
+    }
+}
+
+/// The meters (ledger hashes) that were one subject's, and when: from an Elhub
+/// consent grant or an upgrade naming the meter to its revocation, the
+/// withdrawal of the upgrade or the account's end. Built from that subject's
+/// ledger entries in order; used to find its readings that carry no `subject`.
+/// Periods end at the later of the event's times (what was stored until
+/// meterline knew is theirs); they begin at the grant, or when an upgrade was
+/// recorded (its links begin then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectMeters {
+    periods: HashMap<String, Vec<Period>>,
+    upgrade_purpose: Option<String>,
+}
+
+impl SubjectMeters {
+    /// Apply one of the subject's entries (in `seq` order).
+    pub fn apply(&mut self, change: &Change<'_>) {
+        let latest = change.occurred.max(change.recorded);
+        let mut open = |m: &String, from: i64| {
+            let periods = self.periods.entry(m.clone()).or_default();
+            if !periods.iter().any(|p| p.1.is_none()) {
+                periods.push((from, None));
+            }
+        };
+        match change.kind {
+            ChangeKind::ElhubGranted => change.meters.iter().for_each(|m| open(m, change.occurred)),
+            ChangeKind::Upgraded(purpose) => {
+                change.meters.iter().for_each(|m| open(m, latest));
+                self.upgrade_purpose = Some(purpose.to_owned());
+            }
+            ChangeKind::ElhubRevoked => {
+                for m in change.meters {
+                    self.periods
+                        .get_mut(m)
+                        .into_iter()
+                        .flatten()
+                        .for_each(|p| close(p, latest));
+                }
+            }
+            ChangeKind::Withdrawn(purpose) if self.upgrade_purpose.as_deref() == Some(purpose) => {
+                self.periods
+                    .values_mut()
+                    .flatten()
+                    .for_each(|p| close(p, latest));
+            }
+            ChangeKind::Terminated => self
+                .periods
+                .values_mut()
+                .flatten()
+                .for_each(|p| close(p, latest)),
+            ChangeKind::Withdrawn(_) | ChangeKind::Other => {}
+        }
+    }
+
+    /// True when meter `meter_hash` was the subject's at `at` (µs).
+    pub fn covers(&self, meter_hash: &str, at: i64) -> bool {
+        self.periods.get(meter_hash).is_some_and(|ps| {
+            ps.iter()
+                .any(|(from, to)| *from <= at && to.is_none_or(|t| at < t))
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.periods.is_empty()
+    }
+
+    /// Every meter (ledger hash) with its periods, in hash order.
+    pub fn meters(&self) -> Vec<(&str, &[Period])> {
+        let mut out: Vec<_> = self
+            .periods
+            .iter()
+            .map(|(m, p)| (m.as_str(), p.as_slice()))
+            .collect();
+        out.sort_by_key(|(m, _)| *m);
+        out
     }
 }
 
@@ -161,33 +422,130 @@ mod tests {
     use super::*;
     use crate::MasterKey;
 
-    #[test]
-    fn elhub_periods_cover_from_grant_until_revocation() {
-        let hasher = LedgerHasher::new(&MasterKey::from_bytes([3; 32]));
-        let m = hasher.hash("707057500000000018");
-        let mut v = ConsentView::new(hasher);
-        assert_eq!(v.elhub("t", "707057500000000018", 5), Verdict::Unknown);
-        v.elhub_event("t", &m, 10, true);
-        v.elhub_event("t", &m, 20, false);
-        v.elhub_event("t", &m, 30, true);
-        let at = |s| v.elhub("t", "707057500000000018", s);
-        assert_eq!(at(9), Verdict::NotCovered);
-        assert_eq!(at(10), Verdict::Allowed);
-        assert_eq!(at(19), Verdict::Allowed);
-        assert_eq!(at(20), Verdict::NotCovered);
-        assert_eq!(at(29), Verdict::NotCovered);
-        assert_eq!(at(1_000), Verdict::Allowed);
-        assert_eq!(v.elhub("u", "707057500000000018", 15), Verdict::Unknown);
+    const METER: &str = "707057500000000018";
+
+    fn change<'a>(
+        kind: ChangeKind<'a>,
+        subject: &'a str,
+        meters: &'a [String],
+        occurred: i64,
+        recorded: i64,
+    ) -> Change<'a> {
+        Change {
+            tenant: "t",
+            subject_hash: subject,
+            kind,
+            meters,
+            occurred,
+            recorded,
+        }
     }
 
     #[test]
-    fn upgrades_count_from_their_time_on() {
+    fn elhub_periods_cover_from_grant_and_a_revocation_bars_the_past() {
+        let hasher = LedgerHasher::new(&MasterKey::from_bytes([3; 32]));
+        let m = [hasher.hash(METER)];
+        let mut v = ConsentView::new(hasher);
+        assert_eq!(v.elhub("t", METER, 5), Verdict::Unknown);
+        v.apply(&change(ChangeKind::ElhubGranted, "s", &m, 10, 11));
+        let at = |v: &ConsentView, s| v.elhub("t", METER, s);
+        assert_eq!(at(&v, 9), Verdict::NotCovered);
+        assert_eq!(at(&v, 10), Verdict::Allowed);
+        assert_eq!(at(&v, 1_000), Verdict::Allowed);
+        // Revoked (occurred 20, recorded 25): nothing before 25 is stored any more,
+        // whatever its interval.
+        v.apply(&change(ChangeKind::ElhubRevoked, "s", &m, 20, 25));
+        for s in [10, 19, 20, 24, 25, 1_000] {
+            assert_eq!(at(&v, s), Verdict::NotCovered, "{s}");
+        }
+        // A new grant, backdated to 15: a new period from the revocation on.
+        v.apply(&change(ChangeKind::ElhubGranted, "s", &m, 15, 30));
+        assert_eq!(at(&v, 24), Verdict::NotCovered);
+        assert_eq!(at(&v, 25), Verdict::Allowed);
+        assert_eq!(v.elhub("u", METER, 25), Verdict::Unknown);
+        assert_eq!(v.revocations().map(|r| r.2).collect::<Vec<_>>(), [25]);
+    }
+
+    #[test]
+    fn the_account_end_revokes_the_meters_it_granted() {
+        let hasher = LedgerHasher::new(&MasterKey::from_bytes([3; 32]));
+        let m = [hasher.hash(METER)];
+        let mut v = ConsentView::new(hasher);
+        v.apply(&change(ChangeKind::ElhubGranted, "s", &m, 10, 10));
+        v.apply(&change(ChangeKind::Terminated, "other", &[], 20, 20));
+        assert_eq!(v.elhub("t", METER, 30), Verdict::Allowed);
+        v.apply(&change(ChangeKind::Terminated, "s", &[], 40, 35));
+        assert_eq!(v.elhub("t", METER, 30), Verdict::NotCovered);
+        assert_eq!(v.elhub("t", METER, 50), Verdict::NotCovered);
+    }
+
+    #[test]
+    fn upgrades_link_listed_meters_from_their_record_time_until_they_end() {
         let hasher = LedgerHasher::new(&MasterKey::from_bytes([3; 32]));
         let s = hasher.hash("acct-9");
+        let m = [hasher.hash(METER), hasher.hash("dev-9")];
         let mut v = ConsentView::new(hasher);
-        v.upgrade("t", &s, 100);
-        assert!(!v.upgraded("t", "acct-9", 99));
-        assert!(v.upgraded("t", "acct-9", 100));
-        assert!(!v.upgraded("u", "acct-9", 100));
+        // Occurred at 50, recorded at 100: linked from 100.
+        v.apply(&change(
+            ChangeKind::Upgraded("private_treatment"),
+            &s,
+            &m,
+            50,
+            100,
+        ));
+        let up = |v: &ConsentView, meter: Option<&str>, device: &str, at| {
+            v.upgraded("t", "acct-9", meter, device, at)
+        };
+        assert!(!up(&v, Some(METER), "x", 99));
+        assert!(up(&v, Some(METER), "x", 100));
+        assert!(up(&v, None, "dev-9", 100));
+        assert!(
+            !up(&v, Some("707057500000000025"), "dev-other", 100),
+            "a meter not listed"
+        );
+        assert!(!v.upgraded("u", "acct-9", Some(METER), "x", 100));
+        // Another purpose withdrawn: nothing changes; the upgrade's own: unlinked.
+        v.apply(&change(ChangeKind::Withdrawn("name"), &s, &[], 200, 200));
+        assert!(up(&v, Some(METER), "x", 300));
+        v.apply(&change(
+            ChangeKind::Withdrawn("private_treatment"),
+            &s,
+            &[],
+            300,
+            250,
+        ));
+        assert!(up(&v, Some(METER), "x", 249));
+        assert!(!up(&v, Some(METER), "x", 250));
+        // Upgraded again, then terminated (a future-dated termination ends it when
+        // recorded).
+        v.apply(&change(
+            ChangeKind::Upgraded("private_treatment"),
+            &s,
+            &m,
+            400,
+            400,
+        ));
+        assert!(up(&v, Some(METER), "x", 450));
+        v.apply(&change(ChangeKind::Terminated, &s, &[], 9_000, 500));
+        assert!(up(&v, Some(METER), "x", 499));
+        assert!(!up(&v, Some(METER), "x", 500));
+    }
+
+    #[test]
+    fn a_subjects_meters_are_theirs_only_between_grant_and_end() {
+        let m = ["m1".to_owned()];
+        let mut s = SubjectMeters::default();
+        assert!(s.is_empty());
+        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 10, 12));
+        s.apply(&change(ChangeKind::ElhubRevoked, "s", &m, 20, 25));
+        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 40, 40));
+        s.apply(&change(ChangeKind::Terminated, "s", &[], 60, 55));
+        let c = |at| s.covers("m1", at);
+        assert!(!c(9));
+        assert!(c(10) && c(24));
+        assert!(!c(25) && !c(39));
+        assert!(c(40) && c(59));
+        assert!(!c(60));
+        assert!(!s.covers("m2", 15));
     }
 }

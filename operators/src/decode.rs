@@ -818,6 +818,12 @@ impl Decoder {
                 "field `tenant`: not a configured tenant",
             ));
         };
+        if self.tenants.is_retired(tenant) {
+            return Err(reject(
+                Reason::UnknownTenant,
+                "field `tenant`: the tenant is retired (its stored data is kept until its retention ends; new data is not accepted)",
+            ));
+        }
         check_id("device_id", &w.device_id)?;
         let meter_id = w.meter_id.filter(|m| !m.is_empty());
         if let Some(m) = &meter_id {

@@ -98,6 +98,9 @@ pub enum TenantError {
 pub struct TenantRegistry {
     tenants: Vec<Arc<Tenant>>,
     by_id: HashMap<String, usize>,
+    /// Per tenant: retired (its stored data is kept until its retention ends; no
+    /// new data is accepted).
+    retired: Vec<bool>,
 }
 
 impl TenantRegistry {
@@ -120,8 +123,34 @@ impl TenantRegistry {
                 .by_id
                 .insert(tenant.id.clone(), registry.tenants.len());
             registry.tenants.push(Arc::new(tenant));
+            registry.retired.push(false);
         }
         Ok(registry)
+    }
+
+    /// Mark tenants retired: their stored data stays under their retention
+    /// (sweeps, key destruction, audit and erasure see them), but no new
+    /// reading or subject event of theirs is accepted. Unknown ids are ignored.
+    #[must_use]
+    pub fn with_retired<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Self {
+        for id in ids {
+            if let Some(i) = self.index_of(id) {
+                self.retired[i] = true;
+            }
+        }
+        self
+    }
+
+    /// True when the tenant at `index` is retired.
+    pub fn is_retired(&self, index: usize) -> bool {
+        self.retired.get(index).copied().unwrap_or(false)
+    }
+
+    /// The tenant, if configured and accepting data (not retired).
+    pub fn accepting(&self, id: &str) -> Option<&Tenant> {
+        self.index_of(id)
+            .filter(|i| !self.is_retired(*i))
+            .map(|i| self.get(i))
     }
 
     /// The tenant's index (stable for the registry's life), if configured.

@@ -42,7 +42,8 @@ use crate::write::write_files;
 use crate::SinkError;
 
 /// Which rows to remove: given a batch of the requested columns of one file, true
-/// for each row to remove.
+/// for each row to remove. The batch holds the columns in the file's order, not
+/// the order they were requested in: look them up by name.
 pub type RowMatcher<'a> = &'a (dyn Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync);
 
 /// Which files to look at (or, for [`remove_files`], to remove): given a file's

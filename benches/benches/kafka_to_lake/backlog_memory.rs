@@ -208,6 +208,7 @@ listen = "127.0.0.1:{port}"
 id = "oslo-utility"
 deployment = "public"
 key_rotation = "never"
+allow_static_pseudonyms = true
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 [[tenants]]

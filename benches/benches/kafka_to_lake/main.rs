@@ -594,6 +594,7 @@ id = "{TENANT}"
 deployment = "public"
 # Fixed-date data: one key for all of it, readings of any age accepted.
 key_rotation = "never"
+allow_static_pseudonyms = true
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 "#,

@@ -12,6 +12,10 @@ const GOOD: &str = r#"{"schema":"reading/v1","tenant":"oslo","device_id":"dev-00
  "pii":{"name":"Kari Nordmann","email":"kari@example.no"},"extra":"ignored"}"#;
 
 fn decoder() -> Decoder {
+    decoder_with_retired(&[])
+}
+
+fn decoder_with_retired(retired: &[&str]) -> Decoder {
     let tenants = TenantRegistry::new([
         Tenant {
             id: "oslo".into(),
@@ -26,7 +30,8 @@ fn decoder() -> Decoder {
             rules: Rules::default(),
         },
     ])
-    .unwrap();
+    .unwrap()
+    .with_retired(retired.iter().copied());
     let key = MasterKey::from_bytes([9; 32]);
     Decoder::new(
         DecodeConfig::default(),
@@ -125,6 +130,22 @@ fn local_date_follows_the_tenant_calendar_across_dst() {
         let got = out.batch.column(8).as_primitive::<Date32Type>().value(0);
         assert_eq!(got, date(expected), "{start}");
     }
+}
+
+#[test]
+fn a_retired_tenant_accepts_no_new_readings() {
+    let records = [RawRecord {
+        partition: 0,
+        offset: 0,
+        payload: Some(GOOD.as_bytes()),
+        replay_tag: None,
+    }];
+    let out = decoder_with_retired(&["oslo"]).decode(&records, &ctx());
+    assert_eq!(out.batch.num_rows(), 0);
+    assert_eq!(out.dead_letters[0].reason, Reason::UnknownTenant);
+    assert!(out.dead_letters[0].detail.contains("retired"));
+    let out = decoder_with_retired(&["acme"]).decode(&records, &ctx());
+    assert_eq!(out.batch.num_rows(), 1);
 }
 
 #[test]

@@ -226,8 +226,9 @@ pub struct PrivacyConfig {
     /// number (`fødselsnummer`, `fnr`, `personnummer`, `d_nummer`, ...) are removed
     /// either way.
     pub special_category_fields: Option<Vec<String>>,
-    /// Compacted topic of erasure requests: a record with key = subject and no
-    /// value (a tombstone) erases that subject. Empty: no erasure consumer.
+    /// Compacted topic of erasure requests: a record with key =
+    /// `<tenant>/<subject>` and no value (a tombstone) erases that tenant's
+    /// subject. Empty: no erasure consumer.
     pub erasure_topic: String,
     /// An erasure must be complete (rows removed, aggregates recomputed, old files
     /// deleted) within this many seconds of the request; `meterline audit` reports
@@ -245,6 +246,10 @@ pub struct PrivacyConfig {
     pub access_log_retention_days: u32,
     /// A terminated account's data is erased this many days after termination.
     pub account_retention_days: u32,
+    /// A meter's stored readings (and everything derived from them) are deleted
+    /// this many days after its Elhub consent revocation was recorded; 0: at the
+    /// next retention sweep.
+    pub elhub_revocation_retention_days: u32,
     /// Start on an S3 bucket that keeps old versions of objects (versioning
     /// enabled or suspended), or whose versioning cannot be read. Off: refused,
     /// because erased data and destroyed keys would survive as noncurrent
@@ -264,6 +269,7 @@ impl Default for PrivacyConfig {
             geoip_file: None,
             access_log_retention_days: 90,
             account_retention_days: 30,
+            elhub_revocation_retention_days: 0,
             allow_versioned_bucket: false,
         }
     }
@@ -351,6 +357,17 @@ pub struct TenantConfig {
     /// readings (corrections) of that epoch are not stored.
     #[serde(default = "default_key_grace_days")]
     pub key_grace_days: u32,
+    /// A public tenant with `key_rotation = "never"`: its pseudonyms link a meter
+    /// across all time and are never destroyed. Refused unless this is true
+    /// (`meterline audit` lists it as a standing exception).
+    #[serde(default)]
+    pub allow_static_pseudonyms: bool,
+    /// The tenant no longer sends data: what is stored is kept until its
+    /// retention ends (sweeps, key destruction, erasure and audit go on), new
+    /// readings and subject events are refused (`unknown_tenant`). A tenant
+    /// with data in the lake must stay listed (retired) until it is gone.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 fn default_key_grace_days() -> u32 {

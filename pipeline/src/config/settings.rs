@@ -425,6 +425,7 @@ impl Config {
             geo,
             access_log_days: p.access_log_retention_days,
             account_days: p.account_retention_days,
+            revocation_days: p.elhub_revocation_retention_days,
             erasure_topic: p.erasure_topic.clone(),
             erasure_group: format!("{}.erasure", self.kafka.group_id),
             erasure_deadline: Duration::from_secs(p.erasure_deadline_secs),
@@ -665,7 +666,8 @@ fn tenant_registry(configs: &[TenantConfig]) -> Result<TenantRegistry, ConfigErr
         .enumerate()
         .map(|(i, t)| tenant(i, t))
         .collect::<Result<Vec<_>, _>>()?;
-    TenantRegistry::new(tenants).map_err(|e| invalid("tenants", e.to_string()))
+    let registry = TenantRegistry::new(tenants).map_err(|e| invalid("tenants", e.to_string()))?;
+    Ok(registry.with_retired(configs.iter().filter(|t| t.retired).map(|t| t.id.as_str())))
 }
 
 fn tenant(i: usize, t: &TenantConfig) -> Result<Tenant, ConfigError> {
@@ -698,6 +700,11 @@ fn key_rotation(
     use meterline_operators::epoch::Rotation;
     match (t.key_rotation.as_deref(), &t.deployment) {
         (None, DeploymentConfig::Public) => Ok(Rotation::Monthly),
+        (Some("never"), DeploymentConfig::Public) if !t.allow_static_pseudonyms => Err(invalid(
+            format!("tenants[{i}].key_rotation"),
+            "`never` on a public tenant keeps one pseudonym per meter for good (linkable across \
+             all time, never destroyed); set allow_static_pseudonyms = true to accept that",
+        )),
         (None | Some("never"), _) => Ok(Rotation::Never),
         (Some(text), DeploymentConfig::Public) => Rotation::parse(text).ok_or_else(|| {
             invalid(
@@ -904,6 +911,9 @@ pub struct LifecycleSettings {
     pub access_log_days: u32,
     /// A terminated account's data is erased this many days after termination.
     pub account_days: u32,
+    /// A revoked meter's readings are deleted this many days after the revocation
+    /// was recorded (0: at the next sweep).
+    pub revocation_days: u32,
     /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
     /// `Settings::clock`.
     pub clock: meterline_operators::Clock,
@@ -923,6 +933,7 @@ impl Default for LifecycleSettings {
             geo: Arc::new(CidrTable::default()),
             access_log_days: 90,
             account_days: 30,
+            revocation_days: 0,
             clock: meterline_operators::Clock::system(),
         }
     }
@@ -1065,6 +1076,35 @@ mod tests {
             on.memory_bound_bytes() - off.memory_bound_bytes(),
             1000 * 1200 + 2_000_000 * 24
         );
+    }
+
+    #[test]
+    fn static_pseudonyms_need_saying_and_retired_tenants_accept_nothing_new() {
+        let key = || Some("ab".repeat(32));
+        let never = MINIMAL.replace("\"private\"", "\"public\"\nkey_rotation = \"never\"");
+        let err = parse(&never)
+            .unwrap()
+            .build_with_key(key(), Clock::system())
+            .unwrap_err();
+        assert!(err.to_string().contains("allow_static_pseudonyms"), "{err}");
+        let allowed = never.replace(
+            "key_rotation",
+            "allow_static_pseudonyms = true\nkey_rotation",
+        );
+        assert!(parse(&allowed)
+            .unwrap()
+            .build_with_key(key(), Clock::system())
+            .is_ok());
+        let retired = format!(
+            "{MINIMAL}\n[[tenants]]\nid = \"gone\"\ndeployment = \"private\"\nretired = true\n"
+        );
+        let s = parse(&retired)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap();
+        assert!(s.tenants.by_id("gone").is_some(), "kept for its retention");
+        assert!(s.tenants.accepting("gone").is_none(), "accepts nothing new");
+        assert!(s.tenants.accepting("acme").is_some());
     }
 
     #[test]

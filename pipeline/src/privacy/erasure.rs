@@ -1,5 +1,10 @@
-//! The erasure consumer: tombstones on the erasure topic (key = subject, null
-//! value) erase that subject from the lake (see [`crate::privacy::lifecycle`]).
+//! The erasure consumer: tombstones on the erasure topic (key =
+//! `<tenant>/<subject>`, null value) erase that tenant's subject from the lake
+//! (see [`crate::privacy::lifecycle`]). Subject ids are unique only within a
+//! tenant, so a key without a tenant (no `/`, or a tenant that is not a valid
+//! tenant id) is refused as `ignored`: it could name someone else. The topic can
+//! stay compacted: the key of a request is its target, and a tombstone is what
+//! compaction keeps last.
 //!
 //! Exactly once per request: the audit row of an erasure is committed together
 //! with the Kafka position it answers (a `txn` action, app id
@@ -22,8 +27,19 @@ use crate::metrics::Metrics;
 use crate::privacy::lifecycle::{Lifecycle, Work};
 use crate::shutdown::{pause, Shutdown};
 
-/// Longest subject id accepted as an erasure key (bytes).
+/// Longest subject id accepted in an erasure key (bytes).
 pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// The (tenant, subject) an erasure key names: `<tenant>/<subject>`. Tenant ids
+/// hold no `/`, so the first one separates them; the subject may contain more.
+pub fn parse_key(key: &[u8]) -> Option<(String, String)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let (tenant, subject) = key.split_once('/')?;
+    (meterline_operators::tenant::valid_tenant_id(tenant)
+        && !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_BYTES)
+        .then(|| (tenant.to_owned(), subject.to_owned()))
+}
 
 /// One request read from the topic (the message itself is not held while the
 /// erasure runs).
@@ -32,17 +48,15 @@ struct Request {
     partition: i32,
     offset: i64,
     /// `None`: not a usable erasure request (a value, or no usable key).
-    subject: Option<String>,
+    target: Option<(String, String)>,
     requested_at: DateTime<Utc>,
 }
 
 /// `clock` reads the record's create time (wall time) as "our" time, so that the
 /// deadline is measured on the clock that completes the erasure.
 fn request(message: &rdkafka::message::BorrowedMessage<'_>, clock: Clock) -> Request {
-    let subject = match (message.key(), message.payload()) {
-        (Some(key), None) if !key.is_empty() && key.len() <= MAX_SUBJECT_BYTES => {
-            std::str::from_utf8(key).ok().map(str::to_owned)
-        }
+    let target = match (message.key(), message.payload()) {
+        (Some(key), None) => parse_key(key),
         _ => None,
     };
     let requested_at = message
@@ -53,7 +67,7 @@ fn request(message: &rdkafka::message::BorrowedMessage<'_>, clock: Clock) -> Req
     Request {
         partition: message.partition(),
         offset: message.offset(),
-        subject,
+        target,
         requested_at,
     }
 }
@@ -161,13 +175,13 @@ async fn handle(
             {
                 return Ok(());
             }
-            let Some(subject) = &req.subject else {
+            let Some((tenant, subject)) = &req.target else {
                 // Never echo the key or value: they may be personal data.
                 metrics.erasures.with_label_values(&["ignored"]).inc();
                 warn!(
                     partition = req.partition,
                     offset = req.offset,
-                    "erasure topic: record is not a tombstone with a subject key (1-{MAX_SUBJECT_BYTES} bytes of UTF-8); ignored"
+                    "erasure topic: record is not a tombstone keyed `<tenant>/<subject>` (a tenant id, `/`, then 1-{MAX_SUBJECT_BYTES} bytes of UTF-8); ignored"
                 );
                 return lifecycle.answer(&[(app_id.clone(), req.offset)]).await;
             };
@@ -175,6 +189,7 @@ async fn handle(
             lifecycle
                 .erase(
                     &request_id,
+                    tenant,
                     subject,
                     req.requested_at,
                     &[(app_id.clone(), req.offset)],
@@ -200,5 +215,32 @@ async fn handle(
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_key;
+
+    #[test]
+    fn erasure_keys_name_a_tenant_and_a_subject() {
+        let pair = |t: &str, s: &str| Some((t.to_owned(), s.to_owned()));
+        assert_eq!(
+            parse_key(b"acme-industri/acct-1"),
+            pair("acme-industri", "acct-1")
+        );
+        assert_eq!(parse_key(b"acme/a/b"), pair("acme", "a/b"));
+        for bad in [
+            &b"acct-1"[..],
+            b"/acct-1",
+            b"acme/",
+            b"Acme/acct-1",
+            b"ac me/x",
+            b"\xff/x",
+        ] {
+            assert_eq!(parse_key(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_key(format!("t/{}", "x".repeat(257)).as_bytes()), None);
+        assert!(parse_key(format!("t/{}", "x".repeat(256)).as_bytes()).is_some());
     }
 }

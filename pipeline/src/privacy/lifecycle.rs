@@ -2,13 +2,15 @@
 //! the `erasure_audit` table that proves both happened.
 //!
 //! ```text
-//!  subject.erasure (tombstone, key = subject) ─▶ erase: readings, dead_letters
-//!                                                 │  (rewrite only files holding the subject)
-//!                                                 ├─▶ aggregates recomputed from what is left
-//!                                                 ├─▶ purge: the old files deleted from storage
-//!                                                 └─▶ erasure_audit row + Kafka position, one commit
-//!  schedule / `meterline retention run` ────────▶ sweep: readings per tenant policy, dead letters
-//!                                                 └─▶ same recompute, purge and audit
+//!  subject.erasure (tombstone, ─▶ erase in that tenant: readings (by subject, and its meters'
+//!   key = tenant/subject)         │  readings without one), dead_letters, subjects, access_log
+//!                                 │  (rewrite only files holding the subject)
+//!                                 ├─▶ aggregates recomputed from what is left
+//!                                 ├─▶ purge: the old files deleted from storage
+//!                                 └─▶ erasure_audit row + Kafka position, one commit
+//!  schedule / `meterline          ─▶ sweep: readings per tenant policy, revoked Elhub meters,
+//!   retention run`                │  dead letters, access log, ended accounts
+//!                                 └─▶ same recompute, purge and audit
 //! ```
 //!
 //! Every step is idempotent: a crash at any point repeats the request, which finds
@@ -20,11 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
-    AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
+use meterline_operators::consent::SubjectMeters;
+use meterline_operators::pseudonym::LedgerHasher;
 use meterline_operators::{retain, MasterKey, TenantRegistry};
 use meterline_sinks::{
     open_existing, purge, remove_files, remove_rows, DerivedTable, Lake, Removal, SinkError,
@@ -120,20 +124,73 @@ fn audit_batch(entries: &[AuditEntry]) -> RecordBatch {
     .expect("columns match AUDIT")
 }
 
-/// Rows whose (first requested) column is `subject`.
-fn subject_is<'a>(
+/// Readings (columns `subject`, `meter`, `interval_start`) of the subject: those
+/// naming it, and those without a subject of a meter that was the subject's at
+/// the interval (`meters`; meters compared by their ledger hash).
+fn reading_of<'a>(
     subject: &'a str,
+    meters: &'a SubjectMeters,
+    hasher: Option<&'a LedgerHasher>,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     move |batch| {
-        let column = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-            ArrowError::SchemaError("`subject` is not a string column".to_owned())
-        })?;
-        Ok(column.iter().map(|v| Some(v == Some(subject))).collect())
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
+        };
+        let start = || {
+            batch
+                .column_by_name("interval_start")
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                .ok_or_else(|| {
+                    ArrowError::SchemaError("no timestamp column `interval_start`".into())
+                })
+        };
+        let subjects = strings("subject")?;
+        let meter = strings("meter")?;
+        let start = start()?;
+        // One hash per distinct meter of the file.
+        let mut hashes: HashMap<&str, String> = HashMap::new();
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                if subjects.is_valid(i) {
+                    return Some(subjects.value(i) == subject);
+                }
+                let Some(hasher) = hasher.filter(|_| !meters.is_empty()) else {
+                    return Some(false);
+                };
+                let m = meter.value(i);
+                let hash = hashes.entry(m).or_insert_with(|| hasher.hash(m));
+                Some(meters.covers(hash, start.value(i)))
+            })
+            .collect())
     }
 }
 
-/// Dead letters whose stored payload names `subject` (private tenants keep it).
+/// Rows whose `tenant` and `subject` are the pair.
+fn tenant_subject<'a>(
+    tenant: &'a str,
+    subject: &'a str,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    move |batch| {
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
+        };
+        let (t, s) = (strings("tenant")?, strings("subject")?);
+        Ok((0..batch.num_rows())
+            .map(|i| Some(t.value(i) == tenant && s.value(i) == subject))
+            .collect())
+    }
+}
+
+/// Dead letters (columns `tenant`, `payload`) of `tenant` whose stored payload
+/// names `subject` (private tenants keep it).
 fn payload_names<'a>(
+    tenant: &'a str,
     subject: &'a str,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     #[derive(serde::Deserialize)]
@@ -142,20 +199,70 @@ fn payload_names<'a>(
         subject: Option<std::borrow::Cow<'p, str>>,
     }
     move |batch| {
-        let column = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-            ArrowError::SchemaError("`payload` is not a string column".to_owned())
-        })?;
-        Ok(column
-            .iter()
-            .map(|payload| {
-                // Cheap test first; then parse, so `"subject" : "x"` with spaces and
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
+        };
+        let (tenants, payloads) = (strings("tenant")?, strings("payload")?);
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                // Cheap tests first; then parse, so `"subject" : "x"` with spaces and
                 // escapes count too.
-                let hit = payload.is_some_and(|p| {
-                    p.contains("subject")
-                        && serde_json::from_str::<Subject<'_>>(p)
-                            .is_ok_and(|s| s.subject.as_deref() == Some(subject))
-                });
+                let hit =
+                    tenants.is_valid(i) && tenants.value(i) == tenant && payloads.is_valid(i) && {
+                        let p = payloads.value(i);
+                        p.contains("subject")
+                            && serde_json::from_str::<Subject<'_>>(p)
+                                .is_ok_and(|s| s.subject.as_deref() == Some(subject))
+                    };
                 Some(hit)
+            })
+            .collect())
+    }
+}
+
+/// The audit category of the deletion that follows an Elhub consent revocation.
+pub const REVOCATION_CATEGORY: &str = "elhub_consent";
+
+/// The audit request id of a revocation's deletion (one per ledger entry).
+pub fn revocation_request_id(tenant: &str, subject_hash: &str, seq: i64) -> String {
+    format!("{REVOCATION_CATEGORY}:{tenant}:{subject_hash}:{seq}")
+}
+
+/// Readings (columns `meter`, `interval_start`) of a revoked meter (`meters`:
+/// ledger hashes) from before the revocation was recorded (`before`, µs).
+fn revoked_reading<'a>(
+    meters: &'a [String],
+    before: i64,
+    hasher: &'a LedgerHasher,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    move |batch| {
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
+        };
+        let start = || {
+            batch
+                .column_by_name("interval_start")
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                .ok_or_else(|| {
+                    ArrowError::SchemaError("no timestamp column `interval_start`".into())
+                })
+        };
+        let meter = strings("meter")?;
+        let start = start()?;
+        let mut hits: HashMap<&str, bool> = HashMap::new();
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let m = meter.value(i);
+                let revoked = *hits
+                    .entry(m)
+                    .or_insert_with(|| meters.contains(&hasher.hash(m)));
+                Some(revoked && start.value(i) < before)
             })
             .collect())
     }
@@ -290,6 +397,7 @@ impl Lifecycle {
     pub async fn erase(
         &mut self,
         request_id: &str,
+        tenant: &str,
         subject: &str,
         requested_at: DateTime<Utc>,
         progress: &[(String, i64)],
@@ -298,7 +406,7 @@ impl Lifecycle {
         self.erase_for(
             Cause::Request,
             request_id,
-            subject,
+            (tenant, subject),
             requested_at,
             progress,
             work,
@@ -310,13 +418,13 @@ impl Lifecycle {
         &mut self,
         cause: Cause,
         request_id: &str,
-        subject: &str,
+        (tenant, subject): (&str, &str),
         requested_at: DateTime<Utc>,
         progress: &[(String, i64)],
         work: &mut Work,
     ) -> Result<AuditEntry, LifecycleError> {
         let hash = self.key.as_ref().map(|k| subject_hash(k, subject));
-        self.remove_subject(subject, work).await?;
+        self.remove_subject(tenant, subject, work).await?;
         self.settle(work).await?;
         let entry = AuditEntry {
             request_id: request_id.to_owned(),
@@ -331,7 +439,7 @@ impl Lifecycle {
                 "account"
             }
             .to_owned(),
-            tenant: None,
+            tenant: Some(tenant.to_owned()),
             subject_hash: hash,
             requested_at,
             deadline_at: (cause == Cause::Request)
@@ -365,34 +473,66 @@ impl Lifecycle {
         Ok(entry)
     }
 
-    /// Remove the subject's rows from every table that can hold them, counted in
-    /// `work`.
+    /// Remove the subject's rows from every table of `tenant` that can hold them,
+    /// counted in `work`: rows naming the subject, and readings without a subject
+    /// of the meters that were the subject's at their interval (from its ledger
+    /// entries: Elhub consent grant or upgrade to revocation or account end).
     async fn remove_subject(
         &mut self,
+        tenant: &str,
         subject: &str,
         work: &mut Work,
     ) -> Result<(), LifecycleError> {
-        // Where a subject can be stored, and the column that names it. (Public
-        // tenants' readings never carry a subject: they are not linked to one.)
-        let by_subject = subject_is(subject);
-        let by_payload = payload_names(subject);
+        let meters = match &self.key {
+            Some(key) => {
+                crate::privacy::consent::subject_meters(&self.lake, key, tenant, subject).await?
+            }
+            None => SubjectMeters::default(),
+        };
+        let hasher = self.key.as_ref().map(|k| LedgerHasher::new(k));
+        let of_tenant = |p: &HashMap<String, Option<String>>| {
+            p.get("tenant").cloned().flatten().as_deref() == Some(tenant)
+        };
+        let by_reading = reading_of(subject, &meters, hasher.as_ref());
+        let by_payload = payload_names(tenant, subject);
+        let by_subject = tenant_subject(tenant, subject);
         let tables: [(
             &'static str,
             SchemaRef,
-            &str,
+            &[&str],
+            meterline_sinks::erase::FileFilter<'_>,
             meterline_sinks::erase::RowMatcher<'_>,
         ); 4] = [
             (
                 "readings",
                 meterline_operators::schema::READINGS.clone(),
-                "subject",
+                &["subject", "meter", "interval_start"],
+                &of_tenant,
+                &by_reading,
+            ),
+            (
+                "dead_letters",
+                DEAD_LETTERS.clone(),
+                &["tenant", "payload"],
+                &|_| true,
+                &by_payload,
+            ),
+            (
+                SUBJECTS_TABLE,
+                SUBJECTS.clone(),
+                &["tenant", "subject"],
+                &|_| true,
                 &by_subject,
             ),
-            ("dead_letters", DEAD_LETTERS.clone(), "payload", &by_payload),
-            (SUBJECTS_TABLE, SUBJECTS.clone(), "subject", &by_subject),
-            (ACCESS_LOG_TABLE, ACCESS_LOG.clone(), "subject", &by_subject),
+            (
+                ACCESS_LOG_TABLE,
+                ACCESS_LOG.clone(),
+                &["tenant", "subject"],
+                &|_| true,
+                &by_subject,
+            ),
         ];
-        for (table, schema, column, matcher) in tables {
+        for (table, schema, columns, files, matcher) in tables {
             let Some(mut t) = open_existing(&self.lake, table).await? else {
                 continue;
             };
@@ -400,8 +540,8 @@ impl Lifecycle {
                 &mut t,
                 table,
                 &schema,
-                &[column],
-                &|_| true,
+                columns,
+                files,
                 matcher,
                 kind::ERASURE,
             )
@@ -426,6 +566,7 @@ impl Lifecycle {
         let mut entries = Vec::new();
         let mut work = Work::default();
         self.sweep_telemetry(now, &mut work, &mut entries).await?;
+        self.sweep_revocations(now, &mut work, &mut entries).await?;
         self.sweep_dated_rows(now, &mut work, &mut entries).await?;
         let destroyed = self.destroy_closed_keys(now).await?;
         let ended = self.ended_accounts(now).await?;
@@ -462,17 +603,16 @@ impl Lifecycle {
                 hash.as_deref().unwrap_or("-")
             );
             let mut account_work = Work::default();
-            let mut entry = self
+            let entry = self
                 .erase_for(
                     Cause::AccountRetention,
                     &request_id,
-                    &subject,
+                    (&tenant, &subject),
                     terminated_at,
                     &[],
                     &mut account_work,
                 )
                 .await?;
-            entry.tenant = Some(tenant);
             entries.push(entry);
         }
         entries.extend(destroyed);
@@ -532,6 +672,101 @@ impl Lifecycle {
             }
         }
         Ok(())
+    }
+
+    /// Readings of meters whose Elhub consent was revoked longer ago than
+    /// `revocation_days`: every reading of the meter before the revocation was
+    /// recorded (nothing of that time is stored after it; see the consent view).
+    /// One audit row per revocation (category `elhub_consent`), written once: a
+    /// revocation with an audit row is done.
+    async fn sweep_revocations(
+        &mut self,
+        now: DateTime<Utc>,
+        work: &mut Work,
+        entries: &mut Vec<AuditEntry>,
+    ) -> Result<(), LifecycleError> {
+        let Some(key) = self.key.clone() else {
+            return Ok(());
+        };
+        let due = crate::privacy::consent::revocations(&self.lake).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let done = self.audited(REVOCATION_CATEGORY).await?;
+        let hasher = LedgerHasher::new(&key);
+        let days = chrono::Duration::days(i64::from(self.settings.revocation_days));
+        for r in due {
+            let request_id = revocation_request_id(&r.tenant, &r.subject_hash, r.seq);
+            let recorded = DateTime::from_timestamp_micros(r.recorded).unwrap_or(now);
+            if done.contains(&request_id) || recorded + days > now {
+                continue;
+            }
+            let mut removal = Removal::default();
+            if let Some(mut readings) = open_existing(&self.lake, "readings").await? {
+                let of_tenant = |p: &HashMap<String, Option<String>>| {
+                    p.get("tenant").cloned().flatten().as_deref() == Some(r.tenant.as_str())
+                };
+                let matcher = revoked_reading(&r.meters, r.recorded, &hasher);
+                removal = remove_rows(
+                    &mut readings,
+                    "readings",
+                    &meterline_operators::schema::READINGS,
+                    &["meter", "interval_start"],
+                    &of_tenant,
+                    &matcher,
+                    kind::RETENTION,
+                )
+                .await?;
+            }
+            self.metrics
+                .retention_deleted
+                .with_label_values(&["readings"])
+                .inc_by(removal.rows_removed);
+            work.add("readings", &removal);
+            let mut entry = self.retention_entry(
+                REVOCATION_CATEGORY,
+                Some(r.tenant.clone()),
+                now,
+                &removal,
+                format!(
+                    "{} meter(s), readings before the revocation recorded at {}; {} day(s) after it",
+                    r.meters.len(),
+                    recorded.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    self.settings.revocation_days
+                ),
+            );
+            entry.request_id = request_id;
+            entry.subject_hash = Some(r.subject_hash.clone());
+            entry.requested_at = recorded;
+            entry.deadline_at = Some(recorded + days);
+            entries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Request ids of the audit rows of `category`.
+    async fn audited(
+        &mut self,
+        category: &str,
+    ) -> Result<std::collections::HashSet<String>, LifecycleError> {
+        self.audit.reload().await?;
+        let batches = self
+            .audit
+            .scan(
+                &["request_id"],
+                deltalake::datafusion::prelude::col("category")
+                    .eq(deltalake::datafusion::prelude::lit(category)),
+            )
+            .await?;
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| c.value(i).to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect())
     }
 
     /// Dead letters and the access log: rows older than their retention.
@@ -758,6 +993,105 @@ impl Lifecycle {
     }
 }
 
+/// Tenants with data in the lake whose retention depends on the tenant's
+/// configuration (readings and aggregates, profiles, pseudonym epoch keys), with
+/// the places they were found. Dead letters, the access log and the consent
+/// ledger are left out: their retention (or keeping) does not depend on a
+/// tenant's settings.
+///
+/// # Errors
+/// Storage errors (transient).
+pub async fn lake_tenants(
+    lake: &Lake,
+    key: Option<&std::sync::Arc<MasterKey>>,
+) -> Result<BTreeMap<String, Vec<&'static str>>, LifecycleError> {
+    let mut found: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    let mut note = |tenant: &str, table: &'static str| {
+        let places = found.entry(tenant.to_owned()).or_default();
+        if !places.contains(&table) {
+            places.push(table);
+        }
+    };
+    let by_date: &'static [&'static str] = &["tenant", "local_date"];
+    let mut partitioned: Vec<(&'static str, &'static [&'static str])> = vec![("readings", by_date)];
+    partitioned.extend(
+        crate::aggregate::specs()
+            .iter()
+            .map(|s| (s.name, s.partition_columns)),
+    );
+    for (name, columns) in partitioned {
+        let mut table = meterline_sinks::SourceTable::new(lake, name, columns);
+        if table.refresh().await?.is_none() {
+            continue;
+        }
+        for p in table.partitions().await? {
+            if let Some(t) = p.first() {
+                note(t, name);
+            }
+        }
+    }
+    if open_existing(lake, SUBJECTS_TABLE).await?.is_some() {
+        let [_, spec, _] = crate::privacy::tables::subject_specs();
+        let table = DerivedTable::open_or_create(lake, spec).await?;
+        for b in table
+            .scan(&["tenant"], deltalake::datafusion::prelude::lit(true))
+            .await?
+        {
+            let c = b.column(0).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                note(c.value(i), SUBJECTS_TABLE);
+            }
+        }
+    }
+    if let Some(master) = key {
+        let store = crate::privacy::keys::KeyStore::open(lake, master.clone()).await?;
+        for (tenant, epochs) in store.list().await? {
+            if !epochs.is_empty() {
+                note(&tenant, crate::privacy::keys::KEYS_DIR);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Tenants with data in the lake that are not configured (neither active nor
+/// `retired`), with where their data is: nothing would ever delete it.
+///
+/// # Errors
+/// Storage errors (transient).
+pub async fn unconfigured_tenants(
+    lake: &Lake,
+    tenants: &TenantRegistry,
+    key: Option<&std::sync::Arc<MasterKey>>,
+) -> Result<Vec<(String, Vec<&'static str>)>, LifecycleError> {
+    Ok(lake_tenants(lake, key)
+        .await?
+        .into_iter()
+        .filter(|(t, _)| tenants.by_id(t).is_none())
+        .collect())
+}
+
+/// Log each unconfigured tenant as an error (at start and every sweep).
+pub async fn warn_unconfigured(
+    lake: &Lake,
+    tenants: &TenantRegistry,
+    key: Option<&std::sync::Arc<MasterKey>>,
+) {
+    match unconfigured_tenants(lake, tenants, key).await {
+        Ok(list) => {
+            for (tenant, places) in list {
+                tracing::error!(
+                    %tenant,
+                    tables = %places.join(","),
+                    "tenant has data in the lake but is not configured: nothing deletes it; \
+                     list it under [[tenants]] with retired = true and its retention, or erase it"
+                );
+            }
+        }
+        Err(e) => warn!(error = %e, "could not list the lake's tenants"),
+    }
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -791,6 +1125,7 @@ pub async fn retention_loop(
                 Err(e) => warn!(error = %e, "retention: cannot open the audit table; retrying"),
             }
         }
+        warn_unconfigured(&lake, &tenants, key.as_ref()).await;
         if let Some(l) = lifecycle.as_mut() {
             let outcome = l.sweep(settings.clock.now()).await;
             metrics
@@ -806,5 +1141,76 @@ pub async fn retention_loop(
             () = tokio::time::sleep(every) => {}
             () = shutdown.requested() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use meterline_operators::consent::{Change, ChangeKind};
+
+    /// Columns as a Parquet file of `readings` holds them: `meter` before `subject`.
+    fn readings(rows: &[(&str, Option<&str>, i64)]) -> RecordBatch {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("meter", DataType::Utf8, false),
+                Field::new("subject", DataType::Utf8, true),
+                Field::new("interval_start", ts, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_subjects_readings_are_those_naming_it_and_its_meters_while_they_were_its() {
+        let hasher = LedgerHasher::new(&MasterKey::from_bytes([9; 32]));
+        let mut meters = SubjectMeters::default();
+        let m = [hasher.hash("m-own")];
+        meters.apply(&Change {
+            tenant: "t",
+            subject_hash: "h",
+            kind: ChangeKind::ElhubGranted,
+            meters: &m,
+            occurred: 100,
+            recorded: 100,
+        });
+        meters.apply(&Change {
+            tenant: "t",
+            subject_hash: "h",
+            kind: ChangeKind::ElhubRevoked,
+            meters: &m,
+            occurred: 200,
+            recorded: 200,
+        });
+        let batch = readings(&[
+            ("m-other", Some("acct-1"), 0),   // names the subject
+            ("m-other", Some("acct-2"), 150), // another subject
+            ("m-own", None, 99),              // before the meter was theirs
+            ("m-own", None, 100),
+            ("m-own", None, 199),
+            ("m-own", None, 200), // after the revocation: the next occupant's
+            ("m-own", Some("acct-2"), 150),
+            ("m-other", None, 150),
+        ]);
+        let hits = reading_of("acct-1", &meters, Some(&hasher))(&batch).unwrap();
+        assert_eq!(
+            hits.iter().map(Option::unwrap).collect::<Vec<_>>(),
+            [true, false, false, true, true, false, false, false]
+        );
+        let revoked = revoked_reading(&m, 150, &hasher)(&batch).unwrap();
+        assert_eq!(
+            revoked.iter().map(Option::unwrap).collect::<Vec<_>>(),
+            [false, false, true, true, false, false, false, false]
+        );
     }
 }

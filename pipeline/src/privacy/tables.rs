@@ -59,6 +59,21 @@ impl Kind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// What the entry changes in the consent view (`purpose` as recorded).
+    pub fn change(self, purpose: Option<&str>) -> meterline_operators::consent::ChangeKind<'_> {
+        use meterline_operators::consent::{ChangeKind, DEFAULT_UPGRADE_PURPOSE};
+        match self {
+            Kind::ElhubConsentGranted => ChangeKind::ElhubGranted,
+            Kind::ElhubConsentRevoked => ChangeKind::ElhubRevoked,
+            Kind::UpgradedToPrivate => {
+                ChangeKind::Upgraded(purpose.unwrap_or(DEFAULT_UPGRADE_PURPOSE))
+            }
+            Kind::AccountTerminated => ChangeKind::Terminated,
+            Kind::ConsentWithdrawn => purpose.map_or(ChangeKind::Other, ChangeKind::Withdrawn),
+            Kind::ConsentGranted => ChangeKind::Other,
+        }
+    }
+
     /// The lawful basis the ledger records for the event.
     pub fn lawful_basis(self) -> &'static str {
         match self {
@@ -211,4 +226,35 @@ pub fn audit_spec() -> DerivedSpec {
 /// nothing, and a plain hash of an account number could be reversed by trying them.
 pub fn subject_hash(key: &MasterKey, subject: &str) -> String {
     meterline_operators::pseudonym::LedgerHasher::new(key).hash(subject)
+}
+
+/// The key of the consent ledger's chain: each entry's `entry_hash` is a MAC under
+/// it, so whoever can write the table but does not hold the master key cannot
+/// recompute the chain after an edit.
+pub struct ChainKey([u8; 32]);
+
+impl ChainKey {
+    pub fn new(master: &MasterKey) -> Self {
+        Self(blake3::derive_key(
+            "meterline 2026-12 consent ledger chain MAC v1",
+            master.to_hex().as_bytes(),
+        ))
+    }
+
+    /// A keyed blake3 hasher for one entry.
+    pub fn hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.0)
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
+
+impl Drop for ChainKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }

@@ -18,6 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
 use crate::privacy::keys::KeyStore;
+use crate::privacy::lifecycle::{revocation_request_id, REVOCATION_CATEGORY};
+use crate::privacy::subjects::{ledger_entries, verify_chain, LedgerEntry};
+use crate::privacy::tables::ChainKey;
 use crate::privacy::tables::{kind, ACCESS_LOG_TABLE, AUDIT_TABLE, LEDGER_TABLE, SUBJECTS_TABLE};
 
 /// Exit code of `meterline audit` when a promise is broken.
@@ -198,6 +201,9 @@ pub async fn report(
     scope.audit_counts(&mut report).await?;
     scope.pending_erasures(&mut report).await?;
     scope.live_keys(&mut report).await?;
+    scope.ledger_chains(&mut report).await?;
+    scope.revocations(&mut report).await?;
+    scope.unconfigured(&mut report).await?;
     report.exceptions = standing_exceptions(settings);
     Ok(report)
 }
@@ -205,6 +211,17 @@ pub async fn report(
 /// The overrides in effect that weaken what the lake promises.
 fn standing_exceptions(settings: &Settings) -> Vec<String> {
     let mut exceptions = Vec::new();
+    for t in settings.tenants.iter() {
+        if t.deployment == meterline_operators::Deployment::Public
+            && t.rules.key_rotation == meterline_operators::epoch::Rotation::Never
+        {
+            exceptions.push(format!(
+                "tenants.{}: key_rotation = never (allow_static_pseudonyms): one pseudonym per \
+                 meter for good, linkable across all time and never destroyed",
+                t.id
+            ));
+        }
+    }
     if settings.allow_versioned_bucket {
         exceptions.push(
             "privacy.allow_versioned_bucket = true: the lake's bucket may keep old versions of \
@@ -447,6 +464,146 @@ impl Scope<'_> {
             Err(e) => report.notes.push(format!(
                 "pending erasures not checked: {e:#} (is Kafka reachable?)"
             )),
+        }
+        Ok(())
+    }
+
+    /// Tenants with data in the lake that are not configured (a violation: nothing
+    /// deletes their data), and retired tenants (a note).
+    async fn unconfigured(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+        let found = crate::privacy::lifecycle::lake_tenants(&lake, settings.key.as_ref()).await?;
+        for (tenant, places) in found {
+            if !self.wanted(&tenant) {
+                continue;
+            }
+            match settings.tenants.index_of(&tenant) {
+                None => report.violations.push(format!(
+                    "tenant {tenant} has data in the lake ({}) but is not configured: nothing \
+                     deletes it; list it under [[tenants]] with retired = true and its \
+                     retention, or erase it",
+                    places.join(", ")
+                )),
+                Some(i) if settings.tenants.is_retired(i) => report.notes.push(format!(
+                    "tenant {tenant} is retired: its data ({}) is kept until its retention ends",
+                    places.join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every subject's consent ledger chain, verified with the chain key: each
+    /// broken one is a violation (tenant, subject hash, first bad seq).
+    async fn ledger_chains(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        if !exists(settings, LEDGER_TABLE).await? {
+            return Ok(());
+        }
+        let Some(master) = &settings.key else {
+            report
+                .notes
+                .push("consent ledger chains not verified: no pseudonym key configured".to_owned());
+            return Ok(());
+        };
+        let batches = query(settings, &format!("SELECT * FROM {LEDGER_TABLE}")).await?;
+        let mut chains: BTreeMap<(String, String), Vec<LedgerEntry>> = BTreeMap::new();
+        // Every row's (tenant, subject hash, seq): a row whose kind is not one
+        // meterline writes is not an entry, and breaks the chain where it stands.
+        let mut rows: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        for b in &batches {
+            let (t, h) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+            );
+            let seq = b.column(2).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                rows.entry((t.value(i).to_owned(), h.value(i).to_owned()))
+                    .or_default()
+                    .push(seq.value(i));
+            }
+        }
+        for e in ledger_entries(&batches) {
+            chains
+                .entry((e.tenant.clone(), e.subject_hash.clone()))
+                .or_default()
+                .push(e);
+        }
+        let key = ChainKey::new(master);
+        let mut broken = 0;
+        for k in rows.keys() {
+            chains.entry(k.clone()).or_default();
+        }
+        for ((tenant, hash), mut entries) in chains {
+            if !self.wanted(&tenant) {
+                continue;
+            }
+            entries.sort_by_key(|e| e.seq);
+            let mut seqs = rows
+                .remove(&(tenant.clone(), hash.clone()))
+                .unwrap_or_default();
+            seqs.sort_unstable();
+            let unreadable = seqs
+                .iter()
+                .find(|s| !entries.iter().any(|e| e.seq == **s))
+                .copied();
+            if let Err(seq) = unreadable.map_or_else(|| verify_chain(&key, &entries), Err) {
+                broken += 1;
+                report.violations.push(format!(
+                    "tenant {tenant}: the consent ledger chain of subject hash {hash} is broken at seq {seq} (an entry was edited, removed or reordered)"
+                ));
+            }
+        }
+        if broken == 0 {
+            report
+                .notes
+                .push("consent ledger: every chain verified".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Elhub consent revocations whose readings should have been deleted (the
+    /// retention after the revocation plus the sweep interval) but whose deletion
+    /// is not in `erasure_audit`.
+    async fn revocations(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+        let all = crate::privacy::consent::revocations(&lake).await?;
+        if all.is_empty() {
+            return Ok(());
+        }
+        let mut done = std::collections::HashSet::new();
+        if exists(settings, AUDIT_TABLE).await? {
+            let batches = query(
+                settings,
+                &format!(
+                    "SELECT request_id FROM {AUDIT_TABLE} WHERE category = '{REVOCATION_CATEGORY}'"
+                ),
+            )
+            .await?;
+            for b in &batches {
+                let c = b.column(0).as_string::<i32>();
+                done.extend((0..b.num_rows()).map(|i| c.value(i).to_owned()));
+            }
+        }
+        let days = chrono::Duration::days(settings.lifecycle.revocation_days.into());
+        for r in all {
+            if !self.wanted(&r.tenant) {
+                continue;
+            }
+            let recorded = DateTime::from_timestamp_micros(r.recorded).unwrap_or(self.now);
+            let id = revocation_request_id(&r.tenant, &r.subject_hash, r.seq);
+            if recorded + days + self.grace < self.now && !done.contains(&id) {
+                report.violations.push(format!(
+                    "tenant {}: readings of meters whose Elhub consent was revoked at {} (subject hash {}) are past their retention of {} day(s) and not deleted",
+                    r.tenant,
+                    recorded.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    r.subject_hash,
+                    settings.lifecycle.revocation_days
+                ));
+            }
         }
         Ok(())
     }

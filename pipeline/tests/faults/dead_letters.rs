@@ -150,7 +150,7 @@ async fn dead_letters_reach_table_and_topic_and_replay_after_a_fix() {
 
     // The tenant is configured; replay; restart.
     text.push_str(
-        "\n[[tenants]]\nid = \"late-utility\"\ndeployment = \"public\"\nkey_rotation = \"never\"\ntelemetry_retention_days = 36600\nvalidation = { max_age_days = 36500 }\n",
+        "\n[[tenants]]\nid = \"late-utility\"\ndeployment = \"public\"\nkey_rotation = \"never\"\nallow_static_pseudonyms = true\ntelemetry_retention_days = 36600\nvalidation = { max_age_days = 36500 }\n",
     );
     std::fs::write(&config, &text).unwrap();
     let still_unknown =

@@ -122,7 +122,7 @@ async fn sigkill_during_an_erasure_then_restart_completes_it_once() {
         .unwrap();
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(&erasure_topic).key(SUBJECT),
+            FutureRecord::<str, [u8]>::to(&erasure_topic).key(&format!("acme-industri/{SUBJECT}")),
             Duration::from_secs(30),
         )
         .await

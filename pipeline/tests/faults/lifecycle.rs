@@ -136,7 +136,13 @@ async fn keys_consent_and_erasure_work_against_s3_and_a_real_broker() {
         5
     );
 
-    send(&rig, &erasure_topic, SUBJECT, None).await;
+    send(
+        &rig,
+        &erasure_topic,
+        &format!("acme-industri/{SUBJECT}"),
+        None,
+    )
+    .await;
     eventually_async("the erasure", Duration::from_secs(180), || async {
         single(
             &rig,

@@ -120,6 +120,7 @@ id = "oslo-utility"
 deployment = "public"
 timezone = "Europe/Oslo"
 key_rotation = "never"
+allow_static_pseudonyms = true
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 

@@ -3,20 +3,21 @@
 //! clears a field from then on (and from storage); an upgrade from a public tenant
 //! keeps profile data only from the upgrade on; raw IPs live only in `access_log`,
 //! which the retention sweep empties after 90 days; an erasure removes the
-//! profile and the access log but leaves the ledger (keyed hashes).
+//! profile and the access log but leaves the ledger (keyed hashes). Upgrades bound
+//! to meters, Elhub revocation, tenant-scoped erasure and the keyed chain run
+//! against a real broker and S3 in `tests/faults/privacy.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use chrono::{TimeZone, Utc};
 use meterline::config::LifecycleSettings;
 use meterline::dev::testkit::clock;
 use meterline::metrics::Metrics;
 use meterline::privacy::geo::CidrTable;
 use meterline::privacy::lifecycle::Lifecycle;
 use meterline::privacy::subjects::{ledger_entries, verify_chain, SCHEMA};
-use meterline::privacy::tables::subject_hash;
+use meterline::privacy::tables::{subject_hash, ChainKey};
 use meterline_operators::MasterKey;
 use serde_json::json;
 
@@ -119,7 +120,7 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
                 public,
                 PUBLIC_SUBJECT,
                 "2026-11-03T10:00:00Z",
-                json!({"email": "ola@example.no"}),
+                json!({"email": "ola@example.no", "meters": ["dev-pub-consent-1"]}),
             )),
         ),
         (
@@ -259,7 +260,7 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
     .await;
     let entries = ledger_entries(&batches);
     assert_eq!(entries.len(), 3);
-    assert_eq!(verify_chain(&entries), Ok(()));
+    assert_eq!(verify_chain(&ChainKey::new(&key), &entries), Ok(()));
     assert_eq!(
         entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         ["consent_granted", "consent_granted", "consent_withdrawn"]
@@ -269,8 +270,12 @@ async fn profiles_hold_only_consented_fields_from_the_moment_of_consent() {
         .all(|f| !f.contains("/consent_ledger/")));
 
     // Erasure: profile and access log gone, the ledger stays (hashes only).
-    h.produce_to(&erasure, &[(PRIVATE_SUBJECT.to_owned(), None)], None)
-        .await;
+    h.produce_to(
+        &erasure,
+        &[(format!("acme-industri/{PRIVATE_SUBJECT}"), None)],
+        None,
+    )
+    .await;
     let m = metrics.clone();
     wait_for("the erasure", Duration::from_secs(60), || {
         let n = m.erasures.with_label_values(&["completed"]).get();
@@ -454,194 +459,5 @@ async fn raw_ips_leave_the_access_log_after_90_days_and_ended_accounts_after_30(
         )
         .await,
         1
-    );
-}
-
-/// Hourly readings of one meter from `from` for `hours` hours.
-fn hourly(
-    tenant: &str,
-    meter: &str,
-    subject: Option<&str>,
-    from: chrono::DateTime<Utc>,
-    hours: i64,
-) -> Vec<(String, Option<Vec<u8>>)> {
-    (0..hours)
-        .map(|h| {
-            let mut v = json!({
-                "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{meter}"),
-                "meter_id": meter, "quantity": "electricity",
-                "start": (from + chrono::Duration::hours(h)).to_rfc3339(),
-                "resolution": "PT1H", "value": 1.5, "unit": "kWh", "quality": "measured",
-                "area": "NO1",
-            });
-            if let Some(s) = subject {
-                v["subject"] = json!(s);
-            }
-            (meter.to_owned(), Some(v.to_string().into_bytes()))
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn elhub_revocation_stops_storage_and_an_upgrade_links_only_what_follows() {
-    use meterline_operators::{Deployment, Rules, Tenant, TenantRegistry};
-    let h = Harness::new(1);
-    let topic = format!("subjects-{}", rand::random::<u32>());
-    h.create_topic(&topic, 1);
-    let rules = Rules {
-        max_age_micros: 100 * 366 * 86_400 * 1_000_000,
-        ..Rules::default()
-    };
-    let tenants = TenantRegistry::new([
-        Tenant {
-            id: "oslo-utility".into(),
-            deployment: Deployment::Public,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: rules.clone(),
-        },
-        Tenant {
-            id: "elhub-import".into(),
-            deployment: Deployment::Private,
-            timezone: chrono_tz::Europe::Oslo,
-            rules: Rules {
-                requires_elhub_consent: true,
-                ..rules
-            },
-        },
-    ])
-    .unwrap();
-    let mut settings = h.settings("elhub");
-    settings.tenants = tenants;
-    settings.lifecycle = LifecycleSettings {
-        subject_events_topic: topic.clone(),
-        subject_group: "elhub.subjects".to_owned(),
-        ..settings.lifecycle.clone()
-    };
-    let consented = meterline::dev::generator::gsrn(7001);
-    let never = meterline::dev::generator::gsrn(7002);
-    let upgrader = meterline::dev::generator::gsrn(7003);
-    let t0 = Utc.with_ymd_and_hms(2026, 10, 23, 22, 0, 0).unwrap(); // 2026-10-24 00:00 Oslo
-    let revoked = t0 + chrono::Duration::hours(30);
-    let upgraded = t0 + chrono::Duration::hours(20);
-    let events = vec![
-        (
-            "acct-elhub-1".to_owned(),
-            Some(ev(
-                "elhub_consent_granted",
-                "elhub-import",
-                "acct-elhub-1",
-                &t0.to_rfc3339(),
-                json!({"meters": [consented]}),
-            )),
-        ),
-        (
-            "acct-elhub-1".to_owned(),
-            Some(ev(
-                "elhub_consent_revoked",
-                "elhub-import",
-                "acct-elhub-1",
-                &revoked.to_rfc3339(),
-                json!({"meters": [consented]}),
-            )),
-        ),
-        (
-            "pub-up-1".to_owned(),
-            Some(ev(
-                "upgraded_to_private",
-                "oslo-utility",
-                "pub-up-1",
-                &upgraded.to_rfc3339(),
-                json!({}),
-            )),
-        ),
-    ];
-    // First the ledger (one run), then the readings (a second run, which loads
-    // the consent state before its first record).
-    h.produce_to(&topic, &events, None).await;
-    let running = start(settings.clone());
-    let metrics = running.metrics.clone();
-    let m = metrics.clone();
-    wait_for("the ledger", Duration::from_secs(60), || {
-        let n = m.subject_events.with_label_values(&["recorded"]).get();
-        async move { n == 3 }
-    })
-    .await;
-    running.stop().await;
-
-    let hours = 48;
-    let mut readings = hourly("elhub-import", &consented, None, t0, hours);
-    readings.extend(hourly("elhub-import", &never, None, t0, hours));
-    readings.extend(hourly(
-        "oslo-utility",
-        &upgrader,
-        Some("pub-up-1"),
-        t0,
-        hours,
-    ));
-    h.produce(&readings).await;
-    let metrics = crate::common::run_until_accounted(settings, readings.len() as u64).await;
-    assert!(metrics.conservation().holds());
-    let lake = h.lake_config();
-    // Elhub: stored while consent was valid, never after the revocation, never
-    // for a meter without consent.
-    assert_eq!(
-        count(
-            &lake,
-            &format!("SELECT count(*) FROM readings WHERE meter = '{consented}'")
-        )
-        .await,
-        30
-    );
-    assert_eq!(
-        count(
-            &lake,
-            &format!(
-                "SELECT count(*) FROM readings WHERE meter = '{consented}' AND interval_start >= TIMESTAMP '{}'",
-                revoked.format("%Y-%m-%dT%H:%M:%SZ")
-            )
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &lake,
-            &format!("SELECT count(*) FROM readings WHERE meter = '{never}'")
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        metrics
-            .records_dropped
-            .with_label_values(&["no_consent"])
-            .get(),
-        (hours - 30 + hours) as u64
-    );
-    // Upgrade: linked (raw meter, subject) from the upgrade on, pseudonymized before.
-    let upgrade_ts = upgraded.format("%Y-%m-%dT%H:%M:%SZ");
-    assert_eq!(
-        count(
-            &lake,
-            &format!("SELECT count(*) FROM readings WHERE subject = 'pub-up-1' AND meter = '{upgrader}' AND interval_start >= TIMESTAMP '{upgrade_ts}'")
-        )
-        .await,
-        28
-    );
-    assert_eq!(
-        count(
-            &lake,
-            &format!("SELECT count(*) FROM readings WHERE (subject IS NOT NULL OR meter = '{upgrader}') AND interval_start < TIMESTAMP '{upgrade_ts}'")
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &lake,
-            &format!("SELECT count(*) FROM readings WHERE tenant = 'oslo-utility' AND subject IS NULL AND interval_start < TIMESTAMP '{upgrade_ts}'")
-        )
-        .await,
-        20
     );
 }

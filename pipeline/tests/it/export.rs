@@ -57,6 +57,9 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     };
     let meter = meterline::dev::generator::gsrn(8100);
     let other = meterline::dev::generator::gsrn(8101);
+    // The subject's meter from t0 + 24 h (an Elhub consent grant names it): its
+    // readings carry no `subject`.
+    let shared = meterline::dev::generator::gsrn(8102);
     let t0 = Utc.with_ymd_and_hms(2026, 10, 23, 22, 0, 0).unwrap();
     // Two local days of the subject's meter, a correction of hour 5, and a
     // neighbour's meter that must not appear.
@@ -96,6 +99,28 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
             (t0 + chrono::Duration::hours(h), 500, None),
         )
     }));
+    let unnamed = |start: DateTime<Utc>, value: f64| {
+        let v = json!({
+            "schema": "reading/v1", "tenant": TENANT, "device_id": "dev-shared", "meter_id": shared,
+            "quantity": "electricity", "start": start.to_rfc3339(), "resolution": "PT1H",
+            "value": value, "unit": "kWh", "quality": "measured",
+        });
+        (shared.clone(), Some(v.to_string().into_bytes()))
+    };
+    messages.extend((0..48).map(|h| unnamed(t0 + chrono::Duration::hours(h), 0.25)));
+    // Dead letters (negative values): one naming the subject, one of the shared
+    // meter while it was the subject's, one from before.
+    let mut named_bad = serde_json::from_slice::<Value>(
+        reading(&meter, SUBJECT, (t0, 1000, None))
+            .1
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    named_bad["value"] = json!(-1);
+    messages.push((meter.clone(), Some(named_bad.to_string().into_bytes())));
+    messages.push(unnamed(t0 + chrono::Duration::hours(30), -1.0));
+    messages.push(unnamed(t0 + chrono::Duration::hours(2), -1.0));
     let events = [
         (
             "consent_granted",
@@ -127,6 +152,17 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
             (SUBJECT.to_owned(), Some(v.to_string().into_bytes()))
         })
         .collect();
+    let mut event_messages = event_messages;
+    event_messages.push((
+        SUBJECT.to_owned(),
+        Some(
+            json!({"schema": "subject-event/v1", "kind": "elhub_consent_granted", "tenant": TENANT,
+                "subject": SUBJECT, "meters": [shared], "occurred_at": (t0 + chrono::Duration::hours(24)).to_rfc3339(),
+                "policy_version": "2026-11", "source": "app"})
+            .to_string()
+            .into_bytes(),
+        ),
+    ));
     h.produce_to(&topic, &event_messages, None).await;
     h.produce(&messages).await;
     let running = start(settings);
@@ -136,7 +172,7 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     wait_for("readings and events", Duration::from_secs(90), || {
         let c = m.conservation();
         let events = m.subject_events.with_label_values(&["recorded"]).get();
-        async move { c.written + c.dead_lettered + c.dropped >= total && events == 3 }
+        async move { c.written + c.dead_lettered + c.dropped >= total && events == 4 }
     })
     .await;
     let lake = h.lake_config();
@@ -198,7 +234,18 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     assert!(profile[0].get("phone").is_none_or(Value::is_null));
 
     let history = doc["consent_history"].as_array().unwrap();
-    assert_eq!(history.len(), events.len());
+    assert_eq!(history.len(), events.len() + 1);
+    assert_eq!(history[3]["kind"], "elhub_consent_granted");
+    let hashed = history[3]["meters"]
+        .as_str()
+        .expect("the meters as the ledger holds them");
+    assert_eq!(hashed.len(), 32, "a keyed hash: {hashed}");
+    let meters = doc["meters"].as_array().unwrap();
+    assert_eq!(meters.len(), 1, "{meters:?}");
+    assert_eq!(meters[0]["meter"], shared.as_str());
+    assert_eq!(meters[0]["meter_hash"], hashed);
+    assert_eq!(time(&meters[0]["from"]), t0 + chrono::Duration::hours(24));
+    assert!(meters[0].get("to").is_none_or(Value::is_null));
     for (i, (e, (kind, purpose, at, _))) in history.iter().zip(&events).enumerate() {
         assert_eq!(e["seq"], i);
         assert_eq!(e["kind"], *kind);
@@ -215,9 +262,19 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     assert_eq!(access[0]["ip"], "203.0.113.9");
     assert_eq!(access[0]["city"], "Trondheim");
 
-    // Every produced version, with its value, and nothing of the neighbour.
+    // Every produced version, with its value, and nothing of the neighbour; the
+    // shared meter's readings from when it was the subject's.
     let readings = doc["readings"].as_array().unwrap();
+    let (unnamed_rows, readings): (Vec<&Value>, Vec<&Value>) =
+        readings.iter().partition(|r| r["meter"] == shared.as_str());
     assert_eq!(readings.len(), produced.len());
+    assert_eq!(unnamed_rows.len(), 24);
+    assert!(unnamed_rows.iter().all(|r| time(&r["interval_start"])
+        >= t0 + chrono::Duration::hours(24)
+        && r.get("subject").is_none_or(Value::is_null)));
+    let letters = doc["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.iter().all(|l| l["reason"] == "negative_value"));
     let mut got: Vec<(DateTime<Utc>, i64)> = readings
         .iter()
         .map(|r| {
@@ -236,7 +293,16 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     for (s, v, _) in &produced {
         current.insert(*s, *v); // the correction comes last
     }
-    let daily = doc["consumption_daily"].as_array().unwrap();
+    let all_daily = doc["consumption_daily"].as_array().unwrap();
+    assert_eq!(
+        all_daily.len(),
+        3,
+        "two days of the meter, one of the shared meter"
+    );
+    let daily: Vec<&Value> = all_daily
+        .iter()
+        .filter(|d| d["meter"] == meter.as_str())
+        .collect();
     assert_eq!(daily.len(), 2);
     let first_day: i64 = current
         .iter()
@@ -246,15 +312,43 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
     let second_day: i64 = current.values().sum::<i64>() - first_day;
     assert_eq!(thousandths(&daily[0]["value"]), first_day);
     assert_eq!(thousandths(&daily[1]["value"]), second_day);
-    assert_eq!(doc["consumption_hourly"].as_array().unwrap().len(), 48);
-    assert_eq!(doc["consumption_monthly"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["consumption_hourly"].as_array().unwrap().len(), 48 + 24);
+    assert_eq!(doc["consumption_monthly"].as_array().unwrap().len(), 2);
     assert!(!doc.to_string().contains(&other));
+
+    // The manifest: every table the lake holds, with what was exported from it.
+    let manifest = doc["manifest"].as_array().unwrap();
+    let rows = |table: &str| {
+        manifest
+            .iter()
+            .find(|m| m["table"] == table)
+            .unwrap_or_else(|| panic!("{table} is not in the manifest"))["rows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(rows("readings"), produced.len() as u64 + 24);
+    assert_eq!(rows("dead_letters"), 2);
+    assert_eq!(rows("consent_ledger"), 4);
+    assert_eq!(rows("erasure_audit"), 0);
+    assert_eq!(rows("area_consumption_daily"), 0);
+    let mut tables = Vec::new();
+    for entry in std::fs::read_dir(h.lake.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("_delta_log").is_dir() {
+            tables.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(tables.len() >= 8, "{tables:?}");
+    for table in &tables {
+        rows(table);
+    }
 
     // CSV and Parquet: one file per section, the same rows.
     let dir = tempfile::tempdir().unwrap();
     export("csv", Some(&dir.path().join("csv")));
     let csv = std::fs::read_to_string(dir.path().join("csv/readings.csv")).unwrap();
-    assert_eq!(csv.lines().count(), produced.len() + 1);
+    assert_eq!(csv.lines().count(), produced.len() + 24 + 1);
+    assert!(dir.path().join("csv/manifest.json").is_file());
     export("parquet", Some(&dir.path().join("pq")));
     let file = std::fs::File::open(dir.path().join("pq/consent_history.parquet")).unwrap();
     let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)

@@ -189,9 +189,13 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
         .iter()
         .any(|f| f.to_string_lossy().contains("/dead_letters/")));
 
-    // The request: key = subject, no value.
-    h.produce_to(&erasure_topic, &[(ERASED.to_owned(), None)], None)
-        .await;
+    // The request: key = tenant/subject, no value.
+    h.produce_to(
+        &erasure_topic,
+        &[(format!("{PRIVATE}/{ERASED}"), None)],
+        None,
+    )
+    .await;
     wait_for("the erasure is recorded", Duration::from_secs(60), || {
         let lake = lake.clone();
         async move {
@@ -291,20 +295,24 @@ async fn a_tombstone_erases_the_subject_from_every_table_and_storage() {
     );
     assert_eq!(metrics.erasures.with_label_values(&["completed"]).get(), 1);
 
-    // Not a tombstone: ignored, counted, and answered (never pending).
+    // Not a tombstone, or a tombstone that names no tenant (the format before
+    // tenants were required): ignored, counted, and answered (never pending).
     h.produce_to(
         &erasure_topic,
-        &[(KEPT[0].to_owned(), Some(b"{}".to_vec()))],
+        &[
+            (format!("{PRIVATE}/{}", KEPT[0]), Some(b"{}".to_vec())),
+            (KEPT[0].to_owned(), None),
+        ],
         None,
     )
     .await;
     let m = metrics.clone();
     wait_for(
-        "the non-tombstone is ignored",
+        "the requests without a tenant or with a value are ignored",
         Duration::from_secs(30),
         || {
             let n = m.erasures.with_label_values(&["ignored"]).get();
-            async move { n == 1 }
+            async move { n == 2 }
         },
     )
     .await;
@@ -563,7 +571,7 @@ validation = {{ max_age_days = 1 }}
     let two_hours_ago = (Utc::now() - chrono::Duration::hours(2)).timestamp_millis();
     h.produce_to(
         &erasure_topic,
-        &[(KEPT[1].to_owned(), None)],
+        &[(format!("{PRIVATE}/{}", KEPT[1]), None)],
         Some(two_hours_ago),
     )
     .await;

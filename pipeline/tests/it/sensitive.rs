@@ -144,6 +144,7 @@ kafka_topic = "{dlq_topic}"
 id = "oslo-utility"
 deployment = "public"
 key_rotation = "never"
+allow_static_pseudonyms = true
 telemetry_retention_days = 36600
 validation = {{ max_age_days = 36500 }}
 

@@ -44,7 +44,7 @@ use crate::kafka::group::{commit_position, group_consumer};
 use crate::metrics::Metrics;
 use crate::privacy::geo::GeoLookup;
 use crate::privacy::tables::{
-    subject_hash, subject_specs, Kind, ACCESS_LOG, LEDGER, SUBJECTS, SUBJECTS_TABLE,
+    subject_hash, subject_specs, ChainKey, Kind, ACCESS_LOG, LEDGER, SUBJECTS, SUBJECTS_TABLE,
 };
 use crate::shutdown::{pause, Shutdown};
 
@@ -258,10 +258,10 @@ fn check(
         }
         r
     };
-    if tenants.by_id(&tenant).is_none() {
+    if tenants.accepting(&tenant).is_none() {
         return Err(with_tenant(refused(
             Reason::UnknownTenant,
-            "`tenant` is not configured",
+            "`tenant` is not configured, or is retired",
         )));
     }
     let kind_text = required(w.kind, "kind").map_err(with_tenant)?;
@@ -286,13 +286,7 @@ fn check(
             "`purpose` is required for consent_granted and consent_withdrawn",
         )));
     }
-    let meters = meters(w.meters).map_err(with_tenant)?;
-    if matches!(kind, Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked) && meters.is_empty() {
-        return Err(with_tenant(refused(
-            Reason::MissingField,
-            "`meters` is required for Elhub consent events",
-        )));
-    }
+    let (meters, purpose) = meters_of(kind, w.meters, purpose).map_err(with_tenant)?;
     let occurred_at = occurred_at(w.occurred_at).map_err(with_tenant)?;
     let ip = ip(w.ip).map_err(with_tenant)?;
     Ok(Event {
@@ -317,8 +311,41 @@ fn check(
     })
 }
 
-/// `meters`: absent, null, or an array of at most `MAX_METERS` valid GSRNs.
-fn meters(value: Option<serde_json::Value>) -> Result<Vec<String>, Refused> {
+/// The meters an event names (required by Elhub consent events and upgrades)
+/// and its purpose (an upgrade's defaults to
+/// [`meterline_operators::consent::DEFAULT_UPGRADE_PURPOSE`]: withdrawing it ends
+/// the upgrade).
+fn meters_of(
+    kind: Kind,
+    value: Option<serde_json::Value>,
+    purpose: Option<String>,
+) -> Result<(Vec<String>, Option<String>), Refused> {
+    let meters = meters(value, kind == Kind::UpgradedToPrivate)?;
+    if matches!(kind, Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked) && meters.is_empty() {
+        return Err(refused(
+            Reason::MissingField,
+            "`meters` is required for Elhub consent events",
+        ));
+    }
+    if kind != Kind::UpgradedToPrivate {
+        return Ok((meters, purpose));
+    }
+    if meters.is_empty() {
+        return Err(refused(
+            Reason::MissingField,
+            "`meters` is required for upgraded_to_private: the meters (GSRNs) or devices the upgrade covers",
+        ));
+    }
+    let purpose =
+        purpose.or_else(|| Some(meterline_operators::consent::DEFAULT_UPGRADE_PURPOSE.to_owned()));
+    Ok((meters, purpose))
+}
+
+/// `meters`: absent, null, or an array of at most `MAX_METERS` valid GSRNs (or,
+/// with `devices`, device ids as well: an upgrade may cover devices without a
+/// GSRN; an 18-digit id must still be a valid GSRN).
+fn meters(value: Option<serde_json::Value>, devices: bool) -> Result<Vec<String>, Refused> {
+    let gsrn_like = |s: &str| s.len() == 18 && s.bytes().all(|b| b.is_ascii_digit());
     match value {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) if items.len() <= MAX_METERS => items
@@ -329,6 +356,15 @@ fn meters(value: Option<serde_json::Value>) -> Result<Vec<String>, Refused> {
                 {
                     Ok(s)
                 }
+                serde_json::Value::String(s)
+                    if devices && !s.is_empty() && s.len() <= MAX_TEXT && !gsrn_like(&s) =>
+                {
+                    Ok(s)
+                }
+                serde_json::Value::String(_) if devices => Err(refused(
+                    Reason::InvalidGsrn,
+                    "`meters` holds an 18-digit id that is not a GSRN with a valid check digit, or an empty or over-long device id",
+                )),
                 serde_json::Value::String(_) => Err(refused(
                     Reason::InvalidGsrn,
                     "`meters` holds an id that is not a GSRN with a valid check digit",
@@ -338,7 +374,7 @@ fn meters(value: Option<serde_json::Value>) -> Result<Vec<String>, Refused> {
             .collect(),
         Some(_) => Err(refused(
             Reason::WrongType,
-            format!("`meters` must be an array of at most {MAX_METERS} GSRNs"),
+            format!("`meters` must be an array of at most {MAX_METERS} ids"),
         )),
     }
 }
@@ -373,15 +409,25 @@ pub struct SubjectState {
     pub last_hash: String,
     /// Purposes consented now.
     pub purposes: BTreeSet<String>,
+    /// When the upgrade to private treatment took effect: the later of its
+    /// `occurred_at` and the moment it was recorded (an upgrade never reaches back).
     pub upgraded_at: Option<DateTime<Utc>>,
+    /// The purpose the upgrade is consented under (withdrawing it ends the upgrade).
+    pub upgrade_purpose: Option<String>,
+    /// When the upgrade ended (account terminated, its consent withdrawn).
+    pub upgrade_ended_at: Option<DateTime<Utc>>,
+    /// When the account ended: the earlier of `occurred_at` and the moment it was
+    /// recorded (a producer cannot postpone the account's retention).
     pub terminated_at: Option<DateTime<Utc>>,
     /// The stored profile (private treatment only).
     pub profile: Option<Profile>,
 }
 
 impl SubjectState {
-    /// Apply an event's consent effects (not its profile data).
-    fn apply(&mut self, event: &Event) {
+    /// Apply an event's consent effects (not its profile data); `recorded` is
+    /// when meterline recorded it.
+    fn apply(&mut self, event: &Event, recorded: DateTime<Utc>) {
+        let earliest = event.occurred_at.min(recorded);
         match event.kind {
             Kind::ConsentGranted => {
                 if let Some(p) = &event.purpose {
@@ -391,16 +437,31 @@ impl SubjectState {
             Kind::ConsentWithdrawn => {
                 if let Some(p) = &event.purpose {
                     self.purposes.remove(p);
+                    if self.upgrade_active() && self.upgrade_purpose.as_ref() == Some(p) {
+                        self.upgrade_ended_at = Some(earliest);
+                    }
                 }
             }
             Kind::UpgradedToPrivate => {
-                self.upgraded_at.get_or_insert(event.occurred_at);
+                if !self.upgrade_active() {
+                    self.upgraded_at = Some(event.occurred_at.max(recorded));
+                    self.upgrade_ended_at = None;
+                }
+                self.upgrade_purpose.clone_from(&event.purpose);
             }
             Kind::AccountTerminated => {
-                self.terminated_at.get_or_insert(event.occurred_at);
+                self.terminated_at.get_or_insert(earliest);
+                if self.upgrade_active() {
+                    self.upgrade_ended_at = Some(earliest);
+                }
             }
             Kind::ElhubConsentGranted | Kind::ElhubConsentRevoked => {}
         }
+    }
+
+    /// True while an upgrade to private treatment is in effect.
+    pub fn upgrade_active(&self) -> bool {
+        self.upgraded_at.is_some() && self.upgrade_ended_at.is_none()
     }
 }
 
@@ -425,10 +486,12 @@ pub struct LedgerEntry {
     pub entry_hash: String,
 }
 
-/// The hash of an entry: blake3 over its fields and the previous entry's hash,
-/// length-prefixed so no two field lists share an encoding.
-pub fn entry_hash(e: &LedgerEntry) -> String {
-    let mut h = blake3::Hasher::new();
+/// The MAC of an entry: keyed blake3 (the [`ChainKey`], derived from the master
+/// key) over its fields and the previous entry's MAC, length-prefixed so no two
+/// field lists share an encoding. Without the key an edited entry cannot be given
+/// a matching MAC.
+pub fn entry_hash(key: &ChainKey, e: &LedgerEntry) -> String {
+    let mut h = key.hasher();
     let mut field = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
@@ -450,10 +513,10 @@ pub fn entry_hash(e: &LedgerEntry) -> String {
 
 /// Check a subject's entries (in `seq` order): sequence and chain unbroken.
 /// Returns the `seq` of the first bad entry.
-pub fn verify_chain(entries: &[LedgerEntry]) -> Result<(), i64> {
+pub fn verify_chain(key: &ChainKey, entries: &[LedgerEntry]) -> Result<(), i64> {
     let mut prev = String::new();
     for (i, e) in entries.iter().enumerate() {
-        if e.seq != i as i64 || e.prev_hash != prev || entry_hash(e) != e.entry_hash {
+        if e.seq != i as i64 || e.prev_hash != prev || entry_hash(key, e) != e.entry_hash {
             return Err(e.seq);
         }
         prev.clone_from(&e.entry_hash);
@@ -572,6 +635,8 @@ pub fn tenant_subject_is<'a>(
 /// Turns events into ledger entries, profiles and access-log rows.
 pub struct Subjects {
     key: std::sync::Arc<MasterKey>,
+    /// The ledger chain's MAC key.
+    chain: ChainKey,
     tenants: TenantRegistry,
     geo: Arc<dyn GeoLookup>,
     /// Finds national ids and deny-listed fields in events.
@@ -638,6 +703,7 @@ impl Subjects {
         let [ledger, subjects, access] = subject_specs();
         let dl = meterline_sinks::dead_letters_spec();
         Ok(Self {
+            chain: ChainKey::new(&key),
             key,
             tenants,
             geo,
@@ -704,7 +770,7 @@ impl Subjects {
                 ip: None,
                 sensitive_removed: SensitiveCounts::default(),
             };
-            state.apply(&event);
+            state.apply(&event, e.recorded_at);
         }
         state.seq = entries.len() as i64;
         state.last_hash = entries
@@ -808,14 +874,23 @@ impl Subjects {
                 return Ok(outcome);
             }
         };
-        let mut state = self.state(&event.tenant, &event.subject).await?;
-        state.apply(&event);
         let now = self.clock.now();
+        if let Some(r) = self.future_dated(&event, now) {
+            let outcome = Outcome::DeadLettered {
+                reason: r.reason,
+                sensitive_removed: event.sensitive_removed,
+            };
+            self.dead_letter(partition, offset, payload, r, &progress)
+                .await?;
+            return Ok(outcome);
+        }
+        let mut state = self.state(&event.tenant, &event.subject).await?;
+        state.apply(&event, now);
         let private = self
             .tenants
             .by_id(&event.tenant)
             .is_some_and(|t| t.deployment == Deployment::Private)
-            || state.upgraded_at.is_some_and(|u| u <= event.occurred_at);
+            || state.upgrade_active();
         let mut profile_stored = false;
         if private {
             let profile = self.merged_profile(&event, &state);
@@ -832,6 +907,23 @@ impl Subjects {
             profile_stored,
             sensitive_removed: event.sensitive_removed,
         })
+    }
+
+    /// An event dated further in the future than its tenant's clock skew allows
+    /// (`validation.max_future_skew_secs`): it could postpone a retention clock or
+    /// an account's erasure, so it is refused.
+    fn future_dated(&self, event: &Event, now: DateTime<Utc>) -> Option<Refused> {
+        let skew = self
+            .tenants
+            .by_id(&event.tenant)
+            .map_or(0, |t| t.rules.future_skew_micros);
+        (event.occurred_at.timestamp_micros() > now.timestamp_micros().saturating_add(skew))
+            .then(|| Refused {
+                reason: Reason::InvalidTimestamp,
+                detail: "`occurred_at` is further in the future than validation.max_future_skew_secs allows".to_owned(),
+                tenant: Some(event.tenant.clone()),
+                sensitive_removed: event.sensitive_removed,
+            })
     }
 
     /// An event that cannot be read: a dead letter with its reason, never its
@@ -940,12 +1032,15 @@ impl Subjects {
         {
             return Ok(());
         }
+        // The 90 days start no later than now: a future-dated event cannot keep an
+        // IP longer.
+        let seen_at = event.occurred_at.min(self.clock.now());
         let batch = access_batch(
             &event.tenant,
             &event.subject,
             ip,
             profile,
-            event.occurred_at,
+            seen_at,
             partition,
             offset,
         );
@@ -990,7 +1085,7 @@ impl Subjects {
             prev_hash: state.last_hash.clone(),
             entry_hash: String::new(),
         };
-        entry.entry_hash = entry_hash(&entry);
+        entry.entry_hash = entry_hash(&self.chain, &entry);
         self.ledger
             .append(&[ledger_batch(&entry)], progress)
             .await?;
@@ -1287,6 +1382,92 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_names_the_meters_it_covers_and_its_purpose() {
+        let upgrade = |extra: serde_json::Value| {
+            let mut v =
+                event(serde_json::json!({"kind": "upgraded_to_private", "tenant": "oslo-utility"}));
+            v.as_object_mut().unwrap().remove("purpose");
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            parse(Some(v.to_string().as_bytes()), 65536, &tenants())
+        };
+        assert_eq!(
+            upgrade(serde_json::json!({})).unwrap_err().reason,
+            Reason::MissingField
+        );
+        assert_eq!(
+            upgrade(serde_json::json!({"meters": []}))
+                .unwrap_err()
+                .reason,
+            Reason::MissingField
+        );
+        let e =
+            upgrade(serde_json::json!({"meters": ["707057500000000018", "heat-pump-7"]})).unwrap();
+        assert_eq!(e.meters, ["707057500000000018", "heat-pump-7"]);
+        assert_eq!(e.purpose.as_deref(), Some("private_treatment"));
+        let e =
+            upgrade(serde_json::json!({"meters": ["dev-1"], "purpose": "app_linking"})).unwrap();
+        assert_eq!(e.purpose.as_deref(), Some("app_linking"));
+        // 18 digits must be a GSRN (a typo'd meter is not a device id).
+        assert_eq!(
+            upgrade(serde_json::json!({"meters": ["707057500000000019"]}))
+                .unwrap_err()
+                .reason,
+            Reason::InvalidGsrn
+        );
+        // Elhub events take GSRNs only.
+        assert_eq!(
+            reason(event(
+                serde_json::json!({"kind": "elhub_consent_granted", "meters": ["dev-1"]})
+            )),
+            Reason::InvalidGsrn
+        );
+    }
+
+    #[test]
+    fn an_upgrade_takes_effect_when_recorded_and_ends_with_the_account() {
+        let at = |h: i64| DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap();
+        let ev = |kind: Kind, purpose: Option<&str>, occurred: i64| Event {
+            kind,
+            tenant: "oslo-utility".into(),
+            subject: "s".into(),
+            purpose: purpose.map(str::to_owned),
+            meters: vec!["dev-1".into()],
+            policy_version: None,
+            occurred_at: at(occurred),
+            source: None,
+            profile: Profile::default(),
+            ip: None,
+            sensitive_removed: SensitiveCounts::default(),
+        };
+        let mut s = SubjectState::default();
+        // Backdated by 10 hours: in effect from when it was recorded.
+        s.apply(
+            &ev(Kind::UpgradedToPrivate, Some("private_treatment"), 0),
+            at(10),
+        );
+        assert_eq!(s.upgraded_at, Some(at(10)));
+        assert!(s.upgrade_active());
+        s.apply(&ev(Kind::ConsentWithdrawn, Some("name"), 11), at(11));
+        assert!(s.upgrade_active());
+        // Future-dated termination: the account ends when it was recorded.
+        s.apply(&ev(Kind::AccountTerminated, None, 100), at(12));
+        assert_eq!(s.terminated_at, Some(at(12)));
+        assert!(!s.upgrade_active());
+        let mut w = SubjectState::default();
+        w.apply(
+            &ev(Kind::UpgradedToPrivate, Some("private_treatment"), 20),
+            at(20),
+        );
+        w.apply(
+            &ev(Kind::ConsentWithdrawn, Some("private_treatment"), 21),
+            at(21),
+        );
+        assert!(!w.upgrade_active());
+    }
+
+    #[test]
     fn national_ids_in_any_field_are_removed_before_the_event_is_read() {
         // Worked out by hand (DOMAIN.md section 1: k1 weights 3 7 6 1 8 9 4 5 2,
         // k2 weights 5 4 3 2 7 6 5 4 3 2):
@@ -1344,6 +1525,10 @@ mod tests {
         assert_eq!(clean.sensitive_removed, SensitiveCounts::default());
     }
 
+    fn chain_key() -> ChainKey {
+        ChainKey::new(&MasterKey::from_bytes([5; 32]))
+    }
+
     fn chain(n: usize) -> Vec<LedgerEntry> {
         let mut out: Vec<LedgerEntry> = Vec::new();
         for i in 0..n {
@@ -1364,7 +1549,7 @@ mod tests {
                 prev_hash: out.last().map(|p| p.entry_hash.clone()).unwrap_or_default(),
                 entry_hash: String::new(),
             };
-            e.entry_hash = entry_hash(&e);
+            e.entry_hash = entry_hash(&chain_key(), &e);
             out.push(e);
         }
         out
@@ -1373,20 +1558,33 @@ mod tests {
     #[test]
     fn the_chain_detects_edits_removals_and_reordering() {
         let good = chain(5);
-        assert_eq!(verify_chain(&good), Ok(()));
+        assert_eq!(verify_chain(&chain_key(), &good), Ok(()));
         let mut edited = good.clone();
         edited[2].purpose = Some("name".into());
-        assert_eq!(verify_chain(&edited), Err(2));
+        assert_eq!(verify_chain(&chain_key(), &edited), Err(2));
         let mut removed = good.clone();
         removed.remove(1);
-        assert_eq!(verify_chain(&removed), Err(2));
+        assert_eq!(verify_chain(&chain_key(), &removed), Err(2));
         let mut swapped = good.clone();
         swapped.swap(3, 4);
-        assert_eq!(verify_chain(&swapped), Err(4));
+        assert_eq!(verify_chain(&chain_key(), &swapped), Err(4));
+        // The whole chain recomputed without the key (the unkeyed hash an editor
+        // could compute): every entry fails.
+        let other = ChainKey::new(&MasterKey::from_bytes([6; 32]));
+        let mut forged = good.clone();
+        for i in 0..forged.len() {
+            forged[i].prev_hash = if i == 0 {
+                String::new()
+            } else {
+                forged[i - 1].entry_hash.clone()
+            };
+            forged[i].entry_hash = entry_hash(&other, &forged[i]);
+        }
+        assert_eq!(verify_chain(&chain_key(), &forged), Err(0));
         // An edit with a recomputed hash breaks the next link.
         let mut rehashed = good;
         rehashed[1].kind = Kind::AccountTerminated;
-        rehashed[1].entry_hash = entry_hash(&rehashed[1]);
-        assert_eq!(verify_chain(&rehashed), Err(2));
+        rehashed[1].entry_hash = entry_hash(&chain_key(), &rehashed[1]);
+        assert_eq!(verify_chain(&chain_key(), &rehashed), Err(2));
     }
 }
