@@ -428,7 +428,7 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(false) => ExitCode::from(meterline::query::audit::VIOLATION_EXIT),
             Err(e) => {
                 eprintln!("error: {}", chain(&e));
-                ExitCode::FAILURE
+                failure(&e)
             }
         },
         Command::Keygen => {
@@ -444,8 +444,17 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::FAILURE
+            failure(&e)
         }
+    }
+}
+
+/// 2 for a configuration error (as `meterline run` exits), 1 for any other.
+fn failure(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<meterline::config::ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -493,6 +502,18 @@ async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
     )
     .await?;
     let entries = lifecycle.sweep(settings.clock.now()).await?;
+    for (tenant, tables) in meterline::privacy::lifecycle::unconfigured_tenants(
+        &lake,
+        &settings.tenants,
+        settings.key.as_ref(),
+    )
+    .await?
+    {
+        eprintln!(
+            "error: tenant {tenant} has data in the lake ({}) but is not configured: nothing deletes it; list it under [[tenants]] with retired = true and its retention, or erase it",
+            tables.join(", ")
+        );
+    }
     if entries.is_empty() {
         println!("nothing past its retention");
     }

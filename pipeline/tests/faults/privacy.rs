@@ -5,8 +5,9 @@
 //! erasure names a tenant and reaches the subject's meters without a `subject`
 //! field, leaving a twin subject id of another tenant byte-identical; events from
 //! the future are refused and clocks start when events are recorded; `meterline
-//! audit` reports revocations past retention and a consent ledger edited by
-//! another Delta writer (exit 3).
+//! audit` reports revocations past retention, a tenant with data that left the
+//! configuration, static pseudonyms (a standing exception) and a consent ledger
+//! edited by another Delta writer (exit 3).
 //!
 //! The phases run `meterline` at fixed instants before the test's "now" (N, the
 //! hour the test clock is in): each run records what the previous ones could not
@@ -584,6 +585,55 @@ elhub_revocation_retention_days = 1
     let (code, out) = meterline(&["audit"], &base, later);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("every chain verified"), "{out}");
+    assert!(
+        out.contains("standing exception: tenants.oslo-utility: key_rotation = never"),
+        "{out}"
+    );
+    // Static pseudonyms must be asked for.
+    let text = std::fs::read_to_string(&base).unwrap();
+    let variant = |name: &str, text: String| {
+        let path = base.with_file_name(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let static_unasked = variant(
+        "static.toml",
+        text.replacen("allow_static_pseudonyms = true\n", "", 1),
+    );
+    let (code, out) = meterline(&["audit"], &static_unasked, later);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("allow_static_pseudonyms"), "{out}");
+    // A tenant that leaves the configuration is not forgotten; listed as retired,
+    // its data is kept under its retention.
+    let bergen_block = format!("[[tenants]]\nid = \"{BERGEN}\"\ndeployment = \"private\"\n");
+    assert!(text.contains(&bergen_block));
+    let bergen_rest = "telemetry_retention_days = 36600\nvalidation = { max_age_days = 36500 }\n";
+    let removed = variant(
+        "removed.toml",
+        text.replacen(&format!("{bergen_block}{bergen_rest}"), "", 1),
+    );
+    let (code, out) = meterline(&["audit"], &removed, later);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(&format!("tenant {BERGEN} has data in the lake (readings")),
+        "{out}"
+    );
+    let (code, out) = meterline(&["retention", "run"], &removed, later);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("error: tenant {BERGEN} has data in the lake")),
+        "{out}"
+    );
+    let retired = variant(
+        "retired.toml",
+        text.replacen(&bergen_block, &format!("{bergen_block}retired = true\n"), 1),
+    );
+    let (code, out) = meterline(&["audit"], &retired, later);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("tenant {BERGEN} is retired")),
+        "{out}"
+    );
     let views = bucket_views(&rig).await;
     for gone in [
         revoked.as_str(),

