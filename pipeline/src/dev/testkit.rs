@@ -631,8 +631,15 @@ impl Process {
     /// # Panics
     /// The program cannot be started.
     pub fn spawn(name: &str, mut command: Command) -> Self {
+        // The tests' clock, unless the test gave the process a "now" of its own
+        // (a scenario that runs phases at fixed instants).
+        let own_now = command
+            .get_envs()
+            .any(|(k, v)| k == crate::config::FAKE_NOW_ENV && v.is_some());
+        if !own_now {
+            command.envs(clock_env());
+        }
         let mut child = command
-            .envs(clock_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
