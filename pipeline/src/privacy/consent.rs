@@ -43,8 +43,19 @@ impl Row {
     }
 }
 
-/// The ledger rows of `batches` (columns tenant, subject_hash, seq, kind, meters,
-/// occurred_at, recorded_at, purpose).
+/// The ledger columns [`rows_of`] reads, in its order.
+const ROW_COLUMNS: [&str; 8] = [
+    "tenant",
+    "subject_hash",
+    "seq",
+    "kind",
+    "meters",
+    "occurred_at",
+    "recorded_at",
+    "purpose",
+];
+
+/// The ledger rows of `batches` (the [`ROW_COLUMNS`]).
 fn rows_of(batches: &[arrow::array::RecordBatch]) -> Vec<Row> {
     let mut rows = Vec::new();
     for b in batches {
@@ -104,16 +115,7 @@ pub async fn load_view(lake: &Lake, key: &MasterKey) -> Result<Option<ConsentVie
     ];
     let batches = ledger
         .scan(
-            &[
-                "tenant",
-                "subject_hash",
-                "seq",
-                "kind",
-                "meters",
-                "occurred_at",
-                "recorded_at",
-                "purpose",
-            ],
+            &ROW_COLUMNS,
             col("kind").in_list(kinds.iter().map(|k| lit(k.as_str())).collect(), false),
         )
         .await?;
@@ -195,16 +197,7 @@ pub async fn subject_meters(
     let hash = crate::privacy::tables::subject_hash(key, subject);
     let batches = ledger
         .scan(
-            &[
-                "tenant",
-                "subject_hash",
-                "seq",
-                "kind",
-                "meters",
-                "occurred_at",
-                "recorded_at",
-                "purpose",
-            ],
+            &ROW_COLUMNS,
             col("tenant")
                 .eq(lit(tenant))
                 .and(col("subject_hash").eq(lit(hash))),
@@ -245,16 +238,7 @@ pub async fn revocations(lake: &Lake) -> Result<Vec<Revocation>, SinkError> {
     let ledger = DerivedTable::open_or_create(lake, spec).await?;
     let batches = ledger
         .scan(
-            &[
-                "tenant",
-                "subject_hash",
-                "seq",
-                "kind",
-                "meters",
-                "occurred_at",
-                "recorded_at",
-                "purpose",
-            ],
+            &ROW_COLUMNS,
             col("kind").eq(lit(Kind::ElhubConsentRevoked.as_str())),
         )
         .await?;

@@ -124,6 +124,26 @@ fn audit_batch(entries: &[AuditEntry]) -> RecordBatch {
     .expect("columns match AUDIT")
 }
 
+/// A string column of a matcher's batch, by name (the batch holds the file's
+/// columns in the file's order).
+fn strings<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b StringArray, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
+}
+
+/// A timestamp column of a matcher's batch, by name.
+fn timestamps<'b>(
+    batch: &'b RecordBatch,
+    name: &str,
+) -> Result<&'b arrow::array::PrimitiveArray<TimestampMicrosecondType>, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("no timestamp column `{name}`")))
+}
+
 /// Readings (columns `subject`, `meter`, `interval_start`) of the subject: those
 /// naming it, and those without a subject of a meter that was the subject's at
 /// the interval (`meters`; meters compared by their ledger hash).
@@ -133,23 +153,9 @@ fn reading_of<'a>(
     hasher: Option<&'a LedgerHasher>,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     move |batch| {
-        let strings = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
-        };
-        let start = || {
-            batch
-                .column_by_name("interval_start")
-                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-                .ok_or_else(|| {
-                    ArrowError::SchemaError("no timestamp column `interval_start`".into())
-                })
-        };
-        let subjects = strings("subject")?;
-        let meter = strings("meter")?;
-        let start = start()?;
+        let subjects = strings(batch, "subject")?;
+        let meter = strings(batch, "meter")?;
+        let start = timestamps(batch, "interval_start")?;
         // One hash per distinct meter of the file.
         let mut hashes: HashMap<&str, String> = HashMap::new();
         Ok((0..batch.num_rows())
@@ -174,13 +180,7 @@ fn tenant_subject<'a>(
     subject: &'a str,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     move |batch| {
-        let strings = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
-        };
-        let (t, s) = (strings("tenant")?, strings("subject")?);
+        let (t, s) = (strings(batch, "tenant")?, strings(batch, "subject")?);
         Ok((0..batch.num_rows())
             .map(|i| Some(t.value(i) == tenant && s.value(i) == subject))
             .collect())
@@ -199,13 +199,7 @@ fn payload_names<'a>(
         subject: Option<std::borrow::Cow<'p, str>>,
     }
     move |batch| {
-        let strings = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
-        };
-        let (tenants, payloads) = (strings("tenant")?, strings("payload")?);
+        let (tenants, payloads) = (strings(batch, "tenant")?, strings(batch, "payload")?);
         Ok((0..batch.num_rows())
             .map(|i| {
                 // Cheap tests first; then parse, so `"subject" : "x"` with spaces and
@@ -239,22 +233,8 @@ fn revoked_reading<'a>(
     hasher: &'a LedgerHasher,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     move |batch| {
-        let strings = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| ArrowError::SchemaError(format!("no string column `{name}`")))
-        };
-        let start = || {
-            batch
-                .column_by_name("interval_start")
-                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-                .ok_or_else(|| {
-                    ArrowError::SchemaError("no timestamp column `interval_start`".into())
-                })
-        };
-        let meter = strings("meter")?;
-        let start = start()?;
+        let meter = strings(batch, "meter")?;
+        let start = timestamps(batch, "interval_start")?;
         let mut hits: HashMap<&str, bool> = HashMap::new();
         Ok((0..batch.num_rows())
             .map(|i| {
