@@ -121,6 +121,13 @@ async fn send(rig: &Rig, topic: &str, messages: &[Message], tombstone: Option<&s
     }
 }
 
+/// Stop a phase's `meterline run` with SIGTERM: it must exit cleanly.
+fn stop(run: &mut meterline::dev::testkit::Process) {
+    assert!(run
+        .terminate(GRACE + Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}
+
 async fn count(rig: &Rig, sql: &str) -> i64 {
     rig.count(sql).await as i64
 }
@@ -339,9 +346,7 @@ elhub_revocation_retention_days = 1
                 == Ok(1)
     })
     .await;
-    assert!(run
-        .terminate(GRACE + Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    stop(&mut run);
     let seen = rig.query("SELECT seen_at FROM access_log").await.unwrap();
     let seen = seen[0]
         .column(0)
@@ -384,9 +389,7 @@ elhub_revocation_retention_days = 1
     rig.produce(&readings).await;
     let mut run = rig.spawn_with_env("p2", &base, &[("METERLINE_FAKE_NOW", &rfc(p2))]);
     rig.await_rows(156, Duration::from_secs(180)).await;
-    assert!(run
-        .terminate(GRACE + Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    stop(&mut run);
     assert_ledger(&run);
     // The upgrade: the listed meter raw and linked from the hour after it was
     // recorded (N-29h .. N-21h: 9 hours), pseudonymized before; the neighbour's
@@ -437,9 +440,7 @@ elhub_revocation_retention_days = 1
         rig.try_count("SELECT count(*) FROM consent_ledger").await == Ok(8)
     })
     .await;
-    assert!(run
-        .terminate(GRACE + Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    stop(&mut run);
 
     // Phase 4 (now = N): late Elhub readings of earlier intervals (dropped), then
     // the upgrader's readings around the termination.
@@ -487,9 +488,7 @@ elhub_revocation_retention_days = 1
             == Ok(1)
     })
     .await;
-    assert!(run
-        .terminate(GRACE + Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    stop(&mut run);
     let ledger = assert_ledger(&run);
     assert_eq!(ledger.dropped, 44, "{ledger:?}");
     assert_eq!(
