@@ -31,6 +31,8 @@ pub async fn run_pipeline(
     // One clock for every task: the sweeps and erasures read `settings.clock` too.
     let mut settings = settings;
     settings.lifecycle.clock = settings.clock;
+    // Every writer of this process and the orphan sweep agree on the age.
+    meterline_sinks::set_orphan_age(settings.lifecycle.orphan_age);
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let (commits_tx, commits_rx) = std::sync::mpsc::channel();
     let mut runner = Runner::new(&settings, metrics.clone(), commits_tx, shutdown.clone()).await?;

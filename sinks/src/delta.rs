@@ -24,6 +24,11 @@ use tracing::{debug, info};
 use crate::lake::Lake;
 use crate::SinkError;
 
+/// Test hook: when set, a commit of data files stalls forever after the upload
+/// (before the commit), so a test can SIGKILL the process with uploaded files
+/// that nothing references.
+pub const COMMIT_STALL_ENV: &str = "METERLINE_FAILPOINT_COMMIT_STALL";
+
 /// The shape of one table, fixed at creation.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -449,15 +454,36 @@ impl OffsetTable {
 
         // 1. Upload the data files (not yet visible: nothing references them).
         let mut actions = self.upload(batches, rows).await?;
+        let uploaded_at = std::time::Instant::now();
         // 2. Fence: the latest stored offsets must be the ones this writer expects.
-        if self.fence(&advancing).await? {
+        match self.fence(&advancing).await {
             // An earlier attempt of this very commit succeeded although its
             // response was lost (timeout, connection reset): the offsets it
-            // recorded are exactly this flush's. The rows are stored once.
-            return Ok(self.landed_earlier(&advancing, rows));
+            // recorded are exactly this flush's. The rows are stored once, and
+            // this attempt's uploads are referenced by nothing.
+            Ok(true) => {
+                self.discard(&actions).await;
+                return Ok(self.landed_earlier(&advancing, rows));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.discard(&actions).await;
+                return Err(e);
+            }
+        }
+        if std::env::var_os(COMMIT_STALL_ENV).is_some() && rows > 0 {
+            tracing::warn!(table = name, "failpoint: commit stalled after the upload");
+            std::future::pending::<()>().await;
+        }
+        // A writer paused between upload and commit must not reference files the
+        // orphan sweep may have deleted meanwhile: upload them again.
+        if crate::orphans::too_old(uploaded_at) {
+            self.discard(&actions).await;
+            actions = self.upload(batches, rows).await?;
         }
 
         // 3. Commit files and offsets together.
+        let uploads = crate::orphans::added_paths(&actions);
         let now_ms = chrono::Utc::now().timestamp_millis();
         actions.extend(advancing.iter().map(|(p, o)| {
             Action::Txn(Transaction::new_with_last_update(
@@ -483,9 +509,23 @@ impl OffsetTable {
                 source: TransactionError::CommitConflict(conflict),
             }) => {
                 debug!(table = name, %conflict, "commit conflict on owned partitions");
+                // This attempt's commit did not land (an earlier one may have).
+                crate::orphans::discard(&self.table, name, &uploads).await;
                 return self.after_conflict(&advancing, rows).await;
             }
-            Err(e) => return Err(classify(name, e)),
+            Err(e) => {
+                // The answer may have been lost after the commit landed: the log
+                // says. Landed: the files are referenced; not: they are orphans.
+                if !advancing.is_empty() {
+                    if let Ok(outcome) = self.after_conflict(&advancing, rows).await {
+                        return Ok(outcome);
+                    }
+                }
+                if crate::orphans::landed(&self.table, &uploads).await == Some(false) {
+                    crate::orphans::discard(&self.table, name, &uploads).await;
+                }
+                return Err(classify(name, e));
+            }
         };
         let version = finalized.version();
         debug!(table = name, rows, version, "committed");
@@ -497,6 +537,16 @@ impl OffsetTable {
             rows,
             version: Some(version),
         })
+    }
+
+    /// Delete the files `actions` add (their commit did not land).
+    async fn discard(&self, actions: &[Action]) {
+        crate::orphans::discard(
+            &self.table,
+            self.spec.name,
+            &crate::orphans::added_paths(actions),
+        )
+        .await;
     }
 
     /// Write `batches` as data files of the table; their `add` actions.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -258,6 +258,7 @@ impl DerivedTable {
         let mut actions: Vec<Action> = Vec::new();
         let mut added = Vec::new();
         let properties = writer_properties();
+        let uploaded_at = std::time::Instant::now();
         for batches in groups {
             let adds = write_files(&self.table, &properties, columns, batches)
                 .await
@@ -304,6 +305,7 @@ impl DerivedTable {
             actions,
             operation,
             CommitProperties::default(),
+            uploaded_at,
         )
         .await?;
         let version = finalized.version();
@@ -368,6 +370,7 @@ impl DerivedTable {
     ) -> Result<Option<u64>, SinkError> {
         let name = self.spec.name;
         self.table.update_state().await.map_err(transient(name))?;
+        let uploaded_at = std::time::Instant::now();
         let mut actions: Vec<Action> = Vec::new();
         if batches.iter().any(|b| b.num_rows() > 0) {
             let adds = write_files(
@@ -402,6 +405,7 @@ impl DerivedTable {
             actions,
             operation,
             CommitProperties::default(),
+            uploaded_at,
         )
         .await?;
         let version = finalized.version();
@@ -463,10 +467,14 @@ impl std::fmt::Debug for SourceTable {
     }
 }
 
-/// Commit `actions` on top of the table as loaded; a conflict with a concurrent
-/// commit is transient. When the commit fails, the files it would have added are
-/// deleted: they were uploaded but are referenced by nothing, so no VACUUM in Lite
-/// mode would remove them, and they may hold data erased since.
+/// Commit `actions`; when the commit did not land, delete the files they add:
+/// uploaded but referenced by nothing, no VACUUM in Lite mode would remove them,
+/// and they may hold data erased since. After an error that does not say (a
+/// timeout, a lost answer), the log is read first: files it references are
+/// kept, and the error is returned as transient so the caller repeats its
+/// (idempotent) work. Files uploaded longer ago than half the orphan age are
+/// not committed ([`crate::orphans::too_old`]): they are deleted and the caller
+/// uploads again.
 ///
 /// # Errors
 /// Storage errors and conflicts (transient); others classified.
@@ -476,14 +484,18 @@ pub(crate) async fn commit_or_discard(
     actions: Vec<Action>,
     operation: DeltaOperation,
     properties: CommitProperties,
+    uploaded_at: std::time::Instant,
 ) -> Result<deltalake::kernel::transaction::FinalizedCommit, SinkError> {
-    let uploaded: Vec<deltalake::Path> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Add(add) => deltalake::Path::parse(&add.path).ok(),
-            _ => None,
-        })
-        .collect();
+    let uploaded = crate::orphans::added_paths(&actions);
+    if !uploaded.is_empty() && crate::orphans::too_old(uploaded_at) {
+        crate::orphans::discard(table, name, &uploaded).await;
+        return Err(SinkError::Transient {
+            table: name,
+            error: Box::new(DeltaTableError::Generic(
+                "files uploaded longer ago than half the orphan age; writing them again".into(),
+            )),
+        });
+    }
     let snapshot = table.snapshot().map_err(transient(name))?;
     let committed = CommitBuilder::from(properties)
         .with_actions(actions)
@@ -491,16 +503,35 @@ pub(crate) async fn commit_or_discard(
         .await;
     match committed {
         Ok(finalized) => Ok(finalized),
+        // Another writer changed the same files first (or every attempt found
+        // the version taken): ours did not land. Read again, retry.
+        Err(
+            e @ DeltaTableError::Transaction {
+                source:
+                    TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_),
+            },
+        ) => {
+            crate::orphans::discard(table, name, &uploaded).await;
+            Err(SinkError::Transient {
+                table: name,
+                error: Box::new(e),
+            })
+        }
+        // Anything else may have come after the log entry was written (a lost
+        // answer): the log says whether the files are referenced.
         Err(e) => {
-            let store = table.object_store();
-            for path in &uploaded {
-                if let Err(err) = store.delete(path).await {
-                    debug!(table = name, error = %err, "could not delete an uncommitted file");
-                }
+            match crate::orphans::landed(table, &uploaded).await {
+                Some(false) => crate::orphans::discard(table, name, &uploaded).await,
+                Some(true) => debug!(
+                    table = name,
+                    "the commit landed although it reported an error"
+                ),
+                None => {} // unknown: keep them; the orphan sweep decides later
             }
             Err(match e {
-                // Another writer changed the same files first: read again, retry.
-                DeltaTableError::Transaction { .. } => SinkError::Transient {
+                e @ DeltaTableError::Transaction { .. } => SinkError::Transient {
                     table: name,
                     error: Box::new(e),
                 },

@@ -121,6 +121,7 @@ pub async fn upsert(
     let Some(candidates) = live_files(table, name).await? else {
         return Ok(Removal::default());
     };
+    let uploaded_at = std::time::Instant::now();
     let store = table.object_store();
     let mut removal = Removal::default();
     let mut actions = Vec::new();
@@ -183,7 +184,7 @@ pub async fn upsert(
     if actions.is_empty() {
         return Ok(removal);
     }
-    removal.version = Some(commit_removal(table, name, actions, reason).await?);
+    removal.version = Some(commit_removal(table, name, actions, reason, uploaded_at).await?);
     debug!(
         table = name,
         rows = removal.rows_removed,
@@ -222,7 +223,9 @@ pub async fn remove_files(
     if actions.is_empty() {
         return Ok(removal);
     }
-    removal.version = Some(commit_removal(table, name, actions, reason).await?);
+    // Nothing uploaded: removes only.
+    let now = std::time::Instant::now();
+    removal.version = Some(commit_removal(table, name, actions, reason, now).await?);
     Ok(removal)
 }
 
@@ -273,6 +276,7 @@ async fn commit_removal(
     name: &'static str,
     actions: Vec<Action>,
     reason: &str,
+    uploaded_at: std::time::Instant,
 ) -> Result<u64, SinkError> {
     let properties = CommitProperties::default().with_metadata([(
         "meterline.reason".to_owned(),
@@ -280,7 +284,8 @@ async fn commit_removal(
     )]);
     // No predicate: the operation parameters would keep it in the log.
     let operation = DeltaOperation::Delete { predicate: None };
-    let finalized = commit_or_discard(table, name, actions, operation, properties).await?;
+    let finalized =
+        commit_or_discard(table, name, actions, operation, properties, uploaded_at).await?;
     let version = finalized.version();
     table.state = Some(finalized.snapshot());
     Ok(version)

@@ -28,6 +28,7 @@ pub mod derived;
 pub mod erase;
 pub mod files;
 pub mod lake;
+pub mod orphans;
 mod write;
 
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
@@ -36,6 +37,7 @@ pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced,
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use files::{Change, Changes, DataFile};
 pub use lake::{Lake, LakeConfig};
+pub use orphans::{set_orphan_age, vacuum_orphans};
 
 /// Errors of the sinks, classed so the caller can decide what to do.
 #[derive(Debug, thiserror::Error)]

@@ -250,6 +250,10 @@ pub struct PrivacyConfig {
     /// this many days after its Elhub consent revocation was recorded; 0: at the
     /// next retention sweep.
     pub elhub_revocation_retention_days: u32,
+    /// Files under a table that its Delta log does not reference (uploads whose
+    /// commit never landed) are deleted by the sweep once they are this old; a
+    /// writer never commits files it uploaded longer ago than half of it.
+    pub orphan_file_age_secs: u64,
     /// Start on an S3 bucket that keeps old versions of objects (versioning
     /// enabled or suspended), or whose versioning cannot be read. Off: refused,
     /// because erased data and destroyed keys would survive as noncurrent
@@ -270,6 +274,7 @@ impl Default for PrivacyConfig {
             access_log_retention_days: 90,
             account_retention_days: 30,
             elhub_revocation_retention_days: 0,
+            orphan_file_age_secs: 6 * 3600,
             allow_versioned_bucket: false,
         }
     }

@@ -407,6 +407,12 @@ impl Config {
             ));
         }
         let subject_events_topic = self.subject_events_topic(key)?;
+        if p.orphan_file_age_secs < 600 {
+            return Err(invalid(
+                "privacy.orphan_file_age_secs",
+                "must be at least 600 (10 minutes): a writer needs half of it between upload and commit",
+            ));
+        }
         if p.access_log_retention_days == 0 {
             return Err(invalid(
                 "privacy.access_log_retention_days",
@@ -426,6 +432,7 @@ impl Config {
             access_log_days: p.access_log_retention_days,
             account_days: p.account_retention_days,
             revocation_days: p.elhub_revocation_retention_days,
+            orphan_age: Duration::from_secs(p.orphan_file_age_secs),
             erasure_topic: p.erasure_topic.clone(),
             erasure_group: format!("{}.erasure", self.kafka.group_id),
             erasure_deadline: Duration::from_secs(p.erasure_deadline_secs),
@@ -914,6 +921,9 @@ pub struct LifecycleSettings {
     /// A revoked meter's readings are deleted this many days after the revocation
     /// was recorded (0: at the next sweep).
     pub revocation_days: u32,
+    /// Untracked files older than this are deleted by the sweep (see
+    /// `meterline_sinks::orphans`).
+    pub orphan_age: Duration,
     /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
     /// `Settings::clock`.
     pub clock: meterline_operators::Clock,
@@ -934,6 +944,7 @@ impl Default for LifecycleSettings {
             access_log_days: 90,
             account_days: 30,
             revocation_days: 0,
+            orphan_age: meterline_sinks::orphans::DEFAULT_ORPHAN_AGE,
             clock: meterline_operators::Clock::system(),
         }
     }

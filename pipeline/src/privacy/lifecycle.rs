@@ -328,6 +328,7 @@ impl Lifecycle {
         aggregate: AggregateSettings,
         metrics: Metrics,
     ) -> Result<Self, LifecycleError> {
+        meterline_sinks::set_orphan_age(settings.orphan_age);
         let audit = DerivedTable::open_or_create(lake, audit_spec()).await?;
         for table in ["readings", "dead_letters", SUBJECTS_TABLE, ACCESS_LOG_TABLE] {
             metrics.retention_deleted.with_label_values(&[table]);
@@ -543,6 +544,72 @@ impl Lifecycle {
     /// # Errors
     /// Storage errors (transient: the next sweep repeats it); internal errors.
     pub async fn sweep(&mut self, now: DateTime<Utc>) -> Result<Vec<AuditEntry>, LifecycleError> {
+        let orphans = self.sweep_orphans(now).await?;
+        let mut entries = self.sweep_data(now).await?;
+        entries.extend(orphans);
+        Ok(entries)
+    }
+
+    /// Delete untracked files (uploads whose commit never landed) older than the
+    /// orphan age from every table (never from the key store: its keys are not
+    /// in a log). One audit row (category `orphan_files`) when any were deleted.
+    async fn sweep_orphans(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AuditEntry>, LifecycleError> {
+        let age = self.settings.orphan_age;
+        let mut tables: Vec<&'static str> = vec![
+            "readings",
+            "dead_letters",
+            SUBJECTS_TABLE,
+            ACCESS_LOG_TABLE,
+            crate::privacy::tables::LEDGER_TABLE,
+            crate::privacy::tables::AUDIT_TABLE,
+        ];
+        tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
+        let mut deleted = 0u64;
+        let mut touched = Vec::new();
+        for name in tables {
+            let Some(mut t) = open_existing(&self.lake, name).await? else {
+                continue;
+            };
+            let n =
+                meterline_sinks::vacuum_orphans(&mut t, name, age, now.timestamp_millis()).await?;
+            if n > 0 {
+                deleted += n as u64;
+                touched.push(name.to_owned());
+            }
+        }
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let entry = AuditEntry {
+            request_id: format!("retention:{}:orphan_files", now.timestamp_micros()),
+            kind: kind::RETENTION,
+            category: "orphan_files".to_owned(),
+            tenant: None,
+            subject_hash: None,
+            requested_at: now,
+            deadline_at: None,
+            completed_at: self.settings.clock.now(),
+            tables: touched,
+            rows_removed: 0,
+            files_rewritten: 0,
+            files_vacuumed: deleted,
+            detail: Some(format!(
+                "files no commit references, older than {} s",
+                age.as_secs()
+            )),
+        };
+        self.audit
+            .append(&[audit_batch(std::slice::from_ref(&entry))], &[])
+            .await?;
+        info!(files = deleted, "orphan files deleted");
+        Ok(Some(entry))
+    }
+
+    /// Every data retention period, revocation and ended account as of `now`.
+    async fn sweep_data(&mut self, now: DateTime<Utc>) -> Result<Vec<AuditEntry>, LifecycleError> {
         let mut entries = Vec::new();
         let mut work = Work::default();
         self.sweep_telemetry(now, &mut work, &mut entries).await?;

@@ -13,6 +13,7 @@ mod aggregates;
 mod dead_letters;
 mod erasure;
 mod lifecycle;
+mod orphans;
 mod privacy;
 mod rig;
 mod security;

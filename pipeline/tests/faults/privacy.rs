@@ -26,7 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::json;
 
-use crate::rig::{assert_ledger, eventually_async, serial, Rig, KEY_HEX};
+use crate::rig::{assert_ledger, bucket_views, eventually_async, holding, serial, Rig, KEY_HEX};
 use crate::GRACE;
 
 const TWIN: &str = "acct-twin-17";
@@ -130,57 +130,6 @@ fn stop(run: &mut meterline::dev::testkit::Process) {
 
 async fn count(rig: &Rig, sql: &str) -> i64 {
     rig.count(sql).await as i64
-}
-
-/// Every object in the bucket: its bytes, and each Parquet file's values as JSON
-/// text (compressed pages need not show a value's bytes).
-async fn bucket_views(rig: &Rig) -> Vec<(String, Vec<u8>)> {
-    use futures::TryStreamExt;
-    use object_store::{ObjectStore, ObjectStoreExt};
-    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(&rig.bucket);
-    // Only the S3 keys (the lake's options also hold delta-rs' own, e.g. retries).
-    for (k, v) in rig.s3.storage_options() {
-        if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
-            builder = builder.with_config(key, v);
-        }
-    }
-    let store = builder.build().unwrap();
-    let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
-    let mut views = Vec::new();
-    for o in objects {
-        let Ok(got) = store.get(&o.location).await else {
-            continue; // vacuumed while listing
-        };
-        let bytes = got.bytes().await.unwrap();
-        if o.location.as_ref().ends_with(".parquet") {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes.clone(),
-            )
-            .unwrap()
-            .build()
-            .unwrap();
-            let mut text = Vec::new();
-            {
-                let mut w = arrow::json::ArrayWriter::new(&mut text);
-                for batch in reader {
-                    w.write(&batch.unwrap()).unwrap();
-                }
-                w.finish().unwrap();
-            }
-            views.push((format!("{} (values)", o.location), text));
-        }
-        views.push((o.location.to_string(), bytes.to_vec()));
-    }
-    assert!(!views.is_empty(), "the bucket could not be listed");
-    views
-}
-
-fn holding(views: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
-    views
-        .iter()
-        .filter(|(_, b)| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        .map(|(k, _)| k.clone())
-        .collect()
 }
 
 /// `meterline <args> --config <config>` at `now`.
