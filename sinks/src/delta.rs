@@ -452,35 +452,11 @@ impl OffsetTable {
             return Ok(AppendOutcome::default());
         }
 
-        // 1. Upload the data files (not yet visible: nothing references them).
-        let mut actions = self.upload(batches, rows).await?;
-        let uploaded_at = std::time::Instant::now();
-        // 2. Fence: the latest stored offsets must be the ones this writer expects.
-        match self.fence(&advancing).await {
-            // An earlier attempt of this very commit succeeded although its
-            // response was lost (timeout, connection reset): the offsets it
-            // recorded are exactly this flush's. The rows are stored once, and
-            // this attempt's uploads are referenced by nothing.
-            Ok(true) => {
-                self.discard(&actions).await;
-                return Ok(self.landed_earlier(&advancing, rows));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.discard(&actions).await;
-                return Err(e);
-            }
-        }
-        if std::env::var_os(COMMIT_STALL_ENV).is_some() && rows > 0 {
-            tracing::warn!(table = name, "failpoint: commit stalled after the upload");
-            std::future::pending::<()>().await;
-        }
-        // A writer paused between upload and commit must not reference files the
-        // orphan sweep may have deleted meanwhile: upload them again.
-        if crate::orphans::too_old(uploaded_at) {
-            self.discard(&actions).await;
-            actions = self.upload(batches, rows).await?;
-        }
+        // 1-2. Upload the data files (not yet visible: nothing references them),
+        // then fence.
+        let Some(mut actions) = self.upload_fenced(batches, rows, &advancing).await? else {
+            return Ok(self.landed_earlier(&advancing, rows));
+        };
 
         // 3. Commit files and offsets together.
         let uploads = crate::orphans::added_paths(&actions);
@@ -537,6 +513,48 @@ impl OffsetTable {
             rows,
             version: Some(version),
         })
+    }
+
+    /// Upload the data files, then fence: the latest stored offsets must be the
+    /// ones this writer expects. `None` when an earlier attempt of this very
+    /// commit had landed (its response was lost: timeout, connection reset): the
+    /// offsets it recorded are exactly this flush's, the rows are stored once,
+    /// and this attempt's uploads are deleted. Uploads are deleted too when the
+    /// fence fails, and uploaded again when they became too old to commit (see
+    /// [`crate::orphans`]).
+    async fn upload_fenced(
+        &mut self,
+        batches: &[RecordBatch],
+        rows: usize,
+        advancing: &BTreeMap<i32, i64>,
+    ) -> Result<Option<Vec<Action>>, SinkError> {
+        let mut actions = self.upload(batches, rows).await?;
+        let uploaded_at = std::time::Instant::now();
+        match self.fence(advancing).await {
+            Ok(true) => {
+                self.discard(&actions).await;
+                return Ok(None);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.discard(&actions).await;
+                return Err(e);
+            }
+        }
+        if std::env::var_os(COMMIT_STALL_ENV).is_some() && rows > 0 {
+            tracing::warn!(
+                table = self.spec.name,
+                "failpoint: commit stalled after the upload"
+            );
+            std::future::pending::<()>().await;
+        }
+        // A writer paused between upload and commit must not reference files the
+        // orphan sweep may have deleted meanwhile: upload them again.
+        if crate::orphans::too_old(uploaded_at) {
+            self.discard(&actions).await;
+            actions = self.upload(batches, rows).await?;
+        }
+        Ok(Some(actions))
     }
 
     /// Delete the files `actions` add (their commit did not land).

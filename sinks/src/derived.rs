@@ -16,7 +16,6 @@ use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use tracing::debug;
 
 use crate::delta::{classify, open_or_create_table, query_table, transient, writer_properties};
