@@ -274,6 +274,12 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
             "METERLINE_FAKE_NOW is set: the clock is moved (tests and rehearsals only)"
         );
     }
+    if settings.lifecycle.storage_clock.is_shifted() {
+        tracing::warn!(
+            now = %settings.lifecycle.storage_clock.now().to_rfc3339(),
+            "METERLINE_FAKE_STORAGE_NOW is set: the orphan age is measured from a moved clock (tests only)"
+        );
+    }
     let metrics = Metrics::new();
     if let Some(addr) = settings.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {

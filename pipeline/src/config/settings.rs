@@ -46,6 +46,12 @@ pub const KEY_ENV: &str = "METERLINE_PSEUDONYM_KEY";
 /// (`2026-12-01T00:30:00+01:00`). The process's clock reads that instant at start
 /// and advances from there. Never set it in production.
 pub const FAKE_NOW_ENV: &str = "METERLINE_FAKE_NOW";
+/// Moves the clock the orphan sweep compares object modification times with
+/// (same format as `METERLINE_FAKE_NOW`). Those times are stamped by the storage
+/// server with the wall clock, so this clock is the wall clock unless a test
+/// moves it on purpose; `METERLINE_FAKE_NOW` never moves it. Never set it in
+/// production.
+pub const FAKE_STORAGE_NOW_ENV: &str = "METERLINE_FAKE_STORAGE_NOW";
 
 /// The clock `METERLINE_FAKE_NOW` asks for: the system clock when it is unset.
 ///
@@ -55,14 +61,30 @@ pub fn clock_from_env() -> Result<Clock, ConfigError> {
     clock_from(std::env::var(FAKE_NOW_ENV).ok().as_deref())
 }
 
+/// The clock `METERLINE_FAKE_STORAGE_NOW` asks for: the system clock when it is
+/// unset.
+///
+/// # Errors
+/// A value that is not an RFC 3339 instant with an offset.
+pub fn storage_clock_from_env() -> Result<Clock, ConfigError> {
+    clock_named(
+        FAKE_STORAGE_NOW_ENV,
+        std::env::var(FAKE_STORAGE_NOW_ENV).ok().as_deref(),
+    )
+}
+
 fn clock_from(value: Option<&str>) -> Result<Clock, ConfigError> {
+    clock_named(FAKE_NOW_ENV, value)
+}
+
+fn clock_named(name: &str, value: Option<&str>) -> Result<Clock, ConfigError> {
     match value.map(str::trim) {
         None | Some("") => Ok(Clock::system()),
         Some(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map(|at| Clock::starting_at(at.with_timezone(&chrono::Utc)))
             .map_err(|_| {
                 invalid(
-                    FAKE_NOW_ENV,
+                    name,
                     "must be an RFC 3339 instant with an offset, e.g. 2026-12-01T00:30:00+01:00",
                 )
             }),
@@ -261,7 +283,9 @@ impl Config {
     pub fn build(self) -> Result<Settings, ConfigError> {
         let key_from_env = std::env::var(KEY_ENV).ok();
         let clock = clock_from_env()?;
-        self.build_with_key(key_from_env, clock)
+        let mut settings = self.build_with_key(key_from_env, clock)?;
+        settings.lifecycle.storage_clock = storage_clock_from_env()?;
+        Ok(settings)
     }
 
     fn build_with_key(
@@ -440,6 +464,7 @@ impl Config {
             dead_letter_days: u32::try_from(d.retention_days).unwrap_or(u32::MAX),
             telemetry_days,
             clock,
+            storage_clock: Clock::system(),
         })
     }
 
@@ -927,6 +952,9 @@ pub struct LifecycleSettings {
     /// "Now" for sweeps, deadlines and audit timestamps. `run_pipeline` sets it to
     /// `Settings::clock`.
     pub clock: meterline_operators::Clock,
+    /// "Now" for the orphan age: the wall clock, because the storage server
+    /// stamps object modification times with it (see `FAKE_STORAGE_NOW_ENV`).
+    pub storage_clock: meterline_operators::Clock,
 }
 
 impl Default for LifecycleSettings {
@@ -946,6 +974,7 @@ impl Default for LifecycleSettings {
             revocation_days: 0,
             orphan_age: meterline_sinks::orphans::DEFAULT_ORPHAN_AGE,
             clock: meterline_operators::Clock::system(),
+            storage_clock: meterline_operators::Clock::system(),
         }
     }
 }
@@ -971,6 +1000,10 @@ mod clock_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(FAKE_NOW_ENV), "{err}");
+        let err = clock_named(FAKE_STORAGE_NOW_ENV, Some("tomorrow"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(FAKE_STORAGE_NOW_ENV), "{err}");
     }
 }
 

@@ -558,6 +558,10 @@ impl Lifecycle {
         now: DateTime<Utc>,
     ) -> Result<Option<AuditEntry>, LifecycleError> {
         let age = self.settings.orphan_age;
+        // Object modification times come from the storage server's wall clock,
+        // never from meterline's (possibly moved) "now": measured with a moved
+        // clock, a flush's uploads in flight would look old and be deleted.
+        let storage_now = self.settings.storage_clock.now().timestamp_millis();
         let mut tables: Vec<&'static str> = vec![
             "readings",
             "dead_letters",
@@ -573,8 +577,7 @@ impl Lifecycle {
             let Some(mut t) = open_existing(&self.lake, name).await? else {
                 continue;
             };
-            let n =
-                meterline_sinks::vacuum_orphans(&mut t, name, age, now.timestamp_millis()).await?;
+            let n = meterline_sinks::vacuum_orphans(&mut t, name, age, storage_now).await?;
             if n > 0 {
                 deleted += n as u64;
                 touched.push(name.to_owned());

@@ -117,12 +117,23 @@ async fn the_files_of_a_killed_commit_leave_the_bucket_with_the_orphan_sweep() {
     );
 
     // The sweep, before the orphan age: nothing; past it: the orphans are gone.
-    let sweep = |at: chrono::DateTime<chrono::Utc>| {
+    // The orphan age is measured against the objects' modification times, which
+    // the S3 server stamps with the wall clock: the sweeps' storage clock is the
+    // wall clock moved on, as meterline's own "now" is the test's clock moved on.
+    let wall = chrono::Utc::now();
+    let sweep = |hours: i64| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterline"))
             .args(["retention", "run", "--config"])
             .arg(&config)
             .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-            .env("METERLINE_FAKE_NOW", fake_now(at))
+            .env(
+                "METERLINE_FAKE_NOW",
+                fake_now(now + chrono::Duration::hours(hours)),
+            )
+            .env(
+                meterline::config::FAKE_STORAGE_NOW_ENV,
+                fake_now(wall + chrono::Duration::hours(hours)),
+            )
             .output()
             .unwrap();
         assert!(
@@ -132,14 +143,10 @@ async fn the_files_of_a_killed_commit_leave_the_bucket_with_the_orphan_sweep() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    // The orphan age is measured against the objects' modification times, which
-    // the S3 server stamps with the wall clock: the sweeps' "now" is the wall
-    // clock moved on (the test clock may be shifted to another date).
-    let wall = chrono::Utc::now();
-    let early = sweep(wall + chrono::Duration::hours(1));
+    let early = sweep(1);
     assert!(!early.contains("orphan_files"), "{early}");
     assert_eq!(holding(&bucket_views(&rig).await, SUBJECT), left);
-    let late = sweep(wall + chrono::Duration::hours(7));
+    let late = sweep(7);
     assert!(late.contains("orphan_files"), "{late}");
     assert_eq!(
         holding(&bucket_views(&rig).await, SUBJECT),
