@@ -64,7 +64,14 @@ impl Chain {
 
     /// Keys of a tenant's open pseudonym epochs.
     pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(crate::epoch::Epoch, [u8; 32])]) {
+        self.decoder.set_epoch_keys(tenant, keys);
         self.anonymize.set_epoch_keys(tenant, keys);
+    }
+
+    /// The short-lived keys of dead letters no epoch key applies to, by UTC day
+    /// (see [`crate::Pseudonymizer::dead_letter_key`]).
+    pub fn set_dead_letter_keys(&mut self, keys: &[(chrono::NaiveDate, [u8; 32])]) {
+        self.decoder.set_dead_letter_keys(keys);
     }
 
     /// The consent state to apply from the next batch on (Elhub consent,
@@ -140,3 +147,6 @@ impl Chain {
         self.decoder.dead_letter_for(rec, reason, detail.to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,10 +34,11 @@ use serde_json::Value;
 
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::decimal::{self, DecimalError};
+use crate::epoch::{Epoch, Rotation};
 use crate::flags;
 use crate::ids::{find_national_id, find_national_id_in_number};
 use crate::operator::OperatorContext;
-use crate::pseudonym::{IdKind, Pseudonymizer};
+use crate::pseudonym::{pseudonym_with_key, IdKind, Pseudonymizer};
 use crate::schema::{DECODED, UTC};
 use crate::sensitive::{Sanitized, SensitiveCounts, SensitiveScanner};
 use crate::tenant::{valid_tenant_id, Deployment, TenantRegistry};
@@ -140,6 +141,8 @@ pub struct Decoder {
     /// of the key come from message content: at most [`MAX_CACHED_LOCAL_DATES`]
     /// entries, cleared when full.
     local_dates: FastMap<(usize, i64), i32>,
+    /// "Now" of the batch being decoded (the day of its dead letters' key).
+    now_micros: i64,
 }
 
 /// Local dates cached by a [`Decoder`]: 16,384 (tenant, 15-minute slot) pairs, 170
@@ -644,6 +647,22 @@ impl Decoder {
             tenants,
             pseudonymizer,
             local_dates: FastMap::default(),
+            now_micros: 0,
+        }
+    }
+
+    /// Keys of a tenant's open pseudonym epochs (dead letters of its readings use
+    /// them, like the readings do).
+    pub fn set_epoch_keys(&mut self, tenant: &str, keys: &[(crate::epoch::Epoch, [u8; 32])]) {
+        if let Some(p) = self.pseudonymizer.as_mut() {
+            p.set_epoch_keys(tenant, keys);
+        }
+    }
+
+    /// The short-lived dead-letter keys (see [`Pseudonymizer::dead_letter_key`]).
+    pub fn set_dead_letter_keys(&mut self, keys: &[(chrono::NaiveDate, [u8; 32])]) {
+        if let Some(p) = self.pseudonymizer.as_mut() {
+            p.set_dead_letter_keys(keys);
         }
     }
 
@@ -654,6 +673,7 @@ impl Decoder {
     /// Decode a slice of records. Every record ends up either as a row of
     /// `batch` (in input order) or as one entry of `dead_letters`.
     pub fn decode(&mut self, records: &[RawRecord<'_>], ctx: &OperatorContext) -> DecodeOutput {
+        self.now_micros = ctx.now_micros;
         let mut builders = Builders::new(records.len());
         let mut dead_letters = Vec::new();
         let mut sensitive = SensitiveCounts::default();
@@ -1013,16 +1033,19 @@ impl Decoder {
                     }
                 }
             }
-            let scope = tenant.clone().unwrap_or_else(|| "-".to_owned());
+            let start = map
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(crate::rfc3339::parse_micros);
             for (field, kind) in [("device_id", IdKind::Device), ("meter_id", IdKind::Meter)] {
                 if already_redacted {
                     break;
                 }
-                let replacement = match (map.get(field), self.pseudonymizer.as_mut()) {
-                    (Some(Value::String(id)), Some(p)) => {
-                        Some(Value::String(p.pseudonym(&scope, kind, id)))
-                    }
-                    (None, _) | (Some(Value::Null), _) => continue,
+                let replacement = match map.get(field) {
+                    Some(Value::String(id)) => self
+                        .dead_letter_key(tenant.as_deref(), start, kind)
+                        .map(|key| Value::String(pseudonym_with_key(&key, id))),
+                    None | Some(Value::Null) => continue,
                     _ => None,
                 };
                 match replacement {
@@ -1034,6 +1057,43 @@ impl Decoder {
         }
         let payload = serde_json::to_string(&Value::Object(map)).ok();
         (tenant, payload)
+    }
+}
+
+impl Decoder {
+    /// The key a public (or not configured) tenant's dead-letter identifiers of
+    /// `kind` are pseudonymized under:
+    /// - a public tenant's key of the epoch of the reading's local date (of "now"
+    ///   when `start` is not an instant), the key its readings use, so a replayed
+    ///   dead letter carries the pseudonym the reading would have had;
+    /// - otherwise (a tenant not configured, an epoch closed or not loaded) the
+    ///   short-lived key of today's dead letters, destroyed when they leave the
+    ///   dead-letter store.
+    ///
+    /// `None` (the identifier is removed) without a pseudonymizer or a loaded key.
+    fn dead_letter_key(
+        &mut self,
+        tenant: Option<&str>,
+        start: Option<i64>,
+        kind: IdKind,
+    ) -> Option<[u8; 32]> {
+        let public = tenant
+            .and_then(|t| self.tenants.index_of(t))
+            .filter(|&i| self.tenants.get(i).deployment == Deployment::Public);
+        let epoch = public.map(|i| match self.tenants.get(i).rules.key_rotation {
+            Rotation::Never => Epoch::All,
+            rotation => rotation.epoch_of(self.local_date(i, start.unwrap_or(self.now_micros))),
+        });
+        let day = DateTime::from_timestamp_micros(self.now_micros)
+            .unwrap_or_default()
+            .date_naive();
+        let p = self.pseudonymizer.as_mut()?;
+        if let (Some(t), Some(epoch)) = (tenant, epoch) {
+            if let Some(key) = p.epoch_key(t, kind, epoch) {
+                return Some(key);
+            }
+        }
+        p.dead_letter_key(tenant.unwrap_or("-"), kind, day)
     }
 }
 

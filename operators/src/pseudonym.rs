@@ -25,6 +25,8 @@ use crate::epoch::Epoch;
 const KDF_CONTEXT: &str = "meterline 2026-11 pseudonym key v1";
 /// Context for identifier keys derived from an epoch key.
 const EPOCH_KDF_CONTEXT: &str = "meterline 2026-11 epoch pseudonym key v1";
+/// Context for identifier keys derived from a dead-letter key.
+const DEAD_LETTER_KDF_CONTEXT: &str = "meterline 2026-12 dead-letter pseudonym key v1";
 /// Context for the key of ledger hashes (see [`LedgerHasher`]).
 const LEDGER_CONTEXT: &str = "meterline 2026-11 erasure audit subject v1";
 /// Context for the key of replay tags (see [`Pseudonymizer::replay_tag`]).
@@ -122,6 +124,9 @@ pub struct Pseudonymizer {
     /// (tenant, epoch) -> derived key per [`IdKind`]; only for entries of
     /// `epoch_keys` (see [`Self::epoch_key`]), so bounded like it.
     epoch_derived: HashMap<(String, Epoch), [Option<[u8; 32]>; 3]>,
+    /// UTC day -> the short-lived key of the dead letters written that day (see
+    /// [`Self::dead_letter_key`]). Set only from the key store: a few days.
+    dead_letter_keys: HashMap<chrono::NaiveDate, [u8; 32]>,
 }
 
 impl fmt::Debug for Pseudonymizer {
@@ -129,6 +134,7 @@ impl fmt::Debug for Pseudonymizer {
         f.debug_struct("Pseudonymizer")
             .field("derived_keys", &self.keys.len())
             .field("epoch_keys", &self.epoch_keys.len())
+            .field("dead_letter_keys", &self.dead_letter_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -145,7 +151,11 @@ impl Drop for Pseudonymizer {
             .values_mut()
             .chain(self.epoch_derived.values_mut())
             .for_each(wipe);
-        for key in self.epoch_keys.values_mut() {
+        for key in self
+            .epoch_keys
+            .values_mut()
+            .chain(self.dead_letter_keys.values_mut())
+        {
             key.zeroize();
         }
     }
@@ -159,7 +169,38 @@ impl Pseudonymizer {
             keys: HashMap::new(),
             epoch_keys: HashMap::new(),
             epoch_derived: HashMap::new(),
+            dead_letter_keys: HashMap::new(),
         }
+    }
+
+    /// The short-lived dead-letter keys, by the UTC day whose dead letters they
+    /// pseudonymize (replacing what was set before).
+    pub fn set_dead_letter_keys(&mut self, keys: &[(chrono::NaiveDate, [u8; 32])]) {
+        for key in self.dead_letter_keys.values_mut() {
+            key.zeroize();
+        }
+        self.dead_letter_keys = keys.iter().copied().collect();
+    }
+
+    /// The key for identifiers of kind `kind` in the dead letters of `scope` (a
+    /// tenant id, or `-`) written on UTC `day`: derived from that day's
+    /// short-lived key, which is destroyed when the day's dead letters have left
+    /// the dead-letter store. `None` when that key is not loaded. Used where no
+    /// epoch key applies (a tenant not configured, an epoch closed): never the
+    /// master key, whose pseudonyms would link forever.
+    pub fn dead_letter_key(
+        &self,
+        scope: &str,
+        kind: IdKind,
+        day: chrono::NaiveDate,
+    ) -> Option<[u8; 32]> {
+        let day_key = self.dead_letter_keys.get(&day)?;
+        let mut material = Zeroizing::new(Vec::with_capacity(32 + scope.len() + 1 + 8));
+        material.extend_from_slice(day_key);
+        material.extend_from_slice(scope.as_bytes());
+        material.push(0);
+        material.extend_from_slice(kind.label().as_bytes());
+        Some(blake3::derive_key(DEAD_LETTER_KDF_CONTEXT, &material))
     }
 
     /// The keys of `tenant`'s open epochs (replacing what was set before: an epoch

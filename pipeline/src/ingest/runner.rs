@@ -259,25 +259,15 @@ impl Runner {
             pseudonymizer,
         )
         .map_err(|e| RunError::Config(e.to_string()))?;
-        let rotating = settings.tenants.iter().any(|t| {
-            t.deployment == meterline_operators::Deployment::Public
-                && t.rules.key_rotation != meterline_operators::epoch::Rotation::Never
-        });
-        let keys = match (&settings.key, rotating) {
-            (Some(master), true) => {
+        // With a master key, the key store holds the open epochs' keys and the
+        // short-lived keys of dead letters no epoch key applies to.
+        let keys = match &settings.key {
+            Some(master) => {
                 let store = crate::privacy::keys::KeyStore::open(&lake, master.clone()).await?;
-                for (tenant, keys) in crate::privacy::keys::open_epoch_keys(
-                    &store,
-                    &settings.tenants,
-                    settings.clock.now(),
-                )
-                .await?
-                {
-                    chain.set_epoch_keys(&tenant, &keys);
-                }
+                load_keys(&store, &settings.tenants, settings.clock.now(), &mut chain).await?;
                 Some((store, Instant::now()))
             }
-            _ => None,
+            None => None,
         };
         let p = &settings.pipeline;
         let d = &settings.dead_letters;
@@ -368,8 +358,9 @@ impl Runner {
         }
     }
 
-    /// Reload the open epochs' keys once a minute (a new epoch's key exists before
-    /// it starts; a closed epoch's key is dropped). Failures keep the loaded keys.
+    /// Reload the open epochs' keys and the dead-letter keys once a minute (a new
+    /// epoch's or day's key exists before it starts; a closed epoch's key is
+    /// dropped). Failures keep the loaded keys.
     async fn refresh_epoch_keys(&mut self) {
         let Some((store, loaded)) = &self.keys else {
             return;
@@ -377,17 +368,14 @@ impl Runner {
         if loaded.elapsed() < Duration::from_secs(60) {
             return;
         }
-        match crate::privacy::keys::open_epoch_keys(store, &self.tenants, self.clock.now()).await {
-            Ok(all) => {
-                for (tenant, keys) in all {
-                    self.chain.set_epoch_keys(&tenant, &keys);
-                }
+        match load_keys(store, &self.tenants, self.clock.now(), &mut self.chain).await {
+            Ok(()) => {
                 if let Some((_, loaded)) = self.keys.as_mut() {
                     *loaded = Instant::now();
                 }
             }
             Err(e) => {
-                warn!(error = %e, "pseudonym epoch keys not reloaded; keeping the loaded ones")
+                warn!(error = %e, "pseudonym keys not reloaded; keeping the loaded ones")
             }
         }
     }
@@ -895,4 +883,21 @@ impl Runner {
             }
         }
     }
+}
+
+/// Load the keys of every rotating public tenant's open epochs and today's and
+/// tomorrow's dead-letter keys into `chain` (created when missing).
+async fn load_keys(
+    store: &crate::privacy::keys::KeyStore,
+    tenants: &meterline_operators::TenantRegistry,
+    now: chrono::DateTime<chrono::Utc>,
+    chain: &mut Chain,
+) -> Result<(), meterline_sinks::SinkError> {
+    let epochs = crate::privacy::keys::open_epoch_keys(store, tenants, now).await?;
+    let days = crate::privacy::keys::open_dead_letter_keys(store, now).await?;
+    for (tenant, keys) in epochs {
+        chain.set_epoch_keys(&tenant, &keys);
+    }
+    chain.set_dead_letter_keys(&days);
+    Ok(())
 }

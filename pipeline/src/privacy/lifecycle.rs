@@ -618,7 +618,8 @@ impl Lifecycle {
         self.sweep_telemetry(now, &mut work, &mut entries).await?;
         self.sweep_revocations(now, &mut work, &mut entries).await?;
         self.sweep_dated_rows(now, &mut work, &mut entries).await?;
-        let destroyed = self.destroy_closed_keys(now).await?;
+        let mut destroyed = self.destroy_closed_keys(now).await?;
+        destroyed.extend(self.destroy_dead_letter_keys(now).await?);
         let ended = self.ended_accounts(now).await?;
         if entries.is_empty() && ended.is_empty() {
             if !destroyed.is_empty() {
@@ -640,7 +641,7 @@ impl Lifecycle {
                 info!(
                     tenant = d.tenant.as_deref().unwrap_or_default(),
                     detail = d.detail.as_deref().unwrap_or_default(),
-                    "pseudonym epoch key destroyed"
+                    "pseudonym key destroyed"
                 );
             }
         }
@@ -926,6 +927,47 @@ impl Lifecycle {
                     )),
                 });
             }
+        }
+        Ok(out)
+    }
+
+    /// Destroy the dead-letter key of every UTC day whose dead letters are all
+    /// past their retention (this sweep deleted the last of them); one audit
+    /// entry per key. The pseudonyms in the day's dead letters (and on the
+    /// dead-letter topic) link to nothing after it.
+    async fn destroy_dead_letter_keys(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AuditEntry>, LifecycleError> {
+        let Some(master) = self.key.clone() else {
+            return Ok(Vec::new());
+        };
+        let store = crate::privacy::keys::KeyStore::open(&self.lake, master).await?;
+        let days = self.settings.dead_letter_days;
+        let mut out = Vec::new();
+        for day in store.dead_letter_key_days().await? {
+            if !crate::privacy::keys::dead_letter_key_expired(day, days, now)
+                || !store.destroy_dead_letter_key(day).await?
+            {
+                continue;
+            }
+            out.push(AuditEntry {
+                request_id: format!("key:{}:{day}", crate::privacy::keys::DEAD_LETTERS_DIR),
+                kind: kind::KEY_DESTROYED,
+                category: "dead_letter_key".to_owned(),
+                tenant: None,
+                subject_hash: None,
+                requested_at: now,
+                deadline_at: None,
+                completed_at: self.settings.clock.now(),
+                tables: vec![crate::privacy::keys::KEYS_DIR.to_owned()],
+                rows_removed: 0,
+                files_rewritten: 0,
+                files_vacuumed: 1,
+                detail: Some(format!(
+                    "dead letters of {day} (UTC) past their retention of {days} days"
+                )),
+            });
         }
         Ok(out)
     }

@@ -201,6 +201,7 @@ pub async fn report(
     scope.audit_counts(&mut report).await?;
     scope.pending_erasures(&mut report).await?;
     scope.live_keys(&mut report).await?;
+    scope.dead_letter_keys(&mut report).await?;
     scope.ledger_chains(&mut report).await?;
     scope.revocations(&mut report).await?;
     scope.unconfigured(&mut report).await?;
@@ -653,6 +654,28 @@ impl Scope<'_> {
                 report.violations.push(format!(
                     "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
                     t.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scope<'_> {
+    /// Dead-letter keys that should have been destroyed: a day whose dead letters
+    /// were all past retention before the sweep's slack.
+    async fn dead_letter_keys(&self, report: &mut Report) -> anyhow::Result<()> {
+        let settings = self.settings;
+        let (Some(master), None) = (&settings.key, self.tenant) else {
+            return Ok(());
+        };
+        let lake = meterline_sinks::Lake::existing(&settings.lake)?;
+        let store = KeyStore::open(&lake, master.clone()).await?;
+        let days = settings.lifecycle.dead_letter_days;
+        for day in store.dead_letter_key_days().await? {
+            if crate::privacy::keys::dead_letter_key_expired(day, days, self.now - self.grace) {
+                report.violations.push(format!(
+                    "the dead-letter key of {day} still exists after the dead-letter retention ({days} days)"
                 ));
             }
         }

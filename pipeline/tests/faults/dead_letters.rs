@@ -180,7 +180,9 @@ async fn dead_letters_reach_table_and_topic_and_replay_after_a_fix() {
             .await,
         4
     );
-    // The replayed public tenant's rows carry the same pseudonyms as direct rows.
+    // The replayed public tenant's rows carry one pseudonym per meter: the one
+    // its dead letters got (under the day's dead-letter key: the tenant was not
+    // configured then).
     assert_eq!(
         rig.count("SELECT count(DISTINCT meter) FROM readings WHERE tenant = 'late-utility'")
             .await,

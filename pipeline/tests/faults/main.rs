@@ -10,6 +10,7 @@
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
 mod aggregates;
+mod dead_letter_keys;
 mod dead_letters;
 mod erasure;
 mod lifecycle;
