@@ -376,11 +376,16 @@ async fn broker_outage_fails_and_retries_requests_then_resumes_exactly() {
         || scrape(port).is_some_and(|m| errors(&m) > before),
     )
     .await;
-    // The counter rises just before the log line is written: wait for the line
-    // (the process writes it; this test reads it through a pipe).
-    p.wait_line(lines_before, Duration::from_secs(10), |l| {
-        l.contains("kafka client error")
-    });
+    // The line: the consumer's report that its broker is gone. The counter may
+    // have risen first for another client of the process (the erasure and
+    // subjects consumers count their errors too), and the consumer reports only
+    // once its reconnect attempt has timed out as well (5 + 5 s): give the line
+    // the same 25 s from the freeze.
+    p.wait_line(
+        lines_before,
+        Duration::from_secs(25).saturating_sub(paused_at.elapsed()) + Duration::from_secs(5),
+        |l| l.contains("kafka client error"),
+    );
     eprintln!(
         "{} Kafka errors within {:?} of the freeze",
         errors(&scrape(port).expect("metrics endpoint")) - before,
