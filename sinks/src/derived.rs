@@ -782,14 +782,15 @@ impl SourceTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{AsArray, Int32Array, StringArray};
     use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use deltalake::datafusion::prelude::{col, lit};
     use std::sync::Arc;
 
-    fn spec() -> DerivedSpec {
+    /// A small derived table (`tenant`, `v`) partitioned by tenant, for tests.
+    pub(crate) fn spec() -> DerivedSpec {
         DerivedSpec {
             name: "agg",
             schema: Arc::new(Schema::new(vec![

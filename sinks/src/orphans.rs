@@ -146,7 +146,6 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use arrow::array::{Int32Array, RecordBatch, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
     use deltalake::datafusion::prelude::lit;
     use deltalake::kernel::transaction::CommitProperties;
     use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -158,7 +157,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::{DerivedSpec, DerivedTable};
+    use crate::derived::tests::spec;
+    use crate::DerivedTable;
 
     /// A store whose first commit (a `_delta_log/*.json` PUT) fails: after the
     /// object is written (the answer was lost), or before.
@@ -241,18 +241,6 @@ mod tests {
             options: CopyOptions,
         ) -> object_store::Result<()> {
             self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    fn spec() -> DerivedSpec {
-        DerivedSpec {
-            name: "agg",
-            schema: Arc::new(Schema::new(vec![
-                Field::new("tenant", DataType::Utf8, false),
-                Field::new("v", DataType::Int32, false),
-            ])),
-            partition_columns: &["tenant"],
-            properties: &[],
         }
     }
 
