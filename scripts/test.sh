@@ -10,7 +10,8 @@
 #   - tansu, a Kafka-protocol broker (cargo install once, in the background while
 #     the workspace builds; its log is in the tools directory);
 #   - moto_server, an S3 API server (pip, in a virtualenv);
-#   - stunnel4 and openssl (apt-get, when missing), for the test over TLS.
+#   - psycopg and PyJWT (pip, the same virtualenv), the SQL server's test client;
+#   - stunnel4, openssl and psql (apt-get, when missing), for the tests over TLS.
 # Each end-to-end test starts its own broker and S3 server on free loopback ports
 # (so a test can freeze them without disturbing others) and stops them when it
 # ends; this script also stops any that a killed test run left behind.
@@ -31,6 +32,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 TOOLS="${METERLINE_TOOLS:-$HOME/.cache/meterline-tools}"
 TANSU_VERSION="0.6.0"
 MOTO_VERSION="5.2.1"
+# The SQL server's clients: psycopg (with its binary libpq) and PyJWT (tokens made
+# by an implementation independent of meterline's), in the same virtualenv.
+PSYCOPG_VERSION="3.2.13"
+PYJWT_VERSION="2.10.1"
 
 # Each step prints the time since the script started, so a run's log shows
 # where its time went (the README's CI figures come from these lines).
@@ -118,18 +123,31 @@ if [ -z "${METERLINE_MOTO_SERVER:-}" ]; then
     fi
     export METERLINE_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
 fi
+if [ -z "${METERLINE_PYTHON:-}" ]; then
+    if ! "$TOOLS/venv/bin/python" -c "
+import psycopg, jwt
+assert psycopg.__version__ == '$PSYCOPG_VERSION' and jwt.__version__ == '$PYJWT_VERSION'
+" 2>/dev/null; then
+        echo "installing psycopg $PSYCOPG_VERSION and PyJWT $PYJWT_VERSION into $TOOLS/venv"
+        [ -x "$TOOLS/venv/bin/python" ] || python3 -m venv "$TOOLS/venv"
+        "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
+            "psycopg[binary]==$PSYCOPG_VERSION" "PyJWT[crypto]==$PYJWT_VERSION"
+    fi
+    export METERLINE_PYTHON="$TOOLS/venv/bin/python"
+fi
 # stunnel, the TLS terminator in front of the broker of the TLS test, and openssl,
 # which makes that test's CA: Debian packages (apt-get, as root or with sudo).
 if { [ -z "${METERLINE_STUNNEL:-}" ] && ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; } \
-    || ! command -v openssl >/dev/null; then
-    echo "installing stunnel4 and openssl (apt-get)"
+    || ! command -v openssl >/dev/null || ! command -v psql >/dev/null; then
+    echo "installing stunnel4, openssl and postgresql-client (apt-get)"
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 openssl >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 openssl postgresql-client >/dev/null
 fi
 echo "tansu:       $METERLINE_TANSU"
 echo "moto_server: $METERLINE_MOTO_SERVER"
+echo "python:      $METERLINE_PYTHON (psycopg, PyJWT)"
 
 # The tests that read the calendar, by name. One cargo invocation with the same
 # feature set as the whole suite, so nothing is compiled again for them.

@@ -37,6 +37,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod privacy;
 pub mod query;
+pub mod serve;
 pub mod service;
 pub mod shutdown;
 

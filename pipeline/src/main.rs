@@ -94,6 +94,54 @@ enum Command {
         /// The SQL statement.
         query: String,
     },
+    /// Serve the lake over the Postgres wire protocol: read-only SQL for analysts,
+    /// dashboards (Grafana) and apps, each session seeing only the rows its JWT
+    /// allows (row-level security in the query plan).
+    ///
+    /// Clients send a JWT as the password (psql: PGPASSWORD). Claims: tenant
+    /// (or `*`), role (operator, analyst, subject), sub (the subject), optional
+    /// meters. Settings in [serve] and [serve.jwt]; a listen address off
+    /// loopback requires TLS. Exit codes: 0 after SIGTERM/Ctrl-C, 2 bad
+    /// configuration, 1 other errors.
+    ///
+    /// Example:
+    ///   meterline serve --config deploy/meterline.toml
+    ///   PGPASSWORD=$(meterline token --config deploy/meterline.toml --tenant acme-industri --role analyst) \
+    ///     psql "host=127.0.0.1 port=5433 dbname=meterline user=analyst sslmode=require"
+    #[command(verbatim_doc_comment)]
+    Serve {
+        /// The TOML configuration file (lake, tenants, [serve]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a signed JWT for `meterline serve`, for development and tests: signed
+    /// with [serve.jwt] hs256_secret_file, with its issuer and audience.
+    ///
+    /// Examples:
+    ///   meterline token --config deploy/meterline.toml --tenant acme-industri --role analyst
+    ///   meterline token --config deploy/meterline.toml --tenant acme-industri --role subject \
+    ///       --subject acct-17 --ttl 15m
+    #[command(verbatim_doc_comment)]
+    Token {
+        /// The configuration whose [serve.jwt] signs the token.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A configured tenant id, or `*` for a service operator.
+        #[arg(long)]
+        tenant: String,
+        /// What the session may see (see the README's role matrix).
+        #[arg(long, value_parser = ["operator", "analyst", "subject"])]
+        role: String,
+        /// The subject id (`sub`), required for --role subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A meter shared with the subject through an access link (repeatable).
+        #[arg(long = "meter")]
+        meters: Vec<String>,
+        /// Lifetime: seconds, or with a unit (90s, 15m, 8h, 1d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: i64,
+    },
     /// Produce realistic reading/v1 traffic to any Kafka broker.
     ///
     /// Uses the tenants `oslo-utility` (public) and `acme-industri` (private).
@@ -284,6 +332,85 @@ impl From<DlqFilter> for meterline::query::dlq::Filter {
     }
 }
 
+async fn simulate_command(
+    brokers: Option<String>,
+    config: Option<PathBuf>,
+    topic: Option<String>,
+    (meters, days, from, rate, bad): (usize, u32, NaiveDate, u64, usize),
+) -> ExitCode {
+    let kafka = match config {
+        Some(path) => meterline::config::Config::load(&path)
+            .and_then(meterline::config::Config::kafka_settings),
+        None => meterline::config::plain_kafka(&brokers.unwrap_or_default()),
+    };
+    let kafka = match kafka {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let topic = topic.unwrap_or_else(|| kafka.readings_topic.clone());
+    report(simulate(&kafka, topic, meters, days, from, rate, bad).await)
+}
+
+fn parse_ttl(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 3600, 90s, 15m, 8h or 1d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    match n.checked_mul(factor) {
+        Some(secs) if secs > 0 && secs <= 366 * 86_400 => Ok(secs),
+        _ => Err(format!("`{text}`: between 1 second and 366 days")),
+    }
+}
+
+fn token(
+    config: &std::path::Path,
+    tenant: String,
+    role: &str,
+    subject: Option<String>,
+    meters: Vec<String>,
+    ttl_secs: i64,
+) -> ExitCode {
+    let Some(role) = meterline::serve::jwt::Role::parse(role) else {
+        eprintln!("error: unknown role {role}");
+        return ExitCode::from(2);
+    };
+    let minted = meterline::config::Config::load(config).and_then(|c| {
+        let now = meterline::config::clock_from_env()?.now().timestamp();
+        let request = meterline::serve::token::Request {
+            tenant,
+            role,
+            subject,
+            meters,
+            ttl_secs,
+        };
+        meterline::serve::token::mint(&c.serve, &request, now)
+    });
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn meters_range() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=1_000_000)
 }
@@ -342,13 +469,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Sql { .. } | Command::Dlq { .. } | Command::Audit { .. }
+        Command::Demo { .. }
+            | Command::Sql { .. }
+            | Command::Dlq { .. }
+            | Command::Audit { .. }
+            | Command::Token { .. }
     );
     init_logs(&cli.log_format, quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Planning recurses over a statement's tree. The token limit bounds the
+        // depth (serve::guard::MAX_QUERY_TOKENS); this stack holds the deepest
+        // tree it allows with room to spare. Address space, not memory: pages are
+        // touched only as deep as a query goes.
+        builder.thread_stack_size(meterline::serve::THREAD_STACK_BYTES);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -393,23 +529,17 @@ async fn dispatch(command: Command) -> ExitCode {
             from,
             rate,
             bad,
-        } => {
-            let kafka = match config {
-                Some(path) => meterline::config::Config::load(&path)
-                    .and_then(meterline::config::Config::kafka_settings),
-                None => meterline::config::plain_kafka(&brokers.unwrap_or_default()),
-            };
-            let kafka = match kafka {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let topic = topic.unwrap_or_else(|| kafka.readings_topic.clone());
-            report(simulate(&kafka, topic, meters, days, from, rate, bad).await)
-        }
+        } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
         Command::Dlq { action } => report(dlq(action).await),
+        Command::Serve { config } => meterline::serve::run_from_file(&config).await,
+        Command::Token {
+            config,
+            tenant,
+            role,
+            subject,
+            meters,
+            ttl,
+        } => token(&config, tenant, &role, subject, meters, ttl),
         Command::Retention {
             action: RetentionCommand::Run { config },
         } => report(retention(&config).await),

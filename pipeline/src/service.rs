@@ -297,7 +297,7 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            crate::shutdown::wait_for_signal().await;
             shutdown.request();
         });
     }
@@ -318,27 +318,5 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
             error!(error = %e, "stopping");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

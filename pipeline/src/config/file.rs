@@ -22,7 +22,83 @@ pub struct Config {
     pub dead_letters: DeadLettersConfig,
     #[serde(default)]
     pub aggregate: AggregateConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[serve]`: `meterline serve`, the lake over the Postgres wire protocol.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on. Off loopback, TLS is required.
+    pub listen: String,
+    /// PEM certificate chain. With `tls_key_file`, clients must use TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (owner-only, like every secret file).
+    pub tls_key_file: Option<PathBuf>,
+    /// Connections served at once; more are refused with "too many
+    /// connections" (SQLSTATE 53300).
+    pub max_connections: usize,
+    /// A statement running longer is cancelled (a client's `SET
+    /// statement_timeout` can only lower it).
+    pub statement_timeout_secs: u64,
+    /// A result with more rows fails ("add a LIMIT or aggregate").
+    pub max_result_rows: usize,
+    /// Memory one query may use for joins, sorts and aggregations (MiB).
+    pub memory_limit_mib: usize,
+    /// How old a session's view of a table may be: a query starting later than
+    /// this after the last look reads the newest Delta version.
+    pub refresh_secs: u64,
+    /// Address of this process's `/metrics` endpoint; empty disables it.
+    pub metrics_listen: String,
+    /// Token verification.
+    pub jwt: JwtConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5433".to_owned(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 64,
+            statement_timeout_secs: 60,
+            max_result_rows: 1_000_000,
+            memory_limit_mib: 512,
+            refresh_secs: 2,
+            metrics_listen: "127.0.0.1:9899".to_owned(),
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// `[serve.jwt]`: which tokens open a session. Exactly one of the key files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// A file holding the HS256 shared secret (at least 32 bytes; owner-only).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// A JWKS file with the RS256/ES256 public keys of the token issuer.
+    pub jwks_file: Option<PathBuf>,
+    /// The required `iss` claim.
+    pub issuer: String,
+    /// The required `aud` claim.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret_file: None,
+            jwks_file: None,
+            issuer: String::new(),
+            audience: "meterline".to_owned(),
+            leeway_secs: 60,
+        }
+    }
 }
 
 /// `[dead_letters]`

@@ -29,7 +29,7 @@ use crate::privacy::geo::{CidrTable, GeoLookup};
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
 /// A section missing here has its variables ignored, so a test compares this
 /// list with the sections of `deploy/meterline.toml`.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "kafka",
     "lake",
     "pipeline",
@@ -38,6 +38,7 @@ const SECTIONS: [&str; 8] = [
     "tenants",
     "dead_letters",
     "aggregate",
+    "serve",
 ];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
@@ -106,7 +107,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         message: message.into(),
@@ -790,7 +791,7 @@ fn check_key_file_mode(path: &Path) -> Result<(), ConfigError> {
 /// Refuses a file of secrets that group or others may read (as `ssh` refuses
 /// such a private key), naming `field`, the file and its mode.
 #[cfg(unix)]
-fn check_owner_only(field: &str, path: &Path, what: &str) -> Result<(), ConfigError> {
+pub fn check_owner_only(field: &str, path: &Path, what: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?
@@ -811,7 +812,7 @@ fn check_owner_only(field: &str, path: &Path, what: &str) -> Result<(), ConfigEr
 }
 
 #[cfg(not(unix))]
-fn check_owner_only(_field: &str, _path: &Path, _what: &str) -> Result<(), ConfigError> {
+pub fn check_owner_only(_field: &str, _path: &Path, _what: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 

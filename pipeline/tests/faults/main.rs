@@ -18,6 +18,7 @@ mod orphans;
 mod privacy;
 mod rig;
 mod security;
+mod serve;
 mod storage;
 
 use std::time::{Duration, Instant};

@@ -28,10 +28,20 @@ const LAYERS: &[(&str, u8)] = &[
     ("privacy::lifecycle", 4),
     ("privacy::erasure", 5),
     ("query", 6),
+    ("serve::jwt", 0),
+    ("serve::guard", 0),
+    ("serve::metrics", 1),
+    ("serve::policy", 1),
+    ("serve::settings", 2),
+    ("serve::token", 3),
+    ("serve::catalog", 4),
+    ("serve::session", 5),
+    ("serve::server", 6),
     ("service", 7),
     ("dev", 8),
     // Folder facades (they declare their modules and re-export) and the binary.
     ("privacy", 9),
+    ("serve", 9),
     ("main", 10),
 ];
 
