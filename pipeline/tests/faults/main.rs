@@ -20,6 +20,7 @@ mod rig;
 mod security;
 mod serve;
 mod storage;
+mod traffic;
 
 use std::time::{Duration, Instant};
 

@@ -20,13 +20,12 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, DurationRound, Utc};
-use meterline::dev::generator::{gsrn, Message};
+use meterline::dev::generator::gsrn;
 use meterline::dev::testkit::unique_name;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::json;
 
 use crate::rig::{assert_ledger, bucket_views, eventually_async, holding, serial, Rig, KEY_HEX};
+use crate::traffic::{event, hourly, hours, rfc, send};
 use crate::GRACE;
 
 const TWIN: &str = "acct-twin-17";
@@ -36,90 +35,6 @@ const ACME: &str = "acme-industri";
 const BERGEN: &str = "bergen-bedrift";
 const PUBLIC: &str = "oslo-utility";
 const ELHUB: &str = "elhub-import";
-
-fn hours(n: i64) -> chrono::Duration {
-    chrono::Duration::hours(n)
-}
-
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn event(
-    kind: &str,
-    tenant: &str,
-    subject: &str,
-    at: DateTime<Utc>,
-    extra: serde_json::Value,
-) -> Message {
-    let mut v = json!({
-        "schema": "subject-event/v1", "kind": kind, "tenant": tenant, "subject": subject,
-        "occurred_at": rfc(at), "source": "app",
-    });
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
-    }
-    Message {
-        key: subject.to_owned(),
-        payload: v.to_string().into_bytes(),
-        bad_reason: None,
-    }
-}
-
-/// Hourly readings of one meter: `count` hours from `from`.
-fn hourly(
-    tenant: &str,
-    meter: &str,
-    subject: Option<&str>,
-    from: DateTime<Utc>,
-    count: i64,
-) -> Vec<Message> {
-    (0..count)
-        .map(|h| {
-            let mut v = json!({
-                "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{meter}"),
-                "meter_id": meter, "quantity": "electricity", "start": rfc(from + hours(h)),
-                "resolution": "PT1H", "value": 0.75, "unit": "kWh", "quality": "measured",
-                "area": "NO1",
-            });
-            if let Some(s) = subject {
-                v["subject"] = json!(s);
-            }
-            Message {
-                key: meter.to_owned(),
-                payload: v.to_string().into_bytes(),
-                bad_reason: None,
-            }
-        })
-        .collect()
-}
-
-async fn send(rig: &Rig, topic: &str, messages: &[Message], tombstone: Option<&str>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", rig.broker.bootstrap())
-        .create()
-        .unwrap();
-    for m in messages {
-        producer
-            .send(
-                FutureRecord::<str, [u8]>::to(topic)
-                    .key(&m.key)
-                    .payload(&m.payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("delivered");
-    }
-    if let Some(key) = tombstone {
-        producer
-            .send(
-                FutureRecord::<str, [u8]>::to(topic).key(key),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("delivered");
-    }
-}
 
 /// Stop a phase's `meterline run` with SIGTERM: it must exit cleanly.
 fn stop(run: &mut meterline::dev::testkit::Process) {
@@ -323,18 +238,26 @@ elhub_revocation_retention_days = 1
 
     // Phase 2 (now = N-20h): readings.
     let p2 = n - hours(20);
-    let mut readings = hourly(ACME, &twin_a, Some(TWIN), n - hours(48), 24);
-    readings.extend(hourly(BERGEN, &twin_b, Some(TWIN), n - hours(48), 24));
-    readings.extend(hourly(ACME, &shared, None, n - hours(48), 24));
-    readings.extend(hourly(PUBLIC, &upgraded, Some(UPGRADER), n - hours(48), 28));
+    let mut readings = hourly(ACME, &twin_a, Some(TWIN), n - hours(48), 24, 0.75);
+    readings.extend(hourly(BERGEN, &twin_b, Some(TWIN), n - hours(48), 24, 0.75));
+    readings.extend(hourly(ACME, &shared, None, n - hours(48), 24, 0.75));
+    readings.extend(hourly(
+        PUBLIC,
+        &upgraded,
+        Some(UPGRADER),
+        n - hours(48),
+        28,
+        0.75,
+    ));
     readings.extend(hourly(
         PUBLIC,
         &neighbour,
         Some(UPGRADER),
         n - hours(48),
         28,
+        0.75,
     ));
-    readings.extend(hourly(ELHUB, &revoked, None, n - hours(48), 28));
+    readings.extend(hourly(ELHUB, &revoked, None, n - hours(48), 28, 0.75));
     rig.produce(&readings).await;
     let mut run = rig.spawn_with_env("p2", &base, &[("METERLINE_FAKE_NOW", &rfc(p2))]);
     rig.await_rows(156, Duration::from_secs(180)).await;
@@ -393,9 +316,16 @@ elhub_revocation_retention_days = 1
 
     // Phase 4 (now = N): late Elhub readings of earlier intervals (dropped), then
     // the upgrader's readings around the termination.
-    let mut late = hourly(ELHUB, &revoked, None, n - hours(72), 24);
-    late.extend(hourly(ELHUB, &revoked, None, n - hours(20), 20));
-    late.extend(hourly(PUBLIC, &upgraded, Some(UPGRADER), n - hours(20), 20));
+    let mut late = hourly(ELHUB, &revoked, None, n - hours(72), 24, 0.75);
+    late.extend(hourly(ELHUB, &revoked, None, n - hours(20), 20, 0.75));
+    late.extend(hourly(
+        PUBLIC,
+        &upgraded,
+        Some(UPGRADER),
+        n - hours(20),
+        20,
+        0.75,
+    ));
     rig.produce(&late).await;
     let twins_b_before = lines(
         &rig,

@@ -28,13 +28,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, NaiveDate, TimeZone, Utc};
 use chrono_tz::Europe::Oslo;
-use meterline::dev::generator::{gsrn, Message};
+use meterline::dev::generator::gsrn;
 use meterline::dev::testkit::{free_port, unique_name, Process, TestCa};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use crate::rig::{eventually_async, metric, scrape, serial, Rig, KEY_HEX};
+use crate::traffic::{event, hourly, hours, send};
 use crate::GRACE;
 
 const ACME: &str = "acme-industri";
@@ -43,76 +42,6 @@ const OSLO: &str = "oslo-utility";
 const ISSUER: &str = "https://auth.test/";
 const AUDIENCE: &str = "meterline";
 const SECRET: &str = "a-test-secret-of-more-than-32-bytes-0123456789";
-
-fn hours(n: i64) -> chrono::Duration {
-    chrono::Duration::hours(n)
-}
-
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Hourly readings of one meter: `count` hours from `from`, each `value`.
-fn hourly(
-    tenant: &str,
-    meter: &str,
-    subject: Option<&str>,
-    from: DateTime<Utc>,
-    count: i64,
-    value: &str,
-) -> Vec<Message> {
-    (0..count)
-        .map(|h| {
-            let mut v = json!({
-                "schema": "reading/v1", "tenant": tenant, "device_id": format!("dev-{meter}"),
-                "meter_id": meter, "quantity": "electricity", "start": rfc(from + hours(h)),
-                "resolution": "PT1H", "value": value.parse::<f64>().unwrap(), "unit": "kWh",
-                "quality": "measured", "area": "NO1",
-            });
-            if let Some(s) = subject {
-                v["subject"] = json!(s);
-            }
-            Message {
-                key: meter.to_owned(),
-                payload: v.to_string().into_bytes(),
-                bad_reason: None,
-            }
-        })
-        .collect()
-}
-
-fn event(kind: &str, tenant: &str, subject: &str, at: DateTime<Utc>, extra: Value) -> Message {
-    let mut v = json!({
-        "schema": "subject-event/v1", "kind": kind, "tenant": tenant, "subject": subject,
-        "occurred_at": rfc(at), "source": "app",
-    });
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
-    }
-    Message {
-        key: subject.to_owned(),
-        payload: v.to_string().into_bytes(),
-        bad_reason: None,
-    }
-}
-
-async fn send(rig: &Rig, topic: &str, messages: &[Message]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", rig.broker.bootstrap())
-        .create()
-        .unwrap();
-    for m in messages {
-        producer
-            .send(
-                FutureRecord::<str, [u8]>::to(topic)
-                    .key(&m.key)
-                    .payload(&m.payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("delivered");
-    }
-}
 
 /// The Python with psycopg and PyJWT (scripts/test.sh makes it).
 fn python() -> PathBuf {
@@ -210,6 +139,21 @@ fn claims(tenant: &str, role: &str, sub: Option<&str>, meters: &[&str]) -> Value
 
 fn hs(claims: Value) -> Value {
     json!({"alg": "HS256", "key": SECRET, "claims": claims})
+}
+
+/// The dates in the first column of a query over the lake.
+async fn dates(rig: &Rig, sql: &str) -> Vec<NaiveDate> {
+    let batches = rig.query(sql).await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let a = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Date32Array>()
+            .expect("a date column");
+        out.extend((0..a.len()).map(|i| a.value_as_date(i).expect("a date")));
+    }
+    out
 }
 
 /// Local dates whose whole day lies at or after `from`.
@@ -324,13 +268,13 @@ leeway_secs = 60
             json!({"purpose": "name", "email": "twin@example.no", "name": "Bergen A"}),
         ),
     ];
-    send(&rig, &subjects_topic, &events).await;
-    let mut readings = hourly(ACME, &m_a, Some("acct-a"), from, 24, "0.101");
-    readings.extend(hourly(ACME, &m_b, Some("acct-b"), from, 24, "0.202"));
-    readings.extend(hourly(ACME, &m_shared, None, from, 24, "0.303"));
-    readings.extend(hourly(BERGEN, &m_twin, Some("acct-a"), from, 24, "0.404"));
+    send(&rig, &subjects_topic, &events, None).await;
+    let mut readings = hourly(ACME, &m_a, Some("acct-a"), from, 24, 0.101);
+    readings.extend(hourly(ACME, &m_b, Some("acct-b"), from, 24, 0.202));
+    readings.extend(hourly(ACME, &m_shared, None, from, 24, 0.303));
+    readings.extend(hourly(BERGEN, &m_twin, Some("acct-a"), from, 24, 0.404));
     for m in &public {
-        readings.extend(hourly(OSLO, m, None, from, 24, "0.5"));
+        readings.extend(hourly(OSLO, m, None, from, 24, 0.5));
     }
     rig.produce(&readings).await;
     let mut run = rig.spawn("run", &config);
@@ -374,50 +318,16 @@ leeway_secs = 60
         let rig = &rig;
         async move { rig.count(&sql).await as i64 }
     };
-    let shared_dates: Vec<NaiveDate> = {
-        let batches = rig
-            .query(&format!(
-                "SELECT local_date FROM consumption_daily WHERE tenant = '{ACME}' AND meter = '{m_shared}'"
-            ))
-            .await
-            .unwrap();
-        batches
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Date32Array>()
-                    .unwrap()
-                    .clone();
-                (0..a.len())
-                    .map(move |i| a.value_as_date(i).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let shared_months: Vec<NaiveDate> = {
-        let batches = rig
-            .query(&format!(
-                "SELECT month FROM consumption_monthly WHERE tenant = '{ACME}' AND meter = '{m_shared}'"
-            ))
-            .await
-            .unwrap();
-        batches
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Date32Array>()
-                    .unwrap()
-                    .clone();
-                (0..a.len())
-                    .map(move |i| a.value_as_date(i).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let shared_dates = dates(
+        &rig,
+        &format!("SELECT local_date FROM consumption_daily WHERE tenant = '{ACME}' AND meter = '{m_shared}'"),
+    )
+    .await;
+    let shared_months = dates(
+        &rig,
+        &format!("SELECT month FROM consumption_monthly WHERE tenant = '{ACME}' AND meter = '{m_shared}'"),
+    )
+    .await;
 
     // A listen address off loopback without TLS: exit 2, nothing served.
     {
