@@ -109,22 +109,26 @@ impl LakeTables {
     }
 
     async fn refreshed(&self, name: &'static str, slot: Option<Slot>) -> DfResult<Slot> {
-        let table = match slot.and_then(|s| s.table) {
-            Some(mut t) => {
+        let table = match slot {
+            Some(Slot {
+                table: Some(mut t),
+                provider,
+                ..
+            }) => {
                 let before = t.version();
                 t.update_state().await.map_err(external)?;
-                if t.version() == before {
-                    // Same version: keep the provider (and its cached state).
-                    let provider = t.table_provider().await.map_err(external)?;
+                if t.version() == before && provider.is_some() {
+                    // Same version: the provider (and its cached state) still holds.
                     return Ok(Slot {
                         table: Some(t),
-                        provider: Some(provider),
+                        provider,
                         checked: Instant::now(),
                     });
                 }
                 Some(t)
             }
-            None => meterline_sinks::open_existing(&self.lake, name)
+            // Never opened, or absent at the last look.
+            _ => meterline_sinks::open_existing(&self.lake, name)
                 .await
                 .map_err(external)?,
         };

@@ -498,43 +498,28 @@ leeway_secs = 60
         }
     }
     // Subject acct-a: meter A (its subject), and the shared meter from N-40h.
-    let a_rows: BTreeSet<(String, String)> = client
+    let a_rows: BTreeSet<(String, DateTime<Utc>)> = client
         .rows(&subject_a, "SELECT meter, interval_start FROM readings")
         .into_iter()
         .map(|r| {
             (
                 r[0].as_str().unwrap().to_owned(),
-                r[1].as_str().unwrap().to_owned(),
+                DateTime::parse_from_rfc3339(r[1].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&Utc),
             )
         })
         .collect();
-    let expected_a: BTreeSet<(String, String)> = (0..24)
+    let expected_a: BTreeSet<(String, DateTime<Utc>)> = (0..24)
         .map(|h| (m_a.clone(), from + hours(h)))
         .chain(
             (0..24)
                 .map(|h| (m_shared.clone(), from + hours(h)))
                 .filter(|(_, t)| *t >= shared_from),
         )
-        .map(|(m, t)| (m, t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)))
         .collect();
     assert_eq!(a_rows.len(), 40);
-    assert_eq!(
-        a_rows
-            .iter()
-            .map(|(m, t)| (
-                m.clone(),
-                DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
-            ))
-            .collect::<BTreeSet<_>>(),
-        expected_a
-            .iter()
-            .map(|(m, t)| (
-                m.clone(),
-                DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
-            ))
-            .collect::<BTreeSet<_>>(),
-        "acct-a's readings"
-    );
+    assert_eq!(a_rows, expected_a, "acct-a's readings");
     assert_eq!(
         client.count(&subject_a, "SELECT count(*) FROM consumption_hourly"),
         16
