@@ -10,7 +10,8 @@
 #   - tansu, a Kafka-protocol broker (cargo install once, in the background while
 #     the workspace builds; its log is in the tools directory);
 #   - moto_server, an S3 API server (pip, in a virtualenv);
-#   - psycopg and PyJWT (pip, the same virtualenv), the SQL server's test client;
+#   - psycopg and PyJWT (pip, the same virtualenv), the SQL server's test client,
+#     and DuckDB (pip), which the sql_server bench compares the server with;
 #   - stunnel4, openssl and psql (apt-get, when missing), for the tests over TLS.
 # Each end-to-end test starts its own broker and S3 server on free loopback ports
 # (so a test can freeze them without disturbing others) and stops them when it
@@ -36,6 +37,9 @@ MOTO_VERSION="5.2.1"
 # by an implementation independent of meterline's), in the same virtualenv.
 PSYCOPG_VERSION="3.2.13"
 PYJWT_VERSION="2.10.1"
+# DuckDB reads the lake's Parquet files in the sql_server bench (in test mode here:
+# the server's answers must equal DuckDB's).
+DUCKDB_VERSION="1.4.2"
 
 # Each step prints the time since the script started, so a run's log shows
 # where its time went (the README's CI figures come from these lines).
@@ -125,13 +129,15 @@ if [ -z "${METERLINE_MOTO_SERVER:-}" ]; then
 fi
 if [ -z "${METERLINE_PYTHON:-}" ]; then
     if ! "$TOOLS/venv/bin/python" -c "
-import psycopg, jwt
+import psycopg, jwt, duckdb
 assert psycopg.__version__ == '$PSYCOPG_VERSION' and jwt.__version__ == '$PYJWT_VERSION'
+assert duckdb.__version__ == '$DUCKDB_VERSION'
 " 2>/dev/null; then
-        echo "installing psycopg $PSYCOPG_VERSION and PyJWT $PYJWT_VERSION into $TOOLS/venv"
+        echo "installing psycopg $PSYCOPG_VERSION, PyJWT $PYJWT_VERSION and DuckDB $DUCKDB_VERSION into $TOOLS/venv"
         [ -x "$TOOLS/venv/bin/python" ] || python3 -m venv "$TOOLS/venv"
         "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
-            "psycopg[binary]==$PSYCOPG_VERSION" "PyJWT[crypto]==$PYJWT_VERSION"
+            "psycopg[binary]==$PSYCOPG_VERSION" "PyJWT[crypto]==$PYJWT_VERSION" \
+            "duckdb==$DUCKDB_VERSION"
     fi
     export METERLINE_PYTHON="$TOOLS/venv/bin/python"
 fi
@@ -147,7 +153,7 @@ if { [ -z "${METERLINE_STUNNEL:-}" ] && ! command -v stunnel4 >/dev/null && ! co
 fi
 echo "tansu:       $METERLINE_TANSU"
 echo "moto_server: $METERLINE_MOTO_SERVER"
-echo "python:      $METERLINE_PYTHON (psycopg, PyJWT)"
+echo "python:      $METERLINE_PYTHON (psycopg, PyJWT, DuckDB)"
 
 # The tests that read the calendar, by name. One cargo invocation with the same
 # feature set as the whole suite, so nothing is compiled again for them.

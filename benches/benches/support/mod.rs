@@ -55,8 +55,9 @@ pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 /// A fresh lake in a temporary directory, its `readings` table and an operator
 /// chain of the generator's tenants.
 pub struct BenchLake {
-    /// Held for the bench's life: dropping it deletes the lake.
-    _dir: tempfile::TempDir,
+    /// Held for the bench's life: dropping it deletes the lake (none for a lake
+    /// kept at a given path, see [`BenchLake::at`]).
+    _dir: Option<tempfile::TempDir>,
     pub config: LakeConfig,
     pub lake: Lake,
     pub readings: OffsetTable,
@@ -66,8 +67,20 @@ pub struct BenchLake {
 impl BenchLake {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        Self::open(Some(dir), &path).await
+    }
+
+    /// A lake at `path` that outlives the bench (created when missing; an
+    /// existing one is opened with what it holds).
+    pub async fn at(path: &std::path::Path) -> Self {
+        std::fs::create_dir_all(path).expect("lake directory");
+        Self::open(None, path).await
+    }
+
+    async fn open(dir: Option<tempfile::TempDir>, path: &std::path::Path) -> Self {
         let config = LakeConfig {
-            uri: dir.path().to_string_lossy().into_owned(),
+            uri: path.to_string_lossy().into_owned(),
             storage_options: Default::default(),
         };
         let lake = Lake::new(&config).expect("lake");

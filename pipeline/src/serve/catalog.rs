@@ -76,6 +76,21 @@ impl LakeTables {
         self.base.runtime_env().object_store_registry.clone()
     }
 
+    /// The Parquet footer and page-index cache every session's runtime uses.
+    /// Data files never change once written (Delta replaces files, it does not
+    /// rewrite them), so a footer read by one session serves every other: a new
+    /// connection does not read the footers of a year of files again. The cache
+    /// holds file metadata only, never rows; its size is DataFusion's default
+    /// bound (`datafusion.runtime.metadata_cache_limit`, 50 MiB).
+    pub fn file_metadata_cache(
+        &self,
+    ) -> Arc<datafusion::execution::cache::cache_manager::FileMetadataCache> {
+        self.base
+            .runtime_env()
+            .cache_manager
+            .get_file_metadata_cache()
+    }
+
     /// The newest provider of `name` (`None` while the table does not exist),
     /// at most `refresh` old, and its Delta version.
     ///

@@ -5,6 +5,7 @@
 //! - `jwt.rs`: token verification, claims, refusal reasons;
 //! - `policy.rs`: the role matrix as predicates (pure);
 //! - `catalog.rs`: the shared lake tables and each session's filtered catalog;
+//! - `functions.rs`: date functions that compute a constant input once;
 //! - `session.rs`: one session's DataFusion context;
 //! - `guard.rs`: the read-only statement rule;
 //! - `server.rs`: the wire protocol (accept loop, startup, query handlers, limits);
@@ -14,6 +15,7 @@
 //! Imports point down: server -> session -> catalog -> policy -> jwt.
 
 pub mod catalog;
+pub mod functions;
 pub mod guard;
 pub mod jwt;
 pub mod metrics;
@@ -81,6 +83,7 @@ pub async fn run_from_file(path: &Path) -> ExitCode {
         clock: settings.clock,
         metrics,
         tls_required: tls.is_some(),
+        cancels: Arc::new(pgwire::api::ConnectionManager::new()),
     });
     let shutdown = Arc::new(Shutdown::default());
     {

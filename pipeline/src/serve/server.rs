@@ -7,6 +7,11 @@
 //! Every startup error is FATAL: the connection closes. A query on a
 //! connection without a session is refused (defence in depth: pgwire would
 //! otherwise read on after a failed startup).
+//!
+//! A client's cancel request (psql's Ctrl-C, psycopg's `cancel()`, JDBC's
+//! `Statement.cancel`) names its session by the process id and secret key the
+//! session got at startup; it ends the session's running statement with
+//! SQLSTATE 57014, as a timeout does, and the session goes on.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -29,13 +34,15 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, SecretKey};
@@ -57,6 +64,8 @@ pub struct Server {
     pub metrics: SqlMetrics,
     /// TLS is configured: plaintext connections are refused.
     pub tls_required: bool,
+    /// The sessions a cancel request can reach, by process id and secret key.
+    pub cancels: Arc<ConnectionManager>,
 }
 
 impl Debug for Server {
@@ -77,6 +86,8 @@ struct Session {
     /// Unix seconds after which queries are refused (the token's `exp` plus
     /// the leeway).
     expires_at: i64,
+    /// Fired by a cancel request for this session.
+    cancel: Arc<ConnectionHandle>,
 }
 
 type Slot = Arc<OnceLock<Arc<Session>>>;
@@ -151,6 +162,10 @@ impl PgWireServerHandlers for Conn {
             connection: OnceLock::new(),
         })
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.server.cancels.clone()))
+    }
 }
 
 fn fatal(code: &str, message: &str) -> PgWireError {
@@ -173,8 +188,9 @@ struct Startup {
     server: Arc<Server>,
     slot: Slot,
     admitted: bool,
-    /// Counts this connection in `meterline_sql_connections` while it lives.
-    connection: OnceLock<ConnectionGauge>,
+    /// While the connection lives: counted in `meterline_sql_connections`,
+    /// and reachable by cancel requests.
+    connection: OnceLock<(ConnectionGauge, ConnectionGuard)>,
 }
 
 struct ConnectionGauge(prometheus::IntGauge);
@@ -261,22 +277,25 @@ impl StartupHandler for Startup {
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
                 ];
+                // The process id and secret key a cancel request must name.
+                let (pid, key) = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
+                client.set_pid_and_secret_key(pid, SecretKey::I32(key));
+                let (cancel, registered) = self.server.cancels.register(pid, SecretKey::I32(key));
                 let session = Session {
                     service: DfSessionService::new_with_hooks(ctx.clone(), hooks.clone()),
                     ctx,
                     hooks,
                     role: claims.role,
                     expires_at: claims.expires_at,
+                    cancel,
                 };
                 if self.slot.set(Arc::new(session)).is_err() {
                     return Err(fatal("08P01", "already authenticated"));
                 }
                 let gauge = self.server.metrics.connections.clone();
                 gauge.inc();
-                let _ = self.connection.set(ConnectionGauge(gauge));
+                let _ = self.connection.set((ConnectionGauge(gauge), registered));
                 tracing::debug!(role = claims.role.as_str(), "sql session opened");
-                let (pid, key) = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
-                client.set_pid_and_secret_key(pid, SecretKey::I32(key));
                 let mut parameters = DefaultServerParameterProvider::default();
                 parameters.is_superuser = false;
                 parameters.default_transaction_read_only = true;
@@ -375,6 +394,7 @@ impl Queries {
         session: &Session,
         response: QueryResponse,
         deadline: tokio::time::Instant,
+        cancel: CancelSignal,
     ) -> Response {
         let QueryResponse {
             command_tag,
@@ -385,6 +405,7 @@ impl Queries {
         let limited = Limited {
             inner: Some(data_rows),
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            cancel,
             rows: 0,
             max_rows: self.server.shared.limits.max_result_rows,
             outcome: Some(Outcome {
@@ -422,6 +443,71 @@ fn timed_out() -> PgWireError {
         "57014",
         "canceling statement due to statement timeout (serve.statement_timeout_secs)",
     )
+}
+
+fn cancelled_by_client() -> PgWireError {
+    error("57014", "canceling statement due to user request")
+}
+
+/// Why a statement stopped before its answer.
+enum Stop {
+    Timeout,
+    Cancelled,
+}
+
+impl Stop {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Stop::Timeout => "timeout",
+            Stop::Cancelled => "cancelled",
+        }
+    }
+
+    fn error(&self) -> PgWireError {
+        match self {
+            Stop::Timeout => timed_out(),
+            Stop::Cancelled => cancelled_by_client(),
+        }
+    }
+}
+
+/// A cancel request for the running statement: ready when one arrived. When
+/// the session starts its next statement the signal of this one is dropped
+/// (the sender side is replaced), which is not a cancellation: the signal then
+/// stays pending.
+struct CancelSignal(Option<futures::channel::oneshot::Receiver<()>>);
+
+impl std::future::Future for CancelSignal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Some(rx) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(_)) => {
+                self.0 = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// `work` until the deadline or a cancel request, whichever comes first.
+async fn bounded<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    cancel: &mut CancelSignal,
+    work: F,
+) -> Result<F::Output, Stop> {
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, work) => done.map_err(|_| Stop::Timeout),
+        () = cancel => Err(Stop::Cancelled),
+    }
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
@@ -464,16 +550,18 @@ impl SimpleQueryHandler for Queries {
                 }
             }
             let deadline = self.deadline(client);
+            let mut cancel = CancelSignal(Some(session.cancel.start_query().await));
             let sql = statement.to_string();
-            let planned = tokio::time::timeout_at(
+            let planned = bounded(
                 deadline,
+                &mut cancel,
                 session.ctx.sql_with_options(&sql, read_only_options()),
             )
             .await;
             let df = match planned {
-                Err(_) => {
-                    self.count(&session, "timeout");
-                    return Err(timed_out());
+                Err(stop) => {
+                    self.count(&session, stop.outcome());
+                    return Err(stop.error());
                 }
                 Ok(Err(e)) => {
                     self.count(&session, "error");
@@ -482,21 +570,24 @@ impl SimpleQueryHandler for Queries {
                 Ok(Ok(df)) => df,
             };
             let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-            let encoded = tokio::time::timeout_at(
+            let encoded = bounded(
                 deadline,
+                &mut cancel,
                 encode_dataframe(df, &Format::UnifiedText, Some(format)),
             )
             .await;
             match encoded {
-                Err(_) => {
-                    self.count(&session, "timeout");
-                    return Err(timed_out());
+                Err(stop) => {
+                    self.count(&session, stop.outcome());
+                    return Err(stop.error());
                 }
                 Ok(Err(e)) => {
                     self.count(&session, "error");
                     return Err(e);
                 }
-                Ok(Ok(response)) => results.push(self.limited(&session, response, deadline)),
+                Ok(Ok(response)) => {
+                    results.push(self.limited(&session, response, deadline, cancel));
+                }
             }
         }
         Ok(results)
@@ -589,21 +680,23 @@ impl ExtendedQueryHandler for Queries {
             }
         }
         let deadline = self.deadline(client);
-        let response = tokio::time::timeout_at(
+        let mut cancel = CancelSignal(Some(session.cancel.start_query().await));
+        let response = bounded(
             deadline,
+            &mut cancel,
             ExtendedQueryHandler::do_query(&session.service, client, portal, max_rows),
         )
         .await;
         match response {
-            Err(_) => {
-                self.count(&session, "timeout");
-                Err(timed_out())
+            Err(stop) => {
+                self.count(&session, stop.outcome());
+                Err(stop.error())
             }
             Ok(Err(e)) => {
                 self.count(&session, "error");
                 Err(e)
             }
-            Ok(Ok(Response::Query(q))) => Ok(self.limited(&session, q, deadline)),
+            Ok(Ok(Response::Query(q))) => Ok(self.limited(&session, q, deadline, cancel)),
             Ok(Ok(other)) => Ok(other),
         }
     }
@@ -630,11 +723,12 @@ impl Outcome {
     }
 }
 
-/// A query's rows under the statement deadline and the row limit. Either
-/// ends the query with an error (and drops the running plan).
+/// A query's rows under the statement deadline, cancel requests and the row
+/// limit. Each ends the query with an error (and drops the running plan).
 struct Limited {
     inner: Option<pgwire::api::results::SendableRowStream>,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    cancel: CancelSignal,
     rows: usize,
     max_rows: usize,
     outcome: Option<Outcome>,
@@ -660,6 +754,10 @@ impl Stream for Limited {
         if std::future::Future::poll(this.sleep.as_mut(), cx).is_ready() {
             this.finish("timeout");
             return Poll::Ready(Some(Err(timed_out())));
+        }
+        if std::future::Future::poll(Pin::new(&mut this.cancel), cx).is_ready() {
+            this.finish("cancelled");
+            return Poll::Ready(Some(Err(cancelled_by_client())));
         }
         match inner.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,

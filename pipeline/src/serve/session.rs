@@ -7,6 +7,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -78,6 +79,10 @@ pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<Session
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         )
         .with_object_store_registry(shared.tables.object_stores())
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(shared.tables.file_metadata_cache())),
+        )
         .build_arc()?;
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -91,6 +96,7 @@ pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<Session
         .with_table_factories(std::collections::HashMap::new())
         .build();
     let ctx = SessionContext::new_with_state(state);
+    super::functions::register(&ctx);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(
         "public",

@@ -17,8 +17,9 @@
 //! tenant or subject; refused tokens (PyJWT: expired, beyond the leeway,
 //! `alg: none`, an RS256 token on an HS256 server, wrong audience and issuer,
 //! missing claims, an unknown tenant) get "authentication failed", the reason
-//! in the log and no token in it; the statement timeout, the row limit and the
-//! memory limit fail one query cleanly while the server serves on; plaintext
+//! in the log and no token in it; the statement timeout, the row limit, the
+//! memory limit and a client's cancel request fail one query cleanly while the
+//! server serves on; plaintext
 //! and a listen address off loopback without TLS are refused.
 
 use std::collections::BTreeSet;
@@ -828,6 +829,12 @@ leeway_secs = 60
             format!("SELECT 1{}", " + 1".repeat(20_000))}),
         json!({"token": analyst, "session": true, "sql":
             format!("SELECT count(*) FROM (SELECT 1{}) t", " UNION ALL SELECT 1".repeat(4_000))}),
+        // The slow query of the timeout again, cancelled by the client.
+        json!({"token": analyst, "session": true, "cancel": true, "sql":
+            "SELECT count(*) FROM readings a, readings b, readings c, readings d, readings e, \
+             readings f WHERE a.source_offset + b.source_offset + c.source_offset \
+             + d.source_offset + e.source_offset + f.source_offset < 0"}),
+        json!({"token": analyst, "session": true, "sql": "SELECT count(*) FROM readings"}),
     ]);
     assert_eq!(
         limits[0]["error"]["sqlstate"],
@@ -868,12 +875,31 @@ leeway_secs = 60
         limits[5]
     );
     assert_eq!(
+        limits[6]["error"]["sqlstate"],
+        json!("57014"),
+        "cancel: {}",
+        limits[6]
+    );
+    assert!(
+        limits[6]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("due to user request")),
+        "a cancel request, not the timeout, ended it: {}",
+        limits[6]
+    );
+    assert_eq!(
+        rows_of(&limits[7]),
+        vec![vec![json!("72")]],
+        "{}",
+        limits[7]
+    );
+    assert_eq!(
         client.count(&subject_a, "SELECT count(*) FROM readings"),
         40
     );
 
     let text = scrape(metrics_port).expect("serve metrics");
-    for outcome in ["timeout", "too_many_rows", "memory_limit"] {
+    for outcome in ["timeout", "too_many_rows", "memory_limit", "cancelled"] {
         assert!(
             metric(
                 &text,

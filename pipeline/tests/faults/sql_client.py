@@ -16,11 +16,16 @@ Writes a JSON list, one entry per request, in order:
    "types": [type oid, ...]}
 or {"token": ..., "error": {"sqlstate": ..., "message": ...}}.
 Requests with the same token and "session": true share one connection.
+A request with "cancel": true runs its query in a thread while this one sends
+cancel requests (psycopg's cancel_safe) until the query ends: a cancel that
+arrives before the server has started the statement finds nothing to cancel,
+and the next one does.
 """
 
 import decimal
 import json
 import sys
+import threading
 
 import jwt
 import psycopg
@@ -85,7 +90,24 @@ def run(doc):
                 params = req.get("params")
                 if params is not None:
                     params = [param(p) for p in params]
-                cur.execute(req["sql"], params, prepare=req.get("prepare", False))
+                if req.get("cancel"):
+                    failure = []
+
+                    def execute():
+                        try:
+                            cur.execute(req["sql"], params)
+                        except psycopg.Error as e:
+                            failure.append(e)
+
+                    running = threading.Thread(target=execute)
+                    running.start()
+                    while running.is_alive():
+                        conn.cancel_safe(timeout=10)
+                        running.join(0.05)
+                    if failure:
+                        raise failure[0]
+                else:
+                    cur.execute(req["sql"], params, prepare=req.get("prepare", False))
                 if cur.description is None:
                     entry["rows"] = []
                     entry["types"] = []

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve::policy", 1),
     ("serve::settings", 2),
     ("serve::token", 3),
+    ("serve::functions", 0),
     ("serve::catalog", 4),
     ("serve::session", 5),
     ("serve::server", 6),
