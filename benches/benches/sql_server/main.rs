@@ -253,6 +253,9 @@ audience = "meterline"
         .arg(&config)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
         .env("METERLINE_LOG", "warn,meterline=info");
+    if let Some((name, value)) = meterline::dev::testkit::clock_env() {
+        serve.env(name, value);
+    }
     let server = Process::spawn("serve", serve);
     server.wait_line(0, Duration::from_secs(60), |l| {
         l.contains("serving the lake over the Postgres protocol")
@@ -267,7 +270,8 @@ audience = "meterline"
             meters: Vec::new(),
             ttl_secs: 3600,
         },
-        chrono::Utc::now().timestamp(),
+        // The clock the server checks expiry with (METERLINE_FAKE_NOW when set).
+        meterline::dev::testkit::clock().now().timestamp(),
     )
     .expect("token");
 
