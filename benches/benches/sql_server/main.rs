@@ -81,6 +81,21 @@ fn day_payloads(meters: usize, day: NaiveDate, day_index: usize) -> Vec<Vec<u8>>
     out
 }
 
+/// Column `column` of `compare.py`'s rows as integers; -1 for a cell that is
+/// not one (no check expects -1, so it fails the check instead of reading as 0).
+fn integers(rows: &Value, column: usize) -> Vec<i64> {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r[column]
+                .as_str()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(-1)
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--meterline-serve") {
@@ -398,32 +413,14 @@ audience = "meterline"
     }
     // March has 31 days, one of 23 hours (DST starts on the 29th).
     let days = rows(get("point", "server"));
-    let hours: i64 = days
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r[2].as_str()
-                .and_then(|h| h.parse::<i64>().ok())
-                .unwrap_or(-1)
-        })
-        .sum();
+    let hours: i64 = integers(&days, 2).iter().sum();
     if days.as_array().map(Vec::len) != Some(31) || hours != 31 * 24 - 1 {
         failures.push(format!(
             "one meter's March: expected 31 days and 743 hours, got {days}"
         ));
     }
     let months = rows(get("aggregate", "server"));
-    let meters_per_month: Vec<i64> = months
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r[2].as_str()
-                .and_then(|m| m.parse::<i64>().ok())
-                .unwrap_or(-1)
-        })
-        .collect();
+    let meters_per_month = integers(&months, 2);
     let expected_months = if scale.measured { 12 } else { 3 };
     if meters_per_month.len() != expected_months
         || meters_per_month.iter().any(|&m| m != scale.meters as i64)
