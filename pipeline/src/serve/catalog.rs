@@ -28,6 +28,7 @@ use meterline_sinks::Lake;
 
 use super::jwt::{Claims, Role, TenantScope};
 use super::policy::{self, MeterPeriod};
+use super::scan::LakeScan;
 use crate::privacy::tables::LEDGER_TABLE;
 
 /// The lake's tables, opened once and shared by every session: each the
@@ -151,7 +152,17 @@ impl LakeTables {
             Some(t) if t.version().is_some() => {
                 t.update_datafusion_session(&self.base.state())
                     .map_err(external)?;
-                Some(t.table_provider().await.map_err(external)?)
+                let delta = t.table_provider().await.map_err(external)?;
+                match LakeScan::new(t, delta.schema())? {
+                    Some(scan) => Some(Arc::new(scan) as Arc<dyn TableProvider>),
+                    None => {
+                        tracing::info!(
+                            table = name,
+                            "the table uses a Delta feature the server's own scan does not handle; reading it through delta-rs"
+                        );
+                        Some(delta)
+                    }
+                }
             }
             _ => None,
         };

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod jwt;
 pub mod metrics;
 pub mod policy;
+pub mod scan;
 pub mod server;
 pub mod session;
 pub mod settings;

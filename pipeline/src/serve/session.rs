@@ -7,11 +7,15 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -21,6 +25,42 @@ use super::catalog::{LakeTables, SessionSchema};
 use super::jwt::{Claims, TenantScope};
 use super::policy;
 use super::settings::Limits;
+
+/// Joins yield to the runtime. A join can turn a few input batches into
+/// output without end, polling nothing that yields (a cross join of a few
+/// tables): a task that never yields holds its worker thread, and the
+/// statement timeout, cancel requests and every other session wait for the
+/// same few threads. Each join's output is wrapped in DataFusion's
+/// `CooperativeExec`, which spends tokio's task budget per batch and yields
+/// when it is spent, so a deadline is seen and a dropped query stops. One
+/// budget check per batch of a join; nothing per row.
+#[derive(Debug)]
+struct YieldingJoins;
+
+impl PhysicalOptimizerRule for YieldingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|p| {
+            Ok(if p.children().len() >= 2 {
+                Transformed::yes(Arc::new(CooperativeExec::new(p)) as Arc<dyn ExecutionPlan>)
+            } else {
+                Transformed::no(p)
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &'static str {
+        "yielding_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
 
 /// The database name clients see (`current_database()`).
 pub const DATABASE: &str = "meterline";
@@ -94,6 +134,7 @@ pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<Session
         .with_default_features()
         // `CREATE EXTERNAL TABLE` would read any path the server can.
         .with_table_factories(std::collections::HashMap::new())
+        .with_physical_optimizer_rule(Arc::new(YieldingJoins))
         .build();
     let ctx = SessionContext::new_with_state(state);
     super::functions::register(&ctx);

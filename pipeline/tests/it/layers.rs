@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve::settings", 2),
     ("serve::token", 3),
     ("serve::functions", 0),
+    ("serve::scan", 0),
     ("serve::catalog", 4),
     ("serve::session", 5),
     ("serve::server", 6),
