@@ -20,10 +20,15 @@ A request with "cancel": true runs its query in a thread while this one sends
 cancel requests (psycopg's cancel_safe) until the query ends: a cancel that
 arrives before the server has started the statement finds nothing to cancel,
 and the next one does.
+
+A request that has not ended after REQUEST_SECONDS fails the whole run with the
+request named (a server that stops answering shows as a failure, not as a
+test that hangs until CI's limit).
 """
 
 import decimal
 import json
+import signal
 import sys
 import threading
 
@@ -63,10 +68,25 @@ def param(p):
     return p
 
 
+# Far above any request of the scenario (the statement timeout is 5 s).
+REQUEST_SECONDS = 120
+
+
+def watchdog(number, sql):
+    def expired(_signum, _frame):
+        raise TimeoutError(
+            f"request {number} got no answer in {REQUEST_SECONDS} s: {sql[:200]}"
+        )
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(REQUEST_SECONDS)
+
+
 def run(doc):
     out = []
     connections = {}
-    for req in doc["requests"]:
+    for number, req in enumerate(doc["requests"]):
+        watchdog(number, req["sql"])
         token = make_token(req["token"], doc["now"])
         entry = {"token": token}
         try:
@@ -122,6 +142,7 @@ def run(doc):
                 "sqlstate": getattr(e, "sqlstate", None) or "",
                 "message": str(e).strip(),
             }
+        signal.alarm(0)
         out.append(entry)
     for conn in connections.values():
         conn.close()
