@@ -6,6 +6,8 @@
 //! - `policy.rs`: the role matrix as predicates (pure);
 //! - `catalog.rs`: the shared lake tables and each session's filtered catalog;
 //! - `functions.rs`: date functions that compute a constant input once;
+//! - `pg_types.rs`: Postgres type names in `information_schema.columns`;
+//! - `pg_settings.rs`: `current_setting`, `session_user` (what clients ask on connect);
 //! - `session.rs`: one session's DataFusion context;
 //! - `guard.rs`: the read-only statement rule;
 //! - `server.rs`: the wire protocol (accept loop, startup, query handlers, limits);
@@ -19,6 +21,8 @@ pub mod functions;
 pub mod guard;
 pub mod jwt;
 pub mod metrics;
+pub mod pg_settings;
+pub mod pg_types;
 pub mod policy;
 pub mod scan;
 pub mod server;

@@ -32,7 +32,7 @@ use datafusion_postgres::{DfSessionService, Parser};
 use futures::{Sink, SinkExt, Stream};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
-    DefaultServerParameterProvider, StartupHandler,
+    DefaultServerParameterProvider, ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
@@ -42,7 +42,7 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
-    PgWireConnectionState, PgWireServerHandlers, Type,
+    PgWireConnectionState, PgWireServerHandlers, Type, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, SecretKey};
@@ -53,6 +53,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::guard;
 use super::jwt::{AuthFailure, Role, Verifier};
 use super::metrics::SqlMetrics;
+use super::pg_settings::SessionSettings;
 use super::session::{self, Shared};
 use crate::shutdown::Shutdown;
 
@@ -262,7 +263,8 @@ impl StartupHandler for Startup {
                     .verifier
                     .verify(&password.password, now, &self.server.shared.tenants)
                     .map_err(|reason| self.refuse(reason))?;
-                let ctx = match session::context(&self.server.shared, &claims).await {
+                let (parameters, settings) = startup_parameters(client);
+                let ctx = match session::context(&self.server.shared, &claims, &settings).await {
                     Ok(ctx) => Arc::new(ctx),
                     Err(e) => {
                         tracing::warn!(error = %e, role = claims.role.as_str(), "sql session not opened");
@@ -296,15 +298,30 @@ impl StartupHandler for Startup {
                 gauge.inc();
                 let _ = self.connection.set((ConnectionGauge(gauge), registered));
                 tracing::debug!(role = claims.role.as_str(), "sql session opened");
-                let mut parameters = DefaultServerParameterProvider::default();
-                parameters.is_superuser = false;
-                parameters.default_transaction_read_only = true;
                 finish_authentication(client, &parameters).await?;
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+/// The parameters a session is sent at startup (read-only, no superuser)
+/// and the settings its `current_setting` answers from them.
+fn startup_parameters<C: ClientInfo>(
+    client: &C,
+) -> (DefaultServerParameterProvider, SessionSettings) {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.is_superuser = false;
+    parameters.default_transaction_read_only = true;
+    let settings = SessionSettings::new(
+        &parameters.server_parameters(client).unwrap_or_default(),
+        client
+            .metadata()
+            .get(METADATA_USER)
+            .map_or("meterline", String::as_str),
+    );
+    (parameters, settings)
 }
 
 /// The statement check as the first hook, so the extended protocol's parse

@@ -23,6 +23,7 @@ use meterline_operators::{MasterKey, TenantRegistry};
 
 use super::catalog::{LakeTables, SessionSchema};
 use super::jwt::{Claims, TenantScope};
+use super::pg_settings::SessionSettings;
 use super::policy;
 use super::settings::Limits;
 
@@ -85,7 +86,11 @@ impl std::fmt::Debug for Shared {
 ///
 /// # Errors
 /// Storage errors while looking at the tables, DataFusion setup errors.
-pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<SessionContext> {
+pub async fn context(
+    shared: &Shared,
+    claims: &Claims,
+    settings: &SessionSettings,
+) -> anyhow::Result<SessionContext> {
     let (public, timezone) = match &claims.tenant {
         TenantScope::One(t) => {
             let tenant = shared
@@ -135,6 +140,7 @@ pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<Session
         // `CREATE EXTERNAL TABLE` would read any path the server can.
         .with_table_factories(std::collections::HashMap::new())
         .with_physical_optimizer_rule(Arc::new(YieldingJoins))
+        .with_analyzer_rule(Arc::new(super::pg_types::PostgresTypeNames))
         .build();
     let ctx = SessionContext::new_with_state(state);
     super::functions::register(&ctx);
@@ -151,5 +157,6 @@ pub async fn context(shared: &Shared, claims: &Claims) -> anyhow::Result<Session
     )?;
     ctx.register_catalog(DATABASE, Arc::new(catalog));
     setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::pg_settings::register(&ctx, settings);
     Ok(ctx)
 }

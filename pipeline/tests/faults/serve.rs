@@ -449,6 +449,108 @@ leeway_secs = 60
     }
     assert!(existing.contains("subjects") && existing.contains("consent_ledger"));
 
+    // Grafana's PostgreSQL data source: the table list and the column list
+    // its query builder sends (Grafana 10-11, `postgresMetaQuery.ts`).
+    // datafusion-pg-catalog answers its `search_path` subquery with '', so
+    // the tables come schema-qualified, a name Grafana then queries as is.
+    let search_path = "quote_ident(table_schema) IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' \
+        THEN user ELSE trim(s[i]) END FROM generate_series(\
+        array_lower(string_to_array(current_setting('search_path'),','),1), \
+        array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+        string_to_array(current_setting('search_path'),',') s)";
+    let grafana_tables = format!(
+        "SELECT CASE WHEN {search_path} THEN quote_ident(table_name) \
+         ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS \"table\" \
+         FROM information_schema.tables WHERE quote_ident(table_schema) NOT IN \
+         ('information_schema', 'pg_catalog', '_timescaledb_cache', '_timescaledb_catalog', \
+         '_timescaledb_internal', '_timescaledb_config', 'timescaledb_information', \
+         'timescaledb_experimental') ORDER BY CASE WHEN {search_path} THEN 0 ELSE 1 END, 1"
+    );
+    let listed: Vec<String> = client
+        .rows(&analyst, &grafana_tables)
+        .into_iter()
+        .map(|r| r[0].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = tables(&analyst_tables)
+        .iter()
+        .map(|t| format!("public.{t}"))
+        .collect();
+    assert_eq!(listed, expected, "Grafana's table list");
+    let grafana_columns = format!(
+        "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+         FROM information_schema.columns WHERE \
+         CASE WHEN array_length(parse_ident('public.readings'),1) = 2 \
+         THEN quote_ident(table_schema) = (parse_ident('public.readings'))[1] \
+         AND quote_ident(table_name) = (parse_ident('public.readings'))[2] \
+         ELSE quote_ident(table_name) = 'public.readings' AND {search_path} END"
+    );
+    let columns: std::collections::BTreeMap<String, String> = client
+        .rows(&analyst, &grafana_columns)
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (column, postgres_type) in [
+        ("tenant", "text"),
+        ("meter", "text"),
+        ("value", "numeric"),
+        ("interval_start", "timestamp with time zone"),
+        ("local_date", "date"),
+        ("resolution_minutes", "integer"),
+        ("source_offset", "bigint"),
+    ] {
+        assert_eq!(
+            columns.get(column).map(String::as_str),
+            Some(postgres_type),
+            "Grafana's columns of readings: {columns:?}"
+        );
+    }
+
+    // Grafana's data source page asks for the Postgres version and for
+    // TimescaleDB; drivers ask for settings the same way. The answers agree
+    // with what the server announced at startup, as psycopg read it, and
+    // `session_user` is the name the client connected as.
+    let asked = client.run(&[
+        json!({"token": analyst, "user": "grafana",
+               "sql": "SELECT current_setting('server_version_num')::int/100 AS version, \
+                       current_setting('datestyle') AS datestyle, session_user AS who"}),
+        json!({"token": analyst,
+               "sql": "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"}),
+        json!({"token": analyst, "sql": "SELECT current_setting('no_such_setting')"}),
+    ]);
+    let announced = asked[0]["server_version"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("psycopg read no server version: {}", asked[0]));
+    let datestyle = asked[0]["DateStyle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("psycopg read no DateStyle: {}", asked[0]));
+    assert!(announced >= 100_000, "{announced}");
+    assert_eq!(
+        rows_of(&asked[0]),
+        vec![vec![
+            json!((announced / 100).to_string()),
+            json!(datestyle),
+            json!("grafana")
+        ]],
+        "Grafana's version question"
+    );
+    assert_eq!(
+        rows_of(&asked[1]),
+        Vec::<Vec<Value>>::new(),
+        "no TimescaleDB"
+    );
+    assert!(
+        asked[2]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unrecognized configuration parameter")),
+        "an unknown setting: {}",
+        asked[2]
+    );
+
     // The role matrix: rows.
     let distinct_tenants = |token: &Value, table: &str| -> Vec<String> {
         client

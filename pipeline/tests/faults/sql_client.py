@@ -105,6 +105,9 @@ def run(doc):
                 )
                 if req.get("session"):
                     connections[token] = conn
+            # What the server announced at startup (ParameterStatus).
+            entry["server_version"] = conn.info.server_version
+            entry["DateStyle"] = conn.info.parameter_status("DateStyle")
             try:
                 cur = conn.cursor()
                 params = req.get("params")

@@ -36,6 +36,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve::token", 3),
     ("serve::functions", 0),
     ("serve::scan", 0),
+    ("serve::pg_types", 0),
+    ("serve::pg_settings", 0),
     ("serve::catalog", 4),
     ("serve::session", 5),
     ("serve::server", 6),
