@@ -29,6 +29,7 @@ pub mod consent;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;
+pub mod economics;
 pub mod epoch;
 pub mod flags;
 pub mod ids;

@@ -1,0 +1,91 @@
+//! Energy economics: what a kWh cost, exactly.
+//!
+//! ```text
+//!  spot prices (EUR/MWh, PT15M or PT60M) ─┐
+//!  exchange rate (NOK per EUR) ───────────┤
+//!  grid tariff (energy charge by hour) ───┼─▶ cost of an hour ─▶ cost_hourly ─▶ daily, monthly
+//!  tax rates on the day (tax, Enova, VAT, │      (components,        │
+//!    support threshold, Norgespris) ──────┤       complete?)         └─▶ capacity peaks ─▶ step
+//!  meter profile (area, scheme, zone) ────┘
+//! ```
+//!
+//! - `rates.rs`: the dated rates the state sets (consumption tax, Enova fee, VAT and its exempt
+//!   zones, strømstøtte, Norgespris), with defaults for 2024-2026;
+//! - `hour.rs`: the cost of one hour of one meter, component by component;
+//! - `capacity.rs`: the monthly capacity charge (kapasitetsledd): named, pluggable rules that
+//!   find the demand, and the steps it falls in;
+//! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling.
+//!
+//! Guarantees:
+//! - money is never a float: every amount is a [`Decimal`] computed exactly from its inputs,
+//!   and rounded once, half to even, to [`NOK_SCALE`] decimals of a krone (see `hour.rs`);
+//! - a missing input is reported as missing, never priced as zero.
+
+pub mod capacity;
+pub mod entsoe;
+pub mod hour;
+pub mod rates;
+
+#[cfg(test)]
+mod tests;
+
+pub use rust_decimal::Decimal;
+
+/// Decimals of a krone kept in every stored amount: 10⁻⁹ NOK, a ten-millionth of an øre.
+/// Finer than any bill; coarse enough that a year of hours sums without overflow.
+pub const NOK_SCALE: u32 = 9;
+
+/// The Norwegian day-ahead price areas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PriceArea {
+    No1,
+    No2,
+    No3,
+    No4,
+    No5,
+}
+
+impl PriceArea {
+    pub const ALL: [Self; 5] = [Self::No1, Self::No2, Self::No3, Self::No4, Self::No5];
+
+    /// `NO1`..`NO5`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::No1 => "NO1",
+            Self::No2 => "NO2",
+            Self::No3 => "NO3",
+            Self::No4 => "NO4",
+            Self::No5 => "NO5",
+        }
+    }
+
+    /// The bidding zone's EIC code, as ENTSO-E documents name it.
+    #[must_use]
+    pub fn eic(self) -> &'static str {
+        match self {
+            Self::No1 => "10YNO-1--------2",
+            Self::No2 => "10YNO-2--------T",
+            Self::No3 => "10YNO-3--------J",
+            Self::No4 => "10YNO-4--------9",
+            Self::No5 => "10Y1001A1001A48H",
+        }
+    }
+
+    /// The area of a code (`NO1`) or an EIC code.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.code().eq_ignore_ascii_case(text) || a.eic() == text)
+    }
+}
+
+/// `units` rounded half to even to [`NOK_SCALE`] decimals.
+#[must_use]
+pub fn round_nok(units: Decimal) -> Decimal {
+    units.round_dp_with_strategy(
+        NOK_SCALE,
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    )
+}

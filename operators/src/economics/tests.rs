@@ -1,0 +1,603 @@
+//! The worked examples of the domain notes, and hand-built documents. Every expected value is
+//! written out from the rules (worked by hand in the comments), never computed by the code
+//! under test.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+
+use super::capacity::{self, DemandInput, HourKwh, Step, Steps};
+use super::entsoe::{parse_a44, EntsoeError};
+use super::hour::{cost_of_hour, ore_per_kwh, HourInput, Scheme};
+use super::rates::{Rate, RateRow, RateTable, TaxZone};
+use super::PriceArea;
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+fn day(y: i32, m: u32, dd: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, dd).unwrap()
+}
+
+// ---- rates ----
+
+#[test]
+fn the_rates_of_a_day_are_the_ones_enacted_for_it() {
+    let t = RateTable::defaults();
+    let tax = |zone, date| t.value(Rate::ConsumptionTax, zone, date);
+    assert_eq!(tax(TaxZone::Standard, day(2024, 3, 31)), Some(d("9.51")));
+    assert_eq!(tax(TaxZone::Standard, day(2024, 4, 1)), Some(d("16.44")));
+    assert_eq!(tax(TaxZone::Standard, day(2025, 9, 30)), Some(d("16.93")));
+    // The mid-year cut of 1 October 2025.
+    assert_eq!(tax(TaxZone::Standard, day(2025, 10, 1)), Some(d("12.53")));
+    assert_eq!(tax(TaxZone::Standard, day(2026, 6, 1)), Some(d("7.13")));
+    assert_eq!(tax(TaxZone::North, day(2026, 6, 1)), Some(d("7.13")));
+    assert_eq!(tax(TaxZone::Finnmark, day(2026, 6, 1)), Some(d("0")));
+    // Nothing is known for 2027 yet: missing, not zero.
+    assert_eq!(tax(TaxZone::Standard, day(2027, 1, 1)), None);
+
+    let on = t.on(TaxZone::North, day(2026, 2, 1));
+    assert_eq!(on.vat_share, Some(d("0")));
+    assert_eq!(on.enova_ore, Some(d("1.0")));
+    assert_eq!(on.support_threshold_ore, Some(d("77")));
+    assert_eq!(on.support_share, Some(d("0.9")));
+    assert_eq!(on.norgespris_ore, Some(d("40")));
+    assert_eq!(
+        t.on(TaxZone::Standard, day(2025, 9, 30)).norgespris_ore,
+        None
+    );
+    assert_eq!(
+        t.on(TaxZone::Standard, day(2025, 12, 31))
+            .support_threshold_ore,
+        Some(d("75"))
+    );
+    assert_eq!(
+        t.on(TaxZone::Standard, day(2026, 12, 31)).norgespris_ore,
+        Some(d("40"))
+    );
+    assert_eq!(
+        t.on(TaxZone::Standard, day(2027, 1, 1)).norgespris_ore,
+        None
+    );
+}
+
+#[test]
+fn a_rate_added_later_replaces_the_default_from_its_start() {
+    let mut t = RateTable::defaults();
+    t.extend([RateRow {
+        rate: Rate::ConsumptionTax,
+        zone: None,
+        valid_from: day(2026, 7, 1),
+        valid_to: None,
+        value: d("5.00"),
+        source: "a change mid-year".into(),
+    }]);
+    assert_eq!(
+        t.value(Rate::ConsumptionTax, TaxZone::Standard, day(2026, 6, 30)),
+        Some(d("7.13"))
+    );
+    assert_eq!(
+        t.value(Rate::ConsumptionTax, TaxZone::Standard, day(2026, 7, 1)),
+        Some(d("5.00"))
+    );
+    // A zone's own row still wins over a row for every zone.
+    assert_eq!(
+        t.value(Rate::ConsumptionTax, TaxZone::Finnmark, day(2026, 7, 1)),
+        Some(d("0"))
+    );
+}
+
+// ---- one hour ----
+
+fn rates_2026(zone: TaxZone) -> super::rates::RatesOnDay {
+    RateTable::defaults().on(zone, day(2026, 1, 15))
+}
+
+/// DOMAIN.md's worked hour: NO1, 2026, 2.5 kWh, spot 100 EUR/MWh at 11.70 NOK/EUR = 117.00
+/// øre, energy charge 28.99 øre, strømstøtte. 117.00 - 0.9 × (117 - 77) = 36.00 + 28.99 +
+/// 7.13 + 1.00 = 118.12 øre/kWh; × 2.5 = 295.30 øre; × 1.25 = 369.125 øre.
+#[test]
+fn the_worked_hour_costs_exactly_3_69125_nok() {
+    let spot = ore_per_kwh(d("100"), d("11.70"));
+    assert_eq!(spot, d("117.00"));
+    let kwh = [d("2.5")];
+    let prices = [spot];
+    let input = HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::Stromstotte,
+        grid_energy_ore: Some(d("28.99")),
+        rates: rates_2026(TaxZone::Standard),
+    };
+    let cost = cost_of_hour(&input).unwrap();
+    assert_eq!(cost.kwh, d("2.5"));
+    assert_eq!(cost.spot_nok, Some(d("2.925")));
+    assert_eq!(cost.support_nok, Some(d("-0.9")));
+    assert_eq!(cost.grid_energy_nok, Some(d("0.72475")));
+    assert_eq!(cost.consumption_tax_nok, Some(d("0.17825")));
+    assert_eq!(cost.enova_nok, Some(d("0.025")));
+    assert_eq!(cost.vat_nok, Some(d("0.73825")));
+    assert_eq!(cost.total_nok, Some(d("3.69125")));
+    assert!(cost.complete());
+
+    let exempt = cost_of_hour(&HourInput {
+        rates: rates_2026(TaxZone::North),
+        ..input
+    })
+    .unwrap();
+    assert_eq!(exempt.vat_nok, Some(d("0")));
+    assert_eq!(exempt.total_nok, Some(d("2.9530")));
+}
+
+/// Quarter prices 110, 120, 118, 120 (mean 117). An hourly meter pays the mean: the same
+/// 3.69125 NOK. A 15-minute meter with 0.5, 0.5, 0.75, 0.75 kWh pays each quarter: 55 + 60 +
+/// 88.5 + 90 = 293.5 øre; support stays hourly (-36 × 2.5 = -90); grid 72.475, tax 17.825,
+/// Enova 2.5: 296.3 øre ex VAT, × 1.25 = 370.375 øre.
+#[test]
+fn quarter_prices_are_averaged_for_hourly_meters_and_paired_for_quarter_meters() {
+    let prices = [d("110"), d("120"), d("118"), d("120")];
+    let base = HourInput {
+        kwh: &[],
+        spot_ore: Some(&prices),
+        scheme: Scheme::Stromstotte,
+        grid_energy_ore: Some(d("28.99")),
+        rates: rates_2026(TaxZone::Standard),
+    };
+    let hourly = [d("2.5")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &hourly,
+        ..base
+    })
+    .unwrap();
+    assert_eq!(cost.total_nok, Some(d("3.69125")));
+
+    let quarters = [d("0.5"), d("0.5"), d("0.75"), d("0.75")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &quarters,
+        ..base
+    })
+    .unwrap();
+    assert_eq!(cost.spot_nok, Some(d("2.935")));
+    assert_eq!(cost.support_nok, Some(d("-0.9")));
+    assert_eq!(cost.total_nok, Some(d("3.70375")));
+}
+
+/// Norgespris: 40 øre × 2.5 = 100 øre for energy; the difference to spot (292.5) is -192.5
+/// øre. 100 + 72.475 + 17.825 + 2.5 = 192.8 øre ex VAT; × 1.25 = 241 øre.
+#[test]
+fn norgespris_replaces_spot_and_support_with_its_fixed_price() {
+    let kwh = [d("2.5")];
+    let prices = [d("117")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::Norgespris,
+        grid_energy_ore: Some(d("28.99")),
+        rates: rates_2026(TaxZone::Standard),
+    })
+    .unwrap();
+    assert_eq!(cost.spot_nok, Some(d("2.925")));
+    assert_eq!(cost.support_nok, Some(d("-1.925")));
+    assert_eq!(cost.total_nok, Some(d("2.41")));
+
+    // Before 1 October 2025 there is no Norgespris: the hour is not complete.
+    let cost = cost_of_hour(&HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::Norgespris,
+        grid_energy_ore: Some(d("28.99")),
+        rates: RateTable::defaults().on(TaxZone::Standard, day(2025, 9, 1)),
+    })
+    .unwrap();
+    assert_eq!(cost.support_nok, None);
+    assert!(!cost.complete());
+}
+
+#[test]
+fn spot_below_the_threshold_gets_no_support_and_businesses_none_at_all() {
+    let kwh = [d("2")];
+    let prices = [d("50")];
+    let base = HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::Stromstotte,
+        grid_energy_ore: Some(d("10")),
+        rates: rates_2026(TaxZone::Standard),
+    };
+    assert_eq!(cost_of_hour(&base).unwrap().support_nok, Some(d("0")));
+    let high = [d("300")];
+    let business = cost_of_hour(&HourInput {
+        spot_ore: Some(&high),
+        scheme: Scheme::None,
+        ..base
+    })
+    .unwrap();
+    assert_eq!(business.support_nok, Some(d("0")));
+    // 600 + 20 + 14.26 + 2 = 636.26 øre; × 1.25 = 795.325 øre.
+    assert_eq!(business.total_nok, Some(d("7.95325")));
+}
+
+#[test]
+fn a_missing_price_leaves_the_hour_incomplete_never_zero() {
+    let kwh = [d("2.5")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &kwh,
+        spot_ore: None,
+        scheme: Scheme::Stromstotte,
+        grid_energy_ore: Some(d("28.99")),
+        rates: rates_2026(TaxZone::Standard),
+    })
+    .unwrap();
+    assert_eq!(cost.spot_nok, None);
+    assert_eq!(cost.support_nok, None);
+    assert_eq!(cost.vat_nok, None);
+    assert_eq!(cost.total_nok, None);
+    assert_eq!(cost.grid_energy_nok, Some(d("0.72475")));
+    assert!(!cost.complete());
+}
+
+#[test]
+fn amounts_are_rounded_once_half_to_even_at_nine_decimals() {
+    // 1/3 kWh does not come from a meter, but 0.001 kWh × 33.3333 øre does not end at nine
+    // decimals of a krone: 0.0333333 øre = 0.000333333 NOK (exact); × 1.25 VAT on a sum
+    // with more decimals rounds. 0.001 × 0.5 øre = 0.0005 øre = 0.000005 NOK.
+    let kwh = [d("0.001")];
+    let prices = [d("0.0000005")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::None,
+        grid_energy_ore: Some(d("0")),
+        rates: super::rates::RatesOnDay {
+            consumption_tax_ore: Some(d("0")),
+            enova_ore: Some(d("0")),
+            vat_share: Some(d("0")),
+            support_threshold_ore: None,
+            support_share: None,
+            norgespris_ore: None,
+        },
+    })
+    .unwrap();
+    // 0.001 × 0.0000005 øre = 5e-10 øre = 5e-12 NOK: rounds to 0 at nine decimals.
+    assert_eq!(cost.spot_nok, Some(d("0")));
+    let prices = [d("0.15")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &[d("0.0035")],
+        spot_ore: Some(&prices),
+        scheme: Scheme::None,
+        grid_energy_ore: Some(d("0")),
+        rates: super::rates::RatesOnDay {
+            consumption_tax_ore: Some(d("0")),
+            enova_ore: Some(d("0")),
+            vat_share: Some(d("0.25")),
+            support_threshold_ore: None,
+            support_share: None,
+            norgespris_ore: None,
+        },
+    })
+    .unwrap();
+    // 0.0035 × 0.15 = 0.000525 øre = 0.00000525 NOK; VAT 0.0000013125 NOK -> 0.000001312
+    // (the 5 in the tenth decimal rounds to the even 2).
+    assert_eq!(cost.spot_nok, Some(d("0.00000525")));
+    assert_eq!(cost.vat_nok, Some(d("0.000001312")));
+    assert_eq!(cost.total_nok, Some(d("0.000006562")));
+}
+
+// ---- capacity ----
+
+/// Seven days; each day's hours are its peak and two lower hours. The DOMAIN.md example:
+/// daily maxima 4.2, 3.8, 5.1, 6.3, 2.0, 5.9, 4.8 -> mean(6.3, 5.9, 5.1) = 17.3 / 3 =
+/// 5.7667 kW -> the 5-10 kW step.
+#[test]
+fn the_capacity_step_is_the_mean_of_three_peaks_on_three_days() {
+    let maxima = ["4.2", "3.8", "5.1", "6.3", "2.0", "5.9", "4.8"];
+    let mut hours = Vec::new();
+    for (i, max) in maxima.iter().enumerate() {
+        let date = day(2026, 3, 1 + u32::try_from(i).unwrap());
+        for (hour, kwh) in [(7, d(max)), (8, d(max) - d("0.1")), (18, d("1.0"))] {
+            hours.push(HourKwh {
+                local_date: date,
+                local_hour: hour,
+                kwh,
+            });
+        }
+    }
+    let rule = capacity::rule("TRE_DØGNMAX_MND").unwrap();
+    assert_eq!(rule.name(), "top3_days");
+    let demand = rule
+        .demand(&DemandInput {
+            month: &hours,
+            history: &hours,
+            fuse_amperes: None,
+        })
+        .unwrap();
+    assert_eq!((demand.sum, demand.count), (d("17.3"), 3));
+    assert_eq!(demand.rounded(4), d("5.7667"));
+    let peak_days: Vec<u32> = demand
+        .peaks
+        .iter()
+        .flatten()
+        .map(|h| chrono::Datelike::day(&h.local_date))
+        .collect();
+    assert_eq!(peak_days, vec![4, 6, 3]);
+
+    let steps = Steps {
+        steps: [0, 2, 5, 10, 15, 20, 25]
+            .iter()
+            .zip([2400, 3000, 3600, 5400, 7200, 9000, 10800])
+            .map(|(&from, price)| Step {
+                from: Decimal::from(from),
+                nok_per_year: Decimal::from(price),
+            })
+            .collect(),
+        threshold_included: true,
+    };
+    let step = steps.step_for(&demand).unwrap();
+    assert_eq!(step.from, d("5"));
+    assert_eq!(capacity::monthly(step.nok_per_year), d("300"));
+}
+
+#[test]
+fn a_demand_on_a_threshold_is_in_the_step_the_tariff_says() {
+    // Peaks 5.0, 5.0, 5.0: exactly 5 kW.
+    let hours: Vec<HourKwh> = (1..=3)
+        .map(|dd| HourKwh {
+            local_date: day(2026, 3, dd),
+            local_hour: 12,
+            kwh: d("5.0"),
+        })
+        .collect();
+    let demand = capacity::rule("top3_days")
+        .unwrap()
+        .demand(&DemandInput {
+            month: &hours,
+            history: &hours,
+            fuse_amperes: None,
+        })
+        .unwrap();
+    let mut steps = Steps {
+        steps: vec![
+            Step {
+                from: d("0"),
+                nok_per_year: d("1200"),
+            },
+            Step {
+                from: d("2"),
+                nok_per_year: d("2400"),
+            },
+            Step {
+                from: d("5"),
+                nok_per_year: d("5000"),
+            },
+        ],
+        threshold_included: true,
+    };
+    assert_eq!(steps.step_for(&demand).unwrap().from, d("5"));
+    steps.threshold_included = false;
+    assert_eq!(steps.step_for(&demand).unwrap().from, d("2"));
+    // 5000 / 12 = 416.666666666... -> nine decimals, half to even.
+    assert_eq!(capacity::monthly(d("5000")), d("416.666666667"));
+}
+
+#[test]
+fn two_peaks_on_one_day_count_once_and_fuse_and_max_rules_apply() {
+    let h = |dd, hour, kwh: &str| HourKwh {
+        local_date: day(2026, 1, dd),
+        local_hour: hour,
+        kwh: d(kwh),
+    };
+    let hours = [
+        h(1, 8, "9.0"),
+        h(1, 9, "8.5"),
+        h(2, 8, "3.0"),
+        h(3, 8, "2.0"),
+    ];
+    let input = DemandInput {
+        month: &hours,
+        history: &hours,
+        fuse_amperes: Some(63),
+    };
+    let top3 = capacity::rule("top3_days").unwrap().demand(&input).unwrap();
+    assert_eq!((top3.sum, top3.count), (d("14.0"), 3));
+    let max = capacity::rule("MND_MAX").unwrap().demand(&input).unwrap();
+    assert_eq!((max.sum, max.count), (d("9.0"), 1));
+    let fuse = capacity::rule("OV_TREFASE")
+        .unwrap()
+        .demand(&input)
+        .unwrap();
+    assert_eq!((fuse.sum, fuse.count), (d("63"), 1));
+    assert!(capacity::rule("FEM_VEKTET_ÅR").is_none());
+    assert!(capacity::rule("UKJENT").is_none());
+    let none = capacity::rule("top3_days").unwrap().demand(&DemandInput {
+        month: &[],
+        history: &[],
+        fuse_amperes: None,
+    });
+    assert_eq!(none, None);
+}
+
+// ---- ENTSO-E ----
+
+fn a44(curve: &str, start: &str, end: &str, resolution: &str, points: &[(u32, &str)]) -> String {
+    let points: String = points
+        .iter()
+        .map(|(p, price)| {
+            format!("<Point><position>{p}</position><price.amount>{price}</price.amount></Point>")
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Publication_MarketDocument xmlns="urn:iec62325.351:tc57wg16:451-3:publicationdocument:7:3">
+  <mRID>doc-1</mRID><revisionNumber>1</revisionNumber><type>A44</type>
+  <period.timeInterval><start>{start}</start><end>{end}</end></period.timeInterval>
+  <TimeSeries>
+    <mRID>1</mRID><auction.type>A01</auction.type><businessType>A62</businessType>
+    <in_Domain.mRID codingScheme="A01">10YNO-1--------2</in_Domain.mRID>
+    <out_Domain.mRID codingScheme="A01">10YNO-1--------2</out_Domain.mRID>
+    <currency_Unit.name>EUR</currency_Unit.name>
+    <price_Measure_Unit.name>MWH</price_Measure_Unit.name>
+    <curveType>{curve}</curveType>
+    <Period>
+      <timeInterval><start>{start}</start><end>{end}</end></timeInterval>
+      <resolution>{resolution}</resolution>
+      {points}
+    </Period>
+  </TimeSeries>
+</Publication_MarketDocument>"#
+    )
+}
+
+#[test]
+fn a03_omitted_points_repeat_the_price_before_them() {
+    let xml = a44(
+        "A03",
+        "2026-03-09T23:00Z",
+        "2026-03-10T23:00Z",
+        "PT60M",
+        &[(1, "50.00"), (2, "48.10"), (5, "60"), (24, "-1.5")],
+    );
+    let points = parse_a44(&xml).unwrap();
+    assert_eq!(points.len(), 24);
+    let prices: Vec<Decimal> = points.iter().map(|p| p.eur_per_mwh).collect();
+    let mut expected = vec![d("50.00"), d("48.10"), d("48.10"), d("48.10")];
+    expected.extend(std::iter::repeat_n(d("60"), 19));
+    expected.push(d("-1.5"));
+    assert_eq!(prices, expected);
+    assert!(points
+        .iter()
+        .all(|p| p.area == PriceArea::No1 && p.resolution_minutes == 60));
+    assert_eq!(
+        points[0].start,
+        Utc.with_ymd_and_hms(2026, 3, 9, 23, 0, 0).unwrap()
+    );
+    assert_eq!(
+        points[23].start,
+        Utc.with_ymd_and_hms(2026, 3, 10, 22, 0, 0).unwrap()
+    );
+}
+
+/// 25 October 2026 in Oslo has 25 hours: 22:00Z on the 24th to 23:00Z on the 25th is 100
+/// quarters. Points given every fourth quarter only (A03): each holds for its hour.
+#[test]
+fn the_autumn_dst_day_has_100_quarter_prices() {
+    let given: Vec<(u32, String)> = (0..25).map(|h| (h * 4 + 1, format!("{h}.25"))).collect();
+    let given: Vec<(u32, &str)> = given.iter().map(|(p, s)| (*p, s.as_str())).collect();
+    let xml = a44(
+        "A03",
+        "2026-10-24T22:00Z",
+        "2026-10-25T23:00Z",
+        "PT15M",
+        &given,
+    );
+    let points = parse_a44(&xml).unwrap();
+    assert_eq!(points.len(), 100);
+    for (i, p) in points.iter().enumerate() {
+        let hour = i / 4;
+        assert_eq!(p.eur_per_mwh, d(&format!("{hour}.25")), "quarter {i}");
+        assert_eq!(p.resolution_minutes, 15);
+    }
+    assert_eq!(
+        points[99].start,
+        Utc.with_ymd_and_hms(2026, 10, 25, 22, 45, 0).unwrap()
+    );
+    // The spring day: 23 hours, 92 quarters, all given (A01).
+    let all: Vec<(u32, String)> = (1..=92).map(|p| (p, "10".to_owned())).collect();
+    let all: Vec<(u32, &str)> = all.iter().map(|(p, s)| (*p, s.as_str())).collect();
+    let xml = a44(
+        "A01",
+        "2026-03-28T23:00Z",
+        "2026-03-29T22:00Z",
+        "PT15M",
+        &all,
+    );
+    assert_eq!(parse_a44(&xml).unwrap().len(), 92);
+}
+
+#[test]
+fn broken_documents_are_refused_with_the_reason() {
+    let gap = a44(
+        "A01",
+        "2026-03-09T23:00Z",
+        "2026-03-10T01:00Z",
+        "PT60M",
+        &[(1, "1")],
+    );
+    assert!(matches!(
+        parse_a44(&gap),
+        Err(EntsoeError::Gap { position: 2, .. })
+    ));
+    let first_missing = a44(
+        "A03",
+        "2026-03-09T23:00Z",
+        "2026-03-10T01:00Z",
+        "PT60M",
+        &[(2, "1")],
+    );
+    assert!(matches!(
+        parse_a44(&first_missing),
+        Err(EntsoeError::Gap { position: 1, .. })
+    ));
+    let beyond = a44(
+        "A03",
+        "2026-03-09T23:00Z",
+        "2026-03-10T01:00Z",
+        "PT60M",
+        &[(1, "1"), (3, "1")],
+    );
+    assert!(matches!(
+        parse_a44(&beyond),
+        Err(EntsoeError::Position {
+            position: 3,
+            length: 2,
+            ..
+        })
+    ));
+    let twice = a44(
+        "A03",
+        "2026-03-09T23:00Z",
+        "2026-03-10T01:00Z",
+        "PT60M",
+        &[(1, "1"), (1, "2")],
+    );
+    assert!(matches!(
+        parse_a44(&twice),
+        Err(EntsoeError::Duplicate { position: 1, .. })
+    ));
+    let float = a44(
+        "A03",
+        "2026-03-09T23:00Z",
+        "2026-03-10T01:00Z",
+        "PT60M",
+        &[(1, "1e3")],
+    );
+    assert!(matches!(
+        parse_a44(&float),
+        Err(EntsoeError::Invalid { .. })
+    ));
+    let swedish = a44(
+        "A01",
+        "2026-03-09T23:00Z",
+        "2026-03-10T00:00Z",
+        "PT60M",
+        &[(1, "1")],
+    )
+    .replace("10YNO-1--------2", "10Y1001A1001A46L");
+    assert!(matches!(parse_a44(&swedish), Err(EntsoeError::Area { .. })));
+    let ack = r#"<Acknowledgement_MarketDocument xmlns="urn:iec62325.351:tc57wg16:451-1:acknowledgementdocument:7:0">
+        <mRID>x</mRID><Reason><code>999</code><text>No matching data found</text></Reason>
+        </Acknowledgement_MarketDocument>"#;
+    assert_eq!(
+        parse_a44(ack),
+        Err(EntsoeError::Acknowledgement(
+            "No matching data found".into()
+        ))
+    );
+    assert!(matches!(
+        parse_a44("<html><body/></html>"),
+        Err(EntsoeError::NotPrices(_))
+    ));
+    assert!(matches!(
+        parse_a44("<Publication_MarketDocument><TimeSeries>"),
+        Err(EntsoeError::Xml { .. })
+    ));
+}
