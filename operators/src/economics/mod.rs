@@ -14,7 +14,11 @@
 //! - `hour.rs`: the cost of one hour of one meter, component by component;
 //! - `capacity.rs`: the monthly capacity charge (kapasitetsledd): named, pluggable rules that
 //!   find the demand, and the steps it falls in;
-//! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling.
+//! - `tariff.rs`: grid tariffs: the energy charge of an hour (base price and exceptions by
+//!   hours, days and months), the capacity charge, which tariff applies to a meter on a day;
+//! - `holidays.rs`: Norwegian public holidays, for tariff exceptions;
+//! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling;
+//! - `frinettleie.rs`: Fri nettleie tariff files (YAML).
 //!
 //! Guarantees:
 //! - money is never a float: every amount is a [`Decimal`] computed exactly from its inputs,
@@ -23,8 +27,11 @@
 
 pub mod capacity;
 pub mod entsoe;
+pub mod frinettleie;
+pub mod holidays;
 pub mod hour;
 pub mod rates;
+pub mod tariff;
 
 #[cfg(test)]
 mod tests;

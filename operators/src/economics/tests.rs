@@ -601,3 +601,223 @@ fn broken_documents_are_refused_with_the_reason() {
         Err(EntsoeError::Xml { .. })
     ));
 }
+
+// ---- holidays and tariffs ----
+
+#[test]
+fn easter_and_the_holidays_that_follow_it_fall_on_their_dates() {
+    use super::holidays::{easter_sunday, is_holiday};
+    // Published Easter Sundays.
+    for (year, month, dd) in [(2024, 3, 31), (2025, 4, 20), (2026, 4, 5), (2027, 3, 28)] {
+        assert_eq!(easter_sunday(year), Some(day(year, month, dd)));
+    }
+    // 2026: Maundy Thursday 2 April, Good Friday 3 April, Easter Monday 6 April, Ascension
+    // 14 May, Whit Monday 25 May; and the fixed ones.
+    for (m, dd) in [
+        (1, 1),
+        (4, 2),
+        (4, 3),
+        (4, 5),
+        (4, 6),
+        (5, 1),
+        (5, 14),
+        (5, 17),
+        (5, 24),
+        (5, 25),
+        (12, 25),
+        (12, 26),
+    ] {
+        assert!(is_holiday(day(2026, m, dd)), "2026-{m}-{dd}");
+    }
+    for (m, dd) in [(4, 1), (4, 4), (4, 7), (5, 13), (12, 24), (12, 31)] {
+        assert!(!is_holiday(day(2026, m, dd)), "2026-{m}-{dd}");
+    }
+}
+
+const TARIFF_FILE: &str = r"---
+netteier: 'Fjordnett AS'
+gln:
+  - '7080000000017'
+sist_oppdatert: '2026-01-10'
+kilder:
+  - 'https://example.invalid/nettleie'
+tariffer:
+  - kundegrupper: [husholdning, fritid]
+    gyldig_fra: '2025-01-01'
+    gyldig_til: '2026-01-01'
+    energiledd:
+      grunnpris: 30
+    fastledd:
+      metode: TRE_DØGNMAX_MND
+      terskel_inkludert: true
+      terskler:
+        - {terskel: 0, pris: 1800}
+  - kundegrupper:
+      - husholdning
+    gyldig_fra: '2026-01-01'
+    energiledd:
+      grunnpris: 29.72
+      unntak:
+        - navn: Høylast vinter
+          timer: 6-21
+          dager: [virkedag]
+          måneder: [januar, februar, mars, november, desember]
+          pris: 40.5
+        - navn: Natt
+          timer: 22-5
+          pris: 20.125
+        - navn: Helligdag
+          dager: helligdager
+          pris: 15
+    fastledd:
+      metode: TRE_DØGNMAX_MND
+      terskel_inkludert: false
+      terskler:
+        - terskel: 5
+          pris: 5404.8
+        - terskel: 0
+          pris: 2400
+        - terskel: 10
+          pris: 7564.8
+";
+
+#[test]
+fn a_fri_nettleie_file_prices_each_hour_by_its_exceptions() {
+    use super::frinettleie::parse_tariff_file;
+    use super::tariff::{tariff_for, CustomerGroup};
+    let tariffs = parse_tariff_file(TARIFF_FILE).unwrap();
+    assert_eq!(tariffs.len(), 2);
+    let gln = "7080000000017";
+    let on = |date| tariff_for(&tariffs, gln, CustomerGroup::Household, date).unwrap();
+    assert_eq!(on(day(2025, 12, 31)).energy.base_ore, d("30"));
+    let t = on(day(2026, 1, 1));
+    assert_eq!(t.energy.base_ore, d("29.72"));
+    assert_eq!(
+        t.sources,
+        vec!["https://example.invalid/nettleie".to_owned()]
+    );
+    // Cabins have no 2026 tariff in this file: none, not last year's.
+    assert!(tariff_for(&tariffs, gln, CustomerGroup::Cabin, day(2026, 1, 5)).is_none());
+    assert!(tariff_for(&tariffs, gln, CustomerGroup::Cabin, day(2025, 6, 5)).is_some());
+    assert!(tariff_for(
+        &tariffs,
+        "7080000000024",
+        CustomerGroup::Household,
+        day(2026, 1, 5)
+    )
+    .is_none());
+
+    let price = |date, hour| t.energy.price_ore(date, hour);
+    // Monday 12 January 2026: a working day in winter.
+    let monday = day(2026, 1, 12);
+    assert_eq!(price(monday, 6), d("40.5"));
+    assert_eq!(price(monday, 21), d("40.5"));
+    assert_eq!(price(monday, 22), d("20.125"));
+    assert_eq!(price(monday, 5), d("20.125"));
+    assert_eq!(price(monday, 0), d("20.125"));
+    // Saturday 17 January: not a working day, and not night.
+    assert_eq!(price(day(2026, 1, 17), 12), d("29.72"));
+    // A June weekday: not a winter month.
+    assert_eq!(price(day(2026, 6, 10), 12), d("29.72"));
+    // Maundy Thursday 2 April and Ascension Day 14 May 2026: holidays by day.
+    assert_eq!(price(day(2026, 4, 2), 12), d("15"));
+    assert_eq!(price(day(2026, 5, 14), 12), d("15"));
+    // A holiday night hour: the night exception comes first.
+    assert_eq!(price(day(2026, 5, 14), 23), d("20.125"));
+    // 1 January 2026 is a holiday on a Thursday in winter: not a working day.
+    assert_eq!(price(day(2026, 1, 1), 12), d("15"));
+
+    let steps = &t.capacity.steps;
+    assert_eq!(t.capacity.method, "TRE_DØGNMAX_MND");
+    assert!(!steps.threshold_included);
+    let froms: Vec<Decimal> = steps.steps.iter().map(|s| s.from).collect();
+    assert_eq!(froms, vec![d("0"), d("5"), d("10")]);
+    assert_eq!(steps.steps[1].nok_per_year, d("5404.8"));
+    assert_eq!(
+        super::capacity::monthly(steps.steps[1].nok_per_year),
+        d("450.4")
+    );
+}
+
+#[test]
+fn a_tariff_file_with_a_mistake_is_refused_whole_naming_it() {
+    use super::frinettleie::{parse_tariff_file, TariffFileError};
+    let broken = |from: &str, to: &str| parse_tariff_file(&TARIFF_FILE.replace(from, to));
+    // A misspelt key would otherwise make an exception apply all year.
+    let e = broken("måneder:", "maaneder:").unwrap_err();
+    assert!(
+        matches!(&e, TariffFileError::Yaml(m) if m.contains("maaneder")),
+        "{e}"
+    );
+    let e = broken("dager: [virkedag]", "dager: [arbeidsdag]").unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TariffFileError::Invalid {
+                tariff: 2,
+                field: "unntak.dager",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = broken("timer: 6-21", "timer: 6-24").unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TariffFileError::Invalid {
+                field: "unntak.timer",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = broken("pris: 20.125", "pris: 20.125\n          tillegg: 3").unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TariffFileError::Invalid {
+                field: "unntak",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = broken("gyldig_til: '2026-01-01'", "gyldig_til: '2024-01-01'").unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TariffFileError::Invalid {
+                tariff: 1,
+                field: "gyldig_til",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = broken(
+        "kundegrupper: [husholdning, fritid]",
+        "kundegrupper: [industri]",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TariffFileError::Invalid {
+                field: "kundegrupper",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = broken("'7080000000017'", "'70800'").unwrap_err();
+    assert!(
+        matches!(&e, TariffFileError::Invalid { field: "gln", .. }),
+        "{e}"
+    );
+    let e = parse_tariff_file("netteier: [").unwrap_err();
+    assert!(matches!(e, TariffFileError::Yaml(_)));
+    // A surcharge (older files) adds to the base.
+    let t = &broken("pris: 20.125", "tillegg: 3").unwrap()[1];
+    assert_eq!(t.energy.price_ore(day(2026, 6, 10), 23), d("32.72"));
+}
