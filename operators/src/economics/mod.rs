@@ -18,7 +18,10 @@
 //!   hours, days and months), the capacity charge, which tariff applies to a meter on a day;
 //! - `holidays.rs`: Norwegian public holidays, for tariff exceptions;
 //! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling;
-//! - `frinettleie.rs`: Fri nettleie tariff files (YAML).
+//! - `frinettleie.rs`: Fri nettleie tariff files (YAML);
+//! - `pricefeed.rs`: the simple JSON spot price feeds (`NOK_per_kWh`, `EXR`, ...);
+//! - `frost.rs`: MET Norway Frost temperature observations (JSON), one value per station and
+//!   time.
 //!
 //! Guarantees:
 //! - money is never a float: every amount is a [`Decimal`] computed exactly from its inputs,
@@ -28,8 +31,10 @@
 pub mod capacity;
 pub mod entsoe;
 pub mod frinettleie;
+pub mod frost;
 pub mod holidays;
 pub mod hour;
+pub mod pricefeed;
 pub mod rates;
 pub mod tariff;
 

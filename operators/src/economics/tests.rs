@@ -821,3 +821,109 @@ fn a_tariff_file_with_a_mistake_is_refused_whole_naming_it() {
     let t = &broken("pris: 20.125", "tillegg: 3").unwrap()[1];
     assert_eq!(t.energy.price_ore(day(2026, 6, 10), 23), d("32.72"));
 }
+
+// ---- Frost and price feeds ----
+
+/// Station SN18700 answers with two sensors for 00:00 (quality 0 and 2) and one for 01:00;
+/// SN4780 with one. Sensor 0's 00:00 value has the better quality; at 01:00 only sensor 1
+/// speaks. A daily mean of SN18700 is another resolution: kept too.
+#[test]
+fn frost_keeps_one_value_per_station_element_and_time() {
+    use super::frost::parse_frost;
+    let json = r#"{
+      "@type": "ObservationResponse", "apiVersion": "v0", "totalItemCount": 5,
+      "data": [
+        {"sourceId": "SN18700:1", "referenceTime": "2026-01-15T00:00:00.000Z",
+         "observations": [{"elementId": "air_temperature", "value": -3.5, "unit": "degC",
+                           "timeResolution": "PT1H", "timeSeriesId": 0, "qualityCode": 2}]},
+        {"sourceId": "SN18700:0", "referenceTime": "2026-01-15T00:00:00.000Z",
+         "observations": [{"elementId": "air_temperature", "value": -3.4, "unit": "degC",
+                           "timeResolution": "PT1H", "timeSeriesId": 0, "qualityCode": 0},
+                          {"elementId": "mean(air_temperature P1D)", "value": -1.05e0,
+                           "unit": "degC", "timeResolution": "P1D", "qualityCode": 0}]},
+        {"sourceId": "SN18700:1", "referenceTime": "2026-01-15T01:00:00.000Z",
+         "observations": [{"elementId": "air_temperature", "value": -4, "unit": "degC",
+                           "timeResolution": "PT1H", "qualityCode": 2}]},
+        {"sourceId": "SN4780:0", "referenceTime": "2026-01-15T00:00:00Z",
+         "observations": [{"elementId": "air_temperature", "value": 0.1, "unit": "degC",
+                           "timeResolution": "PT1H"}]}
+      ]}"#;
+    let parsed = parse_frost(json).unwrap();
+    assert_eq!(parsed.duplicates, 1);
+    let got: Vec<(String, String, String, Decimal)> = parsed
+        .observations
+        .iter()
+        .map(|o| {
+            (
+                o.station.clone(),
+                o.time.to_rfc3339(),
+                o.resolution.clone(),
+                o.value,
+            )
+        })
+        .collect();
+    let t0 = "2026-01-15T00:00:00+00:00".to_owned();
+    let t1 = "2026-01-15T01:00:00+00:00".to_owned();
+    let mut expected = vec![
+        (
+            "SN18700".to_owned(),
+            t0.clone(),
+            "PT1H".to_owned(),
+            d("-3.4"),
+        ),
+        (
+            "SN18700".to_owned(),
+            t0.clone(),
+            "P1D".to_owned(),
+            d("-1.05"),
+        ),
+        ("SN18700".to_owned(), t1, "PT1H".to_owned(), d("-4")),
+        ("SN4780".to_owned(), t0, "PT1H".to_owned(), d("0.1")),
+    ];
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    expected.sort();
+    assert_eq!(got_sorted, expected);
+    assert!(matches!(
+        parse_frost(
+            r#"{"data": [{"sourceId": "SN1:0", "referenceTime": "yesterday", "observations": []}]}"#
+        ),
+        Err(super::frost::FrostError::Invalid {
+            field: "referenceTime",
+            ..
+        })
+    ));
+    assert!(parse_frost("[]").is_err());
+}
+
+#[test]
+fn a_json_price_feed_reads_quarters_and_hours_exactly() {
+    use super::pricefeed::parse_feed;
+    let json = r#"[
+      {"NOK_per_kWh": 1.09505, "EUR_per_kWh": 0.09412, "EXR": 11.6346,
+       "time_start": "2025-10-01T00:00:00+02:00", "time_end": "2025-10-01T00:15:00+02:00"},
+      {"NOK_per_kWh": -0.00012, "EUR_per_kWh": null, "EXR": null,
+       "time_start": "2025-09-30T01:00:00+02:00", "time_end": "2025-09-30T02:00:00+02:00"}
+    ]"#;
+    let prices = parse_feed(json).unwrap();
+    assert_eq!(prices.len(), 2);
+    assert_eq!(
+        prices[0].start,
+        Utc.with_ymd_and_hms(2025, 9, 30, 22, 0, 0).unwrap()
+    );
+    assert_eq!(prices[0].resolution_minutes, 15);
+    assert_eq!(prices[0].nok_per_kwh, d("1.09505"));
+    assert_eq!(prices[0].nok_per_eur, Some(d("11.6346")));
+    assert_eq!(prices[1].resolution_minutes, 60);
+    assert_eq!(prices[1].nok_per_kwh, d("-0.00012"));
+    assert_eq!(prices[1].eur_per_kwh, None);
+    let half = json.replace("00:15:00+02:00", "00:30:00+02:00");
+    assert!(matches!(
+        parse_feed(&half),
+        Err(super::pricefeed::FeedError::Invalid {
+            item: 1,
+            field: "time_end",
+            ..
+        })
+    ));
+}
