@@ -19,6 +19,11 @@
 //! way; the total is the sum of the rounded components and VAT, so the columns add up exactly.
 //! Days and months are sums of the hours' stored amounts, without further rounding.
 //!
+//! **Export** (a household's solar production, direction `export`) is valued at spot: the spot
+//! column is minus the spot amount (what the customer is paid), the grid column is the
+//! tariff's production charge (zero when it has none), and no support, tax, Enova fee or VAT
+//! apply (a household sells without VAT).
+//!
 //! A component whose input is missing (no spot price, no rate on that day, Norgespris chosen
 //! outside its period) is `None`, and so are VAT and the total: never a silent zero.
 
@@ -67,7 +72,10 @@ pub struct HourInput<'a> {
     /// `None`: no price for the hour.
     pub spot_ore: Option<&'a [Decimal]>,
     pub scheme: Scheme,
-    /// The grid company's energy charge for this hour, øre/kWh; `None`: no tariff.
+    /// Consumption (`false`) or production fed into the grid (`true`).
+    pub export: bool,
+    /// The grid company's energy charge for this hour (for export: its production charge),
+    /// øre/kWh; `None`: no tariff.
     pub grid_energy_ore: Option<Decimal>,
     pub rates: RatesOnDay,
 }
@@ -121,6 +129,9 @@ pub fn cost_of_hour(input: &HourInput<'_>) -> Result<HourCost, HourError> {
     let spot_ore = input
         .spot_ore
         .map(|prices| spot_amount_ore(input.kwh, prices));
+    if input.export {
+        return Ok(export_cost(kwh, spot_ore, input.grid_energy_ore));
+    }
     let mean_spot = input
         .spot_ore
         .map(|p| p.iter().sum::<Decimal>() / Decimal::from(p.len()));
@@ -168,6 +179,28 @@ pub fn cost_of_hour(input: &HourInput<'_>) -> Result<HourCost, HourError> {
     }
     debug_assert!(cost.total_nok.is_none_or(|t| t.scale() <= NOK_SCALE));
     Ok(cost)
+}
+
+/// Production: paid spot, charged the production charge, nothing else.
+fn export_cost(
+    kwh: Decimal,
+    spot_ore: Option<Decimal>,
+    production_ore: Option<Decimal>,
+) -> HourCost {
+    let nok = |ore: Decimal| round_nok(ore / Decimal::ONE_HUNDRED);
+    let zero = Some(Decimal::ZERO);
+    let spot_nok = spot_ore.map(|s| nok(-s));
+    let grid_energy_nok = production_ore.map(|p| nok(p * kwh));
+    HourCost {
+        kwh,
+        spot_nok,
+        support_nok: zero,
+        grid_energy_nok,
+        consumption_tax_nok: zero,
+        enova_nok: zero,
+        vat_nok: zero,
+        total_nok: spot_nok.zip(grid_energy_nok).map(|(s, g)| s + g),
+    }
 }
 
 /// Σ part kWh × the mean price of the quarters the part covers, øre.

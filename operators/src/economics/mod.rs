@@ -12,6 +12,7 @@
 //! - `rates.rs`: the dated rates the state sets (consumption tax, Enova fee, VAT and its exempt
 //!   zones, strømstøtte, Norgespris), with defaults for 2024-2026;
 //! - `hour.rs`: the cost of one hour of one meter, component by component;
+//! - `day.rs`: one meter's local day priced hour by hour (DST days have 23 or 25);
 //! - `capacity.rs`: the monthly capacity charge (kapasitetsledd): named, pluggable rules that
 //!   find the demand, and the steps it falls in;
 //! - `tariff.rs`: grid tariffs: the energy charge of an hour (base price and exceptions by
@@ -29,6 +30,7 @@
 //! - a missing input is reported as missing, never priced as zero.
 
 pub mod capacity;
+pub mod day;
 pub mod entsoe;
 pub mod frinettleie;
 pub mod frost;

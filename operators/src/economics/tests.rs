@@ -106,6 +106,7 @@ fn the_worked_hour_costs_exactly_3_69125_nok() {
         kwh: &kwh,
         spot_ore: Some(&prices),
         scheme: Scheme::Stromstotte,
+        export: false,
         grid_energy_ore: Some(d("28.99")),
         rates: rates_2026(TaxZone::Standard),
     };
@@ -140,6 +141,7 @@ fn quarter_prices_are_averaged_for_hourly_meters_and_paired_for_quarter_meters()
         kwh: &[],
         spot_ore: Some(&prices),
         scheme: Scheme::Stromstotte,
+        export: false,
         grid_energy_ore: Some(d("28.99")),
         rates: rates_2026(TaxZone::Standard),
     };
@@ -172,6 +174,7 @@ fn norgespris_replaces_spot_and_support_with_its_fixed_price() {
         kwh: &kwh,
         spot_ore: Some(&prices),
         scheme: Scheme::Norgespris,
+        export: false,
         grid_energy_ore: Some(d("28.99")),
         rates: rates_2026(TaxZone::Standard),
     })
@@ -185,6 +188,7 @@ fn norgespris_replaces_spot_and_support_with_its_fixed_price() {
         kwh: &kwh,
         spot_ore: Some(&prices),
         scheme: Scheme::Norgespris,
+        export: false,
         grid_energy_ore: Some(d("28.99")),
         rates: RateTable::defaults().on(TaxZone::Standard, day(2025, 9, 1)),
     })
@@ -201,6 +205,7 @@ fn spot_below_the_threshold_gets_no_support_and_businesses_none_at_all() {
         kwh: &kwh,
         spot_ore: Some(&prices),
         scheme: Scheme::Stromstotte,
+        export: false,
         grid_energy_ore: Some(d("10")),
         rates: rates_2026(TaxZone::Standard),
     };
@@ -224,6 +229,7 @@ fn a_missing_price_leaves_the_hour_incomplete_never_zero() {
         kwh: &kwh,
         spot_ore: None,
         scheme: Scheme::Stromstotte,
+        export: false,
         grid_energy_ore: Some(d("28.99")),
         rates: rates_2026(TaxZone::Standard),
     })
@@ -247,6 +253,7 @@ fn amounts_are_rounded_once_half_to_even_at_nine_decimals() {
         kwh: &kwh,
         spot_ore: Some(&prices),
         scheme: Scheme::None,
+        export: false,
         grid_energy_ore: Some(d("0")),
         rates: super::rates::RatesOnDay {
             consumption_tax_ore: Some(d("0")),
@@ -265,6 +272,7 @@ fn amounts_are_rounded_once_half_to_even_at_nine_decimals() {
         kwh: &[d("0.0035")],
         spot_ore: Some(&prices),
         scheme: Scheme::None,
+        export: false,
         grid_energy_ore: Some(d("0")),
         rates: super::rates::RatesOnDay {
             consumption_tax_ore: Some(d("0")),
@@ -926,4 +934,125 @@ fn a_json_price_feed_reads_quarters_and_hours_exactly() {
             ..
         })
     ));
+}
+
+/// 3 kWh exported at 117 øre: paid 351 øre; a production charge of 1.5 øre costs 4.5 øre.
+#[test]
+fn export_is_paid_spot_less_the_production_charge_without_taxes() {
+    let kwh = [d("3")];
+    let prices = [d("117")];
+    let cost = cost_of_hour(&HourInput {
+        kwh: &kwh,
+        spot_ore: Some(&prices),
+        scheme: Scheme::Stromstotte,
+        export: true,
+        grid_energy_ore: Some(d("1.5")),
+        rates: rates_2026(TaxZone::Standard),
+    })
+    .unwrap();
+    assert_eq!(cost.spot_nok, Some(d("-3.51")));
+    assert_eq!(cost.support_nok, Some(d("0")));
+    assert_eq!(cost.vat_nok, Some(d("0")));
+    assert_eq!(cost.total_nok, Some(d("-3.465")));
+}
+
+// ---- a day ----
+
+/// 25 October 2026 in Oslo: 25 hours, the clock hour 2 twice. Every quarter costs 100 øre
+/// except that the quarter at 10:15Z is missing. An hourly meter uses 1 kWh each hour; a
+/// quarter meter uses 0.25 each quarter but its 05:30Z quarter is missing.
+/// Each full hour: spot 100; support -0.9 × (100 - 77) = -20.7; grid 30; tax 7.13; Enova
+/// 1: 117.43 øre; × 1.25 = 146.7875 øre = 1.467875 NOK.
+#[test]
+fn a_dst_day_is_priced_in_25_hours_and_says_which_are_incomplete() {
+    use super::day::{cost_of_day, MeterDay, Prices, Reading};
+    use super::frinettleie::parse_tariff_file;
+    let tz = chrono_tz::Europe::Oslo;
+    let first = Utc.with_ymd_and_hms(2026, 10, 24, 22, 0, 0).unwrap();
+    let mut prices = Prices::new();
+    for q in 0..100 {
+        let t = first + chrono::Duration::minutes(15 * q);
+        if t != Utc.with_ymd_and_hms(2026, 10, 25, 10, 15, 0).unwrap() {
+            prices.insert(t, (15, d("100")));
+        }
+    }
+    let hourly: Vec<Reading> = (0..25)
+        .map(|h| Reading {
+            start: first + chrono::Duration::hours(h),
+            minutes: 60,
+            kwh: d("1"),
+        })
+        .collect();
+    let quarterly: Vec<Reading> = (0..100)
+        .map(|q| Reading {
+            start: first + chrono::Duration::minutes(15 * q),
+            minutes: 15,
+            kwh: d("0.25"),
+        })
+        .filter(|r| r.start != Utc.with_ymd_and_hms(2026, 10, 25, 5, 30, 0).unwrap())
+        .collect();
+    let tariffs = parse_tariff_file(
+        &TARIFF_FILE
+            .replace("grunnpris: 29.72", "grunnpris: 30")
+            .replace("pris: 20.125", "pris: 30")
+            .replace("pris: 15\n", "pris: 30\n"),
+    )
+    .unwrap();
+    let rates = RateTable::defaults();
+    let base = MeterDay {
+        local_date: day(2026, 10, 25),
+        tz,
+        readings: &hourly,
+        export: false,
+        prices: &prices,
+        scheme: Scheme::Stromstotte,
+        zone: TaxZone::Standard,
+        tariff: Some(&tariffs[1]),
+        rates: &rates,
+    };
+    let hours = cost_of_day(&base).unwrap();
+    assert_eq!(hours.len(), 25);
+    let local: Vec<u32> = hours.iter().map(|h| h.local_hour).collect();
+    let mut expected_local = vec![0, 1, 2, 2];
+    expected_local.extend(3..24);
+    assert_eq!(local, expected_local);
+    for h in &hours {
+        if h.hour_start == Utc.with_ymd_and_hms(2026, 10, 25, 10, 0, 0).unwrap() {
+            assert!(!h.complete);
+            assert_eq!(h.cost.spot_nok, None);
+            assert_eq!(h.cost.total_nok, None);
+        } else {
+            assert!(h.complete, "{}", h.hour_start);
+            assert_eq!(h.cost.total_nok, Some(d("1.467875")), "{}", h.hour_start);
+        }
+    }
+    let quarter_hours = cost_of_day(&MeterDay {
+        readings: &quarterly,
+        ..base
+    })
+    .unwrap();
+    assert_eq!(quarter_hours.len(), 25);
+    let short = quarter_hours
+        .iter()
+        .find(|h| h.hour_start == Utc.with_ymd_and_hms(2026, 10, 25, 5, 0, 0).unwrap())
+        .unwrap();
+    assert!(!short.complete);
+    assert_eq!(short.cost.kwh, d("0.75"));
+    // Priced on what is there: 0.75 × 117.43 = 88.0725 øre; × 1.25 = 110.090625 øre.
+    assert_eq!(short.cost.total_nok, Some(d("1.10090625")));
+    let full = quarter_hours
+        .iter()
+        .find(|h| h.hour_start == Utc.with_ymd_and_hms(2026, 10, 25, 6, 0, 0).unwrap())
+        .unwrap();
+    assert!(full.complete);
+    assert_eq!(full.cost.total_nok, Some(d("1.467875")));
+    // Without a tariff nothing is complete.
+    let untariffed = cost_of_day(&MeterDay {
+        tariff: None,
+        ..base
+    })
+    .unwrap();
+    assert!(untariffed
+        .iter()
+        .all(|h| !h.complete && h.cost.grid_energy_nok.is_none()));
 }
