@@ -52,11 +52,16 @@ pub enum Reason {
     /// The message claims to be a replay of a redacted dead letter but does not carry
     /// a valid `meterline-replay` tag.
     InvalidReplay,
+    /// A spot price outside -500..4000 EUR/MWh (`price/v1`).
+    PriceOutOfRange,
+    /// A meter profile of a public tenant: profiles are stored for private tenants only
+    /// (`meter-profile/v1`).
+    TenantNotPrivate,
 }
 
 impl Reason {
     /// Every reason, for metric pre-registration and documentation.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::EmptyPayload,
         Reason::TooLarge,
         Reason::NotUtf8,
@@ -79,6 +84,8 @@ impl Reason {
         Reason::VersionConflict,
         Reason::SensitiveIdentifier,
         Reason::InvalidReplay,
+        Reason::PriceOutOfRange,
+        Reason::TenantNotPrivate,
     ];
 
     /// The stable code.
@@ -106,6 +113,8 @@ impl Reason {
             Reason::VersionConflict => "version_conflict",
             Reason::SensitiveIdentifier => "sensitive_identifier",
             Reason::InvalidReplay => "invalid_replay",
+            Reason::PriceOutOfRange => "price_out_of_range",
+            Reason::TenantNotPrivate => "tenant_not_private",
         }
     }
 

@@ -33,6 +33,7 @@ pub mod economics;
 pub mod epoch;
 pub mod flags;
 pub mod ids;
+pub mod inputs;
 pub mod operator;
 pub mod presence;
 pub mod pseudonym;

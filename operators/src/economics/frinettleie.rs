@@ -203,15 +203,11 @@ pub fn parse_tariff_file(yaml: &str) -> Result<Vec<GridTariff>, TariffFileError>
     let file: File = yaml_serde::from_str(yaml)
         .map_err(|e| TariffFileError::Yaml(e.to_string().chars().take(200).collect()))?;
     let gln: Vec<String> = file.gln.iter().map(Text::text).collect();
-    if gln.is_empty()
-        || gln
-            .iter()
-            .any(|g| g.len() != 13 || !g.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if gln.is_empty() || !gln.iter().all(|g| valid_gln(g)) {
         return Err(TariffFileError::Invalid {
             tariff: 0,
             field: "gln",
-            problem: "must list the company's 13-digit GLNs".into(),
+            problem: "must list the company's GLNs (13 digits, a valid GS1 check digit)".into(),
         });
     }
     file.tariffer
@@ -402,6 +398,15 @@ fn exception(n: usize, e: &ExceptionYaml) -> Result<Exception, TariffFileError> 
         months,
         adjustment,
     })
+}
+
+/// 13 digits whose last is the GS1 check digit of the others.
+#[must_use]
+pub fn valid_gln(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 13
+        && b.iter().all(u8::is_ascii_digit)
+        && crate::ids::gs1_check_digit(&b[..12]) == b[12] - b'0'
 }
 
 /// `6-21`, `22-5` (wraps) or `17` (one hour).

@@ -645,7 +645,7 @@ fn easter_and_the_holidays_that_follow_it_fall_on_their_dates() {
 const TARIFF_FILE: &str = r"---
 netteier: 'Fjordnett AS'
 gln:
-  - '7080000000017'
+  - '7080000000012'
 sist_oppdatert: '2026-01-10'
 kilder:
   - 'https://example.invalid/nettleie'
@@ -695,7 +695,7 @@ fn a_fri_nettleie_file_prices_each_hour_by_its_exceptions() {
     use super::tariff::{tariff_for, CustomerGroup};
     let tariffs = parse_tariff_file(TARIFF_FILE).unwrap();
     assert_eq!(tariffs.len(), 2);
-    let gln = "7080000000017";
+    let gln = "7080000000012";
     let on = |date| tariff_for(&tariffs, gln, CustomerGroup::Household, date).unwrap();
     assert_eq!(on(day(2025, 12, 31)).energy.base_ore, d("30"));
     let t = on(day(2026, 1, 1));
@@ -818,7 +818,7 @@ fn a_tariff_file_with_a_mistake_is_refused_whole_naming_it() {
         ),
         "{e}"
     );
-    let e = broken("'7080000000017'", "'70800'").unwrap_err();
+    let e = broken("'7080000000012'", "'7080000000017'").unwrap_err();
     assert!(
         matches!(&e, TariffFileError::Invalid { field: "gln", .. }),
         "{e}"

@@ -1,0 +1,45 @@
+//! The economics inputs' contracts: `price/v1`, `meter-profile/v1` and `observation/v1`,
+//! each a JSON object per Kafka message, decoded into its table's Arrow batch.
+//!
+//! ```text
+//!  market.prices        ─ price/v1 ─────────▶ spot_prices            (reference data)
+//!  meter.profiles       ─ meter-profile/v1 ─▶ meter_profiles         (private tenants only)
+//!  weather.observations ─ observation/v1 ───▶ weather_observations   (reference data)
+//!                                  └─ refused ─▶ DeadLetter { reason, detail }
+//! ```
+//!
+//! Guarantees, as for readings: every record comes out once, as a row or as a dead letter
+//! with a stable [`Reason`]; numbers are read from their JSON text, exactly; `detail` names
+//! fields and rules, never values. Payloads are small: these are low-volume topics, decoded
+//! record by record through `serde_json` (not the readings' fast path).
+//!
+//! - `price.rs`, `profile.rs`, `observation.rs`: one contract each;
+//! - `fields.rs`: the envelope (size, UTF-8, object, `schema`) and typed field readers.
+
+pub mod fields;
+pub mod observation;
+pub mod price;
+pub mod profile;
+
+#[cfg(test)]
+mod tests;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::DeadLetter;
+
+/// What decoding a slice of one input's records gives.
+#[derive(Debug)]
+pub struct InputOutput {
+    pub batch: RecordBatch,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// What every input decoder is given besides the records.
+#[derive(Debug, Clone, Copy)]
+pub struct InputContext {
+    /// When the records were consumed (microseconds since the epoch, UTC).
+    pub ingested_at_micros: i64,
+    /// Larger payloads are `too_large` dead letters.
+    pub max_message_bytes: usize,
+}

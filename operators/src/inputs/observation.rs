@@ -1,0 +1,160 @@
+//! `observation/v1`: one weather observation of one station.
+//!
+//! ```json
+//! {"schema": "observation/v1", "station": "SN18700", "time": "2026-01-15T00:00:00Z",
+//!  "element": "air_temperature", "value": -3.4, "unit": "degC", "resolution": "PT1H",
+//!  "source": "frost"}
+//! ```
+//!
+//! - `station`, `element`, `unit`, `resolution`, `source`: short labels;
+//! - `value`: exact, at most 3 decimals, -100..100 for `degC`;
+//! - one value per station, element, resolution and time: a later record replaces an earlier
+//!   one (the `weather_observations_current` view).
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use rust_decimal::Decimal;
+
+use super::fields::{dead_letter, open, Fields, Refusal};
+use super::price::oslo_date;
+use super::{InputContext, InputOutput};
+use crate::dead_letter::Reason;
+use crate::RawRecord;
+
+/// The contract's `schema` value.
+pub const SCHEMA: &str = "observation/v1";
+
+const VALUE_SCALE: u32 = 3;
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
+}
+
+fn value_type() -> DataType {
+    DataType::Decimal128(12, 3)
+}
+
+/// The `weather_observations` table's columns.
+pub static WEATHER_OBSERVATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("station", DataType::Utf8, false),
+        Field::new("time", ts(), false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("element", DataType::Utf8, false),
+        Field::new("value", value_type(), false),
+        Field::new("unit", DataType::Utf8, false),
+        Field::new("resolution", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("ingested_at", ts(), false),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+    ]))
+});
+
+/// One decoded observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationRow {
+    pub station: String,
+    pub time_micros: i64,
+    pub element: String,
+    pub value: Decimal,
+    pub unit: String,
+    pub resolution: String,
+    pub source: String,
+}
+
+/// Read one `observation/v1` record.
+///
+/// # Errors
+/// The refusal that makes it a dead letter.
+pub fn parse(f: &Fields<'_>) -> Result<ObservationRow, Refusal> {
+    let value = f.decimal("value")?;
+    if value.normalize().scale() > VALUE_SCALE || value.abs() >= Decimal::from(1_000_000_000) {
+        return Err(Refusal::new(
+            Reason::InvalidValue,
+            "value must have at most 3 decimals and 9 integer digits",
+        ));
+    }
+    let unit = f.label("unit", 16)?;
+    if unit == "degC" && value.abs() > Decimal::from(100) {
+        return Err(Refusal::new(
+            Reason::InvalidValue,
+            "value outside -100..100 degC",
+        ));
+    }
+    Ok(ObservationRow {
+        station: f.label("station", 32)?,
+        time_micros: f.instant("time")?,
+        element: f.label("element", 64)?,
+        value,
+        unit,
+        resolution: f.label("resolution", 16)?,
+        source: f.label("source", 64)?,
+    })
+}
+
+/// Decode `records` into a `weather_observations` batch and dead letters.
+#[must_use]
+pub fn decode(records: &[RawRecord<'_>], ctx: &InputContext) -> InputOutput {
+    let mut rows = Vec::with_capacity(records.len());
+    let mut dead_letters = Vec::new();
+    for r in records {
+        match open(r.payload, ctx.max_message_bytes, SCHEMA).and_then(|f| parse(&f)) {
+            Ok(o) => rows.push((r.partition, r.offset, o)),
+            Err(refusal) => dead_letters.push(dead_letter(r, refusal, None, true)),
+        }
+    }
+    InputOutput {
+        batch: batch(&rows, ctx.ingested_at_micros),
+        dead_letters,
+    }
+}
+
+fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
+    let n = rows.len();
+    let text = || StringBuilder::with_capacity(n, n * 12);
+    let stamp = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::schema::UTC);
+    let (mut station, mut element, mut unit, mut resolution, mut source) =
+        (text(), text(), text(), text(), text());
+    let (mut time, mut ingested) = (stamp(), stamp());
+    let mut local_date = Date32Builder::with_capacity(n);
+    let mut value = Decimal128Builder::with_capacity(n).with_data_type(value_type());
+    let mut partition = Int32Builder::with_capacity(n);
+    let mut offset = Int64Builder::with_capacity(n);
+    for (p, o, row) in rows {
+        station.append_value(&row.station);
+        time.append_value(row.time_micros);
+        local_date.append_value(oslo_date(row.time_micros));
+        element.append_value(&row.element);
+        let mut v = row.value;
+        v.rescale(VALUE_SCALE);
+        value.append_value(v.mantissa());
+        unit.append_value(&row.unit);
+        resolution.append_value(&row.resolution);
+        source.append_value(&row.source);
+        ingested.append_value(ingested_at);
+        partition.append_value(*p);
+        offset.append_value(*o);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(station.finish()),
+        Arc::new(time.finish()),
+        Arc::new(local_date.finish()),
+        Arc::new(element.finish()),
+        Arc::new(value.finish()),
+        Arc::new(unit.finish()),
+        Arc::new(resolution.finish()),
+        Arc::new(source.finish()),
+        Arc::new(ingested.finish()),
+        Arc::new(partition.finish()),
+        Arc::new(offset.finish()),
+    ];
+    RecordBatch::try_new(WEATHER_OBSERVATIONS.clone(), columns)
+        .expect("columns match WEATHER_OBSERVATIONS")
+}
