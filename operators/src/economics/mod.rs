@@ -15,6 +15,8 @@
 //! - `day.rs`: one meter's local day priced hour by hour (DST days have 23 or 25);
 //! - `capacity.rs`: the monthly capacity charge (kapasitetsledd): named, pluggable rules that
 //!   find the demand, and the steps it falls in;
+//! - `insights.rs`: duration curves, heating degree days, temperature sensitivity (exact
+//!   least squares);
 //! - `tariff.rs`: grid tariffs: the energy charge of an hour (base price and exceptions by
 //!   hours, days and months), the capacity charge, which tariff applies to a meter on a day;
 //! - `holidays.rs`: Norwegian public holidays, for tariff exceptions;
@@ -36,6 +38,7 @@ pub mod frinettleie;
 pub mod frost;
 pub mod holidays;
 pub mod hour;
+pub mod insights;
 pub mod pricefeed;
 pub mod rates;
 pub mod tariff;

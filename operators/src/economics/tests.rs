@@ -1056,3 +1056,60 @@ fn a_dst_day_is_priced_in_25_hours_and_says_which_are_incomplete() {
         .iter()
         .all(|h| !h.complete && h.cost.grid_energy_nok.is_none()));
 }
+
+// ---- insights ----
+
+#[test]
+fn temperature_sensitivity_is_the_least_squares_line() {
+    use super::insights::least_squares;
+    // x = 0, 1, 2; y = 1, 3, 2. n = 3, Σx = 3, Σy = 6, Σxy = 7, Σx² = 5, Σy² = 14:
+    // n·Σxy - Σx·Σy = 3, n·Σx² - (Σx)² = 6, n·Σy² - (Σy)² = 6. Slope 3/6 = 0.5; intercept
+    // (6 - 0.5·3)/3 = 1.5; r² = 3²/(6·6) = 0.25.
+    let fit = least_squares(&[(d("0"), d("1")), (d("1"), d("3")), (d("2"), d("2"))]).unwrap();
+    assert_eq!(
+        (fit.slope, fit.intercept, fit.r2, fit.days),
+        (d("0.5"), d("1.5"), d("0.25"), 3)
+    );
+    // Colder days use more: kWh = 40 - 1.5 × °C on every day is an exact line.
+    let line: Vec<(Decimal, Decimal)> = ["-10.2", "-3", "0.5", "4", "9.9"]
+        .iter()
+        .map(|t| (d(t), d("40") - d("1.5") * d(t)))
+        .collect();
+    let fit = least_squares(&line).unwrap();
+    assert_eq!(
+        (fit.slope, fit.intercept, fit.r2),
+        (d("-1.5"), d("40"), d("1"))
+    );
+    // 1/3 is rounded to six decimals: x = 0, 1, 2, y = 0, 0, 1 -> slope 0.5, intercept
+    // -1/6, r² = 0.75.
+    let fit = least_squares(&[(d("0"), d("0")), (d("1"), d("0")), (d("2"), d("1"))]).unwrap();
+    assert_eq!(
+        (fit.slope, fit.intercept, fit.r2),
+        (d("0.5"), d("-0.166667"), d("0.75"))
+    );
+    assert_eq!(
+        least_squares(&[(d("1"), d("1")), (d("1"), d("2")), (d("1"), d("3"))]),
+        None
+    );
+    assert_eq!(least_squares(&[(d("1"), d("1")), (d("2"), d("2"))]), None);
+}
+
+#[test]
+fn duration_curves_degree_days_and_seasons() {
+    use super::insights::{duration_curve, heating_degree_days, heating_season};
+    let curve = duration_curve(&[d("1"), d("3"), d("2"), d("3")]);
+    assert_eq!(
+        curve,
+        vec![
+            (1, 1, d("3")),
+            (2, 3, d("3")),
+            (3, 2, d("2")),
+            (4, 0, d("1"))
+        ]
+    );
+    assert_eq!(heating_degree_days(d("-3.4")), d("20.4"));
+    assert_eq!(heating_degree_days(d("18")), d("0"));
+    assert_eq!(heating_season(day(2026, 10, 1)), Some(2026));
+    assert_eq!(heating_season(day(2027, 4, 30)), Some(2026));
+    assert_eq!(heating_season(day(2027, 5, 1)), None);
+}
