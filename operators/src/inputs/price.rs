@@ -263,3 +263,28 @@ pub fn oslo_date(micros: i64) -> i32 {
     let t = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
     crate::aggregate::days_since_epoch(t.with_timezone(&chrono_tz::Europe::Oslo).date_naive())
 }
+
+/// A `price/v1` record (what `meterline import prices` produces), keyed by area.
+#[must_use]
+pub fn record(p: &Price) -> (String, String) {
+    let start = DateTime::<Utc>::from_timestamp_micros(p.start_micros).unwrap_or_default();
+    let version = DateTime::<Utc>::from_timestamp_micros(p.version_micros).unwrap_or_default();
+    let v = serde_json::json!({
+        "schema": SCHEMA,
+        "area": p.area.code(),
+        "start": start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "resolution": if p.resolution_minutes == 15 { "PT15M" } else { "PT60M" },
+        "currency": p.currency,
+        "unit": p.unit,
+        "source": p.source,
+        "version": version.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    // Numbers go out as their exact decimal text, never through f64.
+    let mut text = v.to_string();
+    let mut extra = format!(",\"price\":{}", p.price.normalize());
+    if let Some(rate) = p.exchange_rate {
+        extra.push_str(&format!(",\"exchange_rate\":{}", rate.normalize()));
+    }
+    text.insert_str(text.len() - 1, &extra);
+    (p.area.code().to_owned(), text)
+}

@@ -293,3 +293,24 @@ fn an_oversized_payload_is_refused_before_it_is_read() {
     assert_eq!(reasons(&out), vec![(0, Reason::TooLarge)]);
     assert!(out.dead_letters[0].payload.is_none());
 }
+
+#[test]
+fn a_price_record_written_for_the_topic_reads_back_the_same() {
+    let payload = [
+        serde_json::to_vec(&json!({"schema": "price/v1", "area": "NO5",
+        "start": "2026-10-25T01:45:00+01:00", "resolution": "PT15M", "price": -0.5,
+        "currency": "NOK", "unit": "kWh", "exchange_rate": 11.70, "source": "feed",
+        "version": "2026-10-24T13:00:00.123456Z"}))
+        .unwrap(),
+    ];
+    let f = super::fields::open(Some(&payload[0]), 4096, price::SCHEMA).unwrap();
+    let parsed = price::parse(&f).unwrap();
+    let (key, text) = price::record(&parsed);
+    assert_eq!(key, "NO5");
+    let again = super::fields::open(Some(text.as_bytes()), 4096, price::SCHEMA).unwrap();
+    assert_eq!(price::parse(&again).unwrap(), parsed);
+    assert!(
+        text.contains("\"price\":-0.5") && text.contains("\"exchange_rate\":11.7"),
+        "{text}"
+    );
+}
