@@ -27,6 +27,7 @@ pub mod delta;
 pub mod derived;
 pub mod erase;
 pub mod files;
+pub mod inputs;
 pub mod lake;
 pub mod orphans;
 mod write;
@@ -36,6 +37,7 @@ pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use files::{Change, Changes, DataFile};
+pub use inputs::{meter_profiles_spec, spot_prices_spec, weather_observations_spec};
 pub use lake::{Lake, LakeConfig};
 pub use orphans::{set_orphan_age, vacuum_orphans};
 
