@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
+use super::InputContext;
 use crate::dead_letter::Reason;
 use crate::ids::find_national_id;
 use crate::{DeadLetter, RawRecord};
@@ -209,6 +210,27 @@ fn check_label(name: &str, text: &str, max: usize) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// Open each of `records` as a `schema` record and `parse` it: the rows with their Kafka
+/// partition and offset, and a dead letter (payload kept when `keep_payload`) for each record
+/// refused.
+pub fn decode_each<T>(
+    records: &[RawRecord<'_>],
+    ctx: &InputContext,
+    schema: &str,
+    keep_payload: bool,
+    parse: impl Fn(&Fields<'_>) -> Result<T, Refusal>,
+) -> (Vec<(i32, i64, T)>, Vec<DeadLetter>) {
+    let mut rows = Vec::with_capacity(records.len());
+    let mut dead_letters = Vec::new();
+    for r in records {
+        match open(r.payload, ctx.max_message_bytes, schema).and_then(|f| parse(&f)) {
+            Ok(row) => rows.push((r.partition, r.offset, row)),
+            Err(refusal) => dead_letters.push(dead_letter(r, refusal, None, keep_payload)),
+        }
+    }
+    (rows, dead_letters)
 }
 
 /// A dead letter for `record`, refused for `refusal`. `keep_payload`: the payload may be

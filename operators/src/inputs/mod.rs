@@ -24,9 +24,15 @@ pub mod profile;
 #[cfg(test)]
 mod tests;
 
+use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::DeadLetter;
+
+/// The type of every stored instant: microseconds, UTC.
+pub(crate) fn utc_timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
+}
 
 /// What decoding a slice of one input's records gives.
 #[derive(Debug)]

@@ -17,13 +17,13 @@ use arrow::array::{
     ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rust_decimal::Decimal;
 
-use super::fields::{dead_letter, open, Fields, Refusal};
+use super::fields::{decode_each, Fields, Refusal};
 use super::price::oslo_date;
-use super::{InputContext, InputOutput};
+use super::{utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::RawRecord;
 
@@ -31,10 +31,6 @@ use crate::RawRecord;
 pub const SCHEMA: &str = "observation/v1";
 
 const VALUE_SCALE: u32 = 3;
-
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
-}
 
 fn value_type() -> DataType {
     DataType::Decimal128(12, 3)
@@ -44,14 +40,14 @@ fn value_type() -> DataType {
 pub static WEATHER_OBSERVATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("station", DataType::Utf8, false),
-        Field::new("time", ts(), false),
+        Field::new("time", utc_timestamp(), false),
         Field::new("local_date", DataType::Date32, false),
         Field::new("element", DataType::Utf8, false),
         Field::new("value", value_type(), false),
         Field::new("unit", DataType::Utf8, false),
         Field::new("resolution", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
-        Field::new("ingested_at", ts(), false),
+        Field::new("ingested_at", utc_timestamp(), false),
         Field::new("source_partition", DataType::Int32, false),
         Field::new("source_offset", DataType::Int64, false),
     ]))
@@ -102,14 +98,7 @@ pub fn parse(f: &Fields<'_>) -> Result<ObservationRow, Refusal> {
 /// Decode `records` into a `weather_observations` batch and dead letters.
 #[must_use]
 pub fn decode(records: &[RawRecord<'_>], ctx: &InputContext) -> InputOutput {
-    let mut rows = Vec::with_capacity(records.len());
-    let mut dead_letters = Vec::new();
-    for r in records {
-        match open(r.payload, ctx.max_message_bytes, SCHEMA).and_then(|f| parse(&f)) {
-            Ok(o) => rows.push((r.partition, r.offset, o)),
-            Err(refusal) => dead_letters.push(dead_letter(r, refusal, None, true)),
-        }
-    }
+    let (rows, dead_letters) = decode_each(records, ctx, SCHEMA, true, parse);
     InputOutput {
         batch: batch(&rows, ctx.ingested_at_micros),
         dead_letters,

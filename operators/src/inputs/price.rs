@@ -21,13 +21,13 @@ use arrow::array::{
     ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::fields::{dead_letter, open, Fields, Refusal};
-use super::{InputContext, InputOutput};
+use super::fields::{decode_each, Fields, Refusal};
+use super::{utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::economics::PriceArea;
 use crate::RawRecord;
@@ -45,10 +45,6 @@ pub const MAX_EUR_PER_MWH: i64 = 4000;
 /// The rate a NOK price without its own is checked at.
 const CHECK_RATE_NOK_PER_EUR: i64 = 15;
 
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
-}
-
 fn price_type() -> DataType {
     DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE)
 }
@@ -57,7 +53,7 @@ fn price_type() -> DataType {
 pub static SPOT_PRICES: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("area", DataType::Utf8, false),
-        Field::new("interval_start", ts(), false),
+        Field::new("interval_start", utc_timestamp(), false),
         Field::new("resolution_minutes", DataType::Int32, false),
         Field::new("local_date", DataType::Date32, false),
         Field::new("price", price_type(), false),
@@ -65,8 +61,8 @@ pub static SPOT_PRICES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("unit", DataType::Utf8, false),
         Field::new("exchange_rate", price_type(), true),
         Field::new("source", DataType::Utf8, false),
-        Field::new("version", ts(), false),
-        Field::new("ingested_at", ts(), false),
+        Field::new("version", utc_timestamp(), false),
+        Field::new("ingested_at", utc_timestamp(), false),
         Field::new("source_partition", DataType::Int32, false),
         Field::new("source_offset", DataType::Int64, false),
     ]))
@@ -189,14 +185,7 @@ pub fn parse(f: &Fields<'_>) -> Result<Price, Refusal> {
 /// Never: the columns match [`SPOT_PRICES`] by construction.
 #[must_use]
 pub fn decode(records: &[RawRecord<'_>], ctx: &InputContext) -> InputOutput {
-    let mut rows = Vec::with_capacity(records.len());
-    let mut dead_letters = Vec::new();
-    for r in records {
-        match open(r.payload, ctx.max_message_bytes, SCHEMA).and_then(|f| parse(&f)) {
-            Ok(p) => rows.push((r.partition, r.offset, p)),
-            Err(refusal) => dead_letters.push(dead_letter(r, refusal, None, true)),
-        }
-    }
+    let (rows, dead_letters) = decode_each(records, ctx, SCHEMA, true, parse);
     InputOutput {
         batch: batch(&rows, ctx.ingested_at_micros),
         dead_letters,

@@ -29,13 +29,13 @@ use arrow::array::{
     ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::fields::{dead_letter, open, Fields, Refusal};
-use super::{InputContext, InputOutput};
+use super::{utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::economics::frinettleie::valid_gln;
 use crate::economics::hour::Scheme;
@@ -51,10 +51,6 @@ pub const SCHEMA: &str = "meter-profile/v1";
 
 /// Decimals kept of a coordinate: 0.01° is about 1 km.
 pub const COORDINATE_DECIMALS: u32 = 2;
-
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
-}
 
 fn coordinate_type() -> DataType {
     DataType::Decimal128(5, 2)
@@ -75,8 +71,8 @@ pub static METER_PROFILES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("latitude", coordinate_type(), true),
         Field::new("longitude", coordinate_type(), true),
         Field::new("station", DataType::Utf8, true),
-        Field::new("version", ts(), false),
-        Field::new("ingested_at", ts(), false),
+        Field::new("version", utc_timestamp(), false),
+        Field::new("ingested_at", utc_timestamp(), false),
         Field::new("source_partition", DataType::Int32, false),
         Field::new("source_offset", DataType::Int64, false),
     ]))
