@@ -13,6 +13,7 @@
 //!   zones, strømstøtte, Norgespris), with defaults for 2024-2026;
 //! - `hour.rs`: the cost of one hour of one meter, component by component;
 //! - `day.rs`: one meter's local day priced hour by hour (DST days have 23 or 25);
+//! - `month.rs`: a meter's month: the hours summed, the capacity charge, the total;
 //! - `capacity.rs`: the monthly capacity charge (kapasitetsledd): named, pluggable rules that
 //!   find the demand, and the steps it falls in;
 //! - `insights.rs`: duration curves, heating degree days, temperature sensitivity (exact
@@ -39,6 +40,7 @@ pub mod frost;
 pub mod holidays;
 pub mod hour;
 pub mod insights;
+pub mod month;
 pub mod pricefeed;
 pub mod rates;
 pub mod tariff;

@@ -1113,3 +1113,99 @@ fn duration_curves_degree_days_and_seasons() {
     assert_eq!(heating_season(day(2027, 4, 30)), Some(2026));
     assert_eq!(heating_season(day(2027, 5, 1)), None);
 }
+
+// ---- a month ----
+
+/// Three priced hours of 1.467875 NOK (4.403625 in all). Daily peaks 2, 3 and 4 kWh: demand
+/// 3 kW, the 2-5 kW step at 2400 NOK a year: 200 NOK, VAT 50. Total 254.403625 NOK.
+#[test]
+fn a_month_sums_its_hours_and_adds_the_capacity_step() {
+    use super::day::CostHour;
+    use super::hour::HourCost;
+    use super::month::{cost_of_month, MonthInput};
+    use super::tariff::CapacityCharge;
+    let hour = |h: u32, complete: bool| CostHour {
+        hour_start: Utc.with_ymd_and_hms(2026, 3, 2, h, 0, 0).unwrap(),
+        local_hour: h + 1,
+        complete,
+        cost: HourCost {
+            kwh: d("1"),
+            spot_nok: Some(d("1")),
+            support_nok: Some(d("-0.207")),
+            grid_energy_nok: Some(d("0.3")),
+            consumption_tax_nok: Some(d("0.0713")),
+            enova_nok: Some(d("0.01")),
+            vat_nok: Some(d("0.293575")),
+            total_nok: complete.then(|| d("1.467875")),
+        },
+    };
+    let hours = [hour(0, true), hour(1, true), hour(2, true)];
+    let demand: Vec<HourKwh> = [(2, "2"), (3, "3"), (4, "4")]
+        .iter()
+        .map(|(dd, kwh)| HourKwh {
+            local_date: day(2026, 3, *dd),
+            local_hour: 18,
+            kwh: d(kwh),
+        })
+        .collect();
+    let charge = CapacityCharge {
+        method: "TRE_DØGNMAX_MND".into(),
+        steps: Steps {
+            steps: vec![
+                Step {
+                    from: d("0"),
+                    nok_per_year: d("1200"),
+                },
+                Step {
+                    from: d("2"),
+                    nok_per_year: d("2400"),
+                },
+                Step {
+                    from: d("5"),
+                    nok_per_year: d("6000"),
+                },
+            ],
+            threshold_included: true,
+        },
+    };
+    let input = MonthInput {
+        hours: &hours,
+        demand_hours: &demand,
+        history: &demand,
+        fuse_amperes: None,
+        capacity: Some(&charge),
+        vat_share: Some(d("0.25")),
+    };
+    let month = cost_of_month(&input);
+    assert_eq!(month.kwh, d("3"));
+    assert_eq!(month.spot_nok, Some(d("3")));
+    assert_eq!(month.support_nok, Some(d("-0.621")));
+    assert_eq!(month.capacity_demand, Some(d("3")));
+    assert_eq!(month.capacity_step_from, Some(d("2")));
+    assert_eq!(month.capacity_nok, Some(d("200")));
+    assert_eq!(month.capacity_vat_nok, Some(d("50")));
+    assert_eq!(month.total_nok, Some(d("254.403625")));
+    assert!(month.complete);
+
+    let gap = [hour(0, true), hour(1, false), hour(2, true)];
+    let month = cost_of_month(&MonthInput {
+        hours: &gap,
+        ..input
+    });
+    assert_eq!(month.total_nok, None);
+    assert_eq!(month.spot_nok, Some(d("3")));
+    assert!(!month.complete);
+
+    let unknown = CapacityCharge {
+        method: "FEM_VEKTET_ÅR".into(),
+        ..charge.clone()
+    };
+    let month = cost_of_month(&MonthInput {
+        capacity: Some(&unknown),
+        ..input
+    });
+    assert_eq!(
+        (month.capacity_nok, month.total_nok, month.complete),
+        (None, None, false)
+    );
+}
