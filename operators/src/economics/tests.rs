@@ -1209,3 +1209,356 @@ fn a_month_sums_its_hours_and_adds_the_capacity_step() {
         (None, None, false)
     );
 }
+
+// ---- a month against an independent oracle ----
+
+/// The oracle: the domain rules in integer arithmetic, written from DOMAIN.md and the module
+/// docs, not from the production code. Amounts are in units of 10⁻¹⁴ NOK (exact for every
+/// input below); a component is rounded half to even to 10⁻⁹ NOK (10⁵ units).
+mod oracle {
+    pub const UNIT: i128 = 100_000; // 10⁻¹⁴ NOK per 10⁻⁹ NOK
+
+    pub fn round(units: i128) -> i128 {
+        let (q, r) = (units.div_euclid(UNIT), units.rem_euclid(UNIT));
+        let half = UNIT / 2;
+        let up = r > half || (r == half && q % 2 != 0);
+        (q + i128::from(up)) * UNIT
+    }
+
+    /// kWh in thousandths × price in hundredths of an øre -> 10⁻¹⁴ NOK.
+    pub fn energy(kwh_milli: i128, centi_ore: i128) -> i128 {
+        kwh_milli * centi_ore * 10_000_000
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Hour {
+        pub spot: Option<i128>,
+        pub support: Option<i128>,
+        pub grid: i128,
+        pub tax: i128,
+        pub enova: i128,
+        pub vat: Option<i128>,
+        pub total: Option<i128>,
+    }
+
+    /// `kwh_milli`: 1 or 4 parts; `prices`: the four quarter prices in hundredths of an øre
+    /// (`None` if any is missing); `norgespris`; `vat_percent` 25 or 0; `tax_centi` 713 or 0.
+    pub fn hour(
+        kwh_milli: &[i128],
+        prices: Option<[i128; 4]>,
+        norgespris: bool,
+        grid_centi: i128,
+        tax_centi: i128,
+        vat_percent: i128,
+    ) -> Hour {
+        let kwh: i128 = kwh_milli.iter().sum();
+        let spot_exact = prices.map(|p| {
+            if kwh_milli.len() == 1 {
+                // kWh × (Σp / 4): 10⁻³ kWh × 10⁻² øre / 4 = 10⁻⁷ NOK / 4 -> × 10⁷ / 4.
+                kwh * p.iter().sum::<i128>() * 10_000_000 / 4
+            } else {
+                kwh_milli.iter().zip(p).map(|(k, q)| energy(*k, q)).sum()
+            }
+        });
+        let support_exact = match (prices, spot_exact) {
+            (Some(p), Some(spot)) => Some(if norgespris {
+                energy(kwh, 4000) - spot
+            } else {
+                // -0.9 × max(0, Σp/4 - 77 øre) × kWh.
+                let excess4 = (p.iter().sum::<i128>() - 4 * 7700).max(0);
+                -(9 * excess4 * kwh * 10_000_000) / 40
+            }),
+            _ => None,
+        };
+        let grid = round(energy(kwh, grid_centi));
+        let tax = round(energy(kwh, tax_centi));
+        let enova = round(energy(kwh, 100));
+        let spot = spot_exact.map(round);
+        let support = support_exact.map(round);
+        let ex_vat = spot.zip(support).map(|(s, u)| s + u + grid + tax + enova);
+        let vat = ex_vat.map(|e| round(e * vat_percent / 100));
+        Hour {
+            spot,
+            support,
+            grid,
+            tax,
+            enova,
+            vat,
+            total: ex_vat.zip(vat).map(|(e, v)| e + v),
+        }
+    }
+}
+
+/// October 2026 in NO1, three meters, every hour and the month, against the oracle:
+/// - A: hourly, strømstøtte, standard zone;
+/// - B: 15-minute, strømstøtte until 14 October, Norgespris from the 15th;
+/// - C: hourly, in the north (no VAT).
+///
+/// The month holds the autumn DST day (25 October: 25 hours, 100 quarter prices), and one
+/// quarter price is missing (10 October 12:15 UTC), so that hour is incomplete for all.
+#[test]
+fn a_month_of_three_meters_equals_the_oracle() {
+    use super::day::{cost_of_day, MeterDay, Prices, Reading};
+    use super::month::{cost_of_month, MonthInput};
+    use super::tariff::{
+        Adjustment, CapacityCharge, CustomerGroup, EnergyCharge, Exception, GridTariff, HourRange,
+    };
+    use chrono::{Duration, Timelike};
+    use std::collections::BTreeMap;
+    let tz = chrono_tz::Europe::Oslo;
+    let first = Utc.with_ymd_and_hms(2026, 9, 30, 22, 0, 0).unwrap();
+    let end = Utc.with_ymd_and_hms(2026, 10, 31, 23, 0, 0).unwrap();
+    let hours: Vec<chrono::DateTime<Utc>> = (0..)
+        .map(|h| first + Duration::hours(h))
+        .take_while(|t| *t < end)
+        .collect();
+    assert_eq!(hours.len(), 31 * 24 + 1);
+    let missing = Utc.with_ymd_and_hms(2026, 10, 10, 12, 15, 0).unwrap();
+    // Quarter prices in hundredths of an øre: 60.00 to 106.00 in steps of 5.75.
+    let price_centi = |q: i64| 6000 + i128::from(q.rem_euclid(9)) * 575;
+    let mut prices = Prices::new();
+    for (i, t) in (0..hours.len() as i64 * 4).map(|q| (q, first + Duration::minutes(15 * q))) {
+        if t != missing {
+            prices.insert(
+                t,
+                (15, Decimal::new(i64::try_from(price_centi(i)).unwrap(), 2)),
+            );
+        }
+    }
+    // Consumption in thousandths of a kWh: 0.500 + (n mod 11) × 0.125 per part.
+    let kwh_milli = |n: i64| 500 + i128::from(n.rem_euclid(11)) * 125;
+    // The tariff: 25.50 øre, 15.25 from 22 to 05; steps 0 / 2 / 5 / 10 kW at 3000 / 4200 /
+    // 6600 / 9600 NOK a year.
+    let tariff = GridTariff {
+        company: "Fjordnett AS".into(),
+        gln: vec!["7080000000012".into()],
+        name: None,
+        customer_groups: vec![CustomerGroup::Household],
+        valid_from: day(2026, 1, 1),
+        valid_to: None,
+        energy: EnergyCharge {
+            base_ore: d("25.50"),
+            exceptions: vec![Exception {
+                name: "natt".into(),
+                hours: Some(HourRange { from: 22, to: 5 }),
+                days: vec![],
+                months: vec![],
+                adjustment: Adjustment::Price(d("15.25")),
+            }],
+        },
+        capacity: CapacityCharge {
+            method: "TRE_DØGNMAX_MND".into(),
+            steps: Steps {
+                steps: [(0, 3000), (2, 4200), (5, 6600), (10, 9600)]
+                    .iter()
+                    .map(|(f, p)| Step {
+                        from: Decimal::from(*f),
+                        nok_per_year: Decimal::from(*p),
+                    })
+                    .collect(),
+                threshold_included: true,
+            },
+        },
+        grid_areas: vec![],
+        sources: vec![],
+    };
+    let rates = RateTable::defaults();
+    struct Meter {
+        quarterly: bool,
+        zone: TaxZone,
+        norgespris_from: Option<NaiveDate>,
+        seed: i64,
+    }
+    let meters = [
+        Meter {
+            quarterly: false,
+            zone: TaxZone::Standard,
+            norgespris_from: None,
+            seed: 0,
+        },
+        Meter {
+            quarterly: true,
+            zone: TaxZone::Standard,
+            norgespris_from: Some(day(2026, 10, 15)),
+            seed: 3,
+        },
+        Meter {
+            quarterly: false,
+            zone: TaxZone::North,
+            norgespris_from: None,
+            seed: 7,
+        },
+    ];
+    let to_units = |d: Option<Decimal>| -> Option<i128> {
+        d.map(|v| {
+            let mut v = v;
+            v.rescale(14);
+            v.mantissa()
+        })
+    };
+    for (m, meter) in meters.iter().enumerate() {
+        // Readings and the oracle's hours.
+        let mut readings: BTreeMap<NaiveDate, Vec<Reading>> = BTreeMap::new();
+        let mut expected = Vec::new();
+        let mut day_peaks: BTreeMap<NaiveDate, i128> = BTreeMap::new();
+        for (h, start) in hours.iter().enumerate() {
+            let h = i64::try_from(h).unwrap();
+            let local = start.with_timezone(&tz);
+            let date = local.date_naive();
+            let parts: Vec<i128> = if meter.quarterly {
+                (0..4).map(|q| kwh_milli(h * 4 + q + meter.seed)).collect()
+            } else {
+                vec![kwh_milli(h + meter.seed)]
+            };
+            let minutes = if meter.quarterly { 15 } else { 60 };
+            for (q, k) in parts.iter().enumerate() {
+                readings.entry(date).or_default().push(Reading {
+                    start: *start
+                        + Duration::minutes(i64::from(minutes) * i64::try_from(q).unwrap()),
+                    minutes,
+                    kwh: Decimal::new(i64::try_from(*k).unwrap(), 3),
+                });
+            }
+            let quarter_prices: Option<[i128; 4]> = (0..4)
+                .map(|q| {
+                    let t = *start + Duration::minutes(15 * q);
+                    (t != missing).then(|| price_centi(h * 4 + q))
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|v| [v[0], v[1], v[2], v[3]]);
+            let hour_of_day = local.hour();
+            let grid_centi = if hour_of_day >= 22 || hour_of_day <= 5 {
+                1525
+            } else {
+                2550
+            };
+            let norgespris = meter.norgespris_from.is_some_and(|from| date >= from);
+            let (tax_centi, vat) = match meter.zone {
+                TaxZone::Standard => (713, 25),
+                TaxZone::North => (713, 0),
+                TaxZone::Finnmark => (0, 0),
+            };
+            expected.push(oracle::hour(
+                &parts,
+                quarter_prices,
+                norgespris,
+                grid_centi,
+                tax_centi,
+                vat,
+            ));
+            let hour_kwh: i128 = parts.iter().sum();
+            let peak = day_peaks.entry(date).or_insert(0);
+            *peak = (*peak).max(hour_kwh);
+        }
+        // The production functions, day by day.
+        let mut got = Vec::new();
+        for (date, day_readings) in &readings {
+            let scheme = if meter.norgespris_from.is_some_and(|from| *date >= from) {
+                Scheme::Norgespris
+            } else {
+                Scheme::Stromstotte
+            };
+            got.extend(
+                cost_of_day(&MeterDay {
+                    local_date: *date,
+                    tz,
+                    readings: day_readings,
+                    export: false,
+                    prices: &prices,
+                    scheme,
+                    zone: meter.zone,
+                    tariff: Some(&tariff),
+                    rates: &rates,
+                })
+                .unwrap(),
+            );
+        }
+        assert_eq!(got.len(), expected.len(), "meter {m}");
+        let mut incomplete = 0;
+        for (g, e) in got.iter().zip(&expected) {
+            let c = g.cost;
+            let at = format!("meter {m} at {}", g.hour_start);
+            assert_eq!(to_units(c.spot_nok), e.spot, "spot, {at}");
+            assert_eq!(to_units(c.support_nok), e.support, "support, {at}");
+            assert_eq!(to_units(c.grid_energy_nok), Some(e.grid), "grid, {at}");
+            assert_eq!(to_units(c.consumption_tax_nok), Some(e.tax), "tax, {at}");
+            assert_eq!(to_units(c.enova_nok), Some(e.enova), "enova, {at}");
+            assert_eq!(to_units(c.vat_nok), e.vat, "vat, {at}");
+            assert_eq!(to_units(c.total_nok), e.total, "total, {at}");
+            assert_eq!(g.complete, e.total.is_some(), "complete, {at}");
+            incomplete += usize::from(!g.complete);
+        }
+        assert_eq!(incomplete, 1, "meter {m}: the hour without a price");
+
+        // The month: its capacity step from the three highest daily peaks.
+        let mut peaks: Vec<i128> = day_peaks.values().copied().collect();
+        peaks.sort_unstable_by(|a, b| b.cmp(a));
+        let top3: i128 = peaks[..3].iter().sum();
+        // Steps in kW: 3 × threshold × 1000 against the sum of thousandths.
+        let yearly = [(10, 9600), (5, 6600), (2, 4200), (0, 3000)]
+            .iter()
+            .find(|(from, _)| top3 >= 3 * from * 1000)
+            .map(|(_, p)| *p)
+            .unwrap();
+        let capacity = oracle::round(yearly * 100_000_000_000_000 / 12);
+        let capacity_vat = oracle::round(
+            capacity
+                * if meter.zone == TaxZone::Standard {
+                    25
+                } else {
+                    0
+                }
+                / 100,
+        );
+        let demand_hours: Vec<HourKwh> = got
+            .iter()
+            .map(|h| HourKwh {
+                local_date: h.hour_start.with_timezone(&tz).date_naive(),
+                local_hour: h.local_hour,
+                kwh: h.cost.kwh,
+            })
+            .collect();
+        let month = cost_of_month(&MonthInput {
+            hours: &got,
+            demand_hours: &demand_hours,
+            history: &demand_hours,
+            fuse_amperes: None,
+            capacity: Some(&tariff.capacity),
+            vat_share: rates.on(meter.zone, day(2026, 10, 1)).vat_share,
+        });
+        assert_eq!(to_units(month.capacity_nok), Some(capacity), "meter {m}");
+        assert_eq!(
+            to_units(month.capacity_vat_nok),
+            Some(capacity_vat),
+            "meter {m}"
+        );
+        let spot: i128 = expected.iter().filter_map(|e| e.spot).sum();
+        assert_eq!(
+            to_units(month.spot_nok),
+            None,
+            "meter {m}: a missing hour leaves the month's spot unknown"
+        );
+        assert!(spot > 0);
+        assert_eq!(
+            to_units(month.grid_energy_nok),
+            Some(expected.iter().map(|e| e.grid).sum()),
+            "meter {m}"
+        );
+        assert_eq!(month.total_nok, None, "meter {m}");
+        assert!(!month.complete);
+        // With the missing hour left out, the month's total is the oracle's.
+        let priced: Vec<_> = got.iter().filter(|h| h.complete).copied().collect();
+        let month = cost_of_month(&MonthInput {
+            hours: &priced,
+            demand_hours: &demand_hours,
+            history: &demand_hours,
+            fuse_amperes: None,
+            capacity: Some(&tariff.capacity),
+            vat_share: rates.on(meter.zone, day(2026, 10, 1)).vat_share,
+        });
+        let total: i128 =
+            expected.iter().filter_map(|e| e.total).sum::<i128>() + capacity + capacity_vat;
+        assert_eq!(to_units(month.total_nok), Some(total), "meter {m}");
+        assert!(month.complete);
+    }
+}
