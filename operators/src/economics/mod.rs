@@ -21,6 +21,8 @@
 //! - `tariff.rs`: grid tariffs: the energy charge of an hour (base price and exceptions by
 //!   hours, days and months), the capacity charge, which tariff applies to a meter on a day;
 //! - `holidays.rs`: Norwegian public holidays, for tariff exceptions;
+//! - `weather.rs`: a meter's weather station (named, or the nearest) and a day's mean
+//!   temperature;
 //! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling;
 //! - `frinettleie.rs`: Fri nettleie tariff files (YAML);
 //! - `pricefeed.rs`: the simple JSON spot price feeds (`NOK_per_kWh`, `EXR`, ...);
@@ -44,6 +46,7 @@ pub mod month;
 pub mod pricefeed;
 pub mod rates;
 pub mod tariff;
+pub mod weather;
 
 #[cfg(test)]
 mod tests;

@@ -1562,3 +1562,46 @@ fn a_month_of_three_meters_equals_the_oracle() {
         assert!(month.complete);
     }
 }
+
+// ---- weather ----
+
+#[test]
+fn a_meter_gets_its_named_or_nearest_station_and_days_their_mean() {
+    use super::weather::{daily_mean, distance_km, station_for, Station};
+    // Oslo (Blindern) to Bergen (Florida): about 305 km.
+    let km = distance_km(59.94, 10.72, 60.38, 5.33);
+    assert!((300.0..310.0).contains(&km), "{km}");
+    let stations = [
+        Station {
+            id: "SN50540".into(),
+            latitude: 60.38,
+            longitude: 5.33,
+        },
+        Station {
+            id: "SN18700".into(),
+            latitude: 59.94,
+            longitude: 10.72,
+        },
+    ];
+    assert_eq!(
+        station_for(None, Some((59.91, 10.75)), &stations),
+        Some("SN18700")
+    );
+    assert_eq!(
+        station_for(None, Some((60.39, 5.32)), &stations),
+        Some("SN50540")
+    );
+    assert_eq!(
+        station_for(Some("SN4780"), Some((60.39, 5.32)), &stations),
+        Some("SN4780")
+    );
+    assert_eq!(station_for(None, None, &stations), None);
+    // 24 hours: -1, 0, 1, ... 22 -> mean 10.5; 23 values of 1 and one of 2 -> 25/24 =
+    // 1.041666... -> 1.042; 17 values -> none.
+    let hours: Vec<Decimal> = (-1..23).map(Decimal::from).collect();
+    assert_eq!(daily_mean(&hours), Some(d("10.5")));
+    let mut ones = vec![d("1"); 23];
+    ones.push(d("2"));
+    assert_eq!(daily_mean(&ones), Some(d("1.042")));
+    assert_eq!(daily_mean(&hours[..17]), None);
+}
