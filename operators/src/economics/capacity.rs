@@ -250,6 +250,31 @@ impl Steps {
     }
 }
 
+/// The next step above `demand` (a [`TopDays`] rule's, of up to `days` days) and the kWh one
+/// hour on a new day must reach to move the month into it: an app's warning before a new
+/// step. With fewer than `days` peaks the new day is added to the mean; otherwise it
+/// replaces the lowest peak. Exact: `threshold × count - (the peaks that stay)`; when the
+/// tariff's thresholds are not included, the hour must exceed it. `None` at the top step.
+#[must_use]
+pub fn next_step(steps: &Steps, demand: &Demand, days: usize) -> Option<(Step, Decimal)> {
+    let current = steps.step_for(demand)?;
+    let next = steps
+        .steps
+        .iter()
+        .filter(|s| s.from > current.from)
+        .min_by_key(|s| s.from)
+        .copied()?;
+    let days = days.max(1);
+    let peaks: Vec<Decimal> = demand.peaks.iter().flatten().map(|h| h.kwh).collect();
+    let (staying, count): (Decimal, usize) = if peaks.len() < days {
+        (peaks.iter().sum(), peaks.len() + 1)
+    } else {
+        (peaks[..days - 1].iter().sum(), days)
+    };
+    let needed = next.from * Decimal::from(count) - staying;
+    Some((next, needed.max(Decimal::ZERO)))
+}
+
 /// A month's share of a yearly price: a twelfth, rounded half to even to
 /// [`super::NOK_SCALE`] decimals.
 #[must_use]

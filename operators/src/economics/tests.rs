@@ -1605,3 +1605,47 @@ fn a_meter_gets_its_named_or_nearest_station_and_days_their_mean() {
     assert_eq!(daily_mean(&ones), Some(d("1.042")));
     assert_eq!(daily_mean(&hours[..17]), None);
 }
+
+/// Peaks 6.3, 5.9, 5.1 (5.7667 kW, step 5): the 10 kW step needs a new day whose hour
+/// replaces 5.1 with 3 × 10 - (6.3 + 5.9) = 17.8 kWh. With two days of 6 and 4 kWh (5 kW,
+/// step 5) it needs 3 × 10 - 10 = 20 kWh. At the top step there is no next one.
+#[test]
+fn an_app_can_warn_how_much_one_hour_moves_the_month_up_a_step() {
+    let steps = Steps {
+        steps: [0, 2, 5, 10]
+            .iter()
+            .map(|f| Step {
+                from: Decimal::from(*f),
+                nok_per_year: Decimal::from(1200 * (f + 1)),
+            })
+            .collect(),
+        threshold_included: true,
+    };
+    let days = |kwh: &[&str]| -> Vec<HourKwh> {
+        kwh.iter()
+            .enumerate()
+            .map(|(i, k)| HourKwh {
+                local_date: day(2026, 3, 1 + u32::try_from(i).unwrap()),
+                local_hour: 8,
+                kwh: d(k),
+            })
+            .collect()
+    };
+    let rule = capacity::rule("top3_days").unwrap();
+    let demand_of = |hours: &[HourKwh]| {
+        rule.demand(&DemandInput {
+            month: hours,
+            history: hours,
+            fuse_amperes: None,
+        })
+        .unwrap()
+    };
+    let full = days(&["4.2", "3.8", "5.1", "6.3", "2.0", "5.9", "4.8"]);
+    let (next, needed) = capacity::next_step(&steps, &demand_of(&full), 3).unwrap();
+    assert_eq!((next.from, needed), (d("10"), d("17.8")));
+    let two = days(&["6", "4"]);
+    let (next, needed) = capacity::next_step(&steps, &demand_of(&two), 3).unwrap();
+    assert_eq!((next.from, needed), (d("10"), d("20")));
+    let top = days(&["12", "11", "10"]);
+    assert_eq!(capacity::next_step(&steps, &demand_of(&top), 3), None);
+}
