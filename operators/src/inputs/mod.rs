@@ -24,7 +24,10 @@ pub mod profile;
 #[cfg(test)]
 mod tests;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::DeadLetter;
@@ -32,6 +35,28 @@ use crate::DeadLetter;
 /// The type of every stored instant: microseconds, UTC.
 pub(crate) fn utc_timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(crate::schema::UTC.into()))
+}
+
+/// The columns every input table ends with: when each row was consumed, and its Kafka
+/// partition and offset (what exactly-once commits are keyed by).
+pub(crate) fn provenance_fields() -> [Field; 3] {
+    [
+        Field::new("ingested_at", utc_timestamp(), false),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+    ]
+}
+
+/// The [`provenance_fields`] columns of `rows` (Kafka partition, offset, row).
+pub(crate) fn provenance_columns<T>(rows: &[(i32, i64, T)], ingested_at: i64) -> [ArrayRef; 3] {
+    [
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![ingested_at; rows.len()])
+                .with_timezone(crate::schema::UTC),
+        ),
+        Arc::new(rows.iter().map(|r| r.0).collect::<Int32Array>()),
+        Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()),
+    ]
 }
 
 /// What decoding a slice of one input's records gives.

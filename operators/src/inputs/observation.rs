@@ -14,8 +14,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -23,7 +22,7 @@ use rust_decimal::Decimal;
 
 use super::fields::{decode_each, Fields, Refusal};
 use super::price::oslo_date;
-use super::{utc_timestamp, InputContext, InputOutput};
+use super::{provenance_columns, provenance_fields, utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::RawRecord;
 
@@ -38,19 +37,21 @@ fn value_type() -> DataType {
 
 /// The `weather_observations` table's columns.
 pub static WEATHER_OBSERVATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("station", DataType::Utf8, false),
-        Field::new("time", utc_timestamp(), false),
-        Field::new("local_date", DataType::Date32, false),
-        Field::new("element", DataType::Utf8, false),
-        Field::new("value", value_type(), false),
-        Field::new("unit", DataType::Utf8, false),
-        Field::new("resolution", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("ingested_at", utc_timestamp(), false),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-    ]))
+    Arc::new(Schema::new(
+        vec![
+            Field::new("station", DataType::Utf8, false),
+            Field::new("time", utc_timestamp(), false),
+            Field::new("local_date", DataType::Date32, false),
+            Field::new("element", DataType::Utf8, false),
+            Field::new("value", value_type(), false),
+            Field::new("unit", DataType::Utf8, false),
+            Field::new("resolution", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+        ]
+        .into_iter()
+        .chain(provenance_fields())
+        .collect::<Vec<_>>(),
+    ))
 });
 
 /// One decoded observation.
@@ -111,12 +112,10 @@ fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
     let stamp = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::schema::UTC);
     let (mut station, mut element, mut unit, mut resolution, mut source) =
         (text(), text(), text(), text(), text());
-    let (mut time, mut ingested) = (stamp(), stamp());
+    let mut time = stamp();
     let mut local_date = Date32Builder::with_capacity(n);
     let mut value = Decimal128Builder::with_capacity(n).with_data_type(value_type());
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    for (p, o, row) in rows {
+    for (_, _, row) in rows {
         station.append_value(&row.station);
         time.append_value(row.time_micros);
         local_date.append_value(oslo_date(row.time_micros));
@@ -127,11 +126,8 @@ fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
         unit.append_value(&row.unit);
         resolution.append_value(&row.resolution);
         source.append_value(&row.source);
-        ingested.append_value(ingested_at);
-        partition.append_value(*p);
-        offset.append_value(*o);
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(station.finish()),
         Arc::new(time.finish()),
         Arc::new(local_date.finish()),
@@ -140,10 +136,8 @@ fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
         Arc::new(unit.finish()),
         Arc::new(resolution.finish()),
         Arc::new(source.finish()),
-        Arc::new(ingested.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
     ];
+    columns.extend(provenance_columns(rows, ingested_at));
     RecordBatch::try_new(WEATHER_OBSERVATIONS.clone(), columns)
         .expect("columns match WEATHER_OBSERVATIONS")
 }

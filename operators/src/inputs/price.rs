@@ -18,7 +18,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::fields::{decode_each, Fields, Refusal};
-use super::{utc_timestamp, InputContext, InputOutput};
+use super::{provenance_columns, provenance_fields, utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::economics::PriceArea;
 use crate::RawRecord;
@@ -51,21 +51,23 @@ fn price_type() -> DataType {
 
 /// The `spot_prices` table's columns.
 pub static SPOT_PRICES: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("area", DataType::Utf8, false),
-        Field::new("interval_start", utc_timestamp(), false),
-        Field::new("resolution_minutes", DataType::Int32, false),
-        Field::new("local_date", DataType::Date32, false),
-        Field::new("price", price_type(), false),
-        Field::new("currency", DataType::Utf8, false),
-        Field::new("unit", DataType::Utf8, false),
-        Field::new("exchange_rate", price_type(), true),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("version", utc_timestamp(), false),
-        Field::new("ingested_at", utc_timestamp(), false),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-    ]))
+    Arc::new(Schema::new(
+        vec![
+            Field::new("area", DataType::Utf8, false),
+            Field::new("interval_start", utc_timestamp(), false),
+            Field::new("resolution_minutes", DataType::Int32, false),
+            Field::new("local_date", DataType::Date32, false),
+            Field::new("price", price_type(), false),
+            Field::new("currency", DataType::Utf8, false),
+            Field::new("unit", DataType::Utf8, false),
+            Field::new("exchange_rate", price_type(), true),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("version", utc_timestamp(), false),
+        ]
+        .into_iter()
+        .chain(provenance_fields())
+        .collect::<Vec<_>>(),
+    ))
 });
 
 /// One decoded price.
@@ -205,11 +207,7 @@ fn batch(rows: &[(i32, i64, Price)], ingested_at: i64) -> RecordBatch {
     let mut source = StringBuilder::with_capacity(n, n * 8);
     let mut version =
         TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::schema::UTC);
-    let mut ingested =
-        TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::schema::UTC);
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    for (p, o, row) in rows {
+    for (_, _, row) in rows {
         area.append_value(row.area.code());
         start.append_value(row.start_micros);
         resolution.append_value(row.resolution_minutes);
@@ -223,11 +221,8 @@ fn batch(rows: &[(i32, i64, Price)], ingested_at: i64) -> RecordBatch {
         );
         source.append_value(&row.source);
         version.append_value(row.version_micros);
-        ingested.append_value(ingested_at);
-        partition.append_value(*p);
-        offset.append_value(*o);
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(area.finish()),
         Arc::new(start.finish()),
         Arc::new(resolution.finish()),
@@ -238,10 +233,8 @@ fn batch(rows: &[(i32, i64, Price)], ingested_at: i64) -> RecordBatch {
         Arc::new(rate.finish()),
         Arc::new(source.finish()),
         Arc::new(version.finish()),
-        Arc::new(ingested.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
     ];
+    columns.extend(provenance_columns(rows, ingested_at));
     RecordBatch::try_new(SPOT_PRICES.clone(), columns).expect("columns match SPOT_PRICES")
 }
 

@@ -26,7 +26,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -35,7 +35,7 @@ use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::fields::{dead_letter, open, Fields, Refusal};
-use super::{utc_timestamp, InputContext, InputOutput};
+use super::{provenance_columns, provenance_fields, utc_timestamp, InputContext, InputOutput};
 use crate::dead_letter::Reason;
 use crate::economics::frinettleie::valid_gln;
 use crate::economics::hour::Scheme;
@@ -58,24 +58,26 @@ fn coordinate_type() -> DataType {
 
 /// The `meter_profiles` table's columns.
 pub static METER_PROFILES: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("tenant", DataType::Utf8, false),
-        Field::new("meter", DataType::Utf8, false),
-        Field::new("valid_from", DataType::Date32, false),
-        Field::new("price_area", DataType::Utf8, false),
-        Field::new("grid_company_gln", DataType::Utf8, false),
-        Field::new("customer_group", DataType::Utf8, false),
-        Field::new("tax_zone", DataType::Utf8, false),
-        Field::new("scheme", DataType::Utf8, false),
-        Field::new("fuse_amperes", DataType::Int32, true),
-        Field::new("latitude", coordinate_type(), true),
-        Field::new("longitude", coordinate_type(), true),
-        Field::new("station", DataType::Utf8, true),
-        Field::new("version", utc_timestamp(), false),
-        Field::new("ingested_at", utc_timestamp(), false),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-    ]))
+    Arc::new(Schema::new(
+        vec![
+            Field::new("tenant", DataType::Utf8, false),
+            Field::new("meter", DataType::Utf8, false),
+            Field::new("valid_from", DataType::Date32, false),
+            Field::new("price_area", DataType::Utf8, false),
+            Field::new("grid_company_gln", DataType::Utf8, false),
+            Field::new("customer_group", DataType::Utf8, false),
+            Field::new("tax_zone", DataType::Utf8, false),
+            Field::new("scheme", DataType::Utf8, false),
+            Field::new("fuse_amperes", DataType::Int32, true),
+            Field::new("latitude", coordinate_type(), true),
+            Field::new("longitude", coordinate_type(), true),
+            Field::new("station", DataType::Utf8, true),
+            Field::new("version", utc_timestamp(), false),
+        ]
+        .into_iter()
+        .chain(provenance_fields())
+        .collect::<Vec<_>>(),
+    ))
 });
 
 /// One decoded profile.
@@ -252,10 +254,8 @@ fn batch(rows: &[(i32, i64, Profile)], ingested_at: i64) -> RecordBatch {
     let mut valid_from = Date32Builder::with_capacity(n);
     let mut fuse = Int32Builder::with_capacity(n);
     let (mut lat, mut lon) = (coordinate(), coordinate());
-    let (mut version, mut ingested) = (stamp(), stamp());
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    for (p, o, row) in rows {
+    let mut version = stamp();
+    for (_, _, row) in rows {
         tenant.append_value(&row.tenant);
         meter.append_value(&row.meter);
         valid_from.append_value(crate::aggregate::days_since_epoch(row.valid_from));
@@ -269,11 +269,8 @@ fn batch(rows: &[(i32, i64, Profile)], ingested_at: i64) -> RecordBatch {
         lon.append_option(row.coordinates.map(|c| hundredths(c.1)));
         station.append_option(row.station.as_deref());
         version.append_value(row.version_micros);
-        ingested.append_value(ingested_at);
-        partition.append_value(*p);
-        offset.append_value(*o);
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(tenant.finish()),
         Arc::new(meter.finish()),
         Arc::new(valid_from.finish()),
@@ -287,9 +284,7 @@ fn batch(rows: &[(i32, i64, Profile)], ingested_at: i64) -> RecordBatch {
         Arc::new(lon.finish()),
         Arc::new(station.finish()),
         Arc::new(version.finish()),
-        Arc::new(ingested.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
     ];
+    columns.extend(provenance_columns(rows, ingested_at));
     RecordBatch::try_new(METER_PROFILES.clone(), columns).expect("columns match METER_PROFILES")
 }
