@@ -359,6 +359,32 @@ impl SubjectMeters {
         })
     }
 
+    /// Until when meter `meter_hash` was the subject's: `None` if it never was,
+    /// `Some(None)` while it still is, `Some(Some(end))` with the end (µs) of its
+    /// last period otherwise.
+    pub fn held_until(&self, meter_hash: &str) -> Option<Option<i64>> {
+        let periods = self.periods.get(meter_hash)?;
+        if periods.iter().any(|(_, to)| to.is_none()) {
+            return Some(None);
+        }
+        Some(periods.iter().filter_map(|(_, to)| *to).max())
+    }
+
+    /// Whether a meter profile of `meter_hash` that takes effect on `valid_from`
+    /// (days since 1970-01-01) is the subject's data: one of the meter's profiles
+    /// from its first up to the (UTC) day its last period with the subject ended,
+    /// every one while it still is theirs. A profile the next holder sent from the
+    /// day they took the meter over is not; earlier holders' profiles of the meter
+    /// are (erasing more is the safe side; an adapter sends a meter's current
+    /// profile again).
+    pub fn covers_profile(&self, meter_hash: &str, valid_from: i32) -> bool {
+        match self.held_until(meter_hash) {
+            None => false,
+            Some(None) => true,
+            Some(Some(end)) => i64::from(valid_from) < end.div_euclid(86_400_000_000),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.periods.is_empty()
     }
@@ -547,5 +573,27 @@ mod tests {
         assert!(c(40) && c(59));
         assert!(!c(60));
         assert!(!s.covers("m2", 15));
+        assert_eq!(s.held_until("m1"), Some(Some(60)));
+        assert_eq!(s.held_until("m2"), None);
+        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 70, 70));
+        assert_eq!(s.held_until("m1"), Some(None), "held again");
+    }
+
+    #[test]
+    fn a_meters_profiles_are_the_subjects_until_the_day_it_left_them() {
+        const DAY: i64 = 86_400_000_000;
+        let m = ["m1".to_owned()];
+        let mut s = SubjectMeters::default();
+        // Held from day 10 to day 20 at noon.
+        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 10 * DAY, 10 * DAY));
+        s.apply(&change(ChangeKind::ElhubRevoked, "s", &m, 20 * DAY + DAY / 2, 20 * DAY + DAY / 2));
+        assert!(s.covers_profile("m1", 0), "a profile in effect when they took it");
+        assert!(s.covers_profile("m1", 15));
+        assert!(s.covers_profile("m1", 19));
+        assert!(!s.covers_profile("m1", 20), "the next holder's from the day they moved in");
+        assert!(!s.covers_profile("m1", 30));
+        assert!(!s.covers_profile("m2", 15), "never theirs");
+        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 40 * DAY, 40 * DAY));
+        assert!(s.covers_profile("m1", 30), "theirs again: every profile");
     }
 }

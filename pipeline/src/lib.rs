@@ -21,7 +21,7 @@
 //! | 2 | `kafka` |
 //! | 3 | `aggregate`, `privacy::consent` |
 //! | 4 | `ingest`, `privacy::{subjects, lifecycle}` |
-//! | 5 | `privacy::erasure` |
+//! | 5 | `privacy::erasure`, `inputs` |
 //! | 6 | `query::{audit, export, dlq}` |
 //! | 7 | `service` (the only module that wires tasks together) |
 //! | 8 | `dev::{demo, testkit}` |
@@ -33,6 +33,7 @@ pub mod aggregate;
 pub mod config;
 pub mod dev;
 pub mod ingest;
+pub mod inputs;
 pub mod kafka;
 pub mod metrics;
 pub mod privacy;

@@ -142,6 +142,23 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: i64,
     },
+    /// Import a file of spot prices or weather observations: its records are
+    /// produced to the input's topic ([inputs] prices_topic / weather_topic),
+    /// which `meterline run` consumes into spot_prices / weather_observations
+    /// exactly once. Before producing, the records are decoded as the pipeline
+    /// will decode them, and those it will refuse are counted by reason (they
+    /// are produced all the same and become dead letters with that reason).
+    ///
+    /// Examples:
+    ///   meterline import prices --config deploy/meterline.toml entsoe-a44.xml
+    ///   meterline import prices --config deploy/meterline.toml --area NO1 prices-2026-01-15.json
+    ///   meterline import weather --config deploy/meterline.toml frost-observations.json
+    ///   meterline import tariffs --config deploy/meterline.toml fri-nettleie/*.yml
+    #[command(verbatim_doc_comment)]
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
+    },
     /// Produce realistic reading/v1 traffic to any Kafka broker.
     ///
     /// Uses the tenants `oslo-utility` (public) and `acme-industri` (private).
@@ -272,6 +289,131 @@ enum DlqCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Spot prices: an ENTSO-E A44 document (Publication_MarketDocument,
+    /// EUR/MWh; curve type A03 gaps are filled with the price before them;
+    /// PT15M or PT60M; DST days have 92/100 quarters), or a JSON price feed
+    /// ([{NOK_per_kWh, EUR_per_kWh, EXR, time_start, time_end}], NOK/kWh with
+    /// the feed's exchange rate; the feed names no area: give --area). Every
+    /// price gets --version (default: now): importing the same hours again with a
+    /// later version replaces them.
+    Prices {
+        /// The configuration of the pipeline (brokers, [inputs] prices_topic).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The A44 XML or JSON feed file.
+        file: PathBuf,
+        /// The price area of a JSON feed: NO1, NO2, NO3, NO4 or NO5.
+        #[arg(long, value_parser = parse_area)]
+        area: Option<meterline_operators::economics::PriceArea>,
+        /// The prices' version (RFC 3339; default: now).
+        #[arg(long)]
+        version: Option<chrono::DateTime<chrono::Utc>>,
+        /// The `source` label (default: entsoe for A44, feed for JSON).
+        #[arg(long)]
+        source: Option<String>,
+        /// Decode and report; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Grid tariffs: Fri nettleie YAML files (one per grid company: netteier,
+    /// gln, tariffer[{kundegrupper, gyldig_fra, gyldig_til, energiledd,
+    /// fastledd}]). They have no topic: each file is checked whole (a file with
+    /// an error imports nothing, and nothing is written unless every file is
+    /// valid), then appended to grid_tariffs as a new version of the company's
+    /// tariffs; the same file again is skipped.
+    Tariffs {
+        /// The configuration of the pipeline (its lake).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Check the files; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Weather observations: a MET Norway Frost observations document
+    /// (data[]{sourceId, referenceTime, observations[{elementId, value, unit,
+    /// timeResolution, qualityCode}]}); of several series of one station,
+    /// element and time, the best quality code is kept.
+    Weather {
+        /// The configuration of the pipeline (brokers, [inputs] weather_topic).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The Frost JSON file.
+        file: PathBuf,
+        /// The `source` label (default: frost).
+        #[arg(long)]
+        source: Option<String>,
+        /// Decode and report; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_area(text: &str) -> Result<meterline_operators::economics::PriceArea, String> {
+    meterline_operators::economics::PriceArea::ALL
+        .into_iter()
+        .find(|a| a.code().eq_ignore_ascii_case(text))
+        .ok_or_else(|| format!("`{text}` is not a price area: NO1, NO2, NO3, NO4 or NO5"))
+}
+
+async fn import(what: ImportCommand) -> anyhow::Result<()> {
+    use meterline::inputs::import::{import, import_tariffs, ImportRequest};
+    use meterline::inputs::Input;
+    let (config, request) = match &what {
+        ImportCommand::Tariffs {
+            config,
+            files,
+            dry_run,
+        } => {
+            for line in import_tariffs(config, files, *dry_run).await? {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+        ImportCommand::Prices {
+            config,
+            file,
+            area,
+            version,
+            source,
+            dry_run,
+        } => (
+            config,
+            ImportRequest {
+                input: Input::Prices,
+                file,
+                area: *area,
+                version: *version,
+                source: source.clone(),
+                dry_run: *dry_run,
+            },
+        ),
+        ImportCommand::Weather {
+            config,
+            file,
+            source,
+            dry_run,
+        } => (
+            config,
+            ImportRequest {
+                input: Input::Weather,
+                file,
+                area: None,
+                version: None,
+                source: source.clone(),
+                dry_run: *dry_run,
+            },
+        ),
+    };
+    let report = import(config, &request).await?;
+    println!("{report}");
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -474,6 +616,7 @@ fn main() -> ExitCode {
             | Command::Dlq { .. }
             | Command::Audit { .. }
             | Command::Token { .. }
+            | Command::Import { .. }
     );
     init_logs(&cli.log_format, quiet);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -531,6 +674,7 @@ async fn dispatch(command: Command) -> ExitCode {
             bad,
         } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
         Command::Dlq { action } => report(dlq(action).await),
+        Command::Import { what } => report(import(what).await),
         Command::Serve { config } => meterline::serve::run_from_file(&config).await,
         Command::Token {
             config,

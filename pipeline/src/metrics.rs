@@ -46,6 +46,24 @@ pub mod drop_reason {
     ];
 }
 
+/// The energy-economics inputs, as metric labels (see `crate::inputs::Input`).
+pub const INPUTS: [&str; 3] = ["prices", "profiles", "weather"];
+
+/// What becomes of an input's record (`meterline_input_records_total{outcome}`).
+pub mod input_outcome {
+    pub const WRITTEN: &str = "written";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    pub use super::drop_reason::{ALREADY_STORED, FENCED, REVOKED, UNCOMMITTED_AT_EXIT};
+    pub const ALL: [&str; 6] = [
+        WRITTEN,
+        DEAD_LETTERED,
+        ALREADY_STORED,
+        REVOKED,
+        FENCED,
+        UNCOMMITTED_AT_EXIT,
+    ];
+}
+
 /// The metric handles. Cheap to clone (all `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -82,6 +100,12 @@ pub struct Metrics {
     pub aggregate_suppressed: IntCounterVec,
     pub aggregate_rounds: IntCounterVec,
     pub aggregate_rows: IntCounterVec,
+    pub input_consumed: IntCounterVec,
+    pub input_records: IntCounterVec,
+    pub input_dead_letters: IntCounterVec,
+    pub input_lag: IntGaugeVec,
+    pub input_paused: IntGaugeVec,
+    pub input_restarts: IntCounterVec,
     ready: Arc<AtomicBool>,
 }
 
@@ -299,6 +323,50 @@ impl Metrics {
             "Rows written to the aggregate tables (replacing the recomputed partitions), by table.",
             &["table"],
         );
+        let input_consumed = counter_vec(
+            "meterline_input_records_consumed_total",
+            "Records of an energy-economics input topic handed to its decoder (re-deliveries included), by input.",
+            &["input"],
+        );
+        let input_records = counter_vec(
+            "meterline_input_records_total",
+            "What became of an input's consumed records: written, dead_lettered, or a drop reason (already_stored, revoked, fenced, uncommitted_at_exit); per input these add up to the consumed records.",
+            &["input", "outcome"],
+        );
+        let input_dead_letters = counter_vec(
+            "meterline_input_dead_letters_total",
+            "An input's records that became dead letters, by input and reason code.",
+            &["input", "reason"],
+        );
+        let input_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "meterline_input_lag_records",
+                "Records between an input's committed position and its partition's high watermark.",
+            ),
+            &["input", "partition"],
+        ));
+        must(registry.register(Box::new(input_lag.clone())));
+        let input_paused = must(IntGaugeVec::new(
+            Opts::new(
+                "meterline_input_paused",
+                "1 while an input's consumption waits for its decoder (backpressure).",
+            ),
+            &["input"],
+        ));
+        must(registry.register(Box::new(input_paused.clone())));
+        let input_restarts = counter_vec(
+            "meterline_input_restarts_total",
+            "Times an input's consumer stopped on an error (logged) and started again from the lake's offsets.",
+            &["input"],
+        );
+        for input in INPUTS {
+            input_consumed.with_label_values(&[input]);
+            input_restarts.with_label_values(&[input]);
+            input_paused.with_label_values(&[input]);
+            for outcome in input_outcome::ALL {
+                input_records.with_label_values(&[input, outcome]);
+            }
+        }
         for outcome in ["ok", "error"] {
             aggregate_rounds.with_label_values(&[outcome]);
         }
@@ -358,6 +426,12 @@ impl Metrics {
             aggregate_suppressed,
             aggregate_rounds,
             aggregate_rows,
+            input_consumed,
+            input_records,
+            input_dead_letters,
+            input_lag,
+            input_paused,
+            input_restarts,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -386,6 +460,16 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// An input's ledger: (consumed, sum of its outcomes).
+    pub fn input_conservation(&self, input: &str) -> (u64, u64) {
+        let consumed = self.input_consumed.with_label_values(&[input]).get();
+        let outcomes = input_outcome::ALL
+            .iter()
+            .map(|o| self.input_records.with_label_values(&[input, o]).get())
+            .sum();
+        (consumed, outcomes)
     }
 
     /// Totals for the conservation check: (consumed, written to readings,

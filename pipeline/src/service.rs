@@ -13,7 +13,7 @@ use tracing::{error, info};
 
 use crate::config::{Config, Settings};
 use crate::ingest::{RunError, Runner};
-use crate::kafka::KafkaSource;
+use crate::kafka::{KafkaSource, Subscription};
 use crate::metrics::Metrics;
 use crate::privacy::consent::{consent_loop, load_view, ConsentHandle};
 use crate::shutdown::Shutdown;
@@ -46,6 +46,7 @@ pub async fn run_pipeline(
     let grace = Duration::from_secs(settings.pipeline.shutdown_grace_secs);
     let source = KafkaSource::start(
         &settings.kafka,
+        Subscription::readings(&settings.kafka),
         settings.pipeline.chunk_max_records,
         tx,
         commits_rx,
@@ -69,6 +70,14 @@ pub async fn run_pipeline(
             handle.stop();
         })
     };
+    // The rates costs are computed with, for SQL: a failure here stops nothing.
+    match crate::inputs::rates::publish(&Lake::new(&settings.lake)?, &settings.economics.rates)
+        .await
+    {
+        Ok(true) => info!("tax_rates written (the configured rates changed)"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "tax_rates not written; the next start tries again"),
+    }
     let tasks = Tasks::spawn(&settings, &metrics, &shutdown, consent)?;
     let result = runner.run(rx).await;
     shutdown.request();
@@ -175,6 +184,17 @@ impl Tasks {
             ));
         }
         others.extend(consent.map(|task| ("consent", task)));
+        for input in crate::inputs::Input::enabled(&settings.inputs) {
+            others.push((
+                input.name(),
+                tokio::spawn(crate::inputs::run_loop(
+                    settings.clone(),
+                    input,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
         Ok(Self { aggregates, others })
     }
 

@@ -6,14 +6,16 @@
 //! | `spot_prices` | `price/v1` | `local_date` (Oslo) |
 //! | `meter_profiles` | `meter-profile/v1` (private tenants) | `tenant` |
 //! | `weather_observations` | `observation/v1` | `local_date` (Oslo) |
+//! | `grid_tariffs` | `meterline import tariffs` (no topic) | none (a few rows per company) |
+//! | `tax_rates` | defaults and `[[economics.rates]]`, at `meterline run`'s start | none |
 //!
 //! Prices and weather are reference data: no person is in them. A meter profile is
 //! personal data: its `meter` never goes into the Delta log's statistics (the log outlives
 //! DELETE and VACUUM).
 
-use meterline_operators::inputs::{observation, price, profile};
+use meterline_operators::inputs::{observation, price, profile, rates, tariffs};
 
-use crate::TableSpec;
+use crate::{DerivedSpec, TableSpec};
 
 /// The table spec of `spot_prices`.
 #[must_use]
@@ -57,6 +59,28 @@ pub fn weather_observations_spec() -> TableSpec {
         properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
         partition_column: "source_partition",
         offset_column: "source_offset",
+    }
+}
+
+/// The table spec of `grid_tariffs` (appended by imports, not from Kafka).
+#[must_use]
+pub fn grid_tariffs_spec() -> DerivedSpec {
+    DerivedSpec {
+        name: "grid_tariffs",
+        schema: tariffs::GRID_TARIFFS.clone(),
+        partition_columns: &[],
+        properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
+    }
+}
+
+/// The table spec of `tax_rates` (replaced whole when the rates change).
+#[must_use]
+pub fn tax_rates_spec() -> DerivedSpec {
+    DerivedSpec {
+        name: "tax_rates",
+        schema: rates::TAX_RATES.clone(),
+        partition_columns: &[],
+        properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
     }
 }
 

@@ -37,7 +37,10 @@ pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use files::{Change, Changes, DataFile};
-pub use inputs::{meter_profiles_spec, spot_prices_spec, weather_observations_spec};
+pub use inputs::{
+    grid_tariffs_spec, meter_profiles_spec, spot_prices_spec, tax_rates_spec,
+    weather_observations_spec,
+};
 pub use lake::{Lake, LakeConfig};
 pub use orphans::{set_orphan_age, vacuum_orphans};
 

@@ -49,7 +49,7 @@ pub mod tariff;
 pub mod weather;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use rust_decimal::Decimal;
 

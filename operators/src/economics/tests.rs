@@ -642,7 +642,7 @@ fn easter_and_the_holidays_that_follow_it_fall_on_their_dates() {
     }
 }
 
-const TARIFF_FILE: &str = r"---
+pub(crate) const TARIFF_FILE: &str = r"---
 netteier: 'Fjordnett AS'
 gln:
   - '7080000000012'

@@ -14,12 +14,16 @@
 //! record by record through `serde_json` (not the readings' fast path).
 //!
 //! - `price.rs`, `profile.rs`, `observation.rs`: one contract each;
+//! - `tariffs.rs`: the `grid_tariffs` table (`meterline import tariffs`, no topic);
+//! - `rates.rs`: the `tax_rates` table (defaults and `[[economics.rates]]`, no topic);
 //! - `fields.rs`: the envelope (size, UTF-8, object, `schema`) and typed field readers.
 
 pub mod fields;
 pub mod observation;
 pub mod price;
 pub mod profile;
+pub mod rates;
+pub mod tariffs;
 
 #[cfg(test)]
 mod tests;

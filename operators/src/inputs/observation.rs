@@ -141,3 +141,23 @@ fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
     RecordBatch::try_new(WEATHER_OBSERVATIONS.clone(), columns)
         .expect("columns match WEATHER_OBSERVATIONS")
 }
+
+/// An `observation/v1` record (what `meterline import weather` produces), keyed by
+/// station. The value goes out as its exact decimal text, never through f64.
+#[must_use]
+pub fn record(o: &ObservationRow) -> (String, String) {
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(o.time_micros)
+        .unwrap_or_default();
+    let v = serde_json::json!({
+        "schema": SCHEMA,
+        "station": o.station,
+        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "element": o.element,
+        "unit": o.unit,
+        "resolution": o.resolution,
+        "source": o.source,
+    });
+    let mut text = v.to_string();
+    text.insert_str(text.len() - 1, &format!(",\"value\":{}", o.value.normalize()));
+    (o.station.clone(), text)
+}

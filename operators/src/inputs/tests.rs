@@ -314,3 +314,90 @@ fn a_price_record_written_for_the_topic_reads_back_the_same() {
         "{text}"
     );
 }
+
+#[test]
+fn an_observation_record_written_for_the_topic_reads_back_the_same() {
+    let payload = serde_json::to_vec(&json!({"schema": "observation/v1", "station": "SN18700",
+        "time": "2026-03-29T01:00:00+01:00", "element": "air_temperature", "value": -0.125,
+        "unit": "degC", "resolution": "PT1H", "source": "frost"}))
+    .unwrap();
+    let f = super::fields::open(Some(&payload), 4096, observation::SCHEMA).unwrap();
+    let parsed = observation::parse(&f).unwrap();
+    let (key, text) = observation::record(&parsed);
+    assert_eq!(key, "SN18700");
+    assert!(text.contains("\"value\":-0.125"), "{text}");
+    let again = super::fields::open(Some(text.as_bytes()), 4096, observation::SCHEMA).unwrap();
+    assert_eq!(observation::parse(&again).unwrap(), parsed);
+}
+
+#[test]
+fn an_imported_tariff_file_is_one_row_per_tariff_with_the_file() {
+    use crate::economics::frinettleie::parse_tariff_file;
+    use crate::economics::tests::TARIFF_FILE;
+    let tariffs = parse_tariff_file(TARIFF_FILE).unwrap();
+    let b = super::tariffs::batch(&tariffs, TARIFF_FILE, "h1", 1_768_435_200_000_000).unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let text = |name: &str, i: usize| {
+        let c = b.column_by_name(name).unwrap().as_string::<i32>();
+        c.is_valid(i).then(|| c.value(i).to_owned())
+    };
+    assert_eq!(text("company", 0).as_deref(), Some("Fjordnett AS"));
+    assert_eq!(text("gln", 1).as_deref(), Some("7080000000012"));
+    assert_eq!(text("customer_groups", 0).as_deref(), Some("household,cabin"));
+    assert_eq!(text("customer_groups", 1).as_deref(), Some("household"));
+    assert_eq!(text("capacity_rule", 1).as_deref(), Some("top3_days"));
+    assert_eq!(
+        text("capacity_steps", 1).as_deref(),
+        Some("0:2400;5:5404.8;10:7564.8")
+    );
+    assert_eq!(text("document", 1).as_deref(), Some(TARIFF_FILE));
+    let from = b.column_by_name("valid_from").unwrap().as_primitive::<Date32Type>();
+    let to = b.column_by_name("valid_to").unwrap().as_primitive::<Date32Type>();
+    // 2025-01-01 and 2026-01-01 as days since 1970-01-01.
+    assert_eq!((from.value(0), to.value(0)), (20_089, 20_454));
+    assert!(to.is_null(1), "open-ended");
+    let base = b
+        .column_by_name("energy_base_ore_per_kwh")
+        .unwrap()
+        .as_primitive::<Decimal128Type>();
+    assert_eq!((base.value(0), base.value(1)), (30_000_000, 29_720_000));
+    let exceptions = b
+        .column_by_name("energy_exceptions")
+        .unwrap()
+        .as_primitive::<Int32Type>();
+    assert_eq!((exceptions.value(0), exceptions.value(1)), (0, 3));
+    let version = b
+        .column_by_name("version")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(version.value(1), 1_768_435_200_000_000);
+}
+
+#[test]
+fn the_default_rates_become_the_tax_rates_table_in_order() {
+    use crate::economics::rates::RateTable;
+    let table = RateTable::defaults();
+    let b = super::rates::batch(table.rows()).unwrap();
+    assert_eq!(b.num_rows(), table.rows().len());
+    let rate = b.column_by_name("rate").unwrap().as_string::<i32>();
+    let zone = b.column_by_name("zone").unwrap().as_string::<i32>();
+    let from = b.column_by_name("valid_from").unwrap().as_primitive::<Date32Type>();
+    let value = b
+        .column_by_name("value")
+        .unwrap()
+        .as_primitive::<Decimal128Type>();
+    // 2026's consumption tax in every zone (Finnmark's own row says 0): 7.13 øre
+    // from 1 January 2026 (20454 days after 1970-01-01).
+    let found = (0..b.num_rows()).any(|i| {
+        rate.value(i) == "consumption_tax"
+            && zone.is_null(i)
+            && from.value(i) == 20_454
+            && value.value(i) == 7_130_000
+    });
+    assert!(found, "2026's consumption tax is in the table");
+    let position = b
+        .column_by_name("position")
+        .unwrap()
+        .as_primitive::<Int32Type>();
+    assert!((0..b.num_rows()).all(|i| position.value(i) == i as i32));
+}

@@ -24,7 +24,61 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub inputs: InputsConfig,
+    #[serde(default)]
+    pub economics: EconomicsConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[economics]`: what costs are computed with.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EconomicsConfig {
+    /// Rates added to meterline's defaults for 2024-2026 (`[[economics.rates]]`),
+    /// for when the state changes one: a row wins over the defaults from its
+    /// `valid_from`.
+    pub rates: Vec<RateConfig>,
+}
+
+/// `[[economics.rates]]`: one dated value of a rate.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// `consumption_tax`, `enova`, `vat`, `support_threshold`, `support_share`,
+    /// `norgespris`.
+    pub rate: String,
+    /// `standard`, `north` or `finnmark`; absent: every zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The first day it applies, `YYYY-MM-DD`.
+    pub valid_from: String,
+    /// The first day it no longer applies; absent: until replaced.
+    #[serde(default)]
+    pub valid_to: Option<String>,
+    /// øre/kWh, or a share (`vat`, `support_share`: 0.25 for 25 %), as exact
+    /// decimal text: `"8.5"`.
+    pub value: String,
+    /// Where it comes from (a decision, a regulation); default `config`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// `[inputs]`: the energy-economics topics `meterline run` also consumes, each
+/// into its own table, exactly once (see docs/ARCHITECTURE.md). An empty topic
+/// (the default) leaves that input off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputsConfig {
+    /// Topic of `price/v1` messages (spot prices) into `spot_prices`, e.g.
+    /// `market.prices`.
+    pub prices_topic: String,
+    /// Topic of `meter-profile/v1` messages (private tenants' meter profiles)
+    /// into `meter_profiles`, e.g. `meter.profiles`.
+    pub profiles_topic: String,
+    /// Topic of `observation/v1` messages (weather observations) into
+    /// `weather_observations`, e.g. `weather.observations`.
+    pub weather_topic: String,
 }
 
 /// `[serve]`: `meterline serve`, the lake over the Postgres wire protocol.

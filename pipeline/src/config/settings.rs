@@ -135,6 +135,25 @@ pub struct Settings {
     pub clock: Clock,
     /// `privacy.allow_versioned_bucket`: start on a bucket that keeps old versions.
     pub allow_versioned_bucket: bool,
+    /// The energy-economics input topics (empty: off).
+    pub inputs: InputsConfig,
+    /// What costs are computed with.
+    pub economics: EconomicsSettings,
+}
+
+/// What costs are computed with: the rate table (defaults plus
+/// `[[economics.rates]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EconomicsSettings {
+    pub rates: meterline_operators::economics::rates::RateTable,
+}
+
+impl Default for EconomicsSettings {
+    fn default() -> Self {
+        Self {
+            rates: meterline_operators::economics::rates::RateTable::defaults(),
+        }
+    }
 }
 
 impl Settings {
@@ -313,6 +332,8 @@ impl Config {
             ));
         }
         check_dead_letters(&self.dead_letters, &self.kafka)?;
+        check_inputs(&self.inputs, &self.kafka, &self.dead_letters)?;
+        let economics = economics_settings(&self.economics)?;
         let (aggregate, telemetry_days) = self.aggregate_settings()?;
         let lifecycle = self.lifecycle_settings(key.as_deref(), telemetry_days, clock)?;
         let storage_options = self
@@ -342,6 +363,8 @@ impl Config {
             lifecycle,
             clock,
             allow_versioned_bucket: self.privacy.allow_versioned_bucket,
+            inputs: self.inputs,
+            economics,
         })
     }
 
@@ -838,6 +861,118 @@ fn check_dead_letters(d: &DeadLettersConfig, kafka: &KafkaConfig) -> Result<(), 
     Ok(())
 }
 
+/// The rate table: meterline's defaults, then `[[economics.rates]]` in order.
+fn economics_settings(e: &EconomicsConfig) -> Result<EconomicsSettings, ConfigError> {
+    use meterline_operators::economics::rates::{Rate, RateRow, TaxZone};
+    let mut rows = Vec::with_capacity(e.rates.len());
+    for (i, r) in e.rates.iter().enumerate() {
+        let field = |name: &str| format!("economics.rates[{i}].{name}");
+        let rate = Rate::parse(&r.rate).ok_or_else(|| {
+            let names: Vec<&str> = Rate::ALL.iter().map(|r| r.name()).collect();
+            invalid(field("rate"), format!("must be one of {}", names.join(", ")))
+        })?;
+        let zone = match &r.zone {
+            None => None,
+            Some(z) => Some(TaxZone::parse(z).ok_or_else(|| {
+                invalid(field("zone"), "must be standard, north or finnmark (or absent: every zone)")
+            })?),
+        };
+        let date = |name: &str, text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map_err(|_| invalid(field(name), "must be a date, YYYY-MM-DD"))
+        };
+        let valid_from = date("valid_from", &r.valid_from)?;
+        let valid_to = r
+            .valid_to
+            .as_deref()
+            .map(|t| date("valid_to", t))
+            .transpose()?;
+        if valid_to.is_some_and(|to| to <= valid_from) {
+            return Err(invalid(field("valid_to"), "must be after valid_from"));
+        }
+        let value: rust_decimal::Decimal = r
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| invalid(field("value"), "must be a decimal number as text, e.g. \"8.5\""))?;
+        let in_range = match rate.unit() {
+            "share" => value >= rust_decimal::Decimal::ZERO && value <= rust_decimal::Decimal::ONE,
+            _ => value.abs() <= rust_decimal::Decimal::from(1000),
+        };
+        if !in_range || value.normalize().scale() > 6 {
+            return Err(invalid(
+                field("value"),
+                format!(
+                    "must be {} with at most 6 decimals",
+                    if rate.unit() == "share" {
+                        "a share from 0 to 1 (0.25 for 25 %)"
+                    } else {
+                        "øre/kWh between -1000 and 1000"
+                    }
+                ),
+            ));
+        }
+        rows.push(RateRow {
+            rate,
+            zone,
+            valid_from,
+            valid_to,
+            value,
+            source: r.source.clone().unwrap_or_else(|| "config".to_owned()),
+        });
+    }
+    let mut rates = meterline_operators::economics::rates::RateTable::defaults();
+    rates.extend(rows);
+    Ok(EconomicsSettings { rates })
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `a-z A-Z 0-9 . _ -`, and neither
+/// `.` nor `..`.
+#[must_use]
+pub fn valid_topic_name(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Each input topic, when set, is its own: not the readings or dead-letter topic,
+/// and not another input's (each input's offsets are kept per topic).
+fn check_inputs(
+    inputs: &InputsConfig,
+    kafka: &KafkaConfig,
+    dead_letters: &DeadLettersConfig,
+) -> Result<(), ConfigError> {
+    let topics = [
+        ("inputs.prices_topic", &inputs.prices_topic),
+        ("inputs.profiles_topic", &inputs.profiles_topic),
+        ("inputs.weather_topic", &inputs.weather_topic),
+    ];
+    for (i, (field, topic)) in topics.iter().enumerate() {
+        if topic.is_empty() {
+            continue;
+        }
+        if !valid_topic_name(topic) {
+            return Err(invalid(
+                *field,
+                "must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -) or empty (off)",
+            ));
+        }
+        if *topic == &kafka.readings_topic || *topic == &dead_letters.kafka_topic {
+            return Err(invalid(
+                *field,
+                "must not be the readings or dead-letter topic",
+            ));
+        }
+        if topics[..i].iter().any(|(_, other)| other == topic) {
+            return Err(invalid(*field, "must differ from the other input topics"));
+        }
+    }
+    Ok(())
+}
+
 impl ValidationConfig {
     fn rules(&self, field: &str) -> Result<Rules, ConfigError> {
         let thousandths = |name: &str, x: f64| {
@@ -1037,6 +1172,76 @@ mod tests {
         assert_eq!(c.tenants[0].timezone, "Europe/Oslo");
         let s = c.build_with_key(None, Clock::system()).unwrap();
         assert!(s.key.is_none());
+    }
+
+    #[test]
+    fn input_topics_are_off_by_default_and_must_be_their_own() {
+        let s = parse(MINIMAL)
+            .unwrap()
+            .build_with_key(None, Clock::system())
+            .unwrap();
+        assert_eq!(s.inputs, InputsConfig::default(), "inputs are off by default");
+        let with = |inputs: &str| {
+            parse(&format!("{MINIMAL}\n[inputs]\n{inputs}\n"))
+                .unwrap()
+                .build_with_key(None, Clock::system())
+        };
+        let s = with("prices_topic = \"market.prices\"\nweather_topic = \"weather.observations\"")
+            .unwrap();
+        assert_eq!(s.inputs.prices_topic, "market.prices");
+        assert_eq!(s.inputs.profiles_topic, "");
+        for (inputs, field, why) in [
+            ("prices_topic = \"meter.readings\"", "inputs.prices_topic", "readings"),
+            (
+                "prices_topic = \"a\"\nweather_topic = \"a\"",
+                "inputs.weather_topic",
+                "other input",
+            ),
+            ("profiles_topic = \"no spaces\"", "inputs.profiles_topic", "topic name"),
+            ("profiles_topic = \"..\"", "inputs.profiles_topic", "topic name"),
+        ] {
+            let err = with(inputs).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(why), "{inputs}: {err}");
+        }
+        let err = parse(&format!("{MINIMAL}\n[inputs]\nprice_topic = \"x\"\n")).unwrap_err();
+        assert!(err.to_string().contains("price_topic"), "{err}");
+    }
+
+    #[test]
+    fn configured_rates_extend_the_defaults_and_bad_ones_are_named() {
+        use meterline_operators::economics::rates::{Rate, TaxZone};
+        let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        let build = |rates: &str| {
+            parse(&format!("{MINIMAL}\n{rates}\n"))
+                .unwrap()
+                .build_with_key(None, Clock::system())
+        };
+        let s = build("").unwrap();
+        assert_eq!(s.economics, EconomicsSettings::default());
+        let std = |s: &Settings, d| s.economics.rates.value(Rate::ConsumptionTax, TaxZone::Standard, d);
+        assert_eq!(std(&s, day(7, 1)), Some("7.13".parse().unwrap()));
+        // The state cuts the tax from 1 July.
+        let s = build(
+            "[[economics.rates]]\nrate = \"consumption_tax\"\nvalid_from = \"2026-07-01\"\nvalue = \"5.5\"\nsource = \"vedtak 2026-06-20\"",
+        )
+        .unwrap();
+        assert_eq!(std(&s, day(6, 30)), Some("7.13".parse().unwrap()));
+        assert_eq!(std(&s, day(7, 1)), Some("5.5".parse().unwrap()));
+        assert_eq!(
+            s.economics.rates.value(Rate::ConsumptionTax, TaxZone::Finnmark, day(7, 1)),
+            Some(rust_decimal::Decimal::ZERO),
+            "Finnmark's own row still wins"
+        );
+        for (row, field) in [
+            ("rate = \"elavgift\"\nvalid_from = \"2026-07-01\"\nvalue = \"1\"", "rates[0].rate"),
+            ("rate = \"vat\"\nvalid_from = \"2026-07-01\"\nvalue = \"25\"", "rates[0].value"),
+            ("rate = \"vat\"\nvalid_from = \"1 July\"\nvalue = \"0.25\"", "rates[0].valid_from"),
+            ("rate = \"vat\"\nzone = \"oslo\"\nvalid_from = \"2026-07-01\"\nvalue = \"0.25\"", "rates[0].zone"),
+            ("rate = \"vat\"\nvalid_from = \"2026-07-01\"\nvalid_to = \"2026-07-01\"\nvalue = \"0.25\"", "rates[0].valid_to"),
+        ] {
+            let err = build(&format!("[[economics.rates]]\n{row}")).unwrap_err().to_string();
+            assert!(err.contains(field), "{row}: {err}");
+        }
     }
 
     #[test]

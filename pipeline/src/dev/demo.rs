@@ -283,6 +283,8 @@ fn demo_settings(
         },
         clock,
         allow_versioned_bucket: false,
+        inputs: Default::default(),
+        economics: Default::default(),
     })
 }
 

@@ -4,4 +4,4 @@
 
 mod runner;
 
-pub use runner::{RunError, Runner};
+pub use runner::{without_partitions, RunError, Runner};

@@ -155,17 +155,7 @@ impl Buffer {
         let mut removed = 0;
         let mut kept = Vec::with_capacity(self.readings.len());
         for batch in self.readings.drain(..) {
-            let parts = batch
-                .column_by_name("source_partition")
-                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
-                .ok_or_else(|| RunError::Internal("batch without source_partition".into()))?;
-            let mask: arrow::array::BooleanArray = parts
-                .values()
-                .iter()
-                .map(|p| Some(!partitions.contains(p)))
-                .collect();
-            let filtered = arrow::compute::filter_record_batch(&batch, &mask)
-                .map_err(|e| RunError::Internal(e.to_string()))?;
+            let filtered = without_partitions(&batch, partitions)?;
             removed += batch.num_rows() - filtered.num_rows();
             self.rows -= batch.num_rows() - filtered.num_rows();
             kept.push(filtered);
@@ -178,6 +168,27 @@ impl Buffer {
         self.records -= removed;
         Ok(removed)
     }
+}
+
+/// The rows of `batch` whose `source_partition` is not in `partitions` (what a
+/// revocation leaves of a buffered batch).
+///
+/// # Errors
+/// [`RunError::Internal`] if the batch has no `source_partition` column.
+pub fn without_partitions(
+    batch: &RecordBatch,
+    partitions: &BTreeSet<i32>,
+) -> Result<RecordBatch, RunError> {
+    let parts = batch
+        .column_by_name("source_partition")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>())
+        .ok_or_else(|| RunError::Internal("batch without source_partition".into()))?;
+    let mask: arrow::array::BooleanArray = parts
+        .values()
+        .iter()
+        .map(|p| Some(!partitions.contains(p)))
+        .collect();
+    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| RunError::Internal(e.to_string()))
 }
 
 /// The columns the version rules read back from `readings`.

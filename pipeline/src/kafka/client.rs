@@ -47,6 +47,12 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> ClientConfig {
 /// by meterline (the lake holds them), eager assignors, statistics every 5 s,
 /// and a bounded prefetch.
 pub fn readings_consumer(kafka: &KafkaConfig) -> ClientConfig {
+    lake_offsets_consumer(kafka, &kafka.group_id)
+}
+
+/// A consumer like the readings consumer in another `group` (the inputs of
+/// `[inputs]`, each in `<group_id>.<input>`).
+pub fn lake_offsets_consumer(kafka: &KafkaConfig, group: &str) -> ClientConfig {
     build(
         kafka,
         &[
@@ -56,7 +62,7 @@ pub fn readings_consumer(kafka: &KafkaConfig) -> ClientConfig {
             ("queued.max.messages.kbytes", PREFETCH_KBYTES),
         ],
         &[
-            ("group.id", &kafka.group_id),
+            ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),

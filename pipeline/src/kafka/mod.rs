@@ -6,4 +6,6 @@ pub mod client;
 pub mod group;
 pub mod source;
 
-pub use source::{Chunk, Event, KafkaSource, OffsetsReply, StopHandle, REPLAY_HEADER};
+pub use source::{
+    Chunk, Event, KafkaSource, OffsetsReply, StopHandle, Subscription, REPLAY_HEADER,
+};

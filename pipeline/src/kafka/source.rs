@@ -130,8 +130,45 @@ pub enum Event {
     Stopped,
 }
 
+/// What a [`KafkaSource`] consumes, and which gauges it keeps.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub topic: String,
+    pub group: String,
+    /// The input's name (its metric label, see `crate::inputs`); None: the
+    /// readings topic (`meterline_consumer_lag_records`, `meterline_consumer_paused`).
+    pub input: Option<&'static str>,
+}
+
+impl Subscription {
+    /// The readings topic in `kafka.group_id`.
+    #[must_use]
+    pub fn readings(kafka: &KafkaConfig) -> Self {
+        Self {
+            topic: kafka.readings_topic.clone(),
+            group: kafka.group_id.clone(),
+            input: None,
+        }
+    }
+
+    fn lag(&self, metrics: &Metrics, partition: i32) -> prometheus::IntGauge {
+        let partition = partition.to_string();
+        match self.input {
+            None => metrics.consumer_lag.with_label_values(&[&partition]),
+            Some(input) => metrics.input_lag.with_label_values(&[input, &partition]),
+        }
+    }
+
+    fn paused(&self, metrics: &Metrics) -> prometheus::IntGauge {
+        match self.input {
+            None => metrics.consumer_paused.clone(),
+            Some(input) => metrics.input_paused.with_label_values(&[input]),
+        }
+    }
+}
+
 struct Ctx {
-    topic: String,
+    subscription: Subscription,
     tx: Sender<Event>,
     stop: Arc<AtomicBool>,
     metrics: Metrics,
@@ -146,7 +183,7 @@ impl ClientContext for Ctx {
     /// the committed position (which follows the lake commits) behind the high
     /// watermark.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else {
+        let Some(topic) = statistics.topics.get(&self.subscription.topic) else {
             return;
         };
         for (partition, p) in &topic.partitions {
@@ -158,9 +195,8 @@ impl ClientContext for Ctx {
             } else {
                 p.lo_offset.max(0)
             };
-            self.metrics
-                .consumer_lag
-                .with_label_values(&[&partition.to_string()])
+            self.subscription
+                .lag(&self.metrics, *partition)
                 .set((p.hi_offset - position).max(0));
         }
     }
@@ -188,7 +224,7 @@ impl Ctx {
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.topic)
+        tpl.elements_for_topic(&self.subscription.topic)
             .iter()
             .map(|e| e.partition())
             .collect()
@@ -245,7 +281,7 @@ impl ConsumerContext for Ctx {
                         Some(o) => Offset::Offset(o),
                         None => Offset::Beginning,
                     };
-                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
+                    if let Err(e) = tpl.set_partition_offset(&self.subscription.topic, *p, offset) {
                         warn!(partition = p, error = %e, "cannot set start offset");
                     }
                 }
@@ -298,12 +334,13 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Start the consumer thread.
+    /// Start the consumer thread of `subscription`.
     ///
     /// # Errors
     /// librdkafka refuses the configuration (for example an unknown property).
     pub fn start(
         kafka: &KafkaConfig,
+        subscription: Subscription,
         chunk_max_records: usize,
         tx: Sender<Event>,
         commits: Receiver<Vec<(i32, i64)>>,
@@ -311,21 +348,25 @@ impl KafkaSource {
         grace: Duration,
     ) -> KafkaResult<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let topic = subscription.topic.clone();
+        let paused = subscription.paused(&metrics);
+        let cc = super::client::lake_offsets_consumer(kafka, &subscription.group);
         let ctx = Ctx {
-            topic: kafka.readings_topic.clone(),
+            subscription,
             tx: tx.clone(),
             stop: stop.clone(),
             metrics: metrics.clone(),
             pending: Mutex::new(Chunk::default()),
             next: Mutex::new(HashMap::new()),
         };
-        let cc = super::client::readings_consumer(kafka);
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
-        consumer.subscribe(&[&kafka.readings_topic])?;
-        let topic = kafka.readings_topic.clone();
+        consumer.subscribe(&[&topic])?;
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("kafka-consumer".into())
+            .name(match consumer.context().subscription.input {
+                None => "kafka-consumer".into(),
+                Some(input) => format!("kafka-{input}"),
+            })
             .spawn(move || {
                 poll_loop(
                     &consumer,
@@ -334,6 +375,7 @@ impl KafkaSource {
                     &tx,
                     &commits,
                     &metrics,
+                    &paused,
                     &thread_stop,
                 );
                 // Final group commits for monitoring, then leave the group.
@@ -402,6 +444,7 @@ fn poll_loop(
     tx: &Sender<Event>,
     commits: &Receiver<Vec<(i32, i64)>>,
     metrics: &Metrics,
+    paused: &prometheus::IntGauge,
     stop: &AtomicBool,
 ) {
     const MAX_CHUNK_AGE: Duration = Duration::from_millis(50);
@@ -441,9 +484,9 @@ fn poll_loop(
                     // re-fetch and, against some brokers, deliver a partition's
                     // records out of order after resume.
                     debug!("operators are behind; consumption waits");
-                    metrics.consumer_paused.set(1);
+                    paused.set(1);
                     let sent = tx.blocking_send(event);
-                    metrics.consumer_paused.set(0);
+                    paused.set(0);
                     if sent.is_err() {
                         return;
                     }

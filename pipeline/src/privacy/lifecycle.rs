@@ -37,6 +37,9 @@ use meterline_sinks::{
 use tracing::{info, warn};
 
 use crate::aggregate::Materializer;
+
+/// The economics input that holds personal data (`meter-profile/v1`).
+const PROFILES_TABLE: &str = "meter_profiles";
 use crate::config::{AggregateSettings, LifecycleSettings};
 use crate::metrics::Metrics;
 use crate::privacy::tables::{
@@ -169,6 +172,37 @@ fn reading_of<'a>(
                 let m = meter.value(i);
                 let hash = hashes.entry(m).or_insert_with(|| hasher.hash(m));
                 Some(meters.covers(hash, start.value(i)))
+            })
+            .collect())
+    }
+}
+
+/// Meter profiles (columns `tenant`, `meter`, `valid_from`) of `tenant` that are
+/// the subject's ([`SubjectMeters::covers_profile`]).
+fn profile_of<'a>(
+    tenant: &'a str,
+    meters: &'a SubjectMeters,
+    hasher: Option<&'a LedgerHasher>,
+) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
+    move |batch| {
+        let tenants = strings(batch, "tenant")?;
+        let meter = strings(batch, "meter")?;
+        let valid_from = batch
+            .column_by_name("valid_from")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Date32Type>())
+            .ok_or_else(|| ArrowError::SchemaError("no date column `valid_from`".into()))?;
+        let mut hashes: HashMap<&str, String> = HashMap::new();
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let Some(hasher) = hasher.filter(|_| !meters.is_empty()) else {
+                    return Some(false);
+                };
+                if tenants.value(i) != tenant {
+                    return Some(false);
+                }
+                let m = meter.value(i);
+                let hash = hashes.entry(m).or_insert_with(|| hasher.hash(m));
+                Some(meters.covers_profile(hash, valid_from.value(i)))
             })
             .collect())
     }
@@ -330,7 +364,13 @@ impl Lifecycle {
     ) -> Result<Self, LifecycleError> {
         meterline_sinks::set_orphan_age(settings.orphan_age);
         let audit = DerivedTable::open_or_create(lake, audit_spec()).await?;
-        for table in ["readings", "dead_letters", SUBJECTS_TABLE, ACCESS_LOG_TABLE] {
+        for table in [
+            "readings",
+            "dead_letters",
+            SUBJECTS_TABLE,
+            ACCESS_LOG_TABLE,
+            PROFILES_TABLE,
+        ] {
             metrics.retention_deleted.with_label_values(&[table]);
             metrics.erased_rows.with_label_values(&[table]);
         }
@@ -477,13 +517,14 @@ impl Lifecycle {
         let by_reading = reading_of(subject, &meters, hasher.as_ref());
         let by_payload = payload_names(tenant, subject);
         let by_subject = tenant_subject(tenant, subject);
+        let by_profile = profile_of(tenant, &meters, hasher.as_ref());
         let tables: [(
             &'static str,
             SchemaRef,
             &[&str],
             meterline_sinks::erase::FileFilter<'_>,
             meterline_sinks::erase::RowMatcher<'_>,
-        ); 4] = [
+        ); 5] = [
             (
                 "readings",
                 meterline_operators::schema::READINGS.clone(),
@@ -511,6 +552,13 @@ impl Lifecycle {
                 &["tenant", "subject"],
                 &|_| true,
                 &by_subject,
+            ),
+            (
+                PROFILES_TABLE,
+                meterline_operators::inputs::profile::METER_PROFILES.clone(),
+                &["tenant", "meter", "valid_from"],
+                &of_tenant,
+                &by_profile,
             ),
         ];
         for (table, schema, columns, files, matcher) in tables {
@@ -567,6 +615,11 @@ impl Lifecycle {
             "dead_letters",
             SUBJECTS_TABLE,
             ACCESS_LOG_TABLE,
+            PROFILES_TABLE,
+            "spot_prices",
+            "weather_observations",
+            "grid_tariffs",
+            "tax_rates",
             crate::privacy::tables::LEDGER_TABLE,
             crate::privacy::tables::AUDIT_TABLE,
         ];
@@ -1073,8 +1126,13 @@ impl Lifecycle {
                 }
             }
         }
-        let mut tables: Vec<&'static str> =
-            vec!["readings", "dead_letters", SUBJECTS_TABLE, ACCESS_LOG_TABLE];
+        let mut tables: Vec<&'static str> = vec![
+            "readings",
+            "dead_letters",
+            SUBJECTS_TABLE,
+            ACCESS_LOG_TABLE,
+            PROFILES_TABLE,
+        ];
         tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
         for name in tables {
             if let Some(mut t) = open_existing(&self.lake, name).await? {
@@ -1105,7 +1163,8 @@ pub async fn lake_tenants(
         }
     };
     let by_date: &'static [&'static str] = &["tenant", "local_date"];
-    let mut partitioned: Vec<(&'static str, &'static [&'static str])> = vec![("readings", by_date)];
+    let mut partitioned: Vec<(&'static str, &'static [&'static str])> =
+        vec![("readings", by_date), (PROFILES_TABLE, &["tenant"])];
     partitioned.extend(
         crate::aggregate::specs()
             .iter()

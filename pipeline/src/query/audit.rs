@@ -309,7 +309,7 @@ impl Scope<'_> {
         &'static str,
         Option<u32>,
         String,
-    ); 4] {
+    ); 5] {
         let lifecycle = &self.settings.lifecycle;
         let account_days = lifecycle.account_days;
         let access_days = lifecycle.access_log_days;
@@ -342,6 +342,13 @@ impl Scope<'_> {
                 "recorded_at",
                 None,
                 "kept (keyed hashes only)".to_owned(),
+            ),
+            (
+                "meter_profiles",
+                "meter_profiles",
+                "ingested_at",
+                None,
+                "until the meter's subjects are erased".to_owned(),
             ),
         ]
     }

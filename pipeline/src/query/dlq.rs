@@ -139,11 +139,9 @@ pub async fn replay(
     dry_run: bool,
 ) -> anyhow::Result<ReplayReport> {
     let topic = &settings.kafka.readings_topic;
-    // Topic names are restricted by Kafka to [a-zA-Z0-9._-].
+    // Quoted into SQL below: Kafka restricts topic names to [a-zA-Z0-9._-].
     anyhow::ensure!(
-        topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        crate::config::valid_topic_name(topic),
         "kafka.readings_topic is not a valid Kafka topic name"
     );
     let query = format!(

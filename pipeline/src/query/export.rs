@@ -10,6 +10,8 @@
 //! - `access_log`: raw IPs with city/country and time (kept 90 days);
 //! - `readings`: every stored version of every reading of the subject: those
 //!   naming it, and those without a `subject` of its meters while they were its;
+//! - `meter_profiles`: the profiles (`meter-profile/v1`) of its meters from the
+//!   first up to the day each stopped being its (what an erasure removes);
 //! - `dead_letters`: dead letters whose payload names the subject, or one of its
 //!   meters at a time it was its;
 //! - `consumption_hourly`, `consumption_daily`, `consumption_monthly`: the
@@ -57,7 +59,7 @@ fn quoted(text: &str) -> String {
 /// Where each table meterline keeps goes in an export: `Ok(section)`, or
 /// `Err(why it holds nothing of a subject)`. Every table `meterline sql` knows,
 /// and the key store, must be here (a test checks).
-pub const MANIFEST: [(&str, Result<&str, &str>); 13] = [
+pub const MANIFEST: [(&str, Result<&str, &str>); 18] = [
     ("subjects", Ok("profile")),
     ("consent_ledger", Ok("consent_history")),
     ("access_log", Ok("access_log")),
@@ -67,6 +69,23 @@ pub const MANIFEST: [(&str, Result<&str, &str>); 13] = [
     ("consumption_daily", Ok("consumption_daily")),
     ("consumption_monthly", Ok("consumption_monthly")),
     ("erasure_audit", Ok("erasure_audit")),
+    ("meter_profiles", Ok("meter_profiles")),
+    (
+        "spot_prices",
+        Err("market prices per area: no data about a subject"),
+    ),
+    (
+        "tax_rates",
+        Err("the state's tax and support rates: no data about a subject"),
+    ),
+    (
+        "grid_tariffs",
+        Err("grid companies' published tariffs: no data about a subject"),
+    ),
+    (
+        "weather_observations",
+        Err("station observations: no data about a subject (a subject's station is in their meter profile)"),
+    ),
     (
         "area_consumption_hourly",
         Err(
@@ -341,6 +360,40 @@ impl Reader<'_> {
         })
     }
 
+    /// The profiles of the subject's meters that are the subject's
+    /// ([`SubjectMeters::covers_profile`]: what an erasure removes).
+    async fn meter_profiles(&self) -> anyhow::Result<Vec<RecordBatch>> {
+        if self.meters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batches = self
+            .query(
+                "meter_profiles",
+                &format!(
+                    "SELECT * FROM meter_profiles WHERE tenant = {} ORDER BY meter, valid_from, version",
+                    quoted(&self.tenant)
+                ),
+            )
+            .await?;
+        let valid_from = |b: &RecordBatch| {
+            b.column_by_name("valid_from")
+                .and_then(|c| c.as_primitive_opt::<Date32Type>())
+                .map(|d| d.clone())
+                .ok_or_else(|| anyhow::anyhow!("meter_profiles: no date column `valid_from`"))
+        };
+        for b in &batches {
+            strings(b, "meter")?;
+            valid_from(b)?;
+        }
+        keep_rows(batches, |b, i| {
+            let (Ok(meter), Ok(from)) = (strings(b, "meter"), valid_from(b)) else {
+                return false;
+            };
+            self.meters
+                .covers_profile(&self.hasher.hash(meter.value(i)), from.value(i))
+        })
+    }
+
     /// The aggregates of the readings' meters on the readings' days (months).
     async fn aggregates(
         &self,
@@ -488,6 +541,7 @@ pub async fn collect(
     let readings = reader.readings().await?;
     let aggregates = reader.aggregates(&readings).await?;
     out.push(("readings", readings));
+    out.push(("meter_profiles", reader.meter_profiles().await?));
     out.push(("dead_letters", reader.dead_letters().await?));
     out.extend(aggregates);
     out.push((

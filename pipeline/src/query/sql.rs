@@ -8,7 +8,7 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 17] = [
     "readings",
     "dead_letters",
     "erasure_audit",
@@ -21,6 +21,11 @@ pub const TABLES: [&str; 12] = [
     "area_consumption_hourly",
     "area_consumption_daily",
     "area_consumption_monthly",
+    "spot_prices",
+    "weather_observations",
+    "meter_profiles",
+    "grid_tariffs",
+    "tax_rates",
 ];
 
 /// The `readings_current` view: exactly one row per key (tenant, meter, quantity,

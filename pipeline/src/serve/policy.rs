@@ -7,9 +7,10 @@
 //! | role | sees |
 //! |---|---|
 //! | operator of T | every table, rows of T (`*`: all rows) |
-//! | analyst of a private T | readings, readings_current, consumption_*, area_consumption_* of T |
+//! | analyst of a private T | readings, readings_current, consumption_*, meter_profiles, area_consumption_* of T |
 //! | analyst of a public T | area_consumption_* of T |
-//! | subject S of T | per-meter tables: rows with `subject` = S, of a meter during a period it was S's (whole days and months for the daily and monthly tables), or of a meter the token shares; their own `subjects` row |
+//! | subject S of T | per-meter tables: rows with `subject` = S, of a meter during a period it was S's (whole days and months for the daily and monthly tables, profiles taking effect on those days), or of a meter the token shares; their own `subjects` row |
+//! | everyone | spot_prices, weather_observations, grid_tariffs, tax_rates (reference data, all rows) |
 //!
 //! On a public tenant the per-meter rows of a meter are stored under raw ids
 //! only while it is linked by an upgrade; pseudonymized rows never equal a raw
@@ -48,6 +49,9 @@ pub enum Kind {
     Profiles,
     /// Operators only (access log, ledger, dead letters, audit).
     Operations,
+    /// Reference data about no one (spot prices, weather observations): every
+    /// role sees every row.
+    Reference,
 }
 
 /// One lake table as the policy sees it.
@@ -59,7 +63,7 @@ pub struct Table {
 
 /// Every table the server can show (`readings_current` is a view over the
 /// session's `readings`, so it needs no predicate of its own).
-pub const TABLES: [Table; 12] = [
+pub const TABLES: [Table; 17] = [
     Table {
         name: "readings",
         kind: Kind::PerMeter {
@@ -86,6 +90,13 @@ pub const TABLES: [Table; 12] = [
         kind: Kind::PerMeter {
             subject: None,
             time: Time::Month("month"),
+        },
+    },
+    Table {
+        name: "meter_profiles",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Day("valid_from"),
         },
     },
     Table {
@@ -120,6 +131,22 @@ pub const TABLES: [Table; 12] = [
         name: "erasure_audit",
         kind: Kind::Operations,
     },
+    Table {
+        name: "spot_prices",
+        kind: Kind::Reference,
+    },
+    Table {
+        name: "weather_observations",
+        kind: Kind::Reference,
+    },
+    Table {
+        name: "grid_tariffs",
+        kind: Kind::Reference,
+    },
+    Table {
+        name: "tax_rates",
+        kind: Kind::Reference,
+    },
 ];
 
 /// A period a meter was the subject's: [from, to) in µs since the epoch.
@@ -147,7 +174,7 @@ pub struct Context<'a> {
 pub fn visible(claims: &Claims, table: &Table, public: bool) -> bool {
     match (claims.role, table.kind) {
         (Role::Operator, _) => true,
-        (Role::Analyst, Kind::Area) => true,
+        (Role::Analyst, Kind::Area) | (_, Kind::Reference) => true,
         (Role::Analyst, Kind::PerMeter { .. }) => !public,
         (Role::Subject, Kind::PerMeter { .. } | Kind::Profiles) => claims.subject.is_some(),
         (Role::Analyst | Role::Subject, _) => false,
@@ -159,6 +186,9 @@ pub fn visible(claims: &Claims, table: &Table, public: bool) -> bool {
 pub fn predicate(claims: &Claims, table: &Table, cx: &Context<'_>) -> Option<Option<Expr>> {
     if !visible(claims, table, cx.public) {
         return None;
+    }
+    if table.kind == Kind::Reference {
+        return Some(None);
     }
     let tenant = match &claims.tenant {
         // Only operators hold `*` (the verifier refuses it for other roles).
@@ -373,10 +403,30 @@ mod tests {
             [
                 "area_consumption_hourly",
                 "area_consumption_daily",
-                "area_consumption_monthly"
+                "area_consumption_monthly",
+                "spot_prices",
+                "weather_observations",
+                "grid_tariffs",
+                "tax_rates"
             ]
         );
-        assert_eq!(names(&claims(one(), Role::Analyst), false).len(), 7);
+        assert_eq!(
+            names(&claims(one(), Role::Analyst), false),
+            [
+                "readings",
+                "consumption_hourly",
+                "consumption_daily",
+                "consumption_monthly",
+                "meter_profiles",
+                "area_consumption_hourly",
+                "area_consumption_daily",
+                "area_consumption_monthly",
+                "spot_prices",
+                "weather_observations",
+                "grid_tariffs",
+                "tax_rates"
+            ]
+        );
         assert_eq!(
             names(&claims(one(), Role::Subject), false),
             [
@@ -384,7 +434,12 @@ mod tests {
                 "consumption_hourly",
                 "consumption_daily",
                 "consumption_monthly",
-                "subjects"
+                "meter_profiles",
+                "subjects",
+                "spot_prices",
+                "weather_observations",
+                "grid_tariffs",
+                "tax_rates"
             ]
         );
         // A `*` token that is not an operator's sees nothing (the verifier refuses it too).
@@ -402,5 +457,10 @@ mod tests {
             predicate(&claims(TenantScope::All, Role::Operator), &TABLES[0], &cx),
             Some(None)
         );
+        // Reference data has no tenant: every row, whoever asks.
+        let prices = TABLES.iter().find(|t| t.name == "spot_prices").unwrap();
+        for role in [Role::Operator, Role::Analyst, Role::Subject] {
+            assert_eq!(predicate(&claims(one(), role), prices, &cx), Some(None));
+        }
     }
 }

@@ -13,6 +13,7 @@ mod aggregates;
 mod dead_letter_keys;
 mod dead_letters;
 mod erasure;
+mod inputs;
 mod lifecycle;
 mod orphans;
 mod privacy;

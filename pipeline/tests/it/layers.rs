@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("privacy::subjects", 4),
     ("privacy::lifecycle", 4),
     ("privacy::erasure", 5),
+    ("inputs", 5),
     ("query", 6),
     ("serve::jwt", 0),
     ("serve::guard", 0),
