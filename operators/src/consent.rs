@@ -585,15 +585,39 @@ mod tests {
         let m = ["m1".to_owned()];
         let mut s = SubjectMeters::default();
         // Held from day 10 to day 20 at noon.
-        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 10 * DAY, 10 * DAY));
-        s.apply(&change(ChangeKind::ElhubRevoked, "s", &m, 20 * DAY + DAY / 2, 20 * DAY + DAY / 2));
-        assert!(s.covers_profile("m1", 0), "a profile in effect when they took it");
+        s.apply(&change(
+            ChangeKind::ElhubGranted,
+            "s",
+            &m,
+            10 * DAY,
+            10 * DAY,
+        ));
+        s.apply(&change(
+            ChangeKind::ElhubRevoked,
+            "s",
+            &m,
+            20 * DAY + DAY / 2,
+            20 * DAY + DAY / 2,
+        ));
+        assert!(
+            s.covers_profile("m1", 0),
+            "a profile in effect when they took it"
+        );
         assert!(s.covers_profile("m1", 15));
         assert!(s.covers_profile("m1", 19));
-        assert!(!s.covers_profile("m1", 20), "the next holder's from the day they moved in");
+        assert!(
+            !s.covers_profile("m1", 20),
+            "the next holder's from the day they moved in"
+        );
         assert!(!s.covers_profile("m1", 30));
         assert!(!s.covers_profile("m2", 15), "never theirs");
-        s.apply(&change(ChangeKind::ElhubGranted, "s", &m, 40 * DAY, 40 * DAY));
+        s.apply(&change(
+            ChangeKind::ElhubGranted,
+            "s",
+            &m,
+            40 * DAY,
+            40 * DAY,
+        ));
         assert!(s.covers_profile("m1", 30), "theirs again: every profile");
     }
 }

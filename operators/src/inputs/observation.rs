@@ -146,8 +146,8 @@ fn batch(rows: &[(i32, i64, ObservationRow)], ingested_at: i64) -> RecordBatch {
 /// station. The value goes out as its exact decimal text, never through f64.
 #[must_use]
 pub fn record(o: &ObservationRow) -> (String, String) {
-    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(o.time_micros)
-        .unwrap_or_default();
+    let time =
+        chrono::DateTime::<chrono::Utc>::from_timestamp_micros(o.time_micros).unwrap_or_default();
     let v = serde_json::json!({
         "schema": SCHEMA,
         "station": o.station,
@@ -158,6 +158,9 @@ pub fn record(o: &ObservationRow) -> (String, String) {
         "source": o.source,
     });
     let mut text = v.to_string();
-    text.insert_str(text.len() - 1, &format!(",\"value\":{}", o.value.normalize()));
+    text.insert_str(
+        text.len() - 1,
+        &format!(",\"value\":{}", o.value.normalize()),
+    );
     (o.station.clone(), text)
 }

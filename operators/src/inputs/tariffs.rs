@@ -110,18 +110,16 @@ pub fn batch(
         Arc::new(Date32Array::from_iter(
             tariffs.iter().map(|t| t.valid_to.map(days)),
         )),
-        Arc::new(
-            Decimal128Array::from_iter_values(base).with_data_type(price_type()),
-        ),
-        Arc::new(Int32Array::from_iter_values(
+        Arc::new(Decimal128Array::from_iter_values(base).with_data_type(price_type())),
+        Arc::new(Int32Array::from_iter_values(tariffs.iter().map(|t| {
+            i32::try_from(t.energy.exceptions.len()).unwrap_or(i32::MAX)
+        }))),
+        text(&|t| t.capacity.method.clone()),
+        Arc::new(StringArray::from_iter(
             tariffs
                 .iter()
-                .map(|t| i32::try_from(t.energy.exceptions.len()).unwrap_or(i32::MAX)),
+                .map(|t| capacity::rule(&t.capacity.method).map(|r| r.name())),
         )),
-        text(&|t| t.capacity.method.clone()),
-        Arc::new(StringArray::from_iter(tariffs.iter().map(|t| {
-            capacity::rule(&t.capacity.method).map(|r| r.name())
-        }))),
         text(&|t| {
             t.capacity
                 .steps

@@ -343,7 +343,10 @@ fn an_imported_tariff_file_is_one_row_per_tariff_with_the_file() {
     };
     assert_eq!(text("company", 0).as_deref(), Some("Fjordnett AS"));
     assert_eq!(text("gln", 1).as_deref(), Some("7080000000012"));
-    assert_eq!(text("customer_groups", 0).as_deref(), Some("household,cabin"));
+    assert_eq!(
+        text("customer_groups", 0).as_deref(),
+        Some("household,cabin")
+    );
     assert_eq!(text("customer_groups", 1).as_deref(), Some("household"));
     assert_eq!(text("capacity_rule", 1).as_deref(), Some("top3_days"));
     assert_eq!(
@@ -351,8 +354,14 @@ fn an_imported_tariff_file_is_one_row_per_tariff_with_the_file() {
         Some("0:2400;5:5404.8;10:7564.8")
     );
     assert_eq!(text("document", 1).as_deref(), Some(TARIFF_FILE));
-    let from = b.column_by_name("valid_from").unwrap().as_primitive::<Date32Type>();
-    let to = b.column_by_name("valid_to").unwrap().as_primitive::<Date32Type>();
+    let from = b
+        .column_by_name("valid_from")
+        .unwrap()
+        .as_primitive::<Date32Type>();
+    let to = b
+        .column_by_name("valid_to")
+        .unwrap()
+        .as_primitive::<Date32Type>();
     // 2025-01-01 and 2026-01-01 as days since 1970-01-01.
     assert_eq!((from.value(0), to.value(0)), (20_089, 20_454));
     assert!(to.is_null(1), "open-ended");
@@ -381,7 +390,10 @@ fn the_default_rates_become_the_tax_rates_table_in_order() {
     assert_eq!(b.num_rows(), table.rows().len());
     let rate = b.column_by_name("rate").unwrap().as_string::<i32>();
     let zone = b.column_by_name("zone").unwrap().as_string::<i32>();
-    let from = b.column_by_name("valid_from").unwrap().as_primitive::<Date32Type>();
+    let from = b
+        .column_by_name("valid_from")
+        .unwrap()
+        .as_primitive::<Date32Type>();
     let value = b
         .column_by_name("value")
         .unwrap()

@@ -21,15 +21,16 @@ use meterline_operators::{
 use meterline_sinks::LakeConfig;
 
 use super::file::{
-    is_secret_property, Config, DeadLettersConfig, DeploymentConfig, KafkaConfig, MetricsConfig,
-    PipelineConfig, PrivacyConfig, Scalar, TenantConfig, ValidationConfig,
+    is_secret_property, Config, DeadLettersConfig, DeploymentConfig, EconomicsConfig, InputsConfig,
+    KafkaConfig, MetricsConfig, PipelineConfig, PrivacyConfig, Scalar, TenantConfig,
+    ValidationConfig,
 };
 use crate::privacy::geo::{CidrTable, GeoLookup};
 
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
 /// A section missing here has its variables ignored, so a test compares this
 /// list with the sections of `deploy/meterline.toml`.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "kafka",
     "lake",
     "pipeline",
@@ -39,6 +40,8 @@ const SECTIONS: [&str; 9] = [
     "dead_letters",
     "aggregate",
     "serve",
+    "inputs",
+    "economics",
 ];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
@@ -869,12 +872,18 @@ fn economics_settings(e: &EconomicsConfig) -> Result<EconomicsSettings, ConfigEr
         let field = |name: &str| format!("economics.rates[{i}].{name}");
         let rate = Rate::parse(&r.rate).ok_or_else(|| {
             let names: Vec<&str> = Rate::ALL.iter().map(|r| r.name()).collect();
-            invalid(field("rate"), format!("must be one of {}", names.join(", ")))
+            invalid(
+                field("rate"),
+                format!("must be one of {}", names.join(", ")),
+            )
         })?;
         let zone = match &r.zone {
             None => None,
             Some(z) => Some(TaxZone::parse(z).ok_or_else(|| {
-                invalid(field("zone"), "must be standard, north or finnmark (or absent: every zone)")
+                invalid(
+                    field("zone"),
+                    "must be standard, north or finnmark (or absent: every zone)",
+                )
             })?),
         };
         let date = |name: &str, text: &str| {
@@ -890,11 +899,12 @@ fn economics_settings(e: &EconomicsConfig) -> Result<EconomicsSettings, ConfigEr
         if valid_to.is_some_and(|to| to <= valid_from) {
             return Err(invalid(field("valid_to"), "must be after valid_from"));
         }
-        let value: rust_decimal::Decimal = r
-            .value
-            .trim()
-            .parse()
-            .map_err(|_| invalid(field("value"), "must be a decimal number as text, e.g. \"8.5\""))?;
+        let value: rust_decimal::Decimal = r.value.trim().parse().map_err(|_| {
+            invalid(
+                field("value"),
+                "must be a decimal number as text, e.g. \"8.5\"",
+            )
+        })?;
         let in_range = match rate.unit() {
             "share" => value >= rust_decimal::Decimal::ZERO && value <= rust_decimal::Decimal::ONE,
             _ => value.abs() <= rust_decimal::Decimal::from(1000),
@@ -1180,7 +1190,11 @@ mod tests {
             .unwrap()
             .build_with_key(None, Clock::system())
             .unwrap();
-        assert_eq!(s.inputs, InputsConfig::default(), "inputs are off by default");
+        assert_eq!(
+            s.inputs,
+            InputsConfig::default(),
+            "inputs are off by default"
+        );
         let with = |inputs: &str| {
             parse(&format!("{MINIMAL}\n[inputs]\n{inputs}\n"))
                 .unwrap()
@@ -1191,14 +1205,26 @@ mod tests {
         assert_eq!(s.inputs.prices_topic, "market.prices");
         assert_eq!(s.inputs.profiles_topic, "");
         for (inputs, field, why) in [
-            ("prices_topic = \"meter.readings\"", "inputs.prices_topic", "readings"),
+            (
+                "prices_topic = \"meter.readings\"",
+                "inputs.prices_topic",
+                "readings",
+            ),
             (
                 "prices_topic = \"a\"\nweather_topic = \"a\"",
                 "inputs.weather_topic",
                 "other input",
             ),
-            ("profiles_topic = \"no spaces\"", "inputs.profiles_topic", "topic name"),
-            ("profiles_topic = \"..\"", "inputs.profiles_topic", "topic name"),
+            (
+                "profiles_topic = \"no spaces\"",
+                "inputs.profiles_topic",
+                "topic name",
+            ),
+            (
+                "profiles_topic = \"..\"",
+                "inputs.profiles_topic",
+                "topic name",
+            ),
         ] {
             let err = with(inputs).unwrap_err().to_string();
             assert!(err.contains(field) && err.contains(why), "{inputs}: {err}");
@@ -1218,7 +1244,11 @@ mod tests {
         };
         let s = build("").unwrap();
         assert_eq!(s.economics, EconomicsSettings::default());
-        let std = |s: &Settings, d| s.economics.rates.value(Rate::ConsumptionTax, TaxZone::Standard, d);
+        let std = |s: &Settings, d| {
+            s.economics
+                .rates
+                .value(Rate::ConsumptionTax, TaxZone::Standard, d)
+        };
         assert_eq!(std(&s, day(7, 1)), Some("7.13".parse().unwrap()));
         // The state cuts the tax from 1 July.
         let s = build(
@@ -1228,7 +1258,9 @@ mod tests {
         assert_eq!(std(&s, day(6, 30)), Some("7.13".parse().unwrap()));
         assert_eq!(std(&s, day(7, 1)), Some("5.5".parse().unwrap()));
         assert_eq!(
-            s.economics.rates.value(Rate::ConsumptionTax, TaxZone::Finnmark, day(7, 1)),
+            s.economics
+                .rates
+                .value(Rate::ConsumptionTax, TaxZone::Finnmark, day(7, 1)),
             Some(rust_decimal::Decimal::ZERO),
             "Finnmark's own row still wins"
         );

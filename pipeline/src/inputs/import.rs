@@ -346,16 +346,17 @@ pub async fn import_tariffs(
         parsed.push((file.display().to_string(), text, hash, tariffs));
     }
     let lake = meterline_sinks::Lake::new(&config.lake_config())?;
-    let mut table = meterline_sinks::DerivedTable::open_or_create(
-        &lake,
-        meterline_sinks::grid_tariffs_spec(),
-    )
-    .await?;
+    let mut table =
+        meterline_sinks::DerivedTable::open_or_create(&lake, meterline_sinks::grid_tariffs_spec())
+            .await?;
     let mut out = Vec::with_capacity(parsed.len());
     for (file, text, hash, tariffs) in parsed {
         let company = tariffs[0].company.clone();
         let known = table
-            .scan(&["document_hash"], col("document_hash").eq(lit(hash.as_str())))
+            .scan(
+                &["document_hash"],
+                col("document_hash").eq(lit(hash.as_str())),
+            )
             .await?
             .iter()
             .any(|b| b.num_rows() > 0);
@@ -471,15 +472,23 @@ mod tests {
             "time_start": "2026-01-15T01:00:00+01:00", "time_end": "2026-01-15T02:00:00+01:00"}]"#;
         let err = price_records(feed, None, version(), None).unwrap_err();
         assert!(err.to_string().contains("--area"), "{err}");
-        let records = price_records(feed, Some(PriceArea::No5), version(), Some("hvakosterstrommen"))
-            .unwrap();
+        let records = price_records(
+            feed,
+            Some(PriceArea::No5),
+            version(),
+            Some("hvakosterstrommen"),
+        )
+        .unwrap();
         assert_eq!(records.len(), 2);
         let v = fields(&records[0]);
         assert_eq!(records[0].0, "NO5");
         assert_eq!(v["start"], "2026-01-14T23:00:00Z");
         assert_eq!(v["price"].to_string(), "0.52781");
         assert_eq!(v["exchange_rate"].to_string(), "11.698");
-        assert_eq!((v["currency"].as_str(), v["unit"].as_str()), (Some("NOK"), Some("kWh")));
+        assert_eq!(
+            (v["currency"].as_str(), v["unit"].as_str()),
+            (Some("NOK"), Some("kWh"))
+        );
         assert_eq!(v["source"], "hvakosterstrommen");
         // 60.1 NOK/kWh at 11.698 is about 5138 EUR/MWh: the pipeline will refuse it.
         let refused = refusals(Input::Prices, &records, 4096);
@@ -554,12 +563,18 @@ tariffer:
             .await
             .unwrap();
         assert_eq!(first.len(), 1);
-        assert_eq!((first[0].company.as_str(), first[0].tariffs), ("Fjordnett AS", 1));
+        assert_eq!(
+            (first[0].company.as_str(), first[0].tariffs),
+            ("Fjordnett AS", 1)
+        );
         assert!(first[0].version.is_some());
         let again = import_tariffs(&config, std::slice::from_ref(&good), false)
             .await
             .unwrap();
-        assert_eq!(again[0].version, None, "the same file is not imported twice");
+        assert_eq!(
+            again[0].version, None,
+            "the same file is not imported twice"
+        );
         let rows = crate::query::sql::query(
             &crate::config::Config::load(&config).unwrap().lake_config(),
             "SELECT company, capacity_steps, CAST(energy_base_ore_per_kwh AS VARCHAR) FROM grid_tariffs",
@@ -569,9 +584,11 @@ tariffer:
         let n: usize = rows.iter().map(arrow::array::RecordBatch::num_rows).sum();
         assert_eq!(n, 1);
         let text = |c: usize| {
-            let col = arrow::compute::cast(rows[0].column(c), &arrow::datatypes::DataType::Utf8)
-                .unwrap();
-            arrow::array::AsArray::as_string::<i32>(&col).value(0).to_owned()
+            let col =
+                arrow::compute::cast(rows[0].column(c), &arrow::datatypes::DataType::Utf8).unwrap();
+            arrow::array::AsArray::as_string::<i32>(&col)
+                .value(0)
+                .to_owned()
         };
         assert_eq!(text(0), "Fjordnett AS");
         assert_eq!(text(1), "0:2400;5:5404.8");

@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 use meterline_operators::inputs::{observation, price, profile, InputContext, InputOutput};
 use meterline_operators::{RawRecord, TenantRegistry};
-use meterline_sinks::{meter_profiles_spec, spot_prices_spec, weather_observations_spec, TableSpec};
+use meterline_sinks::{
+    meter_profiles_spec, spot_prices_spec, weather_observations_spec, TableSpec,
+};
 use tracing::{error, info};
 
 use crate::config::{InputsConfig, Settings};

@@ -54,8 +54,10 @@ mod tests {
             let config = config.clone();
             async move {
                 let rows = crate::query::sql::query(&config, sql).await.unwrap();
-                arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows[0].column(0))
-                    .value(0)
+                arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                    rows[0].column(0),
+                )
+                .value(0)
             }
         };
         let n = i64::try_from(defaults.rows().len()).unwrap();

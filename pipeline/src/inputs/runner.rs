@@ -39,8 +39,14 @@ pub(super) async fn run_once(
 ) -> Result<(), RunError> {
     let topic = input.topic(&settings.inputs).to_owned();
     let (commits_tx, commits_rx) = std::sync::mpsc::channel();
-    let runner = InputRunner::new(settings, input, metrics.clone(), commits_tx, shutdown.clone())
-        .await?;
+    let runner = InputRunner::new(
+        settings,
+        input,
+        metrics.clone(),
+        commits_tx,
+        shutdown.clone(),
+    )
+    .await?;
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let grace = Duration::from_secs(settings.pipeline.shutdown_grace_secs);
     let subscription = Subscription {

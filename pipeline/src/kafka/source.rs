@@ -349,7 +349,6 @@ impl KafkaSource {
     ) -> KafkaResult<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let topic = subscription.topic.clone();
-        let paused = subscription.paused(&metrics);
         let cc = super::client::lake_offsets_consumer(kafka, &subscription.group);
         let ctx = Ctx {
             subscription,
@@ -375,7 +374,6 @@ impl KafkaSource {
                     &tx,
                     &commits,
                     &metrics,
-                    &paused,
                     &thread_stop,
                 );
                 // Final group commits for monitoring, then leave the group.
@@ -444,7 +442,6 @@ fn poll_loop(
     tx: &Sender<Event>,
     commits: &Receiver<Vec<(i32, i64)>>,
     metrics: &Metrics,
-    paused: &prometheus::IntGauge,
     stop: &AtomicBool,
 ) {
     const MAX_CHUNK_AGE: Duration = Duration::from_millis(50);
@@ -452,6 +449,7 @@ fn poll_loop(
     /// (reading the clock per record was 3 % of the service's CPU).
     const CLOCK_EVERY: u32 = 256;
     let ctx = consumer.context();
+    let paused = ctx.subscription.paused(metrics);
     let mut chunk_started = Instant::now();
     let mut since_clock = 0u32;
     let mut idle = false;

@@ -38,6 +38,16 @@ use tracing::{info, warn};
 
 use crate::aggregate::Materializer;
 
+/// What an erasure removes from one table: the table, its schema, the columns its
+/// matcher reads, which files to look at, and which rows.
+type Target<'a> = (
+    &'static str,
+    SchemaRef,
+    &'a [&'a str],
+    meterline_sinks::erase::FileFilter<'a>,
+    meterline_sinks::erase::RowMatcher<'a>,
+);
+
 /// The economics input that holds personal data (`meter-profile/v1`).
 const PROFILES_TABLE: &str = "meter_profiles";
 use crate::config::{AggregateSettings, LifecycleSettings};
@@ -518,13 +528,7 @@ impl Lifecycle {
         let by_payload = payload_names(tenant, subject);
         let by_subject = tenant_subject(tenant, subject);
         let by_profile = profile_of(tenant, &meters, hasher.as_ref());
-        let tables: [(
-            &'static str,
-            SchemaRef,
-            &[&str],
-            meterline_sinks::erase::FileFilter<'_>,
-            meterline_sinks::erase::RowMatcher<'_>,
-        ); 5] = [
+        let tables: [Target<'_>; 5] = [
             (
                 "readings",
                 meterline_operators::schema::READINGS.clone(),
@@ -561,26 +565,36 @@ impl Lifecycle {
                 &by_profile,
             ),
         ];
-        for (table, schema, columns, files, matcher) in tables {
-            let Some(mut t) = open_existing(&self.lake, table).await? else {
-                continue;
-            };
-            let removal = remove_rows(
-                &mut t,
-                table,
-                &schema,
-                columns,
-                files,
-                matcher,
-                kind::ERASURE,
-            )
-            .await?;
-            self.count_erased(table, &removal);
-            work.add(table, &removal);
-            if table == "readings" && std::env::var_os(FAILPOINT_ENV).is_some() {
-                warn!("failpoint: erasure stalled");
-                std::future::pending::<()>().await;
-            }
+        for target in tables {
+            self.remove_from(target, work).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove the rows of one table that `target` matches, counted in `work`.
+    async fn remove_from(
+        &mut self,
+        (table, schema, columns, files, matcher): Target<'_>,
+        work: &mut Work,
+    ) -> Result<(), LifecycleError> {
+        let Some(mut t) = open_existing(&self.lake, table).await? else {
+            return Ok(());
+        };
+        let removal = remove_rows(
+            &mut t,
+            table,
+            &schema,
+            columns,
+            files,
+            matcher,
+            kind::ERASURE,
+        )
+        .await?;
+        self.count_erased(table, &removal);
+        work.add(table, &removal);
+        if table == "readings" && std::env::var_os(FAILPOINT_ENV).is_some() {
+            warn!("failpoint: erasure stalled");
+            std::future::pending::<()>().await;
         }
         Ok(())
     }

@@ -378,7 +378,7 @@ impl Reader<'_> {
         let valid_from = |b: &RecordBatch| {
             b.column_by_name("valid_from")
                 .and_then(|c| c.as_primitive_opt::<Date32Type>())
-                .map(|d| d.clone())
+                .cloned()
                 .ok_or_else(|| anyhow::anyhow!("meter_profiles: no date column `valid_from`"))
         };
         for b in &batches {

@@ -60,7 +60,10 @@ fn units(text: &str, scale: u32) -> i128 {
         None => (false, text),
     };
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    assert!(fraction.len() <= scale as usize, "{text}: too many decimals");
+    assert!(
+        fraction.len() <= scale as usize,
+        "{text}: too many decimals"
+    );
     let mut fraction = fraction.to_owned();
     while fraction.len() < scale as usize {
         fraction.push('0');
@@ -145,7 +148,11 @@ fn refused_prices() -> Vec<Input> {
             .to_string(),
             "price_out_of_range",
         ),
-        bad("NO1", "{\"schema\": \"price/v1\", \"area\": ", "malformed_json"),
+        bad(
+            "NO1",
+            "{\"schema\": \"price/v1\", \"area\": ",
+            "malformed_json",
+        ),
         bad(
             "NO1",
             json!({"schema": "price/v9", "area": "NO1"}).to_string(),
@@ -287,11 +294,14 @@ async fn stored_reasons(rig: &Rig, topic: &str) -> Result<BTreeMap<String, u64>,
 }
 
 async fn text(rig: &Rig, sql: &str) -> String {
-    let batches = rig.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let column = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8)
-        .unwrap();
+    let batches = rig
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let column =
+        arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    assert!(!arrow::array::Array::is_null(&column, 0), "{sql}: null");
     let column = arrow::array::AsArray::as_string::<i32>(&column);
-    assert!(!column.is_null(0), "{sql}: null");
     column.value(0).to_owned()
 }
 
@@ -406,7 +416,11 @@ async fn prices_profiles_and_weather_land_exactly_once_with_their_dead_letters()
         .count("SELECT count(*) FROM spot_prices WHERE area = 'NO1' AND resolution_minutes = 15 AND local_date = DATE '2026-10-25'")
         .await;
     assert_eq!(quarters, 100, "the DST day has 100 quarter-hours");
-    let sum = text(&rig, "SELECT CAST(sum(value) AS VARCHAR) FROM weather_observations").await;
+    let sum = text(
+        &rig,
+        "SELECT CAST(sum(value) AS VARCHAR) FROM weather_observations",
+    )
+    .await;
     assert_eq!(units(&sum, 3), tenths * 100, "sum of temperatures");
     // The switch to Norgespris is a second version of the profile, from its date.
     let switched = rig

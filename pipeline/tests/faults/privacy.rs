@@ -104,8 +104,10 @@ async fn upgrades_revocations_tenant_erasure_and_the_keyed_ledger_keep_their_pro
     let mut rig = Rig::new(1);
     let subjects_topic = unique_name("subjects");
     let erasure_topic = unique_name("erasure");
+    let profiles_topic = unique_name("profiles");
     rig.broker.create_topic(&subjects_topic, 1);
     rig.broker.create_topic(&erasure_topic, 1);
+    rig.broker.create_topic(&profiles_topic, 1);
     let base = rig.config("privacy17", None, "max_batch_rows = 1000");
     let text = std::fs::read_to_string(&base).unwrap()
         + &format!(
@@ -128,6 +130,9 @@ subject_events_topic = "{subjects_topic}"
 erasure_topic = "{erasure_topic}"
 erasure_deadline_secs = 600
 elhub_revocation_retention_days = 1
+
+[inputs]
+profiles_topic = "{profiles_topic}"
 "#
         );
     std::fs::write(&base, text).unwrap();
@@ -201,9 +206,34 @@ elhub_revocation_retention_days = 1
         ),
     ];
     send(&rig, &subjects_topic, &events, None).await;
+    // Meter profiles: the shared meter's (the twin's through its Elhub consent)
+    // and a meter that was never a subject's.
+    let loner = gsrn(17_007);
+    let profile = |meter: &str, valid_from: &str| meterline::dev::generator::Message {
+        key: meter.to_owned(),
+        payload: json!({"schema": "meter-profile/v1", "tenant": ACME, "meter_id": meter,
+            "valid_from": valid_from, "price_area": "NO1", "grid_company_gln": "7080000000012",
+            "customer_group": "household", "tax_zone": "standard", "scheme": "stromstotte",
+            "version": "2026-01-01T00:00:00Z"})
+        .to_string()
+        .into_bytes(),
+        bad_reason: None,
+    };
+    send(
+        &rig,
+        &profiles_topic,
+        &[
+            profile(&shared, "2026-01-01"),
+            profile(&shared, "2026-10-01"),
+            profile(&loner, "2026-01-01"),
+        ],
+        None,
+    )
+    .await;
     let mut run = rig.spawn_with_env("p1", &base, &[("METERLINE_FAKE_NOW", &rfc(p1))]);
     eventually_async("phase 1's events", Duration::from_secs(120), || async {
-        rig.try_count("SELECT count(*) FROM consent_ledger").await == Ok(6)
+        rig.try_count("SELECT count(*) FROM meter_profiles").await == Ok(3)
+            && rig.try_count("SELECT count(*) FROM consent_ledger").await == Ok(6)
             && rig
                 .try_count("SELECT count(*) FROM dead_letters WHERE reason = 'invalid_timestamp'")
                 .await
@@ -401,6 +431,12 @@ elhub_revocation_retention_days = 1
         )
         .await,
         0
+    );
+    // The shared meter's profiles went with the twin (the meter is still theirs:
+    // every profile of it); the other meter's stayed.
+    assert_eq!(
+        lines(&rig, "SELECT meter FROM meter_profiles").await,
+        vec![loner.clone()]
     );
     assert_eq!(
         lines(

@@ -86,8 +86,8 @@ impl Harness {
             // `run_pipeline` hands the same clock to the sweeps and erasures.
             clock: meterline::dev::testkit::clock(),
             allow_versioned_bucket: false,
-        inputs: Default::default(),
-        economics: Default::default(),
+            inputs: Default::default(),
+            economics: Default::default(),
         }
     }
 
