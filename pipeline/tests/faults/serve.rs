@@ -416,16 +416,36 @@ leeway_secs = 60
         v.sort();
         v
     };
+    // Reference data about no one (`tax_rates` is written at every start):
+    // every role sees it.
+    let reference = [
+        "spot_prices",
+        "weather_observations",
+        "grid_tariffs",
+        "tax_rates",
+    ];
     let all: Vec<&str> = existing.iter().copied().collect();
-    let analyst_tables: Vec<&str> = per_meter.iter().chain(area.iter()).copied().collect();
-    let subject_tables: Vec<&str> = per_meter.iter().copied().chain(["subjects"]).collect();
+    let analyst_tables: Vec<&str> = per_meter
+        .iter()
+        .chain(["meter_profiles"].iter())
+        .chain(area.iter())
+        .chain(reference.iter())
+        .copied()
+        .collect();
+    let public_analyst_tables: Vec<&str> = area.iter().chain(reference.iter()).copied().collect();
+    let subject_tables: Vec<&str> = per_meter
+        .iter()
+        .copied()
+        .chain(["meter_profiles", "subjects"])
+        .chain(reference)
+        .collect();
     let listing = "SELECT table_name FROM information_schema.tables \
                    WHERE table_schema = 'public' ORDER BY table_name";
     for (who, token, expected) in [
         ("acme operator", &op_acme, tables(&all)),
         ("* operator", &op_all, tables(&all)),
         ("acme analyst", &analyst, tables(&analyst_tables)),
-        ("oslo analyst", &analyst_pub, tables(&area)),
+        ("oslo analyst", &analyst_pub, tables(&public_analyst_tables)),
         ("acme subject", &subject_a, tables(&subject_tables)),
     ] {
         let seen: Vec<String> = client
@@ -448,6 +468,7 @@ leeway_secs = 60
         assert_eq!(pg, expected, "{who}'s pg_class");
     }
     assert!(existing.contains("subjects") && existing.contains("consent_ledger"));
+    assert!(existing.contains("tax_rates"), "meterline run writes tax_rates");
 
     // Grafana's PostgreSQL data source: the table list and the column list
     // its query builder sends (Grafana 10-11, `postgresMetaQuery.ts`).
