@@ -187,15 +187,13 @@ fn reading_of<'a>(
     }
 }
 
-/// Meter profiles (columns `tenant`, `meter`, `valid_from`) of `tenant` that are
-/// the subject's ([`SubjectMeters::covers_profile`]).
+/// Meter profiles (columns `meter`, `valid_from`; the files are the tenant's, by
+/// their partition) that are the subject's ([`SubjectMeters::covers_profile`]).
 fn profile_of<'a>(
-    tenant: &'a str,
     meters: &'a SubjectMeters,
     hasher: Option<&'a LedgerHasher>,
 ) -> impl Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Sync + 'a {
     move |batch| {
-        let tenants = strings(batch, "tenant")?;
         let meter = strings(batch, "meter")?;
         let valid_from = batch
             .column_by_name("valid_from")
@@ -207,9 +205,6 @@ fn profile_of<'a>(
                 let Some(hasher) = hasher.filter(|_| !meters.is_empty()) else {
                     return Some(false);
                 };
-                if tenants.value(i) != tenant {
-                    return Some(false);
-                }
                 let m = meter.value(i);
                 let hash = hashes.entry(m).or_insert_with(|| hasher.hash(m));
                 Some(meters.covers_profile(hash, valid_from.value(i)))
@@ -527,7 +522,7 @@ impl Lifecycle {
         let by_reading = reading_of(subject, &meters, hasher.as_ref());
         let by_payload = payload_names(tenant, subject);
         let by_subject = tenant_subject(tenant, subject);
-        let by_profile = profile_of(tenant, &meters, hasher.as_ref());
+        let by_profile = profile_of(&meters, hasher.as_ref());
         let tables: [Target<'_>; 5] = [
             (
                 "readings",
@@ -560,7 +555,7 @@ impl Lifecycle {
             (
                 PROFILES_TABLE,
                 meterline_operators::inputs::profile::METER_PROFILES.clone(),
-                &["tenant", "meter", "valid_from"],
+                &["meter", "valid_from"],
                 &of_tenant,
                 &by_profile,
             ),

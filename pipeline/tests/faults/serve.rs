@@ -468,7 +468,10 @@ leeway_secs = 60
         assert_eq!(pg, expected, "{who}'s pg_class");
     }
     assert!(existing.contains("subjects") && existing.contains("consent_ledger"));
-    assert!(existing.contains("tax_rates"), "meterline run writes tax_rates");
+    assert!(
+        existing.contains("tax_rates"),
+        "meterline run writes tax_rates"
+    );
 
     // Grafana's PostgreSQL data source: the table list and the column list
     // its query builder sends (Grafana 10-11, `postgresMetaQuery.ts`).
