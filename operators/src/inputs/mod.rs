@@ -63,6 +63,21 @@ pub(crate) fn provenance_columns<T>(rows: &[(i32, i64, T)], ingested_at: i64) ->
     ]
 }
 
+/// `value` as an `i128` of `scale` decimals (a `Decimal128` column's value), or why not.
+pub(crate) fn scaled_to(
+    value: rust_decimal::Decimal,
+    scale: u32,
+) -> Result<i128, arrow::error::ArrowError> {
+    if value.normalize().scale() > scale {
+        return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+            "a value has more than {scale} decimals"
+        )));
+    }
+    let mut v = value;
+    v.rescale(scale);
+    Ok(v.mantissa())
+}
+
 /// What decoding a slice of one input's records gives.
 #[derive(Debug)]
 pub struct InputOutput {

@@ -10,7 +10,6 @@ use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int32Array, StringArr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use rust_decimal::Decimal;
 
 use crate::economics::rates::RateRow;
 
@@ -39,17 +38,6 @@ pub static TAX_RATES: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-fn scaled(value: Decimal) -> Result<i128, ArrowError> {
-    if value.normalize().scale() > VALUE_SCALE {
-        return Err(ArrowError::InvalidArgumentError(format!(
-            "a rate has more than {VALUE_SCALE} decimals"
-        )));
-    }
-    let mut v = value;
-    v.rescale(VALUE_SCALE);
-    Ok(v.mantissa())
-}
-
 /// The rows of a rate table, in order.
 ///
 /// # Errors
@@ -58,7 +46,7 @@ pub fn batch(rows: &[RateRow]) -> Result<RecordBatch, ArrowError> {
     let days = crate::aggregate::days_since_epoch;
     let values = rows
         .iter()
-        .map(|r| scaled(r.value))
+        .map(|r| super::scaled_to(r.value, VALUE_SCALE))
         .collect::<Result<Vec<_>, _>>()?;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int32Array::from_iter_values(

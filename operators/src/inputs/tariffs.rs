@@ -17,7 +17,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use rust_decimal::Decimal;
 
 use super::utc_timestamp;
 use crate::economics::capacity;
@@ -56,18 +55,6 @@ pub static GRID_TARIFFS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// A decimal at [`PRICE_SCALE`], or why not.
-fn scaled(value: Decimal) -> Result<i128, ArrowError> {
-    if value.normalize().scale() > PRICE_SCALE {
-        return Err(ArrowError::InvalidArgumentError(format!(
-            "a price has more than {PRICE_SCALE} decimals"
-        )));
-    }
-    let mut v = value;
-    v.rescale(PRICE_SCALE);
-    Ok(v.mantissa())
-}
-
 fn days(date: chrono::NaiveDate) -> i32 {
     crate::aggregate::days_since_epoch(date)
 }
@@ -89,7 +76,7 @@ pub fn batch(
     };
     let base = tariffs
         .iter()
-        .map(|t| scaled(t.energy.base_ore))
+        .map(|t| super::scaled_to(t.energy.base_ore, PRICE_SCALE))
         .collect::<Result<Vec<_>, _>>()?;
     let columns: Vec<ArrayRef> = vec![
         text(&|t| t.company.clone()),
