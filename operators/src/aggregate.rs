@@ -451,6 +451,63 @@ pub fn hourly_daily(
     })
 }
 
+/// The columns of `readings` that [`hourly_daily`] and [`current_readings`] read.
+pub const CURRENT_COLUMNS: [&str; 11] = [
+    "ingested_at",
+    "meter",
+    "quantity",
+    "direction",
+    "interval_start",
+    "resolution_minutes",
+    "local_date",
+    "value",
+    "quality",
+    "version",
+    "area",
+];
+
+/// One current reading (the `readings_current` view's row), as [`current_readings`] gives
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrentReading<'a> {
+    pub meter: &'a str,
+    pub quantity: &'a str,
+    pub direction: &'a str,
+    /// Interval start, µs since the epoch.
+    pub start_micros: i64,
+    pub resolution_minutes: i32,
+    /// Days since the epoch.
+    pub local_date: i32,
+    /// Thousandths.
+    pub value: i128,
+}
+
+/// The current version of every key of `readings` rows (the columns of
+/// [`hourly_daily`]), withdrawn readings left out, in no particular order: what the
+/// aggregates sum, for other computations over the same readings (costs).
+///
+/// # Errors
+/// Batches without those columns.
+pub fn current_readings(
+    readings: &[RecordBatch],
+) -> Result<Vec<CurrentReading<'_>>, OperatorError> {
+    Ok(current_versions(readings)?
+        .into_iter()
+        .filter(|(_, (_, r))| r.quality != "withdrawn")
+        .map(
+            |(((meter, quantity, direction), start), (_, r))| CurrentReading {
+                meter,
+                quantity,
+                direction,
+                start_micros: start,
+                resolution_minutes: r.resolution,
+                local_date: r.local_date,
+                value: r.value,
+            },
+        )
+        .collect())
+}
+
 /// Each key's version, ordered: highest version, then latest ingestion.
 type VersionOrder = (i64, i64);
 /// A series' readings by interval start: the current version of each.

@@ -30,6 +30,7 @@ pub mod dead_letter;
 pub mod decimal;
 pub mod decode;
 pub mod economics;
+pub mod elhub;
 pub mod epoch;
 pub mod flags;
 pub mod ids;

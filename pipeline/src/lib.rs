@@ -19,7 +19,7 @@
 //! | 0 | `shutdown`, `metrics`, `privacy::{tables, keys, geo}`, `query::sql`, `dev::generator` |
 //! | 1 | `config` |
 //! | 2 | `kafka` |
-//! | 3 | `aggregate`, `privacy::consent` |
+//! | 3 | `aggregate`, `cost`, `privacy::consent` |
 //! | 4 | `ingest`, `privacy::{subjects, lifecycle}` |
 //! | 5 | `privacy::erasure`, `inputs` |
 //! | 6 | `query::{audit, export, dlq}` |
@@ -31,6 +31,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod cost;
 pub mod dev;
 pub mod ingest;
 pub mod inputs;

@@ -74,7 +74,9 @@ enum Command {
     /// Tables: readings (every accepted version), readings_current (one row per meter
     /// and interval: the newest version), dead_letters, consumption_hourly/daily/monthly,
     /// area_consumption_hourly/daily/monthly, consent_ledger, subjects, access_log,
-    /// erasure_audit.
+    /// erasure_audit, spot_prices, weather_observations, meter_profiles, grid_tariffs,
+    /// tax_rates, exchange_rates, weather_stations, cost_hourly/daily/monthly,
+    /// capacity_peaks, duration_curve, temperature_daily, temperature_sensitivity.
     ///
     /// Examples:
     ///   meterline sql --lake meterline-demo/lake "SELECT tenant, count(*) FROM readings GROUP BY tenant"
@@ -154,10 +156,45 @@ enum Command {
     ///   meterline import prices --config deploy/meterline.toml --area NO1 prices-2026-01-15.json
     ///   meterline import weather --config deploy/meterline.toml frost-observations.json
     ///   meterline import tariffs --config deploy/meterline.toml fri-nettleie/*.yml
+    ///   meterline import exchange-rates --config deploy/meterline.toml eurnok-2026.csv
+    ///   meterline import stations --config deploy/meterline.toml frost-sources.json
     #[command(verbatim_doc_comment)]
     Import {
         #[command(subcommand)]
         what: ImportCommand,
+    },
+    /// Price a meter's consumption over a period as it is, and under another
+    /// support scheme and/or grid tariff, side by side (nothing is written).
+    /// Uses the lake's readings, spot prices, profiles and tariffs and the
+    /// configuration's rates, like the cost tables.
+    ///
+    /// Examples:
+    ///   meterline simulate-cost --config deploy/meterline.toml --tenant acme-industri \
+    ///     --meter 707057500000000018 --from 2026-10-01 --to 2026-10-31 --scheme norgespris
+    ///   meterline simulate-cost --config deploy/meterline.toml --tenant acme-industri \
+    ///     --meter 707057500000000018 --from 2026-01-01 --to 2026-03-31 --tariff other-nett.yml
+    #[command(verbatim_doc_comment)]
+    SimulateCost {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A private tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The meter (its GSRN, as the tenant's readings hold it).
+        #[arg(long)]
+        meter: String,
+        /// First local day (YYYY-MM-DD).
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last local day, included (at most 367 days after --from).
+        #[arg(long)]
+        to: NaiveDate,
+        /// The support scheme to compare with: stromstotte, norgespris or none.
+        #[arg(long, value_parser = parse_scheme)]
+        scheme: Option<meterline_operators::economics::hour::Scheme>,
+        /// A Fri nettleie tariff file (YAML) to compare with.
+        #[arg(long)]
+        tariff: Option<PathBuf>,
     },
     /// Produce realistic reading/v1 traffic to any Kafka broker.
     ///
@@ -336,6 +373,48 @@ enum ImportCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Exchange rates: Norges Bank's daily rates as CSV (its data warehouse,
+    /// e.g. https://data.norges-bank.no/api/data/EXR/B.EUR.NOK.SP?format=csv;
+    /// columns BASE_CUR, QUOTE_CUR, TIME_PERIOD, OBS_VALUE, optional UNIT_MULT,
+    /// either locale). They have no topic: each file is checked whole (nothing is
+    /// written unless every file is valid), then appended to exchange_rates; the
+    /// same file again is skipped. An EUR price without its own rate is converted
+    /// with the latest rate published before its delivery day (at most 7 days
+    /// old); the cost tables recompute the days a new rate reaches.
+    ExchangeRates {
+        /// The configuration of the pipeline (its lake).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The CSV files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The `source` label of the rates.
+        #[arg(long, default_value = "norges-bank")]
+        source: String,
+        /// Check the files; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Weather stations: a MET Norway Frost sources document (/sources/v0.jsonld
+    /// ?types=SensorSystem&elements=air_temperature: data[]{id, name,
+    /// geometry{coordinates: [longitude, latitude]}, validTo}). They have no
+    /// topic: each file is checked whole, then appended to weather_stations; the
+    /// same file again is skipped. A meter whose profile has coordinates but names
+    /// no station takes the nearest open station of the newest import.
+    Stations {
+        /// The configuration of the pipeline (its lake).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The Frost sources JSON files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The `source` label of the stations.
+        #[arg(long, default_value = "frost")]
+        source: String,
+        /// Check the files; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Weather observations: a MET Norway Frost observations document
     /// (data[]{sourceId, referenceTime, observations[{elementId, value, unit,
     /// timeResolution, qualityCode}]}); of several series of one station,
@@ -363,7 +442,9 @@ fn parse_area(text: &str) -> Result<meterline_operators::economics::PriceArea, S
 }
 
 async fn import(what: ImportCommand) -> anyhow::Result<()> {
-    use meterline::inputs::import::{import, import_tariffs, ImportRequest};
+    use meterline::inputs::import::{
+        import, import_exchange_rates, import_stations, import_tariffs, ImportRequest,
+    };
     use meterline::inputs::Input;
     let (config, request) = match &what {
         ImportCommand::Tariffs {
@@ -372,6 +453,28 @@ async fn import(what: ImportCommand) -> anyhow::Result<()> {
             dry_run,
         } => {
             for line in import_tariffs(config, files, *dry_run).await? {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+        ImportCommand::Stations {
+            config,
+            files,
+            source,
+            dry_run,
+        } => {
+            for line in import_stations(config, files, source, *dry_run).await? {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+        ImportCommand::ExchangeRates {
+            config,
+            files,
+            source,
+            dry_run,
+        } => {
+            for line in import_exchange_rates(config, files, source, *dry_run).await? {
                 println!("{line}");
             }
             return Ok(());
@@ -617,6 +720,7 @@ fn main() -> ExitCode {
             | Command::Audit { .. }
             | Command::Token { .. }
             | Command::Import { .. }
+            | Command::SimulateCost { .. }
     );
     init_logs(&cli.log_format, quiet);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -675,6 +779,7 @@ async fn dispatch(command: Command) -> ExitCode {
         } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
         Command::Dlq { action } => report(dlq(action).await),
         Command::Import { what } => report(import(what).await),
+        command @ Command::SimulateCost { .. } => report(simulate_cost(command).await),
         Command::Serve { config } => meterline::serve::run_from_file(&config).await,
         Command::Token {
             config,
@@ -711,6 +816,37 @@ async fn dispatch(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `meterline simulate-cost`.
+async fn simulate_cost(command: Command) -> anyhow::Result<()> {
+    let Command::SimulateCost {
+        config,
+        tenant,
+        meter,
+        from,
+        to,
+        scheme,
+        tariff,
+    } = command
+    else {
+        anyhow::bail!("not a simulate-cost command");
+    };
+    let simulation = meterline::query::simulate::Simulation {
+        tenant,
+        meter,
+        from,
+        to,
+        scheme,
+        tariff_file: tariff,
+    };
+    meterline::query::simulate::run(&config, &simulation).await
+}
+
+/// `--scheme`: a support scheme by name.
+fn parse_scheme(text: &str) -> Result<meterline_operators::economics::hour::Scheme, String> {
+    meterline_operators::economics::hour::Scheme::parse(text)
+        .ok_or_else(|| format!("`{text}`: one of stromstotte, norgespris, none"))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -774,7 +910,8 @@ async fn retention(config: &std::path::Path) -> anyhow::Result<()> {
         settings.aggregate.clone(),
         meterline::metrics::Metrics::new(),
     )
-    .await?;
+    .await?
+    .with_rates(settings.economics.rates.clone());
     let entries = lifecycle.sweep(settings.clock.now()).await?;
     for (tenant, tables) in meterline::privacy::lifecycle::unconfigured_tenants(
         &lake,

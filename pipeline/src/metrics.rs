@@ -100,6 +100,9 @@ pub struct Metrics {
     pub aggregate_suppressed: IntCounterVec,
     pub aggregate_rounds: IntCounterVec,
     pub aggregate_rows: IntCounterVec,
+    pub cost_rounds: IntCounterVec,
+    pub cost_days: IntCounter,
+    pub cost_rows: IntCounterVec,
     pub input_consumed: IntCounterVec,
     pub input_records: IntCounterVec,
     pub input_dead_letters: IntCounterVec,
@@ -323,6 +326,20 @@ impl Metrics {
             "Rows written to the aggregate tables (replacing the recomputed partitions), by table.",
             &["table"],
         );
+        let cost_rounds = counter_vec(
+            "meterline_cost_rounds_total",
+            "Cost materialization rounds, by outcome (ok, error).",
+            &["outcome"],
+        );
+        let cost_days = counter(
+            "meterline_cost_days_recomputed_total",
+            "Local days (tenant, local date) whose cost and temperature rows were recomputed.",
+        );
+        let cost_rows = counter_vec(
+            "meterline_cost_rows_written_total",
+            "Rows written to the cost and insight tables (replacing the recomputed partitions), by table.",
+            &["table"],
+        );
         let input_consumed = counter_vec(
             "meterline_input_records_consumed_total",
             "Records of an energy-economics input topic handed to its decoder (re-deliveries included), by input.",
@@ -369,6 +386,7 @@ impl Metrics {
         }
         for outcome in ["ok", "error"] {
             aggregate_rounds.with_label_values(&[outcome]);
+            cost_rounds.with_label_values(&[outcome]);
         }
         // Pre-register fixed label values so dashboards see zeros, not gaps.
         for (_, flag) in meterline_operators::flags::ALL {
@@ -426,6 +444,9 @@ impl Metrics {
             aggregate_suppressed,
             aggregate_rounds,
             aggregate_rows,
+            cost_rounds,
+            cost_days,
+            cost_rows,
             input_consumed,
             input_records,
             input_dead_letters,

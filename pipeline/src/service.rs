@@ -151,18 +151,30 @@ impl Tasks {
         } else {
             None
         };
-        let mut others = vec![(
+        let mut others = Vec::new();
+        // The cost tables follow their inputs (private tenants only).
+        if settings.aggregate.enabled {
+            others.push((
+                "costs",
+                tokio::spawn(crate::cost::run_loop(
+                    Lake::new(&settings.lake)?,
+                    settings.tenants.clone(),
+                    settings.aggregate.clone(),
+                    settings.economics.rates.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
+        others.push((
             "retention",
             tokio::spawn(crate::privacy::lifecycle::retention_loop(
                 Lake::new(&settings.lake)?,
-                settings.tenants.clone(),
-                settings.key.clone(),
-                settings.lifecycle.clone(),
-                settings.aggregate.clone(),
+                settings.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             )),
-        )];
+        ));
         if !settings.lifecycle.erasure_topic.is_empty() {
             others.push((
                 "erasure",

@@ -8,12 +8,16 @@
 //! | `weather_observations` | `observation/v1` | `local_date` (Oslo) |
 //! | `grid_tariffs` | `meterline import tariffs` (no topic) | none (a few rows per company) |
 //! | `tax_rates` | defaults and `[[economics.rates]]`, at `meterline run`'s start | none |
+//! | `exchange_rates` | `meterline import exchange-rates` (no topic) | none (a row per currency and day) |
+//! | `weather_stations` | `meterline import stations` (no topic) | none (a row per station) |
 //!
 //! Prices and weather are reference data: no person is in them. A meter profile is
 //! personal data: its `meter` never goes into the Delta log's statistics (the log outlives
 //! DELETE and VACUUM).
 
-use meterline_operators::inputs::{observation, price, profile, rates, tariffs};
+use meterline_operators::inputs::{
+    exchange, observation, price, profile, rates, stations, tariffs,
+};
 
 use crate::{DerivedSpec, TableSpec};
 
@@ -79,6 +83,28 @@ pub fn tax_rates_spec() -> DerivedSpec {
     DerivedSpec {
         name: "tax_rates",
         schema: rates::TAX_RATES.clone(),
+        partition_columns: &[],
+        properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
+    }
+}
+
+/// The table spec of `exchange_rates` (appended by imports, not from Kafka).
+#[must_use]
+pub fn exchange_rates_spec() -> DerivedSpec {
+    DerivedSpec {
+        name: "exchange_rates",
+        schema: exchange::EXCHANGE_RATES.clone(),
+        partition_columns: &[],
+        properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
+    }
+}
+
+/// The table spec of `weather_stations` (appended by imports, not from Kafka).
+#[must_use]
+pub fn weather_stations_spec() -> DerivedSpec {
+    DerivedSpec {
+        name: "weather_stations",
+        schema: stations::WEATHER_STATIONS.clone(),
         partition_columns: &[],
         properties: &[("delta.deletedFileRetentionDuration", "interval 1 days")],
     }

@@ -38,8 +38,8 @@ pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced,
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use files::{Change, Changes, DataFile};
 pub use inputs::{
-    grid_tariffs_spec, meter_profiles_spec, spot_prices_spec, tax_rates_spec,
-    weather_observations_spec,
+    exchange_rates_spec, grid_tariffs_spec, meter_profiles_spec, spot_prices_spec, tax_rates_spec,
+    weather_observations_spec, weather_stations_spec,
 };
 pub use lake::{Lake, LakeConfig};
 pub use orphans::{set_orphan_age, vacuum_orphans};

@@ -12,6 +12,18 @@
 //! is kept: the one with the best (lowest) quality code, then the lowest series id, then the
 //! lowest sensor; the others are counted as duplicates, not stored. Values are read from the
 //! JSON text exactly (no float).
+//!
+//! Frost's stations (`/sources/v0.jsonld?types=SensorSystem&elements=air_temperature`) give
+//! each station's position, for the meters whose profile has coordinates but names no
+//! station ([`parse_sources`]):
+//!
+//! ```text
+//! { "data": [ { "@type": "SensorSystem", "id": "SN18700", "name": "OSLO - BLINDERN",
+//!               "geometry": { "@type": "Point", "coordinates": [10.72, 59.9423] },
+//!               "validFrom": "1931-01-01T00:00:00.000Z" } ] }
+//! ```
+//!
+//! `coordinates` are GeoJSON's: longitude first.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -163,4 +175,113 @@ pub fn parse_frost(json: &str) -> Result<FrostObservations, FrostError> {
         observations: kept.into_values().map(|(_, o)| o).collect(),
         duplicates,
     })
+}
+
+/// A station of a Frost sources document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrostStation {
+    /// `SN18700`.
+    pub id: String,
+    pub name: Option<String>,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// When the station closed; `None`: it is open.
+    pub valid_to: Option<DateTime<Utc>>,
+}
+
+/// What a Frost sources document held.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FrostSources {
+    pub stations: Vec<FrostStation>,
+    /// Sources that are not a station with a position (`@type` other than
+    /// `SensorSystem`, or no `geometry`): not stations a meter can be near.
+    pub skipped: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct SourcesDocument {
+    data: Vec<Source>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Source {
+    #[serde(rename = "@type", default)]
+    kind: Option<String>,
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    geometry: Option<Geometry>,
+    #[serde(default)]
+    valid_to: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Geometry {
+    coordinates: Vec<f64>,
+}
+
+/// The stations of a Frost sources document (see the module documentation).
+///
+/// # Errors
+/// Not JSON of that shape; an id that is not a station id (`SN` and digits); coordinates
+/// that are not a longitude and a latitude; a `validTo` that is not a time; the same
+/// station twice.
+pub fn parse_sources(json: &str) -> Result<FrostSources, FrostError> {
+    let doc: SourcesDocument = serde_json::from_str(json)
+        .map_err(|e| FrostError::Json(e.to_string().chars().take(200).collect()))?;
+    let mut out = FrostSources::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, source) in doc.data.into_iter().enumerate() {
+        let invalid = |field, text: &str| FrostError::Invalid {
+            item: i + 1,
+            field,
+            text: clip(text),
+        };
+        let Some(geometry) = source.geometry else {
+            out.skipped += 1;
+            continue;
+        };
+        if source.kind.as_deref().is_some_and(|k| k != "SensorSystem") {
+            out.skipped += 1;
+            continue;
+        }
+        let id = source.id;
+        let digits = id.strip_prefix("SN").unwrap_or("");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("id", &id));
+        }
+        let [longitude, latitude] = geometry.coordinates[..] else {
+            return Err(invalid(
+                "geometry.coordinates",
+                &format!("{:?}", geometry.coordinates),
+            ));
+        };
+        if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+            return Err(invalid(
+                "geometry.coordinates",
+                &format!("[{longitude}, {latitude}]"),
+            ));
+        }
+        let valid_to = source
+            .valid_to
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| invalid("validTo", &t))
+            })
+            .transpose()?;
+        if !seen.insert(id.clone()) {
+            return Err(invalid("id", &format!("{id} (twice)")));
+        }
+        out.stations.push(FrostStation {
+            id,
+            name: source.name,
+            latitude,
+            longitude,
+            valid_to,
+        });
+    }
+    Ok(out)
 }

@@ -26,6 +26,8 @@
 //! - `entsoe.rs`: ENTSO-E day-ahead price documents (A44), with A03 gap filling;
 //! - `frinettleie.rs`: Fri nettleie tariff files (YAML);
 //! - `pricefeed.rs`: the simple JSON spot price feeds (`NOK_per_kWh`, `EXR`, ...);
+//! - `exchange.rs`: Norges Bank's exchange rates (CSV), and which day's rate converts a
+//!   delivery day's EUR prices;
 //! - `frost.rs`: MET Norway Frost temperature observations (JSON), one value per station and
 //!   time.
 //!
@@ -37,6 +39,7 @@
 pub mod capacity;
 pub mod day;
 pub mod entsoe;
+pub mod exchange;
 pub mod frinettleie;
 pub mod frost;
 pub mod holidays;
@@ -45,6 +48,7 @@ pub mod insights;
 pub mod month;
 pub mod pricefeed;
 pub mod rates;
+pub mod tables;
 pub mod tariff;
 pub mod weather;
 

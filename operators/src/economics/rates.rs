@@ -241,6 +241,15 @@ impl RateTable {
         self.rows.extend(rows);
     }
 
+    /// A name for the table's content (32 hex digits of its BLAKE3 hash): equal for equal
+    /// rows, different when any rate, date or source changes. Stored with what was computed
+    /// from the rates, so a change of rates is noticed.
+    #[must_use]
+    pub fn fingerprint(&self) -> String {
+        let hash = blake3::hash(format!("{:?}", self.rows).as_bytes()).to_hex();
+        hash[..32].to_owned()
+    }
+
     /// Every row, in the order given.
     #[must_use]
     pub fn rows(&self) -> &[RateRow] {

@@ -1649,3 +1649,204 @@ fn an_app_can_warn_how_much_one_hour_moves_the_month_up_a_step() {
     let top = days(&["12", "11", "10"]);
     assert_eq!(capacity::next_step(&steps, &demand_of(&top), 3), None);
 }
+
+// ---- exchange rates ----
+
+/// An EUR price without a rate of its own is converted with the rate published before its
+/// delivery day (Oslo's date), one with its own rate keeps it, and one with neither is
+/// left out; the rates come back from the `exchange_rates` batch an import writes.
+#[test]
+fn eur_prices_take_their_own_rate_or_the_one_published_before_their_delivery_day() {
+    use super::exchange::ExchangeRate;
+    use super::tables::{exchange_rates_from, prices_from};
+    use crate::inputs::{exchange, price, InputContext};
+    let ctx = InputContext {
+        ingested_at_micros: 1_768_435_200_000_000,
+        max_message_bytes: 4096,
+    };
+    let rate = |date: NaiveDate, nok: &str| ExchangeRate {
+        currency: "EUR".into(),
+        date,
+        nok_per_unit: d(nok),
+    };
+    // Two imports: the second publishes the 23rd again, corrected.
+    let first = exchange::batch(
+        &[
+            rate(day(2026, 10, 22), "11.6890"),
+            rate(day(2026, 10, 23), "11.7025"),
+        ],
+        "norges-bank",
+        "h1",
+        1_000,
+    )
+    .unwrap();
+    let second = exchange::batch(
+        &[rate(day(2026, 10, 23), "11.7030")],
+        "norges-bank",
+        "h2",
+        2_000,
+    )
+    .unwrap();
+    let rates = exchange_rates_from(&[second, first]).unwrap();
+    assert_eq!(rates.len(), 2);
+
+    let payload = |start: &str, rate: &str| {
+        format!(
+            r#"{{"schema":"price/v1","area":"NO1","start":"{start}","resolution":"PT60M","price":100,"currency":"EUR","unit":"MWh","source":"t","version":"2026-10-22T12:00:00Z"{rate}}}"#
+        )
+    };
+    let payloads = [
+        // 00:00 in Oslo on Saturday the 24th (summer time): Friday the 23rd's rate.
+        payload("2026-10-23T22:00:00Z", ""),
+        // 23:00 in Oslo on Friday the 23rd: Thursday the 22nd's rate.
+        payload("2026-10-23T21:00:00Z", ""),
+        // Its own rate wins over the table's.
+        payload("2026-10-23T23:00:00Z", r#","exchange_rate":11.5"#),
+        // Thursday the 22nd: no rate before it in the table.
+        payload("2026-10-22T10:00:00Z", ""),
+    ];
+    let records: Vec<crate::RawRecord<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::RawRecord {
+            partition: 0,
+            offset: i64::try_from(i).unwrap(),
+            payload: Some(p.as_bytes()),
+            replay_tag: None,
+        })
+        .collect();
+    let decoded = price::decode(&records, &ctx);
+    assert_eq!(decoded.batch.num_rows(), 4);
+    let prices = prices_from(&[decoded.batch], &rates).unwrap();
+    let no1 = &prices.prices[&PriceArea::No1];
+    let at = |text: &str| {
+        no1.get(&text.parse::<chrono::DateTime<Utc>>().unwrap())
+            .map(|p| p.1)
+    };
+    // 100 EUR/MWh x 11.7030 NOK/EUR = 1170.30 NOK/MWh = 117.030 øre/kWh.
+    assert_eq!(at("2026-10-23T22:00:00Z"), Some(d("117.030")));
+    // 100 x 11.6890 / 10.
+    assert_eq!(at("2026-10-23T21:00:00Z"), Some(d("116.890")));
+    // 100 x 11.5 / 10.
+    assert_eq!(at("2026-10-23T23:00:00Z"), Some(d("115.0")));
+    assert_eq!(at("2026-10-22T10:00:00Z"), None);
+    // Without the table, only the price with its own rate is known.
+    let alone = prices_from(
+        &[price::decode(&records, &ctx).batch],
+        &super::exchange::ExchangeRates::default(),
+    )
+    .unwrap();
+    assert_eq!(alone.prices[&PriceArea::No1].len(), 1);
+}
+
+// ---- weather stations ----
+
+/// A Frost sources document: stations with positions (longitude first), a source that is
+/// not a station and one without a position (skipped), a closed station.
+const SOURCES: &str = r#"{
+  "@context": "https://frost.met.no/schema", "@type": "SourceResponse",
+  "data": [
+    {"@type": "SensorSystem", "id": "SN18700", "name": "OSLO - BLINDERN",
+     "geometry": {"@type": "Point", "coordinates": [10.72, 59.9423], "nearest": false},
+     "masl": 94, "validFrom": "1931-01-01T00:00:00.000Z"},
+    {"@type": "SensorSystem", "id": "SN50540", "name": "BERGEN - FLORIDA",
+     "geometry": {"@type": "Point", "coordinates": [5.3327, 60.383]},
+     "validFrom": "1949-11-01T00:00:00.000Z"},
+    {"@type": "SensorSystem", "id": "SN18701", "name": "OSLO - GAMLE MÅLER",
+     "geometry": {"@type": "Point", "coordinates": [10.75, 59.91]},
+     "validFrom": "1960-01-01T00:00:00.000Z", "validTo": "2019-12-31T00:00:00.000Z"},
+    {"@type": "InterpolatedDataSource", "id": "idw", "name": "interpolated"},
+    {"@type": "SensorSystem", "id": "SN99999", "name": "NO POSITION"}
+  ]
+}"#;
+
+#[test]
+fn frost_sources_give_each_station_its_position_longitude_first() {
+    use super::frost::{parse_sources, FrostError};
+    let parsed = parse_sources(SOURCES).unwrap();
+    assert_eq!(parsed.skipped, 2);
+    let ids: Vec<&str> = parsed.stations.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["SN18700", "SN50540", "SN18701"]);
+    let blindern = &parsed.stations[0];
+    assert_eq!(
+        (blindern.latitude, blindern.longitude),
+        (59.9423, 10.72),
+        "GeoJSON order: [longitude, latitude]"
+    );
+    assert_eq!(blindern.name.as_deref(), Some("OSLO - BLINDERN"));
+    assert_eq!(blindern.valid_to, None);
+    assert_eq!(
+        parsed.stations[2].valid_to,
+        Some(Utc.with_ymd_and_hms(2019, 12, 31, 0, 0, 0).unwrap())
+    );
+    let bad = |doc: &str| parse_sources(doc).unwrap_err();
+    assert!(matches!(bad("[]"), FrostError::Json(_)));
+    let station = |id: &str, coordinates: &str| {
+        format!(r#"{{"data": [{{"id": "{id}", "geometry": {{"coordinates": {coordinates}}}}}]}}"#)
+    };
+    for (doc, field) in [
+        (station("18700", "[10.72, 59.94]"), "id"),
+        (station("SN18700", "[10.72]"), "geometry.coordinates"),
+        // Latitude first by mistake: 59.94 is no longitude problem, 100 is no latitude.
+        (station("SN18700", "[10.72, 100.0]"), "geometry.coordinates"),
+    ] {
+        match bad(&doc) {
+            FrostError::Invalid { item, field: f, .. } => {
+                assert_eq!((item, f), (1, field), "{doc}")
+            }
+            other => panic!("{doc}: {other:?}"),
+        }
+    }
+    let twice = r#"{"data": [
+        {"id": "SN1", "geometry": {"coordinates": [10.0, 60.0]}},
+        {"id": "SN1", "geometry": {"coordinates": [10.0, 60.0]}}]}"#;
+    assert!(matches!(
+        bad(twice),
+        FrostError::Invalid {
+            item: 2,
+            field: "id",
+            ..
+        }
+    ));
+}
+
+/// The stations a meter can be near: the newest import of each, closed ones left out; a
+/// profile's coordinates take the nearest (worked by hand: Blindern is about 3.7 km from
+/// (59.91, 10.75), Florida about 305 km).
+#[test]
+fn a_meter_with_coordinates_takes_the_nearest_open_station_of_the_newest_import() {
+    use super::frost::parse_sources;
+    use super::tables::stations_from;
+    use super::weather::station_for;
+    let parsed = parse_sources(SOURCES).unwrap();
+    let first = crate::inputs::stations::batch(&parsed.stations, "frost", "h1", 1_000).unwrap();
+    // A later import moves Blindern far north (a correction, say).
+    let mut moved = parsed.stations[0].clone();
+    moved.latitude = 69.65;
+    moved.longitude = 18.96;
+    let second = crate::inputs::stations::batch(&[moved], "frost", "h2", 2_000).unwrap();
+    let stations = stations_from(&[second.clone(), first.clone()]).unwrap();
+    let ids: Vec<&str> = stations.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["SN18700", "SN50540"],
+        "the closed SN18701 is left out"
+    );
+    assert_eq!(stations[0].latitude, 69.65);
+    // With the moved Blindern, Bergen is nearer to Oslo than Tromsø.
+    assert_eq!(
+        station_for(None, Some((59.91, 10.75)), &stations),
+        Some("SN50540")
+    );
+    let original = stations_from(&[first]).unwrap();
+    assert_eq!(
+        station_for(None, Some((59.91, 10.75)), &original),
+        Some("SN18700")
+    );
+    // A named station wins; neither: none.
+    assert_eq!(
+        station_for(Some("SN50540"), Some((59.91, 10.75)), &original),
+        Some("SN50540")
+    );
+    assert_eq!(station_for(None, None, &original), None);
+}

@@ -16,13 +16,17 @@
 //! - `price.rs`, `profile.rs`, `observation.rs`: one contract each;
 //! - `tariffs.rs`: the `grid_tariffs` table (`meterline import tariffs`, no topic);
 //! - `rates.rs`: the `tax_rates` table (defaults and `[[economics.rates]]`, no topic);
+//! - `exchange.rs`: the `exchange_rates` table (`meterline import exchange-rates`, no topic);
+//! - `stations.rs`: the `weather_stations` table (`meterline import stations`, no topic);
 //! - `fields.rs`: the envelope (size, UTF-8, object, `schema`) and typed field readers.
 
+pub mod exchange;
 pub mod fields;
 pub mod observation;
 pub mod price;
 pub mod profile;
 pub mod rates;
+pub mod stations;
 pub mod tariffs;
 
 #[cfg(test)]

@@ -126,19 +126,7 @@ pub(super) const AREA_MONTHLY: usize = 5;
 const MOVED_RETRIES: usize = 3;
 
 /// The columns of `readings` a recomputation reads.
-pub(super) const READ_COLUMNS: [&str; 11] = [
-    "ingested_at",
-    "meter",
-    "quantity",
-    "direction",
-    "interval_start",
-    "resolution_minutes",
-    "local_date",
-    "value",
-    "quality",
-    "version",
-    "area",
-];
+pub(super) const READ_COLUMNS: [&str; 11] = aggregate::CURRENT_COLUMNS;
 
 /// What a round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

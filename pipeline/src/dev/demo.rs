@@ -176,6 +176,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     };
     let settings = demo_settings(&brokers, topic, &lake, key)?;
     let aggregate_tenants = settings.tenants.clone();
+    let cost_tenants = settings.tenants.clone();
     let messages = demo_messages(&opts);
     let produced = messages.len() as u64;
 
@@ -221,6 +222,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     )
     .await?;
     let folded = materializer.round().await?;
+    let economics = economics(&opts, &lake, cost_tenants).await?;
     let report = DemoReport {
         produced,
         stored: count(&lake, "SELECT count(*) FROM readings").await?,
@@ -228,6 +230,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         dropped: metrics.conservation().dropped,
     };
     print_summary(&opts, &lake, &lake_dir, &report, &folded, started.elapsed()).await?;
+    let _ = economics;
     if !report.adds_up() {
         bail!(
             "counts do not add up: produced {} != stored {} + dead-lettered {} + dropped {}",
@@ -238,6 +241,33 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         );
     }
     Ok(report)
+}
+
+/// Prices, profiles, temperatures and a tariff for the private customer's meters, the cost
+/// tables, and one customer's month printed (`dev/economics.rs`).
+async fn economics(
+    opts: &DemoOptions,
+    lake: &LakeConfig,
+    tenants: meterline_operators::TenantRegistry,
+) -> anyhow::Result<crate::cost::CostRound> {
+    let spec = GeneratorSpec {
+        meters: opts.meters,
+        first_day: opts.first_day,
+        days: opts.days,
+        timezone: chrono_tz::Europe::Oslo,
+        bad: opts.bad,
+        seed: 20261025,
+    };
+    let handle = meterline_sinks::Lake::new(lake)?;
+    let inputs = crate::dev::economics::write_inputs(&handle, &spec, &tenants).await?;
+    let round = crate::dev::economics::materialize(&handle, tenants).await?;
+    println!(
+        "energy economics: {} quarter prices (NO1), {} meter profiles, {} temperatures and {} grid tariff(s) through the input decoders; {} meter-hours priced into cost_hourly",
+        inputs.prices, inputs.profiles, inputs.observations, inputs.tariffs, round.hours
+    );
+    crate::dev::economics::print_month(lake, &spec.meter(1).2).await?;
+    println!();
+    Ok(round)
 }
 
 /// The demo's service: the mock cluster, the local lake, the generator's tenants.

@@ -2,6 +2,7 @@
 //! (with the `testkit` feature, for tests only) the real-broker and S3 test kit.
 
 pub mod demo;
+pub mod economics;
 pub mod generator;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -9,7 +9,10 @@
 //!   feed's exchange rate; the feed names no area, so `--area` does);
 //! - weather: a MET Norway Frost observations document;
 //! - tariffs: Fri nettleie YAML files, which have no topic: each file is appended to
-//!   `grid_tariffs` as a new version of its company's tariffs (see [`import_tariffs`]).
+//!   `grid_tariffs` as a new version of its company's tariffs (see [`import_tariffs`]);
+//! - exchange rates: Norges Bank CSV files, and weather stations: Frost sources
+//!   documents, which have no topic either: each file is appended to `exchange_rates` /
+//!   `weather_stations` (see [`import_exchange_rates`], [`import_stations`]).
 //!
 //! Before producing, the importer decodes its records as the pipeline will and says
 //! how many will be refused, and why; they are produced all the same, so the
@@ -327,60 +330,230 @@ pub async fn import_tariffs(
     files: &[std::path::PathBuf],
     dry_run: bool,
 ) -> anyhow::Result<Vec<TariffImport>> {
-    use datafusion::prelude::{col, lit};
     use meterline_operators::economics::frinettleie::parse_tariff_file;
+    let spec = meterline_sinks::grid_tariffs_spec();
+    let read = |file: &Path, text: &str, hash: &str, version: i64| {
+        let tariffs = parse_tariff_file(text)?;
+        anyhow::ensure!(!tariffs.is_empty(), "no tariffs (`tariffer` is empty)");
+        let batch = meterline_operators::inputs::tariffs::batch(&tariffs, text, hash, version)?;
+        let report = TariffImport {
+            file: file.display().to_string(),
+            company: tariffs[0].company.clone(),
+            tariffs: tariffs.len(),
+            version: None,
+        };
+        Ok((batch, report))
+    };
+    let imported = import_documents(config, files, spec, dry_run, read).await?;
+    Ok(imported
+        .into_iter()
+        .map(|(report, version)| TariffImport { version, ..report })
+        .collect())
+}
+
+/// Whether a document of this BLAKE3 `hash` is in `table` (its `document_hash` column).
+async fn imported_before(
+    table: &meterline_sinks::DerivedTable,
+    hash: &str,
+) -> anyhow::Result<bool> {
+    use datafusion::prelude::{col, lit};
+    Ok(table
+        .scan(&["document_hash"], col("document_hash").eq(lit(hash)))
+        .await?
+        .iter()
+        .any(|b| b.num_rows() > 0))
+}
+
+/// What importing one exchange rate file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatesImport {
+    pub file: String,
+    pub rates: usize,
+    /// The first and last day of the file's rates.
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    /// The version written; `None`: the same file was imported before, or a dry run.
+    pub version: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Display for RatesImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(v) => write!(
+                f,
+                "{}: {} rates from {} to {} imported into exchange_rates (version {})",
+                self.file,
+                self.rates,
+                self.from,
+                self.to,
+                v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => write!(
+                f,
+                "{}: {} rates from {} to {}, unchanged (this file is in exchange_rates already, or --dry-run)",
+                self.file, self.rates, self.from, self.to
+            ),
+        }
+    }
+}
+
+/// `meterline import exchange-rates FILE...`: each Norges Bank CSV file is read whole
+/// (nothing is written unless every file is valid), then appended to `exchange_rates`
+/// with `source` as a new version of its rates, unless that very file (by its BLAKE3
+/// hash) is there already. The cost tables pick the new rates up in their next round.
+///
+/// # Errors
+/// Configuration, a file that is not a rate file, storage.
+pub async fn import_exchange_rates(
+    config: &Path,
+    files: &[std::path::PathBuf],
+    source: &str,
+    dry_run: bool,
+) -> anyhow::Result<Vec<RatesImport>> {
+    use meterline_operators::economics::exchange::parse_norges_bank_csv;
+    let spec = meterline_sinks::exchange_rates_spec();
+    let read = |file: &Path, text: &str, hash: &str, version: i64| {
+        let rates = parse_norges_bank_csv(text)?;
+        let batch = meterline_operators::inputs::exchange::batch(&rates, source, hash, version)?;
+        let days = rates.iter().map(|r| r.date);
+        let report = RatesImport {
+            file: file.display().to_string(),
+            rates: rates.len(),
+            from: days.clone().min().unwrap_or_default(),
+            to: days.max().unwrap_or_default(),
+            version: None,
+        };
+        Ok((batch, report))
+    };
+    let imported = import_documents(config, files, spec, dry_run, read).await?;
+    Ok(imported
+        .into_iter()
+        .map(|(report, version)| RatesImport { version, ..report })
+        .collect())
+}
+
+/// What importing one stations document did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StationsImport {
+    pub file: String,
+    pub stations: usize,
+    /// Sources that are not stations with a position.
+    pub skipped: usize,
+    /// The version written; `None`: the same file was imported before, or a dry run.
+    pub version: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Display for StationsImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} stations", self.file, self.stations)?;
+        if self.skipped > 0 {
+            write!(f, " ({} sources without a position skipped)", self.skipped)?;
+        }
+        match self.version {
+            Some(v) => write!(
+                f,
+                " imported into weather_stations (version {})",
+                v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => write!(
+                f,
+                ", unchanged (this file is in weather_stations already, or --dry-run)"
+            ),
+        }
+    }
+}
+
+/// `meterline import stations FILE...`: each Frost sources document is read whole
+/// (nothing is written unless every file is valid), then appended to `weather_stations`
+/// with `source` as a new version of its stations, unless that very file (by its BLAKE3
+/// hash) is there already. The cost tables recompute every day in their next round (a
+/// meter's nearest station may have changed).
+///
+/// # Errors
+/// Configuration, a file that is not a Frost sources document, storage.
+pub async fn import_stations(
+    config: &Path,
+    files: &[std::path::PathBuf],
+    source: &str,
+    dry_run: bool,
+) -> anyhow::Result<Vec<StationsImport>> {
+    let spec = meterline_sinks::weather_stations_spec();
+    let read = |file: &Path, text: &str, hash: &str, version: i64| {
+        let parsed = frost::parse_sources(text)?;
+        anyhow::ensure!(
+            !parsed.stations.is_empty(),
+            "no stations with a position (`data` has none)"
+        );
+        let batch =
+            meterline_operators::inputs::stations::batch(&parsed.stations, source, hash, version)?;
+        let report = StationsImport {
+            file: file.display().to_string(),
+            stations: parsed.stations.len(),
+            skipped: parsed.skipped,
+            version: None,
+        };
+        Ok((batch, report))
+    };
+    let imported = import_documents(config, files, spec, dry_run, read).await?;
+    Ok(imported
+        .into_iter()
+        .map(|(report, version)| StationsImport { version, ..report })
+        .collect())
+}
+
+/// Read every file and turn it into its rows and report with `read` (given the file, its
+/// text, its BLAKE3 hash and the import's version in µs) before anything is written, then
+/// append each to the table of `spec` (see [`append_documents`]): each report with the
+/// version written, `None` when it was not.
+async fn import_documents<T>(
+    config: &Path,
+    files: &[std::path::PathBuf],
+    spec: meterline_sinks::DerivedSpec,
+    dry_run: bool,
+    read: impl Fn(&Path, &str, &str, i64) -> anyhow::Result<(arrow::array::RecordBatch, T)>,
+) -> anyhow::Result<Vec<(T, Option<DateTime<Utc>>)>> {
     let config = Config::load(config)?;
     let now = crate::config::clock_from_env()?.now();
-    // Every file is read and checked before anything is written.
-    let mut parsed = Vec::with_capacity(files.len());
+    let mut documents = Vec::with_capacity(files.len());
+    let mut reports = Vec::with_capacity(files.len());
     for file in files {
         let text = read_file(file)?;
-        let tariffs = parse_tariff_file(&text)
-            .with_context(|| format!("{}: not imported", file.display()))?;
-        anyhow::ensure!(
-            !tariffs.is_empty(),
-            "{}: no tariffs (`tariffer` is empty)",
-            file.display()
-        );
         let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-        parsed.push((file.display().to_string(), text, hash, tariffs));
+        let (batch, report) = read(file, &text, &hash, now.timestamp_micros())
+            .with_context(|| format!("{}: not imported", file.display()))?;
+        documents.push((hash, batch));
+        reports.push(report);
+    }
+    let written = append_documents(&config, spec, documents, dry_run).await?;
+    Ok(reports
+        .into_iter()
+        .zip(written)
+        .map(|(report, written)| (report, written.then_some(now)))
+        .collect())
+}
+
+/// Append each (hash, rows) document to the table of `spec` unless a document of that
+/// hash is there already (or `dry_run`); whether each was written.
+async fn append_documents(
+    config: &Config,
+    spec: meterline_sinks::DerivedSpec,
+    documents: Vec<(String, arrow::array::RecordBatch)>,
+    dry_run: bool,
+) -> anyhow::Result<Vec<bool>> {
+    if dry_run {
+        return Ok(vec![false; documents.len()]);
     }
     let lake = meterline_sinks::Lake::new(&config.lake_config())?;
-    let mut table =
-        meterline_sinks::DerivedTable::open_or_create(&lake, meterline_sinks::grid_tariffs_spec())
-            .await?;
-    let mut out = Vec::with_capacity(parsed.len());
-    for (file, text, hash, tariffs) in parsed {
-        let company = tariffs[0].company.clone();
-        let known = table
-            .scan(
-                &["document_hash"],
-                col("document_hash").eq(lit(hash.as_str())),
-            )
-            .await?
-            .iter()
-            .any(|b| b.num_rows() > 0);
-        let version = if known || dry_run {
-            None
-        } else {
-            let batch = meterline_operators::inputs::tariffs::batch(
-                &tariffs,
-                &text,
-                &hash,
-                now.timestamp_micros(),
-            )
-            .with_context(|| format!("{file}: not imported"))?;
+    let mut table = meterline_sinks::DerivedTable::open_or_create(&lake, spec).await?;
+    let mut written = Vec::with_capacity(documents.len());
+    for (hash, batch) in documents {
+        let new = !imported_before(&table, &hash).await?;
+        if new {
             table.append(&[batch], &[]).await?;
-            Some(now)
-        };
-        out.push(TariffImport {
-            file,
-            company,
-            tariffs: tariffs.len(),
-            version,
-        });
+        }
+        written.push(new);
     }
-    Ok(out)
+    Ok(written)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<String> {
@@ -523,10 +696,8 @@ tariffer:
       terskler: [{terskel: 0, pris: 2400}, {terskel: 5, pris: 5404.8}]
 ";
 
-    /// Tariff files go into `grid_tariffs` once each; a file with an error
-    /// imports nothing, and names itself.
-    #[tokio::test]
-    async fn a_tariff_file_is_imported_once_and_a_bad_one_not_at_all() {
+    /// A configuration whose lake is a directory of a new temporary directory.
+    fn lake_config_file() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("meterline.toml");
         std::fs::write(
@@ -538,6 +709,167 @@ tariffer:
             ),
         )
         .unwrap();
+        (dir, config)
+    }
+
+    /// Norges Bank files go into `exchange_rates` once each (SQL reads them); a file
+    /// with an error imports nothing, and names itself and its line.
+    #[tokio::test]
+    async fn an_exchange_rate_file_is_imported_once_and_a_bad_one_not_at_all() {
+        let (dir, config) = lake_config_file();
+        let good = dir.path().join("eurnok.csv");
+        std::fs::write(
+            &good,
+            "BASE_CUR;QUOTE_CUR;TIME_PERIOD;OBS_VALUE\nEUR;NOK;2026-10-22;11,6890\n\
+             EUR;NOK;2026-10-23;11,7025\n",
+        )
+        .unwrap();
+        let bad = dir.path().join("monthly.csv");
+        std::fs::write(
+            &bad,
+            "BASE_CUR;QUOTE_CUR;TIME_PERIOD;OBS_VALUE\nEUR;NOK;2026-10;11,7\n",
+        )
+        .unwrap();
+        let lake_config = crate::config::Config::load(&config).unwrap().lake_config();
+
+        let err = import_exchange_rates(&config, &[good.clone(), bad], "norges-bank", false)
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("monthly.csv") && err.contains("line 2"),
+            "{err}"
+        );
+        let lake = meterline_sinks::Lake::new(&lake_config).unwrap();
+        assert!(
+            meterline_sinks::open_existing(&lake, "exchange_rates")
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing written when one file is bad"
+        );
+
+        let first =
+            import_exchange_rates(&config, std::slice::from_ref(&good), "norges-bank", false)
+                .await
+                .unwrap();
+        assert_eq!(first[0].rates, 2);
+        assert!(first[0].version.is_some());
+        assert!(first[0]
+            .to_string()
+            .contains("2 rates from 2026-10-22 to 2026-10-23"));
+        let again =
+            import_exchange_rates(&config, std::slice::from_ref(&good), "norges-bank", false)
+                .await
+                .unwrap();
+        assert_eq!(
+            again[0].version, None,
+            "the same file is not imported twice"
+        );
+        let rows = crate::query::sql::query(
+            &lake_config,
+            "SELECT CAST(date AS VARCHAR) AS day, CAST(nok_per_unit AS VARCHAR) AS nok, source \
+             FROM exchange_rates ORDER BY day",
+        )
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        for b in &rows {
+            for row in 0..b.num_rows() {
+                let cell = |c: usize| {
+                    arrow::array::AsArray::as_string::<i32>(b.column(c))
+                        .value(row)
+                        .to_owned()
+                };
+                seen.push((cell(0), cell(1), cell(2)));
+            }
+        }
+        let row = |d: &str, v: &str| (d.to_owned(), v.to_owned(), "norges-bank".to_owned());
+        assert_eq!(
+            seen,
+            [
+                row("2026-10-22", "11.68900000"),
+                row("2026-10-23", "11.70250000")
+            ]
+        );
+    }
+
+    /// A Frost sources document goes into `weather_stations` once (a dry run writes
+    /// nothing, not even the table); one with an error imports nothing.
+    #[tokio::test]
+    async fn a_stations_document_is_imported_once_and_a_bad_one_not_at_all() {
+        let (dir, config) = lake_config_file();
+        let good = dir.path().join("sources.json");
+        std::fs::write(
+            &good,
+            r#"{"data": [
+              {"@type": "SensorSystem", "id": "SN18700", "name": "OSLO - BLINDERN",
+               "geometry": {"@type": "Point", "coordinates": [10.72, 59.9423]}},
+              {"@type": "InterpolatedDataSource", "id": "idw"}]}"#,
+        )
+        .unwrap();
+        let bad = dir.path().join("swapped.json");
+        std::fs::write(
+            &bad,
+            r#"{"data": [{"id": "SN18700", "geometry": {"coordinates": [59.9423, 190.72]}}]}"#,
+        )
+        .unwrap();
+        let lake_config = crate::config::Config::load(&config).unwrap().lake_config();
+        let lake = meterline_sinks::Lake::new(&lake_config).unwrap();
+        let exists = || async {
+            meterline_sinks::open_existing(&lake, "weather_stations")
+                .await
+                .unwrap()
+                .is_some()
+        };
+
+        let err = import_stations(&config, &[good.clone(), bad], "frost", false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("swapped.json"), "{err:#}");
+        assert!(!exists().await, "nothing written when one file is bad");
+        let dry = import_stations(&config, std::slice::from_ref(&good), "frost", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (dry[0].stations, dry[0].skipped, dry[0].version),
+            (1, 1, None)
+        );
+        assert!(!exists().await, "a dry run writes nothing");
+
+        let first = import_stations(&config, std::slice::from_ref(&good), "frost", false)
+            .await
+            .unwrap();
+        assert!(first[0].version.is_some());
+        let again = import_stations(&config, std::slice::from_ref(&good), "frost", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            again[0].version, None,
+            "the same file is not imported twice"
+        );
+        let rows = crate::query::sql::query(
+            &lake_config,
+            "SELECT station, name, latitude, longitude FROM weather_stations",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let b = &rows[0];
+        let text = |c: usize| arrow::array::AsArray::as_string::<i32>(b.column(c)).value(0);
+        let float = |c: usize| {
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(b.column(c))
+                .value(0)
+        };
+        assert_eq!((text(0), text(1)), ("SN18700", "OSLO - BLINDERN"));
+        assert_eq!((float(2), float(3)), (59.9423, 10.72));
+    }
+
+    /// Tariff files go into `grid_tariffs` once each; a file with an error
+    /// imports nothing, and names itself.
+    #[tokio::test]
+    async fn a_tariff_file_is_imported_once_and_a_bad_one_not_at_all() {
+        let (dir, config) = lake_config_file();
         let good = dir.path().join("fjordnett.yml");
         std::fs::write(&good, TARIFFS).unwrap();
         let bad = dir.path().join("broken.yml");

@@ -12,8 +12,7 @@ use meterline_sinks::{DerivedTable, Lake};
 
 /// The transaction id naming a rate table's content.
 fn content_id(rates: &RateTable) -> String {
-    let hash = blake3::hash(format!("{:?}", rates.rows()).as_bytes()).to_hex();
-    format!("meterline:tax_rates:{}", &hash[..32])
+    format!("meterline:tax_rates:{}", rates.fingerprint())
 }
 
 /// Replace `tax_rates` with `rates` unless it holds them already. Returns whether

@@ -104,7 +104,7 @@ pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdo
         )
         .await
         {
-            Ok(l) => lifecycle = Some(l),
+            Ok(l) => lifecycle = Some(l.with_rates(settings.economics.rates.clone())),
             Err(e) => {
                 warn!(error = %e, "erasure consumer: cannot open the audit table; retrying");
                 if !pause(backoff, &shutdown).await {

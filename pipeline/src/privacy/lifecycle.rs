@@ -69,6 +69,8 @@ pub enum LifecycleError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Aggregate(#[from] crate::aggregate::AggregateError),
+    #[error(transparent)]
+    Cost(#[from] crate::cost::CostError),
 }
 
 /// One audit row.
@@ -346,6 +348,10 @@ pub struct Lifecycle {
     metrics: Metrics,
     audit: DerivedTable,
     materializer: Option<Materializer>,
+    /// The rates costs are computed with (`None`: the cost tables are left to the cost
+    /// task of `meterline run`).
+    rates: Option<meterline_operators::economics::rates::RateTable>,
+    costs: Option<crate::cost::CostMaterializer>,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -388,7 +394,17 @@ impl Lifecycle {
             metrics,
             audit,
             materializer: None,
+            rates: None,
+            costs: None,
         })
+    }
+
+    /// Recompute the cost tables after an erasure or a sweep with these rates (the ones
+    /// `meterline run` prices with), so their removed rows are purged with the others.
+    #[must_use]
+    pub fn with_rates(mut self, rates: meterline_operators::economics::rates::RateTable) -> Self {
+        self.rates = Some(rates);
+        self
     }
 
     pub fn settings(&self) -> &LifecycleSettings {
@@ -629,10 +645,13 @@ impl Lifecycle {
             "weather_observations",
             "grid_tariffs",
             "tax_rates",
+            "exchange_rates",
+            "weather_stations",
             crate::privacy::tables::LEDGER_TABLE,
             crate::privacy::tables::AUDIT_TABLE,
         ];
         tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
+        tables.extend(crate::cost::specs().iter().map(|s| s.name));
         let mut deleted = 0u64;
         let mut touched = Vec::new();
         for name in tables {
@@ -1111,7 +1130,13 @@ impl Lifecycle {
     /// (they are recomputed from `readings`, not edited), then delete every removed
     /// file from storage.
     async fn settle(&mut self, work: &mut Work) -> Result<(), LifecycleError> {
-        if self.aggregate.enabled && work.tables.iter().any(|t| t == "readings") {
+        // The aggregates (and costs) are brought up to the readings as they are now
+        // before anything is purged, even when this attempt removed nothing: a
+        // request repeated after a crash finds the readings already gone while the
+        // aggregates may still hold the subject, and a replacement committed after
+        // the purge would leave the files it drops in storage.
+        let readings_changed = work.tables.iter().any(|t| t == "readings");
+        if self.aggregate.enabled {
             if self.materializer.is_none() {
                 self.materializer = Some(
                     Materializer::open(
@@ -1130,8 +1155,38 @@ impl Lifecycle {
                 // round, or the pipeline's aggregate task, which watches the same
                 // table and may get there first (this round then has nothing
                 // left to do). The audit names them either way.
-                for spec in crate::aggregate::specs() {
-                    work.touch(spec.name);
+                if readings_changed {
+                    for spec in crate::aggregate::specs() {
+                        work.touch(spec.name);
+                    }
+                }
+            }
+        }
+        if let Some(rates) = self.rates.clone() {
+            if self.costs.is_none() {
+                self.costs = Some(
+                    crate::cost::CostMaterializer::open(
+                        &self.lake,
+                        self.tenants.clone(),
+                        &self.aggregate,
+                        rates,
+                        self.metrics.clone(),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(c) = self.costs.as_mut() {
+                let round = c.round().await?;
+                // As for the aggregates: whoever recomputed them, they changed
+                // because of this removal.
+                let removed = work
+                    .tables
+                    .iter()
+                    .any(|t| t == "readings" || t == PROFILES_TABLE);
+                if removed && !round.rewritten.is_empty() {
+                    for spec in crate::cost::specs() {
+                        work.touch(spec.name);
+                    }
                 }
             }
         }
@@ -1143,6 +1198,7 @@ impl Lifecycle {
             PROFILES_TABLE,
         ];
         tables.extend(crate::aggregate::specs().iter().map(|s| s.name));
+        tables.extend(crate::cost::specs().iter().map(|s| s.name));
         for name in tables {
             if let Some(mut t) = open_existing(&self.lake, name).await? {
                 work.vacuumed += purge(&mut t, name).await? as u64;
@@ -1177,6 +1233,7 @@ pub async fn lake_tenants(
     partitioned.extend(
         crate::aggregate::specs()
             .iter()
+            .chain(crate::cost::specs().iter())
             .map(|s| (s.name, s.partition_columns)),
     );
     for (name, columns) in partitioned {
@@ -1260,13 +1317,12 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 /// Failures are logged and counted; the next sweep repeats the work.
 pub async fn retention_loop(
     lake: Lake,
-    tenants: TenantRegistry,
-    key: Option<std::sync::Arc<MasterKey>>,
-    settings: LifecycleSettings,
-    aggregate: AggregateSettings,
+    all: crate::config::Settings,
     metrics: Metrics,
     shutdown: Arc<crate::shutdown::Shutdown>,
 ) {
+    let (tenants, key, settings) = (all.tenants, all.key, all.lifecycle);
+    let (aggregate, rates) = (all.aggregate, all.economics.rates);
     let every = settings.retention_every;
     let mut lifecycle: Option<Lifecycle> = None;
     while !shutdown.is_requested() {
@@ -1281,7 +1337,7 @@ pub async fn retention_loop(
             )
             .await
             {
-                Ok(l) => lifecycle = Some(l),
+                Ok(l) => lifecycle = Some(l.with_rates(rates.clone())),
                 Err(e) => warn!(error = %e, "retention: cannot open the audit table; retrying"),
             }
         }

@@ -70,12 +70,15 @@ impl Report {
 }
 
 /// Tables whose rows have a local date, and the category they are reported in.
-const DATED: [(&str, &str); 5] = [
+const DATED: [(&str, &str); 8] = [
     ("readings", "telemetry"),
     ("consumption_hourly", "aggregates"),
     ("consumption_daily", "aggregates"),
     ("area_consumption_hourly", "aggregates"),
     ("area_consumption_daily", "aggregates"),
+    ("cost_hourly", "costs"),
+    ("cost_daily", "costs"),
+    ("temperature_daily", "costs"),
 ];
 
 async fn query(settings: &Settings, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {

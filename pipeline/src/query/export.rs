@@ -16,6 +16,9 @@
 //!   meters at a time it was its;
 //! - `consumption_hourly`, `consumption_daily`, `consumption_monthly`: the
 //!   aggregates of those meters on the days (months) of those readings;
+//! - `cost_hourly`, `cost_daily`, `cost_monthly`, `capacity_peaks`,
+//!   `duration_curve`, `temperature_daily`: the costs and insights of those meters on
+//!   the same days (months); `temperature_sensitivity`: their heating seasons;
 //! - `erasure_audit`: the subject's erasures.
 //!
 //! Every export carries a `manifest`: each table meterline keeps ([`MANIFEST`]),
@@ -59,7 +62,7 @@ fn quoted(text: &str) -> String {
 /// Where each table meterline keeps goes in an export: `Ok(section)`, or
 /// `Err(why it holds nothing of a subject)`. Every table `meterline sql` knows,
 /// and the key store, must be here (a test checks).
-pub const MANIFEST: [(&str, Result<&str, &str>); 18] = [
+pub const MANIFEST: [(&str, Result<&str, &str>); 27] = [
     ("subjects", Ok("profile")),
     ("consent_ledger", Ok("consent_history")),
     ("access_log", Ok("access_log")),
@@ -70,6 +73,13 @@ pub const MANIFEST: [(&str, Result<&str, &str>); 18] = [
     ("consumption_monthly", Ok("consumption_monthly")),
     ("erasure_audit", Ok("erasure_audit")),
     ("meter_profiles", Ok("meter_profiles")),
+    ("cost_hourly", Ok("cost_hourly")),
+    ("cost_daily", Ok("cost_daily")),
+    ("cost_monthly", Ok("cost_monthly")),
+    ("capacity_peaks", Ok("capacity_peaks")),
+    ("duration_curve", Ok("duration_curve")),
+    ("temperature_daily", Ok("temperature_daily")),
+    ("temperature_sensitivity", Ok("temperature_sensitivity")),
     (
         "spot_prices",
         Err("market prices per area: no data about a subject"),
@@ -77,6 +87,14 @@ pub const MANIFEST: [(&str, Result<&str, &str>); 18] = [
     (
         "tax_rates",
         Err("the state's tax and support rates: no data about a subject"),
+    ),
+    (
+        "weather_stations",
+        Err("weather stations' positions: no data about a subject"),
+    ),
+    (
+        "exchange_rates",
+        Err("the central bank's exchange rates: no data about a subject"),
     ),
     (
         "grid_tariffs",
@@ -425,6 +443,12 @@ impl Reader<'_> {
             ("consumption_hourly", "local_date", "hour_start", &days),
             ("consumption_daily", "local_date", "local_date", &days),
             ("consumption_monthly", "month", "month", &months),
+            ("cost_hourly", "local_date", "hour_start, direction", &days),
+            ("cost_daily", "local_date", "local_date, direction", &days),
+            ("cost_monthly", "month", "month, direction", &months),
+            ("capacity_peaks", "month", "month, rank", &months),
+            ("duration_curve", "month", "month, direction, rank", &months),
+            ("temperature_daily", "local_date", "local_date", &days),
         ] {
             let batches = if meters.is_empty() {
                 Vec::new()
@@ -458,7 +482,51 @@ impl Reader<'_> {
             })?;
             out.push((table, kept));
         }
+        out.push((
+            "temperature_sensitivity",
+            self.seasons_of(&meters, &days).await?,
+        ));
         Ok(out)
+    }
+
+    /// The `temperature_sensitivity` rows of `meters` in the heating seasons of `days`.
+    async fn seasons_of(
+        &self,
+        meters: &[String],
+        days: &BTreeSet<(String, i32)>,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        use meterline_operators::economics::insights::heating_season;
+        let table = "temperature_sensitivity";
+        if meters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: BTreeSet<(String, i32)> = days
+            .iter()
+            .filter_map(|(m, d)| {
+                heating_season(meterline_operators::aggregate::date_of(*d)).map(|s| (m.clone(), s))
+            })
+            .collect();
+        let batches = self
+            .query(
+                table,
+                &format!(
+                    "SELECT * FROM {table} WHERE tenant = {} AND meter IN {} ORDER BY meter, season",
+                    quoted(&self.tenant),
+                    list(meters)
+                ),
+            )
+            .await?;
+        keep_rows(batches, |b, i| {
+            let meter = strings(b, "meter").map(|m| m.value(i).to_owned());
+            let season = b
+                .column_by_name("season")
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
+                .map(|s| s.value(i));
+            match (meter, season) {
+                (Ok(m), Some(s)) => wanted.contains(&(m, s)),
+                _ => false,
+            }
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Reading the lake: SQL over its tables (`sql`), the privacy audit (`audit`), a
-//! subject's data export (`export`) and the dead-letter tools (`dlq`).
+//! subject's data export (`export`), the dead-letter tools (`dlq`) and cost simulations
+//! (`simulate`).
 
 pub mod audit;
 pub mod dlq;
 pub mod export;
+pub mod simulate;
 pub mod sql;

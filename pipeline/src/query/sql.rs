@@ -8,7 +8,7 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 26] = [
     "readings",
     "dead_letters",
     "erasure_audit",
@@ -26,6 +26,15 @@ pub const TABLES: [&str; 17] = [
     "meter_profiles",
     "grid_tariffs",
     "tax_rates",
+    "exchange_rates",
+    "weather_stations",
+    "cost_hourly",
+    "cost_daily",
+    "cost_monthly",
+    "capacity_peaks",
+    "duration_curve",
+    "temperature_daily",
+    "temperature_sensitivity",
 ];
 
 /// The `readings_current` view: exactly one row per key (tenant, meter, quantity,

@@ -7,10 +7,10 @@
 //! | role | sees |
 //! |---|---|
 //! | operator of T | every table, rows of T (`*`: all rows) |
-//! | analyst of a private T | readings, readings_current, consumption_*, meter_profiles, area_consumption_* of T |
+//! | analyst of a private T | readings, readings_current, consumption_*, meter_profiles, cost_*, capacity_peaks, duration_curve, temperature_*, area_consumption_* of T |
 //! | analyst of a public T | area_consumption_* of T |
 //! | subject S of T | per-meter tables: rows with `subject` = S, of a meter during a period it was S's (whole days and months for the daily and monthly tables, profiles taking effect on those days), or of a meter the token shares; their own `subjects` row |
-//! | everyone | spot_prices, weather_observations, grid_tariffs, tax_rates (reference data, all rows) |
+//! | everyone | spot_prices, weather_observations, grid_tariffs, tax_rates, exchange_rates, weather_stations (reference data, all rows) |
 //!
 //! On a public tenant the per-meter rows of a meter are stored under raw ids
 //! only while it is linked by an upgrade; pseudonymized rows never equal a raw
@@ -33,6 +33,9 @@ pub enum Time {
     Day(&'static str),
     /// A first-of-month local date column: the row covers the whole month.
     Month(&'static str),
+    /// A heating season column (the year it starts in): the row covers 1 October to 30
+    /// April.
+    Season(&'static str),
 }
 
 /// What kind of data a table holds.
@@ -63,7 +66,7 @@ pub struct Table {
 
 /// Every table the server can show (`readings_current` is a view over the
 /// session's `readings`, so it needs no predicate of its own).
-pub const TABLES: [Table; 17] = [
+pub const TABLES: [Table; 26] = [
     Table {
         name: "readings",
         kind: Kind::PerMeter {
@@ -97,6 +100,55 @@ pub const TABLES: [Table; 17] = [
         kind: Kind::PerMeter {
             subject: None,
             time: Time::Day("valid_from"),
+        },
+    },
+    Table {
+        name: "cost_hourly",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Instant("hour_start"),
+        },
+    },
+    Table {
+        name: "cost_daily",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Day("local_date"),
+        },
+    },
+    Table {
+        name: "cost_monthly",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Month("month"),
+        },
+    },
+    Table {
+        name: "capacity_peaks",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Month("month"),
+        },
+    },
+    Table {
+        name: "duration_curve",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Month("month"),
+        },
+    },
+    Table {
+        name: "temperature_daily",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Day("local_date"),
+        },
+    },
+    Table {
+        name: "temperature_sensitivity",
+        kind: Kind::PerMeter {
+            subject: None,
+            time: Time::Season("season"),
         },
     },
     Table {
@@ -145,6 +197,14 @@ pub const TABLES: [Table; 17] = [
     },
     Table {
         name: "tax_rates",
+        kind: Kind::Reference,
+    },
+    Table {
+        name: "exchange_rates",
+        kind: Kind::Reference,
+    },
+    Table {
+        name: "weather_stations",
         kind: Kind::Reference,
     },
 ];
@@ -273,6 +333,31 @@ fn within(time: Time, p: &MeterPeriod, tz: Tz) -> Option<Expr> {
                     // unless `end` is a first of month.
                     let last = month_start(end);
                     from.and(col(c).lt(date(last)))
+                }
+                None => from,
+            })
+        }
+        Time::Season(c) => {
+            use chrono::Datelike;
+            let (first, end) = whole_days(p, tz)?;
+            // Seasons starting on or after `first` ...
+            let october = |y: i32| NaiveDate::from_ymd_opt(y, 10, 1);
+            let from_season = if october(first.year())? >= first {
+                first.year()
+            } else {
+                first.year() + 1
+            };
+            let from = col(c).gt_eq(lit(from_season));
+            Some(match end {
+                // ... that end (30 April, so 1 May is the day after) by `end`.
+                Some(end) => {
+                    let may = NaiveDate::from_ymd_opt(end.year(), 5, 1)?;
+                    let last = if end >= may {
+                        end.year() - 1
+                    } else {
+                        end.year() - 2
+                    };
+                    from.and(col(c).lt_eq(lit(last)))
                 }
                 None => from,
             })
@@ -407,7 +492,9 @@ mod tests {
                 "spot_prices",
                 "weather_observations",
                 "grid_tariffs",
-                "tax_rates"
+                "tax_rates",
+                "exchange_rates",
+                "weather_stations"
             ]
         );
         assert_eq!(
@@ -418,13 +505,22 @@ mod tests {
                 "consumption_daily",
                 "consumption_monthly",
                 "meter_profiles",
+                "cost_hourly",
+                "cost_daily",
+                "cost_monthly",
+                "capacity_peaks",
+                "duration_curve",
+                "temperature_daily",
+                "temperature_sensitivity",
                 "area_consumption_hourly",
                 "area_consumption_daily",
                 "area_consumption_monthly",
                 "spot_prices",
                 "weather_observations",
                 "grid_tariffs",
-                "tax_rates"
+                "tax_rates",
+                "exchange_rates",
+                "weather_stations"
             ]
         );
         assert_eq!(
@@ -435,11 +531,20 @@ mod tests {
                 "consumption_daily",
                 "consumption_monthly",
                 "meter_profiles",
+                "cost_hourly",
+                "cost_daily",
+                "cost_monthly",
+                "capacity_peaks",
+                "duration_curve",
+                "temperature_daily",
+                "temperature_sensitivity",
                 "subjects",
                 "spot_prices",
                 "weather_observations",
                 "grid_tariffs",
-                "tax_rates"
+                "tax_rates",
+                "exchange_rates",
+                "weather_stations"
             ]
         );
         // A `*` token that is not an operator's sees nothing (the verifier refuses it too).

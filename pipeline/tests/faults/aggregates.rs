@@ -37,6 +37,7 @@ async fn sigkill_during_materialization_then_restart_is_exact() {
         l.contains("failpoint: aggregate round stalled")
     });
     first.kill();
+    tokio::time::sleep_until(crate::rig::restart_after_kill()).await;
 
     let mut second = rig.spawn("second", &config);
     rig.await_rows(rig.produced.good, Duration::from_secs(240))

@@ -17,7 +17,7 @@ use meterline::privacy::lifecycle::FAILPOINT_ENV;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::rig::{eventually_async, messages, serial, Rig};
+use crate::rig::{eventually_async, messages, restart_after_kill, serial, Rig};
 use crate::GRACE;
 
 /// The subject of the generator's private meter 1 (`acct-1`).
@@ -131,6 +131,7 @@ async fn sigkill_during_an_erasure_then_restart_completes_it_once() {
         l.contains("failpoint: erasure stalled")
     });
     first.kill();
+    let restart_at = restart_after_kill();
     // Killed between the readings commit and everything else: rows gone, the
     // aggregates still show the meters, nothing recorded.
     assert_eq!(
@@ -143,6 +144,7 @@ async fn sigkill_during_an_erasure_then_restart_completes_it_once() {
     );
     assert_eq!(rig.count("SELECT count(*) FROM erasure_audit").await, 0);
 
+    tokio::time::sleep_until(restart_at).await;
     let mut second = rig.spawn("second", &config);
     eventually_async(
         "the erasure is recorded",
@@ -162,6 +164,9 @@ async fn sigkill_during_an_erasure_then_restart_completes_it_once() {
         "consumption_hourly",
         "consumption_daily",
         "consumption_monthly",
+        "cost_hourly",
+        "cost_daily",
+        "cost_monthly",
     ] {
         assert_eq!(
             single(

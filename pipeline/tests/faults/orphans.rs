@@ -73,6 +73,7 @@ async fn the_files_of_a_killed_commit_leave_the_bucket_with_the_orphan_sweep() {
         l.contains("failpoint: commit stalled")
     });
     stalled.kill();
+    let restart_at = crate::rig::restart_after_kill();
     let orphaned = holding(&bucket_views(&rig).await, SUBJECT);
     assert!(
         !orphaned.is_empty(),
@@ -80,6 +81,7 @@ async fn the_files_of_a_killed_commit_leave_the_bucket_with_the_orphan_sweep() {
     );
 
     // Restarted: stored once; then the subject is erased.
+    tokio::time::sleep_until(restart_at).await;
     let mut run = rig.spawn_with_env("run", &config, &[("METERLINE_FAKE_NOW", &now_text)]);
     rig.await_rows(48, Duration::from_secs(180)).await;
     let producer: FutureProducer = ClientConfig::new()

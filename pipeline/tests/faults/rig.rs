@@ -69,6 +69,16 @@ fn wait_deadline(timeout: Duration) -> (Instant, &'static str) {
 /// that has not heartbeated for this long.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// When the next run of a killed process's consumer groups may start: once the broker
+/// has given up on the dead member (its session timed out; tansu notes a heartbeat when
+/// it gets to it, up to a second or two late under load), as after a supervisor's restart
+/// delay. Joined sooner, the next run finds a group that still counts the dead member,
+/// usually as its leader, and tansu 0.6 now and then completes that group from the new
+/// member's SyncGroup as a follower: no partitions, and no rebalance ever.
+pub fn restart_after_kill() -> tokio::time::Instant {
+    tokio::time::Instant::now() + SESSION_TIMEOUT + Duration::from_secs(2)
+}
+
 /// What was produced, to compare the lake against.
 #[derive(Debug, Default)]
 pub struct Produced {

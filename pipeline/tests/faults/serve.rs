@@ -393,11 +393,19 @@ leeway_secs = 60
         }
         out
     };
+    // The cost tables exist once `meterline run` has a private tenant.
     let per_meter = [
         "readings",
         "consumption_hourly",
         "consumption_daily",
         "consumption_monthly",
+        "cost_hourly",
+        "cost_daily",
+        "cost_monthly",
+        "capacity_peaks",
+        "duration_curve",
+        "temperature_daily",
+        "temperature_sensitivity",
     ];
     let area = [
         "area_consumption_hourly",
@@ -423,6 +431,8 @@ leeway_secs = 60
         "weather_observations",
         "grid_tariffs",
         "tax_rates",
+        "exchange_rates",
+        "weather_stations",
     ];
     let all: Vec<&str> = existing.iter().copied().collect();
     let analyst_tables: Vec<&str> = per_meter

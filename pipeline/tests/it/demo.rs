@@ -153,4 +153,21 @@ async fn demo_exits_zero_with_counts_that_add_up_and_a_lake_that_holds_them() {
         count(&lake, "SELECT count(*) FROM consumption_daily").await,
         8 * 2
     );
+    // Every hour of the private customer's meters is priced once, as the aggregates count
+    // them, and one customer's month is printed.
+    let private_hours = count(
+        &lake,
+        "SELECT count(*) FROM consumption_hourly WHERE tenant = 'acme-industri'",
+    )
+    .await;
+    assert!(private_hours > 0);
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM cost_hourly").await,
+        private_hours
+    );
+    assert!(
+        summary.contains("one customer's month, from cost_monthly"),
+        "{summary}"
+    );
+    assert!(summary.contains("capacity charge (fastledd)"), "{summary}");
 }
