@@ -64,8 +64,9 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_AREA_CHARS: usize = 32;
 
 /// Quantities of the contract.
-pub const QUANTITIES: [&str; 5] = [
+pub const QUANTITIES: [&str; 6] = [
     "electricity",
+    "reactive_energy",
     "district_heating",
     "district_cooling",
     "gas",
@@ -88,8 +89,9 @@ pub const QUALITY_CODES: [(u32, &str); 5] = [
     (21, "temporary"),
     (58, "withdrawn"),
 ];
-/// Units of the contract (`Wh` only where a tenant converts it; see `validate`).
-pub const UNITS: [&str; 3] = ["kWh", "m3", "Wh"];
+/// Units of the contract (`Wh` only where a tenant converts it; `kvarh` only for
+/// `reactive_energy`; see `validate`).
+pub const UNITS: [&str; 4] = ["kWh", "m3", "Wh", "kvarh"];
 
 /// Decoder settings.
 #[derive(Debug, Clone)]

@@ -105,6 +105,7 @@ fn wh_to_kwh(v: i128) -> i128 {
 fn unit_allowed(quantity: &str, unit: &str) -> bool {
     match quantity {
         "gas" | "water" => unit == "kWh" || unit == "m3",
+        "reactive_energy" => unit == "kvarh",
         _ => unit == "kWh",
     }
 }
@@ -428,10 +429,12 @@ fn check_quantity<'a>(
     if !unit_allowed(c.quantity.value(row), unit) {
         return Err(rejection(
             Reason::UnitNotAllowed,
-            "field `unit`: electricity, district heating and cooling are in kWh; gas and water in m3 or kWh",
+            "field `unit`: electricity, district heating and cooling are in kWh; gas and water in m3 or kWh; reactive_energy in kvarh",
         ));
     }
-    let per_hour = if *unit == "kWh" {
+    // Reactive energy is bounded like active energy (a meter's kvarh per hour stays
+    // within its fuse's kVA).
+    let per_hour = if *unit == "kWh" || *unit == "kvarh" {
         rules.max_kwh_per_hour
     } else {
         rules.max_m3_per_hour

@@ -16,12 +16,12 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | `shutdown`, `metrics`, `privacy::{tables, keys, geo}`, `query::sql`, `dev::generator` |
+//! | 0 | `shutdown`, `metrics`, `privacy::{tables, keys, geo}`, `query::sql`, `dev::{generator, emif}` |
 //! | 1 | `config` |
 //! | 2 | `kafka` |
 //! | 3 | `aggregate`, `cost`, `privacy::consent` |
 //! | 4 | `ingest`, `privacy::{subjects, lifecycle}` |
-//! | 5 | `privacy::erasure`, `inputs` |
+//! | 5 | `privacy::erasure`, `inputs`, `elhub` |
 //! | 6 | `query::{audit, export, dlq}` |
 //! | 7 | `service` (the only module that wires tasks together) |
 //! | 8 | `dev::{demo, testkit}` |
@@ -33,6 +33,7 @@ pub mod aggregate;
 pub mod config;
 pub mod cost;
 pub mod dev;
+pub mod elhub;
 pub mod ingest;
 pub mod inputs;
 pub mod kafka;

@@ -163,6 +163,17 @@ enum Command {
         #[command(subcommand)]
         what: ImportCommand,
     },
+    /// The Elhub adapter: EMIF metering values (E66, NotifyValidatedDataForBillingEnergy)
+    /// and Elhub "Min side" CSVs into reading/v1 records on the readings topic.
+    ///
+    /// Examples:
+    ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri e66-*.xml
+    ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri --watch /srv/edi/inbox
+    #[command(verbatim_doc_comment)]
+    Elhub {
+        #[command(subcommand)]
+        action: ElhubCommand,
+    },
     /// Price a meter's consumption over a period as it is, and under another
     /// support scheme and/or grid tariff, side by side (nothing is written).
     /// Uses the lake's readings, spot prices, profiles and tariffs and the
@@ -196,21 +207,31 @@ enum Command {
         #[arg(long)]
         tariff: Option<PathBuf>,
     },
-    /// Produce realistic reading/v1 traffic to any Kafka broker.
+    /// Produce realistic reading/v1 traffic to any Kafka broker, or write it as
+    /// Elhub EMIF files.
     ///
     /// Uses the tenants `oslo-utility` (public) and `acme-industri` (private).
     ///
     /// Examples:
     ///   meterline simulate --brokers 127.0.0.1:9092 --meters 1000 --days 2 --rate 5000 --bad 20
     ///   meterline simulate --config deploy/meterline.toml --meters 1000
+    ///   meterline simulate --format emif --out elhub-inbox --meters 20 --days 3
     ///
     /// With --config, the brokers, topic and client settings ([kafka.properties]:
     /// TLS, SASL; [kafka.secret_files]) are the pipeline's. Plaintext to a broker
     /// off loopback is refused unless kafka.allow_plaintext is set there.
+    /// With --format emif, one E66 message per local day (one series per meter)
+    /// is written into --out, for `meterline elhub ingest`; nothing is produced.
     #[command(verbatim_doc_comment)]
     Simulate {
+        /// kafka: produce reading/v1 records; emif: write E66 XML files into --out.
+        #[arg(long, value_parser = ["kafka", "emif"], default_value = "kafka")]
+        format: String,
+        /// With --format emif: the directory to write the files into.
+        #[arg(long, required_if_eq("format", "emif"))]
+        out: Option<PathBuf>,
         /// Bootstrap servers (plaintext; for TLS or SASL use --config).
-        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        #[arg(long, required_unless_present_any = ["config", "out"], conflicts_with = "config")]
         brokers: Option<String>,
         /// Take the brokers, topic and client settings from this configuration file.
         #[arg(long, short)]
@@ -325,6 +346,53 @@ enum DlqCommand {
         /// Count what would be replayed without publishing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ElhubCommand {
+    /// Publish Elhub files to the readings topic (kafka.readings_topic), keyed by
+    /// metering point, all records of a tenant: each message once.
+    ///
+    /// Reads EMIF XML messages (E66; PT1H and PT15M series) and Min side CSVs
+    /// (one metering point and month; the import time is the version). A message
+    /// whose Identification (a Min side file: whose content) was published before
+    /// publishes nothing (the registry is the lake's elhub_messages table).
+    /// A file that cannot be read, and each series that cannot be mapped, goes to
+    /// the rejected folder with a .reason.json (deleted after
+    /// dead_letters.retention_days); the other series and files go on.
+    ///
+    /// Exit codes: 0 everything published, 3 something was rejected (see the
+    /// rejected folder), 1 Kafka or the lake failed, 2 configuration.
+    ///
+    /// Examples:
+    ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri e66-2026-10-25.xml
+    ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri \
+    ///       meteringvalues-mp-707057500000000018-202610.csv
+    ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri --watch /srv/edi/inbox
+    #[command(verbatim_doc_comment)]
+    Ingest {
+        /// The TOML configuration file (kafka, lake, tenants, [elhub]).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The tenant every record is assigned to.
+        #[arg(long)]
+        tenant: String,
+        /// Watch this directory: process each file dropped into it (write as
+        /// NAME.part and rename when complete), then remove it. Runs until
+        /// SIGTERM/Ctrl-C.
+        #[arg(long)]
+        watch: Option<PathBuf>,
+        /// With --watch: stop once the directory is empty.
+        #[arg(long, requires = "watch")]
+        once: bool,
+        /// Where refused files go (default: elhub.rejected_dir, else rejected/ in
+        /// the --watch directory, else ./elhub-rejected).
+        #[arg(long)]
+        rejected: Option<PathBuf>,
+        /// Files to publish once (they are left where they are).
+        #[arg(required_unless_present = "watch")]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -599,6 +667,39 @@ async fn simulate_command(
     report(simulate(&kafka, topic, meters, days, from, rate, bad).await)
 }
 
+fn simulate_emif(
+    out: &std::path::Path,
+    meters: usize,
+    days: u32,
+    from: NaiveDate,
+    bad: usize,
+) -> anyhow::Result<()> {
+    if bad > 0 {
+        eprintln!("note: --bad applies to --format kafka only; the EMIF files hold good values");
+    }
+    let spec = meterline::dev::generator::GeneratorSpec {
+        meters,
+        first_day: from,
+        days,
+        timezone: chrono_tz::Europe::Oslo,
+        bad: 0,
+        seed: rand::random(),
+    };
+    let written = meterline::dev::emif::write(&spec, out)?;
+    println!(
+        "wrote {} E66 messages ({} series, {} observations) into {}",
+        written.files.len(),
+        written.series,
+        written.observations,
+        out.display()
+    );
+    println!(
+        "publish them: meterline elhub ingest --config CONFIG --tenant TENANT {}/*.xml",
+        out.display()
+    );
+    Ok(())
+}
+
 fn parse_ttl(text: &str) -> Result<i64, String> {
     let text = text.trim();
     let (digits, unit) = text.split_at(
@@ -721,6 +822,9 @@ fn main() -> ExitCode {
             | Command::Token { .. }
             | Command::Import { .. }
             | Command::SimulateCost { .. }
+            | Command::Elhub {
+                action: ElhubCommand::Ingest { watch: None, .. }
+            }
     );
     init_logs(&cli.log_format, quiet);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -768,6 +872,17 @@ async fn dispatch(command: Command) -> ExitCode {
             query,
         } => report(sql(lake, storage_options, format, query).await),
         Command::Simulate {
+            format,
+            out: Some(out),
+            meters,
+            days,
+            from,
+            bad,
+            ..
+        } if format == "emif" => report(simulate_emif(&out, meters, days, from, bad)),
+        Command::Simulate {
+            format: _,
+            out: _,
             brokers,
             config,
             topic,
@@ -779,6 +894,7 @@ async fn dispatch(command: Command) -> ExitCode {
         } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
         Command::Dlq { action } => report(dlq(action).await),
         Command::Import { what } => report(import(what).await),
+        Command::Elhub { action } => elhub(action).await,
         command @ Command::SimulateCost { .. } => report(simulate_cost(command).await),
         Command::Serve { config } => meterline::serve::run_from_file(&config).await,
         Command::Token {
@@ -847,6 +963,33 @@ async fn simulate_cost(command: Command) -> anyhow::Result<()> {
 fn parse_scheme(text: &str) -> Result<meterline_operators::economics::hour::Scheme, String> {
     meterline_operators::economics::hour::Scheme::parse(text)
         .ok_or_else(|| format!("`{text}`: one of stromstotte, norgespris, none"))
+}
+
+async fn elhub(action: ElhubCommand) -> ExitCode {
+    let ElhubCommand::Ingest {
+        config,
+        tenant,
+        watch,
+        once,
+        rejected,
+        paths,
+    } = action;
+    let opts = meterline::elhub::IngestOptions {
+        config,
+        tenant,
+        paths,
+        watch,
+        rejected,
+        once,
+    };
+    match meterline::elhub::ingest(&opts).await {
+        Ok(summary) if summary.has_rejects() => ExitCode::from(3),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            failure(&e)
+        }
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -571,6 +571,32 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> std::
     axum::serve(listener, app).await
 }
 
+/// Serve only `/metrics`, its text from `render`, until the process exits (the SQL
+/// server's and the Elhub adapter's endpoints).
+pub async fn serve_text(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    use axum::http::header;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = render();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ pub mod bucket;
 pub mod dead_letter;
 pub mod delta;
 pub mod derived;
+pub mod elhub;
 pub mod erase;
 pub mod files;
 pub mod inputs;
@@ -41,6 +42,7 @@ pub use inputs::{
     exchange_rates_spec, grid_tariffs_spec, meter_profiles_spec, spot_prices_spec, tax_rates_spec,
     weather_observations_spec, weather_stations_spec,
 };
+pub use elhub::{elhub_messages_spec, processed_batch, ProcessedMessage};
 pub use lake::{Lake, LakeConfig};
 pub use orphans::{set_orphan_age, vacuum_orphans};
 

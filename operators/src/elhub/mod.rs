@@ -1,12 +1,19 @@
 //! Elhub's messages, read for the readings contract.
 //!
-//! Elhub, the Norwegian metering hub, sends every metering value as an EMIF XML message.
-//! This room reads them (pure: text in, checked values out); turning them into
-//! `reading/v1` records and producing them is the Elhub adapter's (`meterline elhub`).
+//! Elhub, the Norwegian metering hub, sends every metering value as an EMIF XML message;
+//! households can download their values as a CSV from Elhub's "Min side". This room reads
+//! them and maps them to `reading/v1` records (pure: text in, records or refusals out);
+//! producing them is the Elhub adapter's (`meterline elhub ingest`).
 //!
-//! - `emif.rs`: `NotifyValidatedDataForBillingEnergy` (E66), streamed one series at a time.
+//! - `emif.rs`: `NotifyValidatedDataForBillingEnergy` (E66), streamed one series at a time;
+//! - `readings.rs`: a series as `reading/v1` records (the mapping table), reject reasons;
+//! - `minside.rs`: the Min side CSV;
+//! - `write.rs`: E66 messages written (the demo generator's `--format emif`).
 
 pub mod emif;
+pub mod minside;
+pub mod readings;
+pub mod write;
 
 #[cfg(test)]
 mod tests;

@@ -325,3 +325,201 @@ fn a_message_that_is_not_e66_in_its_namespaces_is_refused_whole() {
     }
     assert!(matches!(read(&message(&[])), Err(EmifError::NoSeries)));
 }
+
+// ---- the mapping to reading/v1 ----
+
+use super::minside;
+use super::readings::{records, RejectReason};
+
+fn payloads(xml: &str) -> Vec<Result<Vec<serde_json::Value>, RejectReason>> {
+    let (_, all) = read(xml).unwrap();
+    all.into_iter()
+        .map(|s| {
+            let s = s.unwrap();
+            records(&s, "oslo")
+                .map(|rs| {
+                    rs.iter()
+                        .map(|(key, p)| {
+                            assert_eq!(key, GSRN);
+                            serde_json::from_str(p).unwrap()
+                        })
+                        .collect()
+                })
+                .map_err(|r| r.reason)
+        })
+        .collect()
+}
+
+#[test]
+fn each_kind_maps_to_its_quality_and_out_is_import() {
+    let xml = message(&[series(
+        "PT1H",
+        "2026-10-26T00:00:00+01:00",
+        "2026-10-26T05:00:00+01:00",
+        &[
+            ("Metered", "1.5"),
+            (r#"Estimated Quality="56" ValidationCode="V001" EstimationCode="E002""#, "2"),
+            (r#"Estimated Quality="81" ValidationCode="V001" EstimationCode="E002""#, "0.125"),
+            (r#"Temporary ValidationCode="V003" EstimationCode="E004""#, "3.000"),
+            (r#"Calculated ImbalanceSettlement="true""#, "4.25"),
+        ],
+    )]);
+    let got = payloads(&xml).remove(0).unwrap();
+    let want = [
+        ("2026-10-25T23:00:00Z", "measured", "1.5"),
+        ("2026-10-26T00:00:00Z", "estimated", "2"),
+        ("2026-10-26T01:00:00Z", "final_estimate", "0.125"),
+        ("2026-10-26T02:00:00Z", "temporary", "3"),
+        ("2026-10-26T03:00:00Z", "calculated", "4.25"),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (v, (start, quality, value)) in got.iter().zip(want) {
+        assert_eq!(v["schema"], "reading/v1");
+        assert_eq!(v["tenant"], "oslo");
+        assert_eq!((v["meter_id"].as_str(), v["device_id"].as_str()), (Some(GSRN), Some(GSRN)));
+        assert_eq!(v["quantity"], "electricity");
+        assert_eq!(v["unit"], "kWh");
+        assert_eq!(v["direction"], "import");
+        assert_eq!(v["resolution"], "PT1H");
+        assert_eq!(v["start"], start);
+        assert_eq!(v["quality"], quality);
+        assert_eq!(v["value"].to_string(), value);
+        // RegistrationDateTime 2026-10-26T06:34:12+01:00
+        assert_eq!(v["version"], "2026-10-26T05:34:12.000000Z");
+    }
+}
+
+#[test]
+fn kvarh_is_reactive_energy_in_is_export_and_pt60m_is_an_hour() {
+    let xml = message(&[series(
+        "PT60M",
+        "2026-10-26T00:00:00+01:00",
+        "2026-10-26T01:00:00+01:00",
+        &[("Metered", "7")],
+    )
+    .replace("<abie:UnitType>kWh", "<abie:UnitType>kvarh")
+    .replace("<abie:Direction>Out", "<abie:Direction>In")]);
+    let v = &payloads(&xml).remove(0).unwrap()[0];
+    assert_eq!((v["quantity"].as_str(), v["unit"].as_str()), (Some("reactive_energy"), Some("kvarh")));
+    assert_eq!(v["direction"], "export");
+    assert_eq!(v["resolution"], "PT1H");
+}
+
+#[test]
+fn other_resolutions_units_and_bad_gsrns_are_refused_with_their_reason() {
+    let one = |resolution: &str, end: &str| {
+        series(resolution, "2026-10-26T00:00:00+01:00", end, &[("Metered", "1")])
+    };
+    let xml = message(&[
+        one("P1D", "2026-10-27T00:00:00+01:00"),
+        one("PT30M", "2026-10-26T00:30:00+01:00"),
+        one("PT5M", "2026-10-26T00:05:00+01:00"),
+        one("PT1H", "2026-10-26T01:00:00+01:00").replace("<abie:UnitType>kWh", "<abie:UnitType>MWh"),
+        one("PT1H", "2026-10-26T01:00:00+01:00").replace(GSRN, "707057500000000019"),
+        one("PT1H", "2026-10-26T01:00:00+01:00").replace(GSRN, "70705750000000001"),
+        one("PT1H", "2026-10-26T01:00:00+01:00"),
+    ]);
+    let got: Vec<Option<RejectReason>> = payloads(&xml).into_iter().map(Result::err).collect();
+    use RejectReason::*;
+    assert_eq!(
+        got,
+        [
+            Some(UnsupportedResolution),
+            Some(UnsupportedResolution),
+            Some(UnsupportedResolution),
+            Some(UnsupportedUnit),
+            Some(InvalidGsrn),
+            Some(InvalidGsrn),
+            None
+        ]
+    );
+}
+
+fn oslo() -> chrono_tz::Tz {
+    chrono_tz::Europe::Oslo
+}
+
+#[test]
+fn a_min_side_file_reads_its_local_times_and_decimal_commas() {
+    let csv = "\u{feff}Fra;Til;KWH 60 Forbruk\n\
+        01.10.2026 00:00;01.10.2026 01:00;1,234\n\
+        01.10.2026 01:00;01.10.2026 02:00;0,5\n";
+    let m = minside::read(csv, "meteringvalues-mp-707057500000000018-202610.csv", oslo()).unwrap();
+    assert_eq!(m.metering_point, GSRN);
+    assert_eq!((m.direction, m.resolution), ("import", "PT1H"));
+    assert_eq!(
+        m.rows,
+        [(utc(2026, 9, 30, 22, 0), dec("1.234")), (utc(2026, 9, 30, 23, 0), dec("0.5"))]
+    );
+    let version = utc(2026, 11, 2, 12, 0);
+    let r = m.records("oslo", version);
+    let v: serde_json::Value = serde_json::from_str(&r[0].1).unwrap();
+    assert_eq!(v["value"].to_string(), "1.234");
+    assert_eq!(v["version"], "2026-11-02T12:00:00.000000Z");
+    assert_eq!(v["quality"], "measured");
+}
+
+#[test]
+fn the_autumn_day_repeats_two_oclock_first_in_summer_time() {
+    // 25 hours of 25.10.2026 written as the Min side writes them: 02:00 twice.
+    let mut csv = String::from("Fra;Til;KWH 60 Forbruk;Målepunkt-ID\n");
+    let hours = [0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23];
+    for (i, h) in hours.iter().enumerate() {
+        let to = if *h == 23 { "26.10.2026 00:00".to_owned() } else { format!("25.10.2026 {:02}:00", h + 1) };
+        csv.push_str(&format!("25.10.2026 {h:02}:00;{to};{i},0;{GSRN}\n"));
+    }
+    let m = minside::read(&csv, "export.csv", oslo()).unwrap();
+    assert_eq!(m.rows.len(), 25);
+    // 00:00 +02:00 is 22:00Z; every row one UTC hour after the one before.
+    for (i, (start, value)) in m.rows.iter().enumerate() {
+        assert_eq!(*start, utc(2026, 10, 24, 22, 0) + chrono::Duration::hours(i as i64));
+        assert_eq!(*value, Decimal::from(i));
+    }
+}
+
+#[test]
+fn min_side_files_that_cannot_be_read_are_refused() {
+    let good_head = "Fra;Til;KWH 60 Forbruk\n";
+    let cases = [
+        ("", RejectReason::MalformedCsv),
+        ("a,b,c\n1,2,3\n", RejectReason::MalformedCsv),
+        ("Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 01:00;abc\n", RejectReason::InvalidValue),
+        ("Fra;Til;KWH 60 Forbruk\n29.03.2026 02:00;29.03.2026 03:00;1\n", RejectReason::MalformedCsv),
+        ("Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 00:30;1\n", RejectReason::UnsupportedResolution),
+    ];
+    for (csv, reason) in cases {
+        let got = minside::read(csv, "mp-707057500000000018.csv", oslo()).unwrap_err();
+        assert_eq!(got.reason, reason, "{csv:?}: {}", got.message);
+    }
+    let ok = format!("{good_head}01.10.2026 00:00;01.10.2026 01:00;1\n");
+    let no_mp = minside::read(&ok, "export.csv", oslo()).unwrap_err();
+    assert_eq!(no_mp.reason, RejectReason::MalformedCsv);
+    let bad_mp = minside::read(&ok, "mp-707057500000000019.csv", oslo()).unwrap_err();
+    assert_eq!(bad_mp.reason, RejectReason::InvalidGsrn);
+}
+
+#[test]
+fn a_written_message_reads_back() {
+    use super::write::{billing_energy, SeriesOut};
+    let s = SeriesOut {
+        identification: "s-1".into(),
+        registration: utc(2026, 10, 26, 5, 0),
+        resolution: "PT15M".into(),
+        start: utc(2026, 10, 25, 23, 0),
+        end: utc(2026, 10, 25, 23, 30),
+        unit: "kWh".into(),
+        direction: "Out".into(),
+        metering_point: GSRN.into(),
+        observations: vec![
+            (Kind::Metered, None, dec("0.25")),
+            (Kind::Estimated, Some("81"), dec("0.5")),
+        ],
+    };
+    let xml = billing_energy("m-1", utc(2026, 10, 26, 6, 0), &[s]);
+    let (headers, all) = read(&xml).unwrap();
+    assert_eq!(headers[0].identification.as_deref(), Some("m-1"));
+    let got = all.into_iter().next().unwrap().unwrap();
+    assert_eq!(got.start, utc(2026, 10, 25, 23, 0));
+    assert_eq!(got.observations[1].quality.as_deref(), Some("81"));
+    assert_eq!(got.observations[1].value, dec("0.5"));
+}

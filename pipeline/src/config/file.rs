@@ -28,7 +28,37 @@ pub struct Config {
     pub inputs: InputsConfig,
     #[serde(default)]
     pub economics: EconomicsConfig,
+    #[serde(default)]
+    pub elhub: ElhubConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[elhub]`: `meterline elhub ingest`, the Elhub adapter (EMIF XML and Min side CSV
+/// files into `reading/v1` records on the readings topic).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElhubConfig {
+    /// Where files that could not be published whole go, each beside a
+    /// `.reason.json`; they are deleted after `dead_letters.retention_days`.
+    /// Default: `rejected/` inside the `--watch` directory, else `./elhub-rejected`.
+    pub rejected_dir: Option<PathBuf>,
+    /// Files larger than this are rejected unread (`too_large`).
+    pub max_file_bytes: u64,
+    /// How often `--watch` looks for new files.
+    pub poll_interval_secs: u64,
+    /// `/metrics` of `meterline elhub ingest --watch`; empty: none.
+    pub metrics_listen: String,
+}
+
+impl Default for ElhubConfig {
+    fn default() -> Self {
+        Self {
+            rejected_dir: None,
+            max_file_bytes: 1 << 30,
+            poll_interval_secs: 5,
+            metrics_listen: "127.0.0.1:9900".to_owned(),
+        }
+    }
 }
 
 /// `[economics]`: what costs are computed with.

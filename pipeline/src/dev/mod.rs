@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod economics;
+pub mod emif;
 pub mod generator;
 #[cfg(feature = "testkit")]
 pub mod testkit;

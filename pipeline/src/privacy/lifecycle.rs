@@ -647,6 +647,7 @@ impl Lifecycle {
             "tax_rates",
             "exchange_rates",
             "weather_stations",
+            "elhub_messages",
             crate::privacy::tables::LEDGER_TABLE,
             crate::privacy::tables::AUDIT_TABLE,
         ];

@@ -62,7 +62,7 @@ fn quoted(text: &str) -> String {
 /// Where each table meterline keeps goes in an export: `Ok(section)`, or
 /// `Err(why it holds nothing of a subject)`. Every table `meterline sql` knows,
 /// and the key store, must be here (a test checks).
-pub const MANIFEST: [(&str, Result<&str, &str>); 27] = [
+pub const MANIFEST: [(&str, Result<&str, &str>); 28] = [
     ("subjects", Ok("profile")),
     ("consent_ledger", Ok("consent_history")),
     ("access_log", Ok("access_log")),
@@ -95,6 +95,10 @@ pub const MANIFEST: [(&str, Result<&str, &str>); 27] = [
     (
         "exchange_rates",
         Err("the central bank's exchange rates: no data about a subject"),
+    ),
+    (
+        "elhub_messages",
+        Err("the Elhub adapter's registry of processed messages: message ids, file hashes and counts, no data about a subject"),
     ),
     (
         "grid_tariffs",

@@ -8,7 +8,7 @@ use deltalake::DeltaTable;
 use meterline_sinks::{Lake, LakeConfig};
 
 /// Tables registered when present under the lake root.
-pub const TABLES: [&str; 26] = [
+pub const TABLES: [&str; 27] = [
     "readings",
     "dead_letters",
     "erasure_audit",
@@ -35,6 +35,7 @@ pub const TABLES: [&str; 26] = [
     "duration_curve",
     "temperature_daily",
     "temperature_sensitivity",
+    "elhub_messages",
 ];
 
 /// The `readings_current` view: exactly one row per key (tenant, meter, quantity,

@@ -118,24 +118,7 @@ impl Default for SqlMetrics {
 
 /// Serve `/metrics` until the process exits.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: SqlMetrics) -> std::io::Result<()> {
-    use axum::http::header;
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let body = metrics.render();
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app).await
+    crate::metrics::serve_text(listener, move || metrics.render()).await
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub struct Table {
 
 /// Every table the server can show (`readings_current` is a view over the
 /// session's `readings`, so it needs no predicate of its own).
-pub const TABLES: [Table; 26] = [
+pub const TABLES: [Table; 27] = [
     Table {
         name: "readings",
         kind: Kind::PerMeter {
@@ -206,6 +206,10 @@ pub const TABLES: [Table; 26] = [
     Table {
         name: "weather_stations",
         kind: Kind::Reference,
+    },
+    Table {
+        name: "elhub_messages",
+        kind: Kind::Operations,
     },
 ];
 

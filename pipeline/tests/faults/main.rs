@@ -12,6 +12,7 @@
 mod aggregates;
 mod dead_letter_keys;
 mod dead_letters;
+mod elhub;
 mod erasure;
 mod inputs;
 mod lifecycle;
