@@ -645,6 +645,33 @@ impl From<DlqFilter> for meterline::query::dlq::Filter {
     }
 }
 
+async fn simulate_any(command: Command) -> ExitCode {
+    match command {
+        Command::Simulate {
+            format,
+            out: Some(out),
+            meters,
+            days,
+            from,
+            bad,
+            ..
+        } if format == "emif" => report(simulate_emif(&out, meters, days, from, bad)),
+        Command::Simulate {
+            format: _,
+            out: _,
+            brokers,
+            config,
+            topic,
+            meters,
+            days,
+            from,
+            rate,
+            bad,
+        } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
+        _ => unreachable!("simulate_any is given Command::Simulate"),
+    }
+}
+
 async fn simulate_command(
     brokers: Option<String>,
     config: Option<PathBuf>,
@@ -871,27 +898,7 @@ async fn dispatch(command: Command) -> ExitCode {
             format,
             query,
         } => report(sql(lake, storage_options, format, query).await),
-        Command::Simulate {
-            format,
-            out: Some(out),
-            meters,
-            days,
-            from,
-            bad,
-            ..
-        } if format == "emif" => report(simulate_emif(&out, meters, days, from, bad)),
-        Command::Simulate {
-            format: _,
-            out: _,
-            brokers,
-            config,
-            topic,
-            meters,
-            days,
-            from,
-            rate,
-            bad,
-        } => simulate_command(brokers, config, topic, (meters, days, from, rate, bad)).await,
+        command @ Command::Simulate { .. } => simulate_any(command).await,
         Command::Dlq { action } => report(dlq(action).await),
         Command::Import { what } => report(import(what).await),
         Command::Elhub { action } => elhub(action).await,

@@ -36,13 +36,13 @@ mod write;
 pub use dead_letter::{dead_letter_batch, dead_letters_spec, readings_spec, DEAD_LETTERS};
 pub use delta::{plain_strings, AppendOutcome, OffsetTable, TableSpec};
 pub use derived::{open_existing, DerivedSpec, DerivedTable, Partition, Replaced, SourceTable};
+pub use elhub::{elhub_messages_spec, processed_batch, ProcessedMessage};
 pub use erase::{purge, remove_files, remove_rows, upsert, Removal};
 pub use files::{Change, Changes, DataFile};
 pub use inputs::{
     exchange_rates_spec, grid_tariffs_spec, meter_profiles_spec, spot_prices_spec, tax_rates_spec,
     weather_observations_spec, weather_stations_spec,
 };
-pub use elhub::{elhub_messages_spec, processed_batch, ProcessedMessage};
 pub use lake::{Lake, LakeConfig};
 pub use orphans::{set_orphan_age, vacuum_orphans};
 

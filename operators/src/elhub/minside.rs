@@ -80,7 +80,10 @@ struct Columns {
 }
 
 fn columns(heading: &str) -> Option<Columns> {
-    let names: Vec<String> = heading.split(';').map(|c| unquote(c).to_lowercase()).collect();
+    let names: Vec<String> = heading
+        .split(';')
+        .map(|c| unquote(c).to_lowercase())
+        .collect();
     let find = |test: &dyn Fn(&str) -> bool| names.iter().position(|n| test(n));
     let value = find(&|n| n.contains("kwh"))?;
     let production = names[value].contains("produksjon") || names[value].contains("production");
@@ -141,8 +144,12 @@ fn row(line: &str, c: &Columns, tz: Tz, n: usize) -> Result<Row, Refusal> {
         .filter(|ch| !ch.is_whitespace())
         .map(|ch| if ch == ',' { '.' } else { ch })
         .collect();
-    let value = Decimal::from_str_exact(&text)
-        .map_err(|_| refuse(RejectReason::InvalidValue, format!("row {n}: the value is not a number")))?;
+    let value = Decimal::from_str_exact(&text).map_err(|_| {
+        refuse(
+            RejectReason::InvalidValue,
+            format!("row {n}: the value is not a number"),
+        )
+    })?;
     let mp = match c.metering_point {
         Some(i) => Some(cell(i)?.to_owned()),
         None => None,
@@ -178,12 +185,17 @@ fn metering_point(rows: &[Row], file_name: &str) -> Result<String, Refusal> {
     let mp = match from_column.next() {
         Some(first) => {
             if from_column.any(|m| m != first) {
-                return Err(malformed("the file names more than one metering point".into()));
+                return Err(malformed(
+                    "the file names more than one metering point".into(),
+                ));
             }
             first.to_owned()
         }
         None => eighteen_digits(file_name).ok_or_else(|| {
-            malformed("no metering point: neither a `Målepunkt` column nor 18 digits in the file name".into())
+            malformed(
+                "no metering point: neither a `Målepunkt` column nor 18 digits in the file name"
+                    .into(),
+            )
         })?,
     };
     check_gsrn(&mp).map_err(|_| {
@@ -239,7 +251,10 @@ pub fn read(text: &str, file_name: &str, tz: Tz) -> Result<MinSide, Refusal> {
             return Err(malformed(format!("row {}: not {name} long", r.line)));
         }
         if out.last().is_some_and(|(previous, _)| *previous >= start) {
-            return Err(malformed(format!("row {}: not after the row before", r.line)));
+            return Err(malformed(format!(
+                "row {}: not after the row before",
+                r.line
+            )));
         }
         out.push((start, r.value));
     }

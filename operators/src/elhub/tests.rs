@@ -358,9 +358,18 @@ fn each_kind_maps_to_its_quality_and_out_is_import() {
         "2026-10-26T05:00:00+01:00",
         &[
             ("Metered", "1.5"),
-            (r#"Estimated Quality="56" ValidationCode="V001" EstimationCode="E002""#, "2"),
-            (r#"Estimated Quality="81" ValidationCode="V001" EstimationCode="E002""#, "0.125"),
-            (r#"Temporary ValidationCode="V003" EstimationCode="E004""#, "3.000"),
+            (
+                r#"Estimated Quality="56" ValidationCode="V001" EstimationCode="E002""#,
+                "2",
+            ),
+            (
+                r#"Estimated Quality="81" ValidationCode="V001" EstimationCode="E002""#,
+                "0.125",
+            ),
+            (
+                r#"Temporary ValidationCode="V003" EstimationCode="E004""#,
+                "3.000",
+            ),
             (r#"Calculated ImbalanceSettlement="true""#, "4.25"),
         ],
     )]);
@@ -376,7 +385,10 @@ fn each_kind_maps_to_its_quality_and_out_is_import() {
     for (v, (start, quality, value)) in got.iter().zip(want) {
         assert_eq!(v["schema"], "reading/v1");
         assert_eq!(v["tenant"], "oslo");
-        assert_eq!((v["meter_id"].as_str(), v["device_id"].as_str()), (Some(GSRN), Some(GSRN)));
+        assert_eq!(
+            (v["meter_id"].as_str(), v["device_id"].as_str()),
+            (Some(GSRN), Some(GSRN))
+        );
         assert_eq!(v["quantity"], "electricity");
         assert_eq!(v["unit"], "kWh");
         assert_eq!(v["direction"], "import");
@@ -400,7 +412,10 @@ fn kvarh_is_reactive_energy_in_is_export_and_pt60m_is_an_hour() {
     .replace("<abie:UnitType>kWh", "<abie:UnitType>kvarh")
     .replace("<abie:Direction>Out", "<abie:Direction>In")]);
     let v = &payloads(&xml).remove(0).unwrap()[0];
-    assert_eq!((v["quantity"].as_str(), v["unit"].as_str()), (Some("reactive_energy"), Some("kvarh")));
+    assert_eq!(
+        (v["quantity"].as_str(), v["unit"].as_str()),
+        (Some("reactive_energy"), Some("kvarh"))
+    );
     assert_eq!(v["direction"], "export");
     assert_eq!(v["resolution"], "PT1H");
 }
@@ -408,13 +423,19 @@ fn kvarh_is_reactive_energy_in_is_export_and_pt60m_is_an_hour() {
 #[test]
 fn other_resolutions_units_and_bad_gsrns_are_refused_with_their_reason() {
     let one = |resolution: &str, end: &str| {
-        series(resolution, "2026-10-26T00:00:00+01:00", end, &[("Metered", "1")])
+        series(
+            resolution,
+            "2026-10-26T00:00:00+01:00",
+            end,
+            &[("Metered", "1")],
+        )
     };
     let xml = message(&[
         one("P1D", "2026-10-27T00:00:00+01:00"),
         one("PT30M", "2026-10-26T00:30:00+01:00"),
         one("PT5M", "2026-10-26T00:05:00+01:00"),
-        one("PT1H", "2026-10-26T01:00:00+01:00").replace("<abie:UnitType>kWh", "<abie:UnitType>MWh"),
+        one("PT1H", "2026-10-26T01:00:00+01:00")
+            .replace("<abie:UnitType>kWh", "<abie:UnitType>MWh"),
         one("PT1H", "2026-10-26T01:00:00+01:00").replace(GSRN, "707057500000000019"),
         one("PT1H", "2026-10-26T01:00:00+01:00").replace(GSRN, "70705750000000001"),
         one("PT1H", "2026-10-26T01:00:00+01:00"),
@@ -444,12 +465,20 @@ fn a_min_side_file_reads_its_local_times_and_decimal_commas() {
     let csv = "\u{feff}Fra;Til;KWH 60 Forbruk\n\
         01.10.2026 00:00;01.10.2026 01:00;1,234\n\
         01.10.2026 01:00;01.10.2026 02:00;0,5\n";
-    let m = minside::read(csv, "meteringvalues-mp-707057500000000018-202610.csv", oslo()).unwrap();
+    let m = minside::read(
+        csv,
+        "meteringvalues-mp-707057500000000018-202610.csv",
+        oslo(),
+    )
+    .unwrap();
     assert_eq!(m.metering_point, GSRN);
     assert_eq!((m.direction, m.resolution), ("import", "PT1H"));
     assert_eq!(
         m.rows,
-        [(utc(2026, 9, 30, 22, 0), dec("1.234")), (utc(2026, 9, 30, 23, 0), dec("0.5"))]
+        [
+            (utc(2026, 9, 30, 22, 0), dec("1.234")),
+            (utc(2026, 9, 30, 23, 0), dec("0.5"))
+        ]
     );
     let version = utc(2026, 11, 2, 12, 0);
     let r = m.records("oslo", version);
@@ -463,16 +492,25 @@ fn a_min_side_file_reads_its_local_times_and_decimal_commas() {
 fn the_autumn_day_repeats_two_oclock_first_in_summer_time() {
     // 25 hours of 25.10.2026 written as the Min side writes them: 02:00 twice.
     let mut csv = String::from("Fra;Til;KWH 60 Forbruk;Målepunkt-ID\n");
-    let hours = [0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23];
+    let hours = [
+        0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+    ];
     for (i, h) in hours.iter().enumerate() {
-        let to = if *h == 23 { "26.10.2026 00:00".to_owned() } else { format!("25.10.2026 {:02}:00", h + 1) };
+        let to = if *h == 23 {
+            "26.10.2026 00:00".to_owned()
+        } else {
+            format!("25.10.2026 {:02}:00", h + 1)
+        };
         csv.push_str(&format!("25.10.2026 {h:02}:00;{to};{i},0;{GSRN}\n"));
     }
     let m = minside::read(&csv, "export.csv", oslo()).unwrap();
     assert_eq!(m.rows.len(), 25);
     // 00:00 +02:00 is 22:00Z; every row one UTC hour after the one before.
     for (i, (start, value)) in m.rows.iter().enumerate() {
-        assert_eq!(*start, utc(2026, 10, 24, 22, 0) + chrono::Duration::hours(i as i64));
+        assert_eq!(
+            *start,
+            utc(2026, 10, 24, 22, 0) + chrono::Duration::hours(i as i64)
+        );
         assert_eq!(*value, Decimal::from(i));
     }
 }
@@ -483,9 +521,18 @@ fn min_side_files_that_cannot_be_read_are_refused() {
     let cases = [
         ("", RejectReason::MalformedCsv),
         ("a,b,c\n1,2,3\n", RejectReason::MalformedCsv),
-        ("Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 01:00;abc\n", RejectReason::InvalidValue),
-        ("Fra;Til;KWH 60 Forbruk\n29.03.2026 02:00;29.03.2026 03:00;1\n", RejectReason::MalformedCsv),
-        ("Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 00:30;1\n", RejectReason::UnsupportedResolution),
+        (
+            "Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 01:00;abc\n",
+            RejectReason::InvalidValue,
+        ),
+        (
+            "Fra;Til;KWH 60 Forbruk\n29.03.2026 02:00;29.03.2026 03:00;1\n",
+            RejectReason::MalformedCsv,
+        ),
+        (
+            "Fra;Til;KWH 60 Forbruk\n01.10.2026 00:00;01.10.2026 00:30;1\n",
+            RejectReason::UnsupportedResolution,
+        ),
     ];
     for (csv, reason) in cases {
         let got = minside::read(csv, "mp-707057500000000018.csv", oslo()).unwrap_err();

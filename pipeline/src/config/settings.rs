@@ -30,7 +30,7 @@ use crate::privacy::geo::{CidrTable, GeoLookup};
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
 /// A section missing here has its variables ignored, so a test compares this
 /// list with the sections of `deploy/meterline.toml`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "kafka",
     "lake",
     "pipeline",
@@ -42,6 +42,7 @@ const SECTIONS: [&str; 11] = [
     "serve",
     "inputs",
     "economics",
+    "elhub",
 ];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).

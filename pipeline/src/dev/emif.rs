@@ -26,22 +26,43 @@ pub struct Written {
 fn uuid(parts: &str) -> String {
     let h = blake3::hash(parts.as_bytes()).to_hex();
     let h = h.as_str();
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// A meter's intervals of one day: resolution minutes, then (start, value) in order.
 type MeterDay = (i64, Vec<(DateTime<Utc>, Decimal)>);
 
-fn by_day_and_meter(spec: &GeneratorSpec) -> anyhow::Result<BTreeMap<(NaiveDate, String), MeterDay>> {
+fn by_day_and_meter(
+    spec: &GeneratorSpec,
+) -> anyhow::Result<BTreeMap<(NaiveDate, String), MeterDay>> {
     let mut days: BTreeMap<(NaiveDate, String), MeterDay> = BTreeMap::new();
     for m in spec.generate().iter().filter(|m| m.bad_reason.is_none()) {
         let v: serde_json::Value = serde_json::from_slice(&m.payload)?;
-        let field = |name: &str| v[name].as_str().map(str::to_owned).context("generator field");
-        let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&field("start")?)?.with_timezone(&Utc);
-        let minutes = if field("resolution")? == "PT15M" { 15 } else { 60 };
+        let field = |name: &str| {
+            v[name]
+                .as_str()
+                .map(str::to_owned)
+                .context("generator field")
+        };
+        let start: DateTime<Utc> =
+            DateTime::parse_from_rfc3339(&field("start")?)?.with_timezone(&Utc);
+        let minutes = if field("resolution")? == "PT15M" {
+            15
+        } else {
+            60
+        };
         let value = Decimal::from_str_exact(&format!("{:.3}", v["value"].as_f64().unwrap_or(0.0)))?;
         let day = start.with_timezone(&spec.timezone).date_naive();
-        let entry = days.entry((day, field("meter_id")?)).or_insert((minutes, Vec::new()));
+        let entry = days
+            .entry((day, field("meter_id")?))
+            .or_insert((minutes, Vec::new()));
         entry.1.push((start, value.normalize()));
     }
     Ok(days)
@@ -68,13 +89,24 @@ pub fn write(spec: &GeneratorSpec, out: &Path) -> anyhow::Result<Written> {
             unit: "kWh".to_owned(),
             direction: "Out".to_owned(),
             metering_point: meter,
-            observations: values.into_iter().map(|(_, v)| (Kind::Metered, None, v)).collect(),
+            observations: values
+                .into_iter()
+                .map(|(_, v)| (Kind::Metered, None, v))
+                .collect(),
         });
     }
-    let mut written = Written { files: Vec::new(), series: 0, observations: 0 };
+    let mut written = Written {
+        files: Vec::new(),
+        series: 0,
+        observations: 0,
+    };
     for (day, series) in per_day {
         let created = local_midnight(spec.timezone, day + Duration::days(1)) + Duration::hours(6);
-        let xml = billing_energy(&uuid(&format!("message {day} {}", spec.seed)), created, &series);
+        let xml = billing_energy(
+            &uuid(&format!("message {day} {}", spec.seed)),
+            created,
+            &series,
+        );
         let path = out.join(format!("e66-{day}.xml"));
         std::fs::write(&path, xml).with_context(|| format!("cannot write {}", path.display()))?;
         written.series += series.len();

@@ -52,8 +52,13 @@ pub fn reject(dir: &Path, report: &FileReport, now: DateTime<Utc>) -> anyhow::Re
         .file_name()
         .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned());
     let target = dir.join(format!("{}-{name}", now.format(STAMP)));
-    std::fs::copy(&report.file, &target)
-        .with_context(|| format!("cannot copy {} to {}", report.file.display(), target.display()))?;
+    std::fs::copy(&report.file, &target).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            report.file.display(),
+            target.display()
+        )
+    })?;
     let series: Vec<serde_json::Value> = report
         .refused
         .iter()
@@ -63,7 +68,10 @@ pub fn reject(dir: &Path, report: &FileReport, now: DateTime<Utc>) -> anyhow::Re
         .collect();
     let (reason, message) = match &report.outcome {
         Outcome::Rejected { reason, message } => (reason.as_str(), message.as_str()),
-        _ => ("partial", "some series were refused; the others were published"),
+        _ => (
+            "partial",
+            "some series were refused; the others were published",
+        ),
     };
     let body = serde_json::json!({
         "file": report.file.display().to_string(),
@@ -95,7 +103,10 @@ pub fn expire(dir: &Path, now: DateTime<Utc>, retention_days: u64) -> anyhow::Re
     let mut deleted = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let Some(stamp) = name.split('-').next() else {
             continue;
         };
@@ -142,7 +153,7 @@ mod tests {
         let file = inbox.join("e66-1.xml");
         std::fs::write(&file, "<x/>").unwrap();
         std::fs::write(inbox.join("e66-2.xml.part"), "<x").unwrap();
-        assert_eq!(waiting(&inbox).unwrap(), [file.clone()]);
+        assert_eq!(waiting(&inbox).unwrap(), std::slice::from_ref(&file));
         let rejected = dir.path().join("rejected");
         let at: DateTime<Utc> = "2026-12-01T00:30:00Z".parse().unwrap();
         let copy = reject(&rejected, &report(file), at).unwrap();
@@ -158,7 +169,10 @@ mod tests {
         let day = chrono::Duration::days(1);
         assert_eq!(expire(&rejected, at + day * 14, 14).unwrap(), 0);
         assert_eq!(std::fs::read_dir(&rejected).unwrap().count(), 2);
-        assert_eq!(expire(&rejected, at + day * 14 + chrono::Duration::seconds(1), 14).unwrap(), 1);
+        assert_eq!(
+            expire(&rejected, at + day * 14 + chrono::Duration::seconds(1), 14).unwrap(),
+            1
+        );
         assert_eq!(std::fs::read_dir(&rejected).unwrap().count(), 0);
     }
 }

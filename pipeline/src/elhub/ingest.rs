@@ -50,7 +50,10 @@ pub enum Outcome {
     /// Some series published, the refused ones listed in the report.
     Partial,
     /// Nothing published.
-    Rejected { reason: RejectReason, message: String },
+    Rejected {
+        reason: RejectReason,
+        message: String,
+    },
     /// The message was processed before: nothing published again.
     Duplicate,
 }
@@ -236,7 +239,11 @@ impl Adapter {
     ///
     /// # Errors
     /// An unknown or retired tenant, a bad configuration, the lake.
-    pub async fn open(config: &Config, tenant: &str, metrics: ElhubMetrics) -> anyhow::Result<Self> {
+    pub async fn open(
+        config: &Config,
+        tenant: &str,
+        metrics: ElhubMetrics,
+    ) -> anyhow::Result<Self> {
         let t = config
             .tenants
             .iter()
@@ -247,7 +254,7 @@ impl Adapter {
             .timezone
             .parse()
             .map_err(|e| anyhow::anyhow!("tenants.timezone of {tenant}: {e}"))?;
-        let kafka = config.kafka_settings()?;
+        let kafka = config.clone().kafka_settings()?;
         let producer: FutureProducer = crate::kafka::client::producer(&kafka)
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
@@ -297,8 +304,12 @@ impl Adapter {
         }
         if r.outcome != Outcome::Duplicate {
             let published = r.series.saturating_sub(r.refused.len());
-            m.series.with_label_values(&["published"]).inc_by(published as u64);
-            m.series.with_label_values(&["refused"]).inc_by(r.refused.len() as u64);
+            m.series
+                .with_label_values(&["published"])
+                .inc_by(published as u64);
+            m.series
+                .with_label_values(&["refused"])
+                .inc_by(r.refused.len() as u64);
         }
         for s in &r.refused {
             m.rejects.with_label_values(&[s.reason.as_str()]).inc();
@@ -349,7 +360,11 @@ impl Adapter {
         let mut second = file;
         second.rewind()?;
         let refused: HashSet<usize> = report.refused.iter().map(|r| r.series).collect();
-        if let Some(first) = report.refused.first().filter(|_| refused.len() == report.series) {
+        if let Some(first) = report
+            .refused
+            .first()
+            .filter(|_| refused.len() == report.series)
+        {
             // Nothing to publish, and nothing registered: a corrected file of the same
             // message is read again.
             report.outcome = Outcome::Rejected {
@@ -437,7 +452,12 @@ impl Adapter {
         Ok(report)
     }
 
-    async fn register(&mut self, report: &FileReport, kind: &'static str, hash: &str) -> anyhow::Result<()> {
+    async fn register(
+        &mut self,
+        report: &FileReport,
+        kind: &'static str,
+        hash: &str,
+    ) -> anyhow::Result<()> {
         let key = report.message_key.clone().unwrap_or_default();
         let row = ProcessedMessage {
             message_key: key.clone(),
@@ -465,7 +485,9 @@ fn looks_like_xml(file: &File) -> std::io::Result<bool> {
     let mut f = file;
     let n = f.read(&mut head)?;
     f.rewind()?;
-    let text = head[..n].strip_prefix(b"\xef\xbb\xbf").unwrap_or(&head[..n]);
+    let text = head[..n]
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(&head[..n]);
     Ok(text
         .iter()
         .find(|b| !b.is_ascii_whitespace())

@@ -84,8 +84,15 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestSummary> {
             signal.request();
         });
         let poll = Duration::from_secs(config.elhub.poll_interval_secs.max(1));
-        let watch = Watch { dir, rejected: &rejected, retention, poll };
-        watch.run(&mut adapter, &mut summary, opts.once, &shutdown).await?;
+        let watch = Watch {
+            dir,
+            rejected: &rejected,
+            retention,
+            poll,
+        };
+        watch
+            .run(&mut adapter, &mut summary, opts.once, &shutdown)
+            .await?;
     }
     Ok(summary)
 }
@@ -111,7 +118,10 @@ impl Watch<'_> {
             let expired = inbox::expire(self.rejected, adapter.now(), self.retention)?;
             adapter.metrics.rejected_deleted.inc_by(expired as u64);
             let files = inbox::waiting(self.dir)?;
-            adapter.metrics.inbox_files.set(i64::try_from(files.len()).unwrap_or(i64::MAX));
+            adapter
+                .metrics
+                .inbox_files
+                .set(i64::try_from(files.len()).unwrap_or(i64::MAX));
             let mut failed = false;
             for path in files {
                 if shutdown.is_requested() {
@@ -147,7 +157,11 @@ impl Watch<'_> {
 }
 
 /// Copy a file with refusals into the rejected folder.
-fn keep_rejects(dir: &std::path::Path, report: &FileReport, adapter: &Adapter) -> anyhow::Result<()> {
+fn keep_rejects(
+    dir: &std::path::Path,
+    report: &FileReport,
+    adapter: &Adapter,
+) -> anyhow::Result<()> {
     if report.has_rejects() {
         let copy = inbox::reject(dir, report, adapter.now())?;
         eprintln!("  kept in {}", copy.display());
@@ -164,7 +178,10 @@ fn log(report: &FileReport) {
     };
     tracing::info!(
         outcome = report.outcome.label(),
-        message_key = report.message_key.as_deref().map(|k| k.chars().take(80).collect::<String>()),
+        message_key = report
+            .message_key
+            .as_deref()
+            .map(|k| k.chars().take(80).collect::<String>()),
         series = report.series,
         refused_series = report.refused.len(),
         records = report.records,

@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use meterline::dev::testkit::{clock_env, Process, KEY_HEX};
+use meterline::dev::testkit::{clock_env, Process};
 
 use crate::rig::{eventually, eventually_async, serial, Rig};
 use crate::GRACE;
@@ -25,7 +25,9 @@ const TENANT: &str = "acme-industri";
 const IMPORT_NOW: &str = "2026-11-02T12:00:00Z";
 
 fn fixtures(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/elhub").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/elhub")
+        .join(kind)
 }
 
 fn files(kind: &str) -> Vec<PathBuf> {
@@ -49,7 +51,9 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
 }
 
 fn instant(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 /// Decimal text in thousandths; `None` if it is not a plain decimal.
@@ -79,8 +83,13 @@ fn oracle_emif(xml: &str, into: &mut BTreeMap<Key, Want>) {
         let start = instant(between(chunk, "<abie:Start>", "<").unwrap());
         let end = instant(between(chunk, "<abie:End>", "<").unwrap());
         let version = instant(between(chunk, "<abie:RegistrationDateTime>", "<").unwrap());
-        let location = chunk.split("<abie:MeteringPointUsedDomainLocation>").nth(1).unwrap();
-        let meter = between(location, ">", "</abie:Identification>").unwrap().to_owned();
+        let location = chunk
+            .split("<abie:MeteringPointUsedDomainLocation>")
+            .nth(1)
+            .unwrap();
+        let meter = between(location, ">", "</abie:Identification>")
+            .unwrap()
+            .to_owned();
         let quantity = match between(chunk, "<abie:UnitType>", "<").unwrap() {
             "kWh" => "electricity",
             "kvarh" => "reactive_energy",
@@ -112,8 +121,17 @@ fn oracle_emif(xml: &str, into: &mut BTreeMap<Key, Want>) {
         }
         for (sequence, quality, value) in rows {
             let at = start + chrono::Duration::minutes(step_minutes * (sequence - 1));
-            let key = (meter.clone(), quantity.to_owned(), direction.to_owned(), at.timestamp_micros());
-            let want = (value.unwrap(), quality.to_owned(), version.timestamp_micros());
+            let key = (
+                meter.clone(),
+                quantity.to_owned(),
+                direction.to_owned(),
+                at.timestamp_micros(),
+            );
+            let want = (
+                value.unwrap(),
+                quality.to_owned(),
+                version.timestamp_micros(),
+            );
             newest(into, key, want);
         }
     }
@@ -142,10 +160,23 @@ fn oracle_min_side(path: &Path, csv: &str, version: DateTime<Utc>, into: &mut BT
         let from = NaiveDateTime::parse_from_str(cells[0], "%d.%m.%Y %H:%M").unwrap();
         let first = *first.get_or_insert_with(|| oslo.from_local_datetime(&from).single().unwrap());
         let at = first + chrono::Duration::hours(i as i64);
-        assert_eq!(at.naive_local(), from, "row {i} of {name} is not the next hour");
+        assert_eq!(
+            at.naive_local(),
+            from,
+            "row {i} of {name} is not the next hour"
+        );
         let value = thousandths(&cells[2].replace(',', ".")).unwrap();
-        let key = (meter.clone(), "electricity".into(), "import".into(), at.with_timezone(&Utc).timestamp_micros());
-        newest(into, key, (value, "measured".into(), version.timestamp_micros()));
+        let key = (
+            meter.clone(),
+            "electricity".into(),
+            "import".into(),
+            at.with_timezone(&Utc).timestamp_micros(),
+        );
+        newest(
+            into,
+            key,
+            (value, "measured".into(), version.timestamp_micros()),
+        );
     }
 }
 
@@ -187,7 +218,14 @@ async fn lake_readings(rig: &Rig) -> BTreeMap<Key, Want> {
                 direction.value(r).to_owned(),
                 start.value(r),
             );
-            out.insert(key, (value.value(r), quality.value(r).to_owned(), version.value(r)));
+            out.insert(
+                key,
+                (
+                    value.value(r),
+                    quality.value(r).to_owned(),
+                    version.value(r),
+                ),
+            );
         }
     }
     out
@@ -240,18 +278,14 @@ fn reason_of(rejected: &Path, fixture: &str) -> serde_json::Value {
 
 /// Start `meterline run`, wait until `readings_current` holds the oracle's keys, stop it.
 async fn store(rig: &Rig, config: &Path, want: &BTreeMap<Key, Want>) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meterline"));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX)
-        .env("METERLINE_LOG", "warn,meterline=info");
-    let mut run = Process::spawn("run", command);
+    let mut run = rig.spawn("run", config);
     let n = want.len() as u64;
     let sql = format!("SELECT count(*) FROM readings_current WHERE tenant = '{TENANT}'");
-    eventually_async("readings_current to hold every reading", Duration::from_secs(240), || async {
-        rig.try_count(&sql).await.is_ok_and(|c| c >= n)
-    })
+    eventually_async(
+        "readings_current to hold every reading",
+        Duration::from_secs(240),
+        || async { rig.try_count(&sql).await.is_ok_and(|c| c >= n) },
+    )
     .await;
     run.terminate(GRACE).expect("meterline run stops");
     run
@@ -269,14 +303,26 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
     // Every good file, once: published.
     let (code, stdout, _) = ingest(&config, &["--rejected", rejected_arg], &good);
     assert_eq!(code, 0, "{stdout}");
-    assert_eq!(stdout.matches(": published").count(), good.len(), "{stdout}");
+    assert_eq!(
+        stdout.matches(": published").count(),
+        good.len(),
+        "{stdout}"
+    );
     let after_first = topic_records(&rig);
 
     // The same files again: nothing new in the topic.
     let (code, stdout, _) = ingest(&config, &["--rejected", rejected_arg], &good);
     assert_eq!(code, 0, "{stdout}");
-    assert_eq!(stdout.matches("already published").count(), good.len(), "{stdout}");
-    assert_eq!(topic_records(&rig), after_first, "a re-delivery published records");
+    assert_eq!(
+        stdout.matches("already published").count(),
+        good.len(),
+        "{stdout}"
+    );
+    assert_eq!(
+        topic_records(&rig),
+        after_first,
+        "a re-delivery published records"
+    );
 
     // The bad files: each rejected with its reason, the good series beside a bad one
     // published, exit code 3.
@@ -292,13 +338,19 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         ("daily.xml", "unsupported_resolution"),
     ] {
         assert_eq!(reason_of(&rejected, fixture)["reason"], reason, "{fixture}");
-        assert!(stdout.contains(&format!("{fixture}: rejected ({reason})")), "{fixture}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{fixture}: rejected ({reason})")),
+            "{fixture}: {stdout}"
+        );
     }
     let partial = reason_of(&rejected, "non_numeric.xml");
     assert_eq!(partial["reason"], "partial");
     assert_eq!(partial["refused_series"][0]["series"], 2);
     assert_eq!(partial["refused_series"][0]["reason"], "invalid_value");
-    assert!(stdout.contains("non_numeric.xml: published 1 series, 2 records"), "{stdout}");
+    assert!(
+        stdout.contains("non_numeric.xml: published 1 series, 2 records"),
+        "{stdout}"
+    );
     // Seven files, each beside its reason.
     assert_eq!(std::fs::read_dir(&rejected).unwrap().count(), 14);
 
@@ -316,11 +368,21 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
     let inbox = rig.dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
     std::fs::copy(fixtures("good").join("pt1h.xml"), inbox.join("pt1h.xml")).unwrap();
-    let watch = ["--watch", inbox.to_str().unwrap(), "--once", "--rejected", rejected_arg];
+    let watch = [
+        "--watch",
+        inbox.to_str().unwrap(),
+        "--once",
+        "--rejected",
+        rejected_arg,
+    ];
     let (code, stdout, _) = ingest(&small, &watch, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("already published"), "{stdout}");
-    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0, "the inbox is not empty");
+    assert_eq!(
+        std::fs::read_dir(&inbox).unwrap().count(),
+        0,
+        "the inbox is not empty"
+    );
 
     // Into the lake: exactly the oracle's readings, newest versions, nothing else.
     let mut sources = good.clone();
@@ -335,18 +397,42 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         .map(|(k, v)| (k.clone(), v.clone(), got.get(k).cloned()))
         .take(10)
         .collect();
-    assert!(differ.is_empty(), "lake differs from the oracle (key, want, got): {differ:?}");
-    assert_eq!(got.len(), want.len(), "the lake holds readings the files do not");
+    assert!(
+        differ.is_empty(),
+        "lake differs from the oracle (key, want, got): {differ:?}"
+    );
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the lake holds readings the files do not"
+    );
     // The DST days: 23 and 25 hours, 92 and 100 quarters.
     let day_count = |meter: &str, from: &str, to: &str| {
-        let (from, to) = (instant(from).timestamp_micros(), instant(to).timestamp_micros());
-        got.keys().filter(|k| k.0 == meter && k.3 >= from && k.3 < to).count()
+        let (from, to) = (
+            instant(from).timestamp_micros(),
+            instant(to).timestamp_micros(),
+        );
+        got.keys()
+            .filter(|k| k.0 == meter && k.3 >= from && k.3 < to)
+            .count()
     };
     let (a, b) = ("707057500000000186", "707057500000000278");
-    assert_eq!(day_count(a, "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"), 23);
-    assert_eq!(day_count(a, "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"), 25);
-    assert_eq!(day_count(b, "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"), 92);
-    assert_eq!(day_count(b, "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"), 100);
+    assert_eq!(
+        day_count(a, "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"),
+        23
+    );
+    assert_eq!(
+        day_count(a, "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"),
+        25
+    );
+    assert_eq!(
+        day_count(b, "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"),
+        92
+    );
+    assert_eq!(
+        day_count(b, "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"),
+        100
+    );
     assert_eq!(rig.count("SELECT count(*) FROM dead_letters").await, 0);
 }
 
@@ -410,9 +496,11 @@ async fn a_sigkill_in_the_middle_of_a_message_leaves_each_observation_in_the_lak
 
     // The adapter dies while the message is half published.
     let mut first = spawn("ingest-1");
-    eventually("part of the message in the topic", Duration::from_secs(120), || {
-        topic_records(&rig) > 10_000
-    })
+    eventually(
+        "part of the message in the topic",
+        Duration::from_secs(120),
+        || topic_records(&rig) > 10_000,
+    )
     .await;
     first.kill();
     let at_kill = topic_records(&rig);
@@ -424,11 +512,21 @@ async fn a_sigkill_in_the_middle_of_a_message_leaves_each_observation_in_the_lak
 
     // A restart publishes the message again, whole, then removes it.
     let mut second = spawn("ingest-2");
-    eventually("the file to leave the inbox", Duration::from_secs(240), || !file.exists()).await;
-    second.terminate(GRACE).expect("the adapter stops on SIGTERM");
+    eventually(
+        "the file to leave the inbox",
+        Duration::from_secs(240),
+        || !file.exists(),
+    )
+    .await;
+    second
+        .terminate(GRACE)
+        .expect("the adapter stops on SIGTERM");
     let in_topic = topic_records(&rig);
     // The records sent before the kill are in the topic twice.
-    assert!(in_topic >= total as i64 + at_kill, "{in_topic} records for {total}");
+    assert!(
+        in_topic >= total as i64 + at_kill,
+        "{in_topic} records for {total}"
+    );
 
     // Every observation in the lake once, with its value.
     let mut want = BTreeMap::new();
@@ -438,9 +536,15 @@ async fn a_sigkill_in_the_middle_of_a_message_leaves_each_observation_in_the_lak
     crate::rig::assert_ledger(&run);
     let got = lake_readings(&rig).await;
     assert_eq!(got.len(), total);
-    assert!(want.iter().all(|(k, v)| got.get(k) == Some(v)), "values differ from the message");
+    assert!(
+        want.iter().all(|(k, v)| got.get(k) == Some(v)),
+        "values differ from the message"
+    );
     assert_eq!(
-        rig.count(&format!("SELECT count(*) FROM readings WHERE tenant = '{TENANT}'")).await,
+        rig.count(&format!(
+            "SELECT count(*) FROM readings WHERE tenant = '{TENANT}'"
+        ))
+        .await,
         total as u64,
         "a re-published observation was stored twice"
     );
