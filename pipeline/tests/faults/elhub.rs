@@ -21,8 +21,12 @@ use crate::rig::{eventually, eventually_async, serial, Rig};
 use crate::GRACE;
 
 const TENANT: &str = "acme-industri";
-/// The "now" the adapter runs at: the version of the Min side file's values.
+/// The "now" the adapter starts at (its clock moves on from there): the version of
+/// the Min side file's values is the import's time.
 const IMPORT_NOW: &str = "2026-11-02T12:00:00Z";
+/// The oracle's version of a Min side value: the import's time, which the test does not
+/// know to the microsecond (checked apart: one instant, within minutes after IMPORT_NOW).
+const IMPORT_TIME: i64 = -1;
 
 fn fixtures(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -150,7 +154,7 @@ fn newest(into: &mut BTreeMap<Key, Want>, key: Key, want: Want) {
 /// The readings of a Min side file of consecutive hours from a local midnight: row i
 /// starts i hours after the first, and its local wall time must be what the row says
 /// (so 02:00 twice on the autumn day).
-fn oracle_min_side(path: &Path, csv: &str, version: DateTime<Utc>, into: &mut BTreeMap<Key, Want>) {
+fn oracle_min_side(path: &Path, csv: &str, into: &mut BTreeMap<Key, Want>) {
     let name = path.file_name().unwrap().to_string_lossy();
     let meter = name.split('-').find(|p| p.len() == 18).unwrap().to_owned();
     let oslo = chrono_tz::Europe::Oslo;
@@ -172,11 +176,7 @@ fn oracle_min_side(path: &Path, csv: &str, version: DateTime<Utc>, into: &mut BT
             "import".into(),
             at.with_timezone(&Utc).timestamp_micros(),
         );
-        newest(
-            into,
-            key,
-            (value, "measured".into(), version.timestamp_micros()),
-        );
+        newest(into, key, (value, "measured".into(), IMPORT_TIME));
     }
 }
 
@@ -187,7 +187,7 @@ fn oracle(paths: &[PathBuf]) -> BTreeMap<Key, Want> {
         if text.starts_with("<?xml") {
             oracle_emif(&text, &mut want);
         } else {
-            oracle_min_side(path, &text, instant(IMPORT_NOW), &mut want);
+            oracle_min_side(path, &text, &mut want);
         }
     }
     want
@@ -390,7 +390,30 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
     let want = oracle(&sources);
     let run = store(&rig, &config, &want).await;
     crate::rig::assert_ledger(&run);
-    let got = lake_readings(&rig).await;
+    let mut got = lake_readings(&rig).await;
+    let import_times: std::collections::BTreeSet<i64> = want
+        .iter()
+        .filter(|(_, v)| v.2 == IMPORT_TIME)
+        .filter_map(|(k, _)| got.get(k).map(|g| g.2))
+        .collect();
+    let from = instant(IMPORT_NOW).timestamp_micros();
+    assert_eq!(
+        import_times.len(),
+        1,
+        "a Min side file's values have one version: {import_times:?}"
+    );
+    let at = *import_times.first().unwrap();
+    assert!(
+        at >= from && at < from + 300_000_000,
+        "the version is not the import's time: {at}"
+    );
+    for (k, v) in &want {
+        if v.2 == IMPORT_TIME {
+            if let Some(g) = got.get_mut(k) {
+                g.2 = IMPORT_TIME;
+            }
+        }
+    }
     let differ: Vec<_> = want
         .iter()
         .filter(|(k, v)| got.get(*k) != Some(*v))
