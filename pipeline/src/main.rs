@@ -163,8 +163,9 @@ enum Command {
         #[command(subcommand)]
         what: ImportCommand,
     },
-    /// The Elhub adapter: EMIF metering values (E66, NotifyValidatedDataForBillingEnergy)
-    /// and Elhub "Min side" CSVs into reading/v1 records on the readings topic.
+    /// The Elhub adapter: EMIF metering values (E66 NotifyValidatedDataForBillingEnergy,
+    /// CollectedData) and Elhub "Min side" CSVs into reading/v1 records on the readings
+    /// topic; master data (NotifyMeteringPointCharacteristics) into meter-profile/v1.
     ///
     /// Examples:
     ///   meterline elhub ingest --config deploy/meterline.toml --tenant acme-industri e66-*.xml
@@ -354,8 +355,12 @@ enum ElhubCommand {
     /// Publish Elhub files to the readings topic (kafka.readings_topic), keyed by
     /// metering point, all records of a tenant: each message once.
     ///
-    /// Reads EMIF XML messages (E66; PT1H and PT15M series) and Min side CSVs
-    /// (one metering point and month; the import time is the version). A message
+    /// Reads EMIF XML messages (E66 and CollectedData: PT1H and PT15M series) and
+    /// Min side CSVs (one metering point and month; the import time is the
+    /// version). Master data (NotifyMeteringPointCharacteristics, private tenants
+    /// only) goes to inputs.profiles_topic as meter-profile/v1, priced with
+    /// elhub.grid_areas (EIC -> price area, grid company) and
+    /// elhub.household_scheme; the personal data in it is never read. A message
     /// whose Identification (a Min side file: whose content) was published before
     /// publishes nothing (the registry is the lake's elhub_messages table).
     /// A file that cannot be read, and each series that cannot be mapped, goes to

@@ -1,6 +1,9 @@
-//! Elhub's metering values message, `NotifyValidatedDataForBillingEnergy` (document type
-//! E66, EMIF v2), read as a stream: one [`Series`] at a time, so a message of 9999 series
-//! and several hundred MB is never held whole.
+//! Elhub's EMIF v2 messages, read as a stream: one payload at a time, so a message of 9999
+//! series and several hundred MB is never held whole. The metering values messages,
+//! `NotifyValidatedDataForBillingEnergy` (document type E66, from Elhub) and
+//! `CollectedData` (the same series, as a grid company reports them), are read here, one
+//! [`Series`] at a time; `masterdata.rs` reads `NotifyMeteringPointCharacteristics` with
+//! the same [`walk`].
 //!
 //! ```text
 //! rsm:NotifyValidatedDataForBillingEnergy        urn:no:elhub:emif:metering:NotifyValidatedDataForBillingEnergy:v2
@@ -17,6 +20,10 @@
 //!                                              ValidationCode, EstimationCode), Temporary,
 //!                                              Calculated (ImbalanceSettlement)
 //! ```
+//!
+//! `CollectedData` also carries series that are not interval values (a meter index, a
+//! profiled meter read, an estimated yearly consumption: `ProfiledObservation`,
+//! `AnnualPeriodEstimatedMetrics`): each is a [`SeriesError::NotInterval`].
 //!
 //! Observation n covers `Start + (n-1) × resolution` counted in UTC instants, so a DST day
 //! holds 23 or 25 hours (92 or 100 quarters); a series of a fixed resolution must hold
@@ -39,8 +46,13 @@ use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 use rust_decimal::Decimal;
 
-/// The message's namespace.
+/// The E66 message's namespace.
 pub const NS_MESSAGE: &str = "urn:no:elhub:emif:metering:NotifyValidatedDataForBillingEnergy:v2";
+/// `CollectedData`'s namespace.
+pub const NS_COLLECTED: &str = "urn:no:elhub:emif:metering:CollectedData:v2";
+/// `NotifyMeteringPointCharacteristics`' namespace.
+pub const NS_CHARACTERISTICS: &str =
+    "urn:no:elhub:emif:masterdata:NotifyMeteringPointCharacteristics:v2";
 /// The namespace of the elements inside the header, context and series.
 pub const NS_ABIE: &str = "urn:no:elhub:emif:common:AggregatedBusinessInformationEntities:v2";
 /// The most series a message may hold (the XSD's `maxOccurs`).
@@ -49,6 +61,57 @@ pub const MAX_SERIES: usize = 9999;
 pub const MAX_OBSERVATIONS: usize = 366 * 288;
 /// Text of an element kept at most (a UUID, a time, a decimal(15,3), a namespace fit).
 const MAX_TEXT: usize = 128;
+
+/// An EMIF message the adapter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// `NotifyValidatedDataForBillingEnergy` (E66).
+    BillingEnergy,
+    /// `CollectedData`.
+    CollectedData,
+    /// `NotifyMeteringPointCharacteristics`.
+    MeteringPointCharacteristics,
+}
+
+impl Document {
+    /// The root element's local name.
+    #[must_use]
+    pub fn root(self) -> &'static str {
+        match self {
+            Self::BillingEnergy => "NotifyValidatedDataForBillingEnergy",
+            Self::CollectedData => "CollectedData",
+            Self::MeteringPointCharacteristics => "NotifyMeteringPointCharacteristics",
+        }
+    }
+
+    /// The namespace of the root and its children.
+    #[must_use]
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Self::BillingEnergy => NS_MESSAGE,
+            Self::CollectedData => NS_COLLECTED,
+            Self::MeteringPointCharacteristics => NS_CHARACTERISTICS,
+        }
+    }
+
+    /// The kind in the adapter's registry (`elhub_messages.kind`).
+    #[must_use]
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::BillingEnergy => "e66",
+            Self::CollectedData => "collected_data",
+            Self::MeteringPointCharacteristics => "masterdata",
+        }
+    }
+
+    fn names(accept: &[Self]) -> String {
+        accept
+            .iter()
+            .map(|d| d.root())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+}
 
 /// How an observation was arrived at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +181,8 @@ impl Series {
 pub struct Header {
     pub identification: Option<String>,
     pub document_type: Option<String>,
+    /// `Creation`: when the message was made.
+    pub creation: Option<String>,
     pub business_process: Option<String>,
 }
 
@@ -126,8 +191,12 @@ pub struct Header {
 pub enum EmifError {
     #[error("not well-formed XML at byte {position}: {message}")]
     Xml { position: u64, message: String },
-    #[error("not a NotifyValidatedDataForBillingEnergy message (root `{root}` in namespace `{namespace}`)")]
-    NotBillingEnergy { root: String, namespace: String },
+    #[error("not a {expected} message (root `{root}` in namespace `{namespace}`)")]
+    NotExpected {
+        root: String,
+        namespace: String,
+        expected: String,
+    },
     #[error("element `{element}` is in namespace `{namespace}`, not `{expected}`")]
     Namespace {
         element: String,
@@ -168,6 +237,8 @@ pub enum SeriesError {
     },
     #[error("series {number}: more than {MAX_OBSERVATIONS} observations")]
     TooManyObservations { number: usize },
+    #[error("series {number}: a meter index, profiled meter read or yearly estimate, not interval values")]
+    NotInterval { number: usize },
 }
 
 impl SeriesError {
@@ -179,7 +250,8 @@ impl SeriesError {
             | Self::Invalid { number, .. }
             | Self::Count { number, .. }
             | Self::Sequence { number, .. }
-            | Self::TooManyObservations { number } => *number,
+            | Self::TooManyObservations { number }
+            | Self::NotInterval { number } => *number,
         }
     }
 }
@@ -217,6 +289,7 @@ struct RawSeries {
     metering_point: Option<String>,
     observations: Vec<RawObservation>,
     too_many: bool,
+    not_interval: bool,
 }
 
 impl RawSeries {
@@ -254,6 +327,9 @@ impl RawSeries {
             field,
             text: clip(text),
         };
+        if self.not_interval {
+            return Err(SeriesError::NotInterval { number });
+        }
         if self.too_many {
             return Err(SeriesError::TooManyObservations { number });
         }
@@ -367,26 +443,44 @@ fn attribute(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
 }
 
 /// What a read found, besides the series handed over.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    pub document: Document,
     pub header: Header,
     /// Series handed over (good or not).
     pub series: usize,
 }
 
-/// The reading state: where in the document, and what of it.
-struct State {
-    path: Vec<Vec<u8>>,
-    header: Header,
-    series: Option<RawSeries>,
-    count: usize,
+/// What a visitor of [`walk`] is told, element by element, below the root.
+pub(crate) trait Visit {
+    /// An element `name` starts below `path` (the root first; `name` not in it).
+    ///
+    /// # Errors
+    /// The message cannot be read further (too many payloads).
+    fn start(&mut self, path: &[Vec<u8>], name: &[u8], e: &BytesStart<'_>)
+        -> Result<(), EmifError>;
+    /// Text inside the element at the end of `path` (clipped to [`MAX_TEXT`]).
+    fn text(&mut self, path: &[Vec<u8>], text: &str);
+    /// The element `name` below `path` ended.
+    fn end(&mut self, header: &Header, path: &[Vec<u8>], name: &[u8]);
 }
 
-impl State {
+/// Where in the document, and its header.
+struct Walk {
+    path: Vec<Vec<u8>>,
+    header: Header,
+    accept: &'static [Document],
+    document: Option<Document>,
+}
+
+impl Walk {
+    /// An element starts: the root must be one of `accept`, every element in its
+    /// namespace (the root's and its children's the message's, the rest `abie`).
     fn start(
         &mut self,
         namespace: &ResolveResult<'_>,
         e: &BytesStart<'_>,
+        v: &mut impl Visit,
     ) -> Result<(), EmifError> {
         let name = e.local_name().as_ref().to_vec();
         let ns = match namespace {
@@ -394,13 +488,24 @@ impl State {
             _ => String::new(),
         };
         let depth = self.path.len();
-        let expected = if depth <= 1 { NS_MESSAGE } else { NS_ABIE };
-        if depth == 0 && (name != b"NotifyValidatedDataForBillingEnergy" || ns != NS_MESSAGE) {
-            return Err(EmifError::NotBillingEnergy {
-                root: clip(&String::from_utf8_lossy(&name)),
-                namespace: clip(&ns),
-            });
+        if depth == 0 {
+            let found = self
+                .accept
+                .iter()
+                .find(|d| d.root().as_bytes() == name && d.namespace() == ns);
+            let Some(found) = found else {
+                return Err(EmifError::NotExpected {
+                    root: clip(&String::from_utf8_lossy(&name)),
+                    namespace: clip(&ns),
+                    expected: Document::names(self.accept),
+                });
+            };
+            self.document = Some(*found);
         }
+        let expected = match self.document {
+            Some(d) if depth <= 1 => d.namespace(),
+            _ => NS_ABIE,
+        };
         if ns != expected {
             return Err(EmifError::Namespace {
                 element: clip(&String::from_utf8_lossy(&name)),
@@ -408,66 +513,56 @@ impl State {
                 expected,
             });
         }
-        if depth == 1 && name == b"PayloadEnergyTimeSeries" {
-            self.count += 1;
-            if self.count > MAX_SERIES {
-                return Err(EmifError::TooManySeries);
-            }
-            self.series = Some(RawSeries::default());
-        }
-        if let Some(s) = self.series.as_mut() {
-            if self.path.last().map(Vec::as_slice) == Some(b"Observation") {
-                if let (Some(o), Some(kind)) = (s.observations.last_mut(), Kind::parse(&name)) {
-                    o.1 = Some(kind);
-                    o.2 = attribute(e, b"Quality");
-                }
-            } else if name == b"Observation" {
-                if s.observations.len() >= MAX_OBSERVATIONS {
-                    s.too_many = true;
-                } else {
-                    s.observations
-                        .push((attribute(e, b"Sequence"), None, None, String::new()));
-                }
-            }
+        if depth > 0 {
+            v.start(&self.path, &name, e)?;
         }
         self.path.push(name);
         Ok(())
     }
 
-    fn text(&mut self, text: &str) {
-        if let Some(s) = self.series.as_mut() {
-            s.place(&self.path, text);
-            return;
-        }
+    fn text(&mut self, text: &str, v: &mut impl Visit) {
         let slot = match self.path.iter().map(Vec::as_slice).collect::<Vec<_>>()[..] {
             [_, b"Header", b"Identification"] => &mut self.header.identification,
             [_, b"Header", b"DocumentType"] => &mut self.header.document_type,
+            [_, b"Header", b"Creation"] => &mut self.header.creation,
             [_, b"ProcessEnergyContext", b"EnergyBusinessProcess"] => {
                 &mut self.header.business_process
             }
-            _ => return,
+            _ => {
+                v.text(&self.path, &clip(text));
+                return;
+            }
         };
         slot.get_or_insert_with(String::new).push_str(&clip(text));
     }
+
+    fn end(&mut self, v: &mut impl Visit) {
+        if let Some(name) = self.path.pop() {
+            if !self.path.is_empty() {
+                v.end(&self.header, &self.path, &name);
+            }
+        }
+    }
 }
 
-/// Read a message from `input`, handing each series to `each` as soon as it ends (see the
-/// module documentation). Returns the header and how many series were handed over.
+/// Read a message of one of the `accept`ed documents from `input`, telling `v` of each
+/// element (see the module documentation). Returns the document and its header.
 ///
 /// # Errors
-/// [`EmifError`]: the message cannot be read (series handed over before belong to it).
-pub fn read_billing_energy<R: BufRead>(
+/// [`EmifError`]: the message cannot be read.
+pub(crate) fn walk<R: BufRead>(
     input: R,
-    mut each: impl FnMut(&Header, Result<Series, SeriesError>),
-) -> Result<Summary, EmifError> {
+    accept: &'static [Document],
+    v: &mut impl Visit,
+) -> Result<(Document, Header), EmifError> {
     let mut reader = NsReader::from_reader(input);
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
-    let mut state = State {
+    let mut walk = Walk {
         path: Vec::new(),
         header: Header::default(),
-        series: None,
-        count: 0,
+        accept,
+        document: None,
     };
     loop {
         buf.clear();
@@ -482,27 +577,20 @@ pub fn read_billing_energy<R: BufRead>(
             }
         };
         match event {
-            Event::Start(e) => state.start(&namespace, &e)?,
+            Event::Start(e) => walk.start(&namespace, &e, v)?,
             Event::Empty(e) => {
-                state.start(&namespace, &e)?;
-                state.path.pop();
+                walk.start(&namespace, &e, v)?;
+                walk.end(v);
             }
-            Event::End(_) => {
-                let ended = state.path.pop();
-                if state.path.len() == 1 && ended.as_deref() == Some(b"PayloadEnergyTimeSeries") {
-                    if let Some(raw) = state.series.take() {
-                        each(&state.header, raw.finish(state.count));
-                    }
-                }
-            }
+            Event::End(_) => walk.end(v),
             Event::Text(t) => {
                 let text = t.decode().map_err(|e| EmifError::Xml {
-                    position: 0,
+                    position: reader.buffer_position(),
                     message: clip(&e.to_string()),
                 })?;
-                state.text(&text);
+                walk.text(&text, v);
             }
-            Event::Eof if !state.path.is_empty() => {
+            Event::Eof if !walk.path.is_empty() => {
                 return Err(EmifError::Xml {
                     position: reader.buffer_position(),
                     message: "the document ends inside an element".into(),
@@ -512,11 +600,117 @@ pub fn read_billing_energy<R: BufRead>(
             _ => {}
         }
     }
-    if state.count == 0 {
+    let document = walk.document.ok_or(EmifError::Xml {
+        position: 0,
+        message: "the document has no root element".into(),
+    })?;
+    Ok((document, walk.header))
+}
+
+/// The root element's local name, read from the first element of `input` (nothing
+/// else checked): which reader a file is for.
+#[must_use]
+pub fn root_name<R: BufRead>(input: R) -> Option<String> {
+    let mut reader = NsReader::from_reader(input);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                return Some(clip(&String::from_utf8_lossy(e.local_name().as_ref())))
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The series of a metering values message, handed over one at a time.
+struct Billing<F> {
+    series: Option<RawSeries>,
+    count: usize,
+    each: F,
+}
+
+impl<F: FnMut(&Header, Result<Series, SeriesError>)> Visit for Billing<F> {
+    fn start(
+        &mut self,
+        path: &[Vec<u8>],
+        name: &[u8],
+        e: &BytesStart<'_>,
+    ) -> Result<(), EmifError> {
+        if path.len() == 1 && name == b"PayloadEnergyTimeSeries" {
+            self.count += 1;
+            if self.count > MAX_SERIES {
+                return Err(EmifError::TooManySeries);
+            }
+            self.series = Some(RawSeries::default());
+        }
+        let Some(s) = self.series.as_mut() else {
+            return Ok(());
+        };
+        if path.last().map(Vec::as_slice) == Some(b"Observation") {
+            if let (Some(o), Some(kind)) = (s.observations.last_mut(), Kind::parse(name)) {
+                o.1 = Some(kind);
+                o.2 = attribute(e, b"Quality");
+            }
+        } else if name == b"Observation" {
+            if s.observations.len() >= MAX_OBSERVATIONS {
+                s.too_many = true;
+            } else {
+                s.observations
+                    .push((attribute(e, b"Sequence"), None, None, String::new()));
+            }
+        } else if path.len() == 2 && NOT_INTERVAL.contains(&name) {
+            s.not_interval = true;
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, path: &[Vec<u8>], text: &str) {
+        if let Some(s) = self.series.as_mut() {
+            s.place(path, text);
+        }
+    }
+
+    fn end(&mut self, header: &Header, path: &[Vec<u8>], name: &[u8]) {
+        if path.len() == 1 && name == b"PayloadEnergyTimeSeries" {
+            if let Some(raw) = self.series.take() {
+                (self.each)(header, raw.finish(self.count));
+            }
+        }
+    }
+}
+
+/// Elements of a `CollectedData` series that is not interval values: a meter index, a
+/// profiled meter read, an estimated yearly consumption.
+const NOT_INTERVAL: [&[u8]; 2] = [b"ProfiledObservation", b"AnnualPeriodEstimatedMetrics"];
+
+/// The metering values messages: E66 and `CollectedData`.
+pub const METERING_VALUES: &[Document] = &[Document::BillingEnergy, Document::CollectedData];
+
+/// Read a metering values message (E66 or `CollectedData`) from `input`, handing each
+/// series to `each` as soon as it ends (see the module documentation). Returns the
+/// document, its header and how many series were handed over.
+///
+/// # Errors
+/// [`EmifError`]: the message cannot be read (series handed over before belong to it).
+pub fn read_billing_energy<R: BufRead>(
+    input: R,
+    each: impl FnMut(&Header, Result<Series, SeriesError>),
+) -> Result<Summary, EmifError> {
+    let mut billing = Billing {
+        series: None,
+        count: 0,
+        each,
+    };
+    let (document, header) = walk(input, METERING_VALUES, &mut billing)?;
+    if billing.count == 0 {
         return Err(EmifError::NoSeries);
     }
     Ok(Summary {
-        header: state.header,
-        series: state.count,
+        document,
+        header,
+        series: billing.count,
     })
 }

@@ -5,15 +5,20 @@
 //! them and maps them to `reading/v1` records (pure: text in, records or refusals out);
 //! producing them is the Elhub adapter's (`meterline elhub ingest`).
 //!
-//! - `emif.rs`: `NotifyValidatedDataForBillingEnergy` (E66), streamed one series at a time;
+//! - `emif.rs`: the streaming reader; `NotifyValidatedDataForBillingEnergy` (E66) and
+//!   `CollectedData`, one series at a time;
+//! - `masterdata.rs`: `NotifyMeteringPointCharacteristics` as `meter-profile/v1` records;
 //! - `readings.rs`: a series as `reading/v1` records (the mapping table), reject reasons;
 //! - `minside.rs`: the Min side CSV;
 //! - `write.rs`: E66 messages written (the demo generator's `--format emif`).
 
 pub mod emif;
+pub mod masterdata;
 pub mod minside;
 pub mod readings;
 pub mod write;
 
+#[cfg(test)]
+mod masterdata_tests;
 #[cfg(test)]
 mod tests;

@@ -48,11 +48,23 @@ pub enum RejectReason {
     /// A Min side file with a row that is not `from;to;value`, or a time that does not
     /// exist in Norway, or no metering point.
     MalformedCsv,
+    /// A `CollectedData` series of a meter index, a profiled meter read or a yearly
+    /// estimate: not interval readings.
+    NotIntervalData,
+    /// Master data for a public tenant: profiles are kept for private tenants only.
+    TenantNotPrivate,
+    /// Master data, and `inputs.profiles_topic` is not set.
+    ProfilesOff,
+    /// A grid area (EIC) that `elhub.grid_areas` does not name.
+    UnknownGridArea,
+    /// A customer meterline's prices do not cover: a business of 100 MWh a year or
+    /// more, or VAT without consumption tax.
+    UnsupportedCustomer,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 17] = [
         Self::MalformedXml,
         Self::NotEmif,
         Self::WrongNamespace,
@@ -65,6 +77,11 @@ impl RejectReason {
         Self::UnsupportedResolution,
         Self::UnsupportedUnit,
         Self::MalformedCsv,
+        Self::NotIntervalData,
+        Self::TenantNotPrivate,
+        Self::ProfilesOff,
+        Self::UnknownGridArea,
+        Self::UnsupportedCustomer,
     ];
 
     /// The code.
@@ -83,6 +100,11 @@ impl RejectReason {
             Self::UnsupportedResolution => "unsupported_resolution",
             Self::UnsupportedUnit => "unsupported_unit",
             Self::MalformedCsv => "malformed_csv",
+            Self::NotIntervalData => "not_interval_data",
+            Self::TenantNotPrivate => "tenant_not_private",
+            Self::ProfilesOff => "profiles_off",
+            Self::UnknownGridArea => "unknown_grid_area",
+            Self::UnsupportedCustomer => "unsupported_customer",
         }
     }
 }
@@ -95,6 +117,7 @@ impl From<&SeriesError> for RejectReason {
             SeriesError::Count { .. }
             | SeriesError::Sequence { .. }
             | SeriesError::TooManyObservations { .. } => Self::ObservationCount,
+            SeriesError::NotInterval { .. } => Self::NotIntervalData,
         }
     }
 }

@@ -48,6 +48,22 @@ pub struct ElhubConfig {
     pub poll_interval_secs: u64,
     /// `/metrics` of `meterline elhub ingest --watch`; empty: none.
     pub metrics_listen: String,
+    /// Master data (`NotifyMeteringPointCharacteristics`): the price area and grid
+    /// company of each grid area, by its EIC code (`[elhub.grid_areas."50Y..."]`).
+    pub grid_areas: BTreeMap<String, GridAreaConfig>,
+    /// Master data: the support scheme of a household's profile (`stromstotte`,
+    /// `norgespris`, `none`); cabins and businesses get `none`.
+    pub household_scheme: String,
+}
+
+/// `[elhub.grid_areas."EIC"]`: what a grid area's profiles are priced with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridAreaConfig {
+    /// `NO1`..`NO5`.
+    pub price_area: String,
+    /// The grid company's GLN (13 digits, GS1 check digit).
+    pub grid_company_gln: String,
 }
 
 impl Default for ElhubConfig {
@@ -57,6 +73,8 @@ impl Default for ElhubConfig {
             max_file_bytes: 1 << 30,
             poll_interval_secs: 5,
             metrics_listen: "127.0.0.1:9900".to_owned(),
+            grid_areas: BTreeMap::new(),
+            household_scheme: "stromstotte".to_owned(),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! they carry the same `version` and value, so meterline counts the second copy as a
 //! duplicate (`already_stored`) and the lake holds every observation once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,10 @@ use chrono_tz::Tz;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::mpsc;
 
-use meterline_operators::elhub::emif::{read_billing_energy, EmifError};
+use meterline_operators::economics::hour::Scheme;
+use meterline_operators::economics::PriceArea;
+use meterline_operators::elhub::emif::{self, read_billing_energy, Document, EmifError};
+use meterline_operators::elhub::masterdata::{self, GridArea, ProfileRules};
 use meterline_operators::elhub::minside;
 use meterline_operators::elhub::readings::{self, Record, RejectReason};
 use meterline_operators::Clock;
@@ -126,9 +129,23 @@ impl std::fmt::Display for FileReport {
 }
 
 /// A reader that hashes what passes through it.
-struct Hashing<R> {
+pub(crate) struct Hashing<R> {
     inner: R,
     hasher: blake3::Hasher,
+}
+
+impl<R> Hashing<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// The hash of what was read, in hex.
+    pub(crate) fn finish(self) -> String {
+        self.hasher.finalize().to_hex().to_string()
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -144,6 +161,7 @@ pub struct Adapter {
     tenant: String,
     timezone: Tz,
     topic: String,
+    profiles: Profiles,
     producer: FutureProducer,
     registry: DerivedTable,
     known: HashSet<String>,
@@ -161,18 +179,78 @@ impl std::fmt::Debug for Adapter {
     }
 }
 
+/// Where master data goes, and what it is mapped with.
+#[derive(Debug)]
+struct Profiles {
+    /// `inputs.profiles_topic`, unless empty.
+    topic: Option<String>,
+    /// Whether the tenant is private (profiles are kept for those only).
+    private: bool,
+    grid_areas: BTreeMap<String, GridArea>,
+    household_scheme: Scheme,
+}
+
+impl Profiles {
+    fn from_config(config: &Config, private: bool) -> anyhow::Result<Self> {
+        let e = &config.elhub;
+        let household_scheme = Scheme::parse(&e.household_scheme).ok_or_else(|| {
+            invalid(
+                "elhub.household_scheme",
+                "must be stromstotte, norgespris or none",
+            )
+        })?;
+        let mut grid_areas = BTreeMap::new();
+        for (eic, area) in &e.grid_areas {
+            let field = |name: &str| format!("elhub.grid_areas.\"{eic}\".{name}");
+            let price_area = PriceArea::ALL
+                .into_iter()
+                .find(|a| a.code() == area.price_area)
+                .ok_or_else(|| invalid(&field("price_area"), "must be NO1..NO5"))?;
+            if !meterline_operators::economics::frinettleie::valid_gln(&area.grid_company_gln) {
+                let message = "must be 13 digits with a GS1 check digit";
+                return Err(invalid(&field("grid_company_gln"), message));
+            }
+            let grid_company_gln = area.grid_company_gln.clone();
+            grid_areas.insert(
+                eic.clone(),
+                GridArea {
+                    price_area,
+                    grid_company_gln,
+                },
+            );
+        }
+        let topic = Some(config.inputs.profiles_topic.trim().to_owned()).filter(|t| !t.is_empty());
+        Ok(Self {
+            topic,
+            private,
+            grid_areas,
+            household_scheme,
+        })
+    }
+}
+
+/// A configuration error (exit code 2).
+fn invalid(field: &str, message: &str) -> anyhow::Error {
+    crate::config::ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+    .into()
+}
+
 /// The first pass over an EMIF file.
 struct Checked {
+    document: Document,
     message_id: String,
     hash: String,
     series: usize,
     refused: Vec<SeriesRefusal>,
 }
 
-fn emif_reason(e: &EmifError) -> RejectReason {
+pub(crate) fn emif_reason(e: &EmifError) -> RejectReason {
     match e {
         EmifError::Xml { .. } => RejectReason::MalformedXml,
-        EmifError::NotBillingEnergy { .. } => RejectReason::NotEmif,
+        EmifError::NotExpected { .. } => RejectReason::NotEmif,
         EmifError::Namespace { .. } => RejectReason::WrongNamespace,
         EmifError::TooManySeries | EmifError::NoSeries => RejectReason::SeriesCount,
     }
@@ -181,10 +259,7 @@ fn emif_reason(e: &EmifError) -> RejectReason {
 /// The first pass: every series checked and mapped (the records dropped), the header's
 /// `Identification` and the file's hash.
 fn check_emif(file: &File, tenant: &str) -> Result<Checked, (RejectReason, String)> {
-    let mut input = BufReader::new(Hashing {
-        inner: file,
-        hasher: blake3::Hasher::new(),
-    });
+    let mut input = BufReader::new(Hashing::new(file));
     let mut refused = Vec::new();
     let mut message_id = None;
     let summary = read_billing_energy(&mut input, |header, series| {
@@ -216,8 +291,9 @@ fn check_emif(file: &File, tenant: &str) -> Result<Checked, (RejectReason, Strin
     // The hash covers the whole file, also after the document's end.
     let _ = input.read_to_end(&mut rest);
     Ok(Checked {
+        document: summary.document,
         message_id: message_id.trim().to_owned(),
-        hash: input.into_inner().hasher.finalize().to_hex().to_string(),
+        hash: input.into_inner().finish(),
         series: summary.series,
         refused,
     })
@@ -248,8 +324,17 @@ impl Adapter {
             .tenants
             .iter()
             .find(|t| t.id == tenant)
-            .with_context(|| format!("--tenant {tenant}: not a tenant of the configuration"))?;
-        anyhow::ensure!(!t.retired, "--tenant {tenant}: the tenant is retired");
+            .ok_or_else(|| {
+                invalid(
+                    "--tenant",
+                    &format!("`{tenant}` is not a configured tenant"),
+                )
+            })?;
+        if t.retired {
+            return Err(invalid("--tenant", &format!("`{tenant}` is retired")));
+        }
+        let private = t.deployment == crate::config::DeploymentConfig::Private;
+        let profiles = Profiles::from_config(config, private)?;
         let timezone: Tz = t
             .timezone
             .parse()
@@ -268,6 +353,7 @@ impl Adapter {
             tenant: tenant.to_owned(),
             timezone,
             topic: kafka.readings_topic.clone(),
+            profiles,
             producer,
             registry,
             known,
@@ -328,6 +414,11 @@ impl Adapter {
             return Ok(rejected(path, RejectReason::TooLarge, message));
         }
         if looks_like_xml(&file)? {
+            let root = emif::root_name(BufReader::new(&file));
+            (&file).rewind()?;
+            if root.as_deref() == Some(Document::MeteringPointCharacteristics.root()) {
+                return self.masterdata(path, file).await;
+            }
             self.emif(path, file).await
         } else {
             self.min_side(path, file).await
@@ -379,7 +470,8 @@ impl Adapter {
         } else {
             Outcome::Partial
         };
-        self.register(&report, "e66", &checked.hash).await?;
+        self.register(&report, checked.document.kind(), &checked.hash)
+            .await?;
         Ok(report)
     }
 
@@ -416,6 +508,74 @@ impl Adapter {
             return Err(e);
         }
         sender.finish().await
+    }
+
+    async fn masterdata(&mut self, path: &Path, file: File) -> anyhow::Result<FileReport> {
+        let p = &self.profiles;
+        let topic = match (&p.topic, p.private) {
+            (_, false) => {
+                let message = "master data is kept for private tenants only".to_owned();
+                return Ok(rejected(path, RejectReason::TenantNotPrivate, message));
+            }
+            (None, true) => {
+                let message = "master data needs inputs.profiles_topic".to_owned();
+                return Ok(rejected(path, RejectReason::ProfilesOff, message));
+            }
+            (Some(topic), true) => topic.clone(),
+        };
+        let (tenant, timezone) = (self.tenant.clone(), self.timezone);
+        let (grid_areas, household_scheme) = (p.grid_areas.clone(), p.household_scheme);
+        let mapped = tokio::task::spawn_blocking(move || {
+            let rules = ProfileRules {
+                tenant: &tenant,
+                timezone,
+                grid_areas: &grid_areas,
+                household_scheme,
+            };
+            super::profiles::read(&file, &rules)
+        })
+        .await?;
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err((reason, message)) => return Ok(rejected(path, reason, message)),
+        };
+        let key = format!("emif:{}", mapped.message_id);
+        let mut report = FileReport {
+            file: path.to_owned(),
+            outcome: Outcome::Duplicate,
+            message_key: Some(key.clone()),
+            series: mapped.payloads,
+            records: 0,
+            refused: mapped.refused,
+        };
+        if self.known.contains(&key) {
+            return Ok(report);
+        }
+        if mapped.records.is_empty() {
+            let first = report
+                .refused
+                .first()
+                .map_or_else(String::new, |r| r.message.clone());
+            report.outcome = Outcome::Rejected {
+                reason: report
+                    .refused
+                    .first()
+                    .map_or(RejectReason::SeriesCount, |r| r.reason),
+                message: format!("every payload was refused, the first: {first}"),
+            };
+            return Ok(report);
+        }
+        let mut sender = Sender::new(&self.producer, &topic);
+        sender.send_all(&mapped.records).await?;
+        report.records = sender.finish().await?;
+        report.outcome = if report.refused.is_empty() {
+            Outcome::Published
+        } else {
+            Outcome::Partial
+        };
+        let kind = Document::MeteringPointCharacteristics.kind();
+        self.register(&report, kind, &mapped.hash).await?;
+        Ok(report)
     }
 
     async fn min_side(&mut self, path: &Path, mut file: File) -> anyhow::Result<FileReport> {

@@ -1,9 +1,12 @@
 //! The Elhub adapter: `meterline elhub ingest`. EMIF XML messages (E66,
-//! `NotifyValidatedDataForBillingEnergy`) and Min side CSVs from files or a directory
-//! an EDI gateway drops them into, as `reading/v1` records on the readings topic, keyed
-//! by metering point, each message once (README "Elhub adapter").
+//! `NotifyValidatedDataForBillingEnergy`, and `CollectedData`) and Min side CSVs from
+//! files or a directory an EDI gateway drops them into, as `reading/v1` records on the
+//! readings topic, and master data (`NotifyMeteringPointCharacteristics`) as
+//! `meter-profile/v1` records on the profiles topic, keyed by metering point, each
+//! message once (README "Elhub adapter").
 //!
 //! - `ingest.rs`: one file: read, map (`meterline_operators::elhub`), publish, register;
+//! - `profiles.rs`: a master data file read and mapped to `meter-profile/v1`;
 //! - `inbox.rs`: the watched directory and the rejected folder with its retention;
 //! - `metrics.rs`: the adapter's `/metrics`.
 //!
@@ -13,6 +16,7 @@
 pub mod inbox;
 pub mod ingest;
 pub mod metrics;
+mod profiles;
 
 use std::path::PathBuf;
 use std::time::Duration;

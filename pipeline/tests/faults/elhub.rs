@@ -3,8 +3,9 @@
 //! `meterline elhub ingest` and `meterline run` into the lake, whose
 //! `readings_current` must equal an oracle read here from the same files by plain
 //! text search (not by the adapter's reader); each bad file is rejected with its
-//! reason and the rest goes on; a re-delivered message publishes nothing; and a
-//! SIGKILL in the middle of a large message leaves every observation in the lake once.
+//! reason and the rest goes on; a re-delivered message publishes nothing; master data
+//! becomes `meter_profiles` rows without the personal data beside it; and a SIGKILL in
+//! the middle of a large message leaves every observation in the lake once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -233,14 +234,19 @@ async fn lake_readings(rig: &Rig) -> BTreeMap<Key, Want> {
 
 /// Records in the readings topic (sum of the partitions' high watermarks).
 fn topic_records(rig: &Rig) -> i64 {
+    records_in(rig, &rig.topic, 2)
+}
+
+/// Records in `topic` of `partitions` partitions.
+fn records_in(rig: &Rig, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", rig.broker.bootstrap())
         .create()
         .unwrap();
-    (0..2)
+    (0..partitions)
         .map(|p| {
             consumer
-                .fetch_watermarks(&rig.topic, p, Duration::from_secs(10))
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .unwrap_or_else(|e| panic!("watermarks of partition {p}: {e}"))
                 .1
         })
@@ -249,11 +255,21 @@ fn topic_records(rig: &Rig) -> i64 {
 
 /// `meterline elhub ingest` to its end: (exit code, stdout, stderr).
 fn ingest(config: &Path, args: &[&str], paths: &[PathBuf]) -> (i32, String, String) {
+    ingest_as(TENANT, config, args, paths)
+}
+
+/// [`ingest`] for `tenant`.
+fn ingest_as(
+    tenant: &str,
+    config: &Path,
+    args: &[&str],
+    paths: &[PathBuf],
+) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meterline"));
     command
         .args(["elhub", "ingest", "--config"])
         .arg(config)
-        .args(["--tenant", TENANT])
+        .args(["--tenant", tenant])
         .args(args)
         .args(paths)
         .env("METERLINE_FAKE_NOW", IMPORT_NOW);
@@ -296,6 +312,13 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
     let _serial = serial().await;
     let rig = Rig::new(2);
     let config = rig.config("elhub", None, "max_batch_rows = 5000");
+    let profiles_topic = meterline::dev::testkit::unique_name("profiles");
+    rig.broker.create_topic(&profiles_topic, 1);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[inputs]\nprofiles_topic = \"{profiles_topic}\"\n{GRID_AREAS}"
+    ));
+    std::fs::write(&config, text).unwrap();
     let good = files("good");
     let rejected = rig.dir.path().join("rejected");
     let rejected_arg = rejected.to_str().unwrap();
@@ -323,6 +346,38 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         after_first,
         "a re-delivery published records"
     );
+    assert_eq!(
+        records_in(&rig, &profiles_topic, 1),
+        3,
+        "master data is published once, a profile per payload"
+    );
+    // What leaves the adapter holds nothing personal of the message, and coordinates
+    // only to about a kilometre.
+    for payload in payloads_in(&rig, &profiles_topic, 3) {
+        for personal in [
+            "Nordmann",
+            "01018035871",
+            "Kirkegata",
+            "0087345763",
+            "example.no",
+            "59.91273",
+        ] {
+            assert!(!payload.contains(personal), "{personal} in {payload}");
+        }
+    }
+
+    // Master data for a public tenant: refused whole, nothing published.
+    let master = fixtures("good").join("masterdata.xml");
+    let (code, stdout, _) = ingest_as(
+        "oslo-utility",
+        &config,
+        &["--rejected", rejected_arg],
+        &[master],
+    );
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("rejected (tenant_not_private)"), "{stdout}");
+    assert_eq!(records_in(&rig, &profiles_topic, 1), 3);
+    std::fs::remove_dir_all(&rejected).unwrap();
 
     // The bad files: each rejected with its reason, the good series beside a bad one
     // published, exit code 3.
@@ -336,6 +391,8 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         ("wrong_count.xml", "observation_count"),
         ("bad_gsrn.xml", "invalid_gsrn"),
         ("daily.xml", "unsupported_resolution"),
+        ("collected_meter_index.xml", "not_interval_data"),
+        ("masterdata_unknown_area.xml", "unknown_grid_area"),
     ] {
         assert_eq!(reason_of(&rejected, fixture)["reason"], reason, "{fixture}");
         assert!(
@@ -351,13 +408,14 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         stdout.contains("non_numeric.xml: published 1 series, 2 records"),
         "{stdout}"
     );
-    // Seven files, each beside its reason.
-    assert_eq!(std::fs::read_dir(&rejected).unwrap().count(), 14);
+    // Nine files, each beside its reason.
+    assert_eq!(std::fs::read_dir(&rejected).unwrap().count(), 18);
 
     // A file above elhub.max_file_bytes is rejected unread.
     let small = rig.dir.path().join("small.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&small, format!("{text}\n[elhub]\nmax_file_bytes = 4096\n")).unwrap();
+    let text = text.replace("[elhub]\n", "[elhub]\nmax_file_bytes = 4096\n");
+    std::fs::write(&small, text).unwrap();
     let big = fixtures("good").join("dst_autumn_pt15m.xml");
     assert!(std::fs::metadata(&big).unwrap().len() > 4096);
     let (code, stdout, _) = ingest(&small, &["--rejected", rejected_arg], &[big]);
@@ -457,6 +515,166 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
         100
     );
     assert_eq!(rig.count("SELECT count(*) FROM dead_letters").await, 0);
+    check_profiles(&rig).await;
+}
+
+/// The grid areas the master data fixtures name (one of them unknown).
+const GRID_AREAS: &str = r#"
+[elhub]
+household_scheme = "norgespris"
+grid_areas = { "50Y0000000000123" = { price_area = "NO1", grid_company_gln = "7080000000012" }, "50Y0000000000456" = { price_area = "NO4", grid_company_gln = "7080000000029" } }
+"#;
+
+/// A profile: (meter, valid_from, price area, GLN, customer group, tax zone, scheme,
+/// latitude, longitude, version in µs).
+type ProfileRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
+
+/// The profiles of the master data fixture, by the README's mapping, read by plain text
+/// search: the date of a local-midnight `StartOfOccurrence` is its first ten
+/// characters, coordinates round to two decimals.
+fn oracle_profiles() -> Vec<ProfileRow> {
+    let xml = std::fs::read_to_string(fixtures("good").join("masterdata.xml")).unwrap();
+    let version = instant(between(&xml, "<abie:Creation>", "<").unwrap()).timestamp_micros();
+    let areas = BTreeMap::from([
+        ("50Y0000000000123", ("NO1", "7080000000012")),
+        ("50Y0000000000456", ("NO4", "7080000000029")),
+    ]);
+    let mut out = Vec::new();
+    for chunk in xml.split("<rsm:PayloadMasterdataMPEvent>").skip(1) {
+        let field = |open: &str| between(chunk, open, "<").map(str::to_owned);
+        let meter = between(
+            chunk,
+            "<abie:MeteringPointUsedDomainLocation>",
+            "</abie:MeteringPointUsedDomainLocation>",
+        )
+        .and_then(|t| between(t, ">", "</abie:Identification>"))
+        .unwrap()
+        .to_owned();
+        let area = between(
+            chunk,
+            "<abie:MeteringGridAreaUsedDomainLocation>",
+            "</abie:MeteringGridAreaUsedDomainLocation>",
+        )
+        .and_then(|t| between(t, ">", "</abie:Identification>"))
+        .unwrap();
+        let (price_area, gln) = areas[area];
+        let group = match field("<abie:ConsumptionCode>").unwrap().as_str() {
+            "35" => "household",
+            "36" => "cabin",
+            other => panic!("fixture code {other}"),
+        };
+        let zone = match (
+            field("<abie:VATCode>").unwrap().as_str(),
+            field("<abie:ElFee>").as_deref(),
+        ) {
+            ("S", _) => "standard",
+            ("E", Some("0")) => "finnmark",
+            ("E", _) => "north",
+            other => panic!("fixture taxation {other:?}"),
+        };
+        let scheme = if group == "household" {
+            "norgespris"
+        } else {
+            "none"
+        };
+        let round = |t: Option<String>| {
+            t.map(|t| format!("{:.2}", (t.parse::<f64>().unwrap() * 100.0).round() / 100.0))
+                .unwrap_or_default()
+        };
+        out.push((
+            meter,
+            field("<abie:StartOfOccurrence>").unwrap()[..10].to_owned(),
+            price_area.to_owned(),
+            gln.to_owned(),
+            group.to_owned(),
+            zone.to_owned(),
+            scheme.to_owned(),
+            round(field("<abie:Latitude>")),
+            round(field("<abie:Longitude>")),
+            version,
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// `meter_profiles` equals the oracle, and nothing personal of the fixture is anywhere
+/// in the lake.
+async fn check_profiles(rig: &Rig) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    let want = oracle_profiles();
+    let batches = rig
+        .query(&format!(
+            "SELECT meter, CAST(valid_from AS VARCHAR), price_area, grid_company_gln, customer_group, \
+             tax_zone, scheme, COALESCE(CAST(latitude AS VARCHAR), ''), \
+             COALESCE(CAST(longitude AS VARCHAR), ''), version \
+             FROM meter_profiles WHERE tenant = '{TENANT}' ORDER BY meter, valid_from"
+        ))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for b in &batches {
+        let text = |i: usize, r: usize| b.column(i).as_string::<i32>().value(r).to_owned();
+        let version = b.column(9).as_primitive::<TimestampMicrosecondType>();
+        for r in 0..b.num_rows() {
+            got.push((
+                text(0, r),
+                text(1, r),
+                text(2, r),
+                text(3, r),
+                text(4, r),
+                text(5, r),
+                text(6, r),
+                text(7, r),
+                text(8, r),
+                version.value(r),
+            ));
+        }
+    }
+    got.sort();
+    assert_eq!(got, want, "meter_profiles differs from the master data");
+}
+
+/// The payloads of the first `n` records of partition 0 of `topic`.
+fn payloads_in(rig: &Rig, topic: &str, n: usize) -> Vec<String> {
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", rig.broker.bootstrap())
+        .set("group.id", meterline::dev::testkit::unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} records of {topic}",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_secs(1)) {
+            let m = m.unwrap();
+            out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    out
 }
 
 /// An E66 message of `series` PT15M series of one day (the test's own writer).
