@@ -222,7 +222,8 @@ enum Command {
     /// TLS, SASL; [kafka.secret_files]) are the pipeline's. Plaintext to a broker
     /// off loopback is refused unless kafka.allow_plaintext is set there.
     /// With --format emif, one E66 message per local day (one series per meter)
-    /// is written into --out, for `meterline elhub ingest`; nothing is produced.
+    /// and masterdata.xml (the meters' NotifyMeteringPointCharacteristics)
+    /// are written into --out, for `meterline elhub ingest`; nothing is produced.
     #[command(verbatim_doc_comment)]
     Simulate {
         /// kafka: produce reading/v1 records; emif: write E66 XML files into --out.
@@ -726,9 +727,16 @@ fn simulate_emif(
         out.display()
     );
     println!(
-        "publish them: meterline elhub ingest --config CONFIG --tenant TENANT {}/*.xml",
+        "publish them: meterline elhub ingest --config CONFIG --tenant TENANT {}/e66-*.xml",
         out.display()
     );
+    if let Some(path) = &written.masterdata {
+        println!(
+            "and the meters' master data (a private tenant, with inputs.profiles_topic and elhub.grid_areas.\"{}\" set): {}",
+            meterline::dev::emif::SIMULATED_GRID_AREA,
+            path.display()
+        );
+    }
     Ok(())
 }
 

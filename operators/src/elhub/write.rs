@@ -1,6 +1,7 @@
-//! E66 messages written, for `meterline simulate --format emif` (so that the adapter can
-//! be tried without Elhub access). The shape is the one [`super::emif`] reads; times are
-//! written in Norwegian local time with their offset, as Elhub writes them.
+//! E66 and master data messages written, for `meterline simulate --format emif` (so that
+//! the adapter can be tried without Elhub access). The shapes are the ones [`super::emif`]
+//! and [`super::masterdata`] read; times are written in Norwegian local time with their
+//! offset, as Elhub writes them.
 
 use std::fmt::Write as _;
 
@@ -8,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Europe::Oslo;
 use rust_decimal::Decimal;
 
-use super::emif::{Kind, NS_ABIE, NS_MESSAGE};
+use super::emif::{Kind, NS_ABIE, NS_CHARACTERISTICS, NS_MESSAGE};
 
 /// The product code of active energy (kWh); reactive energy (kvarh) is `...047`.
 pub const ACTIVE_ENERGY: &str = "8716867000030";
@@ -119,4 +120,66 @@ fn write_series(out: &mut String, s: &SeriesOut) {
         );
     }
     out.push_str("  </rsm:PayloadEnergyTimeSeries>\n");
+}
+
+/// One master data payload to write (no personal data: the generator has none).
+#[derive(Debug, Clone)]
+pub struct ProfileOut {
+    pub metering_point: String,
+    pub start: DateTime<Utc>,
+    /// The grid area's EIC code.
+    pub grid_area: String,
+    /// (latitude, longitude) as decimal text.
+    pub coordinates: Option<(String, String)>,
+    /// `S` or `E`.
+    pub vat_code: &'static str,
+    /// `ElFee`: `100`, or `0` for no consumption tax.
+    pub el_fee: &'static str,
+    /// Elhub's consumption code (`35` households, `36` cabins, ...).
+    pub consumption_code: &'static str,
+}
+
+/// A `NotifyMeteringPointCharacteristics` message of `payloads`, identified by `id`,
+/// created at `created`.
+#[must_use]
+pub fn characteristics(id: &str, created: DateTime<Utc>, payloads: &[ProfileOut]) -> String {
+    let mut out = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<rsm:NotifyMeteringPointCharacteristics xmlns:rsm="{NS_CHARACTERISTICS}" xmlns:abie="{NS_ABIE}">
+  <rsm:Header>
+    <abie:Identification>{id}</abie:Identification>
+    <abie:DocumentType listAgencyIdentifier="6">21</abie:DocumentType>
+    <abie:Creation>{}</abie:Creation>
+  </rsm:Header>
+  <rsm:ProcessEnergyContext>
+    <abie:EnergyBusinessProcess listAgencyIdentifier="89">BRS-NO-303</abie:EnergyBusinessProcess>
+  </rsm:ProcessEnergyContext>
+"#,
+        local(created)
+    );
+    for p in payloads {
+        let position = p.coordinates.as_ref().map_or_else(String::new, |(lat, lon)| {
+            format!(
+                "\n    <abie:MPPositionMeteringPointGeographicalCoordinate><abie:Latitude>{lat}</abie:Latitude><abie:Longitude>{lon}</abie:Longitude></abie:MPPositionMeteringPointGeographicalCoordinate>"
+            )
+        });
+        let _ = write!(
+            out,
+            r#"  <rsm:PayloadMasterdataMPEvent>
+    <abie:StartOfOccurrence>{}</abie:StartOfOccurrence>
+    <abie:MeteringPointUsedDomainLocation><abie:Identification schemeAgencyIdentifier="9">{}</abie:Identification></abie:MeteringPointUsedDomainLocation>{position}
+    <abie:MeteringGridAreaUsedDomainLocation><abie:Identification schemeAgencyIdentifier="305">{}</abie:Identification></abie:MeteringGridAreaUsedDomainLocation>
+    <abie:MPTaxationProfile><abie:VATCode>{}</abie:VATCode><abie:ElFee>{}</abie:ElFee><abie:ConsumptionCode>{}</abie:ConsumptionCode></abie:MPTaxationProfile>
+  </rsm:PayloadMasterdataMPEvent>
+"#,
+            local(p.start),
+            p.metering_point,
+            p.grid_area,
+            p.vat_code,
+            p.el_fee,
+            p.consumption_code,
+        );
+    }
+    out.push_str("</rsm:NotifyMeteringPointCharacteristics>\n");
+    out
 }

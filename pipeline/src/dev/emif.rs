@@ -1,5 +1,6 @@
 //! `meterline simulate --format emif --out DIR`: the generator's readings as EMIF E66
-//! messages, one file per local day with one series per meter, so that the Elhub
+//! messages, one file per local day with one series per meter, and the meters' master
+//! data (`masterdata.xml`, one `NotifyMeteringPointCharacteristics`), so that the Elhub
 //! adapter (`meterline elhub ingest`) can be tried without Elhub access.
 
 use std::collections::BTreeMap;
@@ -10,14 +11,21 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use meterline_operators::elhub::emif::Kind;
-use meterline_operators::elhub::write::{billing_energy, SeriesOut};
+use meterline_operators::elhub::write::{billing_energy, characteristics, ProfileOut, SeriesOut};
 
 use super::generator::{local_midnight, GeneratorSpec};
+
+/// The grid area (EIC) of the generated meters' master data; `deploy/meterline.toml`
+/// names it in `elhub.grid_areas`.
+pub const SIMULATED_GRID_AREA: &str = "50YMETERLINEDEMO";
 
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
+    /// The E66 messages, one per day.
     pub files: Vec<PathBuf>,
+    /// The meters' master data.
+    pub masterdata: Option<PathBuf>,
     pub series: usize,
     pub observations: usize,
 }
@@ -97,9 +105,18 @@ pub fn write(spec: &GeneratorSpec, out: &Path) -> anyhow::Result<Written> {
     }
     let mut written = Written {
         files: Vec::new(),
+        masterdata: None,
         series: 0,
         observations: 0,
     };
+    let first = per_day.keys().next().copied();
+    let mut meters: Vec<String> = per_day
+        .values()
+        .flatten()
+        .map(|s| s.metering_point.clone())
+        .collect();
+    meters.sort_unstable();
+    meters.dedup();
     for (day, series) in per_day {
         let created = local_midnight(spec.timezone, day + Duration::days(1)) + Duration::hours(6);
         let xml = billing_energy(
@@ -113,13 +130,55 @@ pub fn write(spec: &GeneratorSpec, out: &Path) -> anyhow::Result<Written> {
         written.observations += series.iter().map(|s| s.observations.len()).sum::<usize>();
         written.files.push(path);
     }
+    if let Some(first) = first {
+        let path = out.join("masterdata.xml");
+        std::fs::write(&path, masterdata(spec, first, &meters))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.masterdata = Some(path);
+    }
     Ok(written)
+}
+
+/// The master data of `meters` from `first`: households around Oslo, one in five a cabin
+/// in Finnmark's tax zone.
+fn masterdata(spec: &GeneratorSpec, first: NaiveDate, meters: &[String]) -> String {
+    let payloads: Vec<ProfileOut> = meters
+        .iter()
+        .enumerate()
+        .map(|(i, meter)| {
+            let cabin = i % 5 == 4;
+            let offset = i32::try_from(i % 50).unwrap_or(0);
+            ProfileOut {
+                metering_point: meter.clone(),
+                start: local_midnight(spec.timezone, first),
+                grid_area: SIMULATED_GRID_AREA.to_owned(),
+                coordinates: Some((
+                    format!("{:.4}", 59.9 + f64::from(offset) * 0.013),
+                    format!("{:.4}", 10.7 + f64::from(offset) * 0.011),
+                )),
+                vat_code: if cabin { "E" } else { "S" },
+                el_fee: if cabin { "0" } else { "100" },
+                consumption_code: if cabin { "36" } else { "35" },
+            }
+        })
+        .collect();
+    let created = local_midnight(spec.timezone, first) + Duration::hours(6);
+    characteristics(
+        &uuid(&format!("masterdata {first} {}", spec.seed)),
+        created,
+        &payloads,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meterline_operators::economics::hour::Scheme;
+    use meterline_operators::economics::PriceArea;
     use meterline_operators::elhub::emif::read_billing_energy;
+    use meterline_operators::elhub::masterdata::{
+        profile, read_characteristics, GridArea, ProfileRules,
+    };
 
     #[test]
     fn every_generated_reading_is_an_observation_of_a_full_day_series() {
@@ -140,11 +199,45 @@ mod tests {
         assert_eq!(w.observations, spec.good_count());
         let file = std::fs::File::open(&w.files[0]).unwrap();
         let mut counts = Vec::new();
+        let mut series_meters = Vec::new();
         read_billing_energy(std::io::BufReader::new(file), |_, s| {
-            counts.push(s.unwrap().observations.len());
+            let s = s.unwrap();
+            counts.push(s.observations.len());
+            series_meters.push(s.metering_point);
         })
         .unwrap();
         counts.sort_unstable();
         assert_eq!(counts, [25, 25, 25, 100]);
+
+        // The master data: a profile for each meter, from the first day.
+        let file = std::fs::File::open(w.masterdata.unwrap()).unwrap();
+        let mut payloads = Vec::new();
+        read_characteristics(std::io::BufReader::new(file), |_, p| payloads.push(p)).unwrap();
+        let areas = std::collections::BTreeMap::from([(
+            SIMULATED_GRID_AREA.to_owned(),
+            GridArea {
+                price_area: PriceArea::No1,
+                grid_company_gln: "7080000000012".to_owned(),
+            },
+        )]);
+        let rules = ProfileRules {
+            tenant: "acme-industri",
+            timezone: spec.timezone,
+            grid_areas: &areas,
+            household_scheme: Scheme::Stromstotte,
+        };
+        let version = "2026-10-26T05:00:00Z".parse().unwrap();
+        let mut meters = Vec::new();
+        for p in &payloads {
+            let (meter, text) = profile(p, version, &rules).unwrap();
+            assert!(text.contains(r#""valid_from":"2026-10-25""#), "{text}");
+            meters.push(meter);
+        }
+        meters.sort_unstable();
+        series_meters.sort_unstable();
+        assert_eq!(
+            meters, series_meters,
+            "a profile for each meter of the series"
+        );
     }
 }

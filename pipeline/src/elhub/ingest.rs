@@ -27,23 +27,17 @@ use tokio::sync::mpsc;
 
 use meterline_operators::economics::hour::Scheme;
 use meterline_operators::economics::PriceArea;
-use meterline_operators::elhub::emif::{self, read_billing_energy, Document, EmifError};
-use meterline_operators::elhub::masterdata::{self, GridArea, ProfileRules};
+use meterline_operators::elhub::emif::{self, read_billing_energy, Document};
+use meterline_operators::elhub::masterdata::{GridArea, ProfileRules};
 use meterline_operators::elhub::minside;
 use meterline_operators::elhub::readings::{self, Record, RejectReason};
 use meterline_operators::Clock;
 use meterline_sinks::{DerivedTable, ProcessedMessage};
 
 use super::metrics::ElhubMetrics;
+pub use super::reading::SeriesRefusal;
+use super::reading::{emif_reason, Hashing};
 use crate::config::Config;
-
-/// A series that was refused: its place in the message, why, and a message naming it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeriesRefusal {
-    pub series: usize,
-    pub reason: RejectReason,
-    pub message: String,
-}
 
 /// How a file ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,34 +119,6 @@ impl std::fmt::Display for FileReport {
                 self.message_key.as_deref().unwrap_or("?")
             ),
         }
-    }
-}
-
-/// A reader that hashes what passes through it.
-pub(crate) struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R> Hashing<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-
-    /// The hash of what was read, in hex.
-    pub(crate) fn finish(self) -> String {
-        self.hasher.finalize().to_hex().to_string()
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 
@@ -245,15 +211,6 @@ struct Checked {
     hash: String,
     series: usize,
     refused: Vec<SeriesRefusal>,
-}
-
-pub(crate) fn emif_reason(e: &EmifError) -> RejectReason {
-    match e {
-        EmifError::Xml { .. } => RejectReason::MalformedXml,
-        EmifError::NotExpected { .. } => RejectReason::NotEmif,
-        EmifError::Namespace { .. } => RejectReason::WrongNamespace,
-        EmifError::TooManySeries | EmifError::NoSeries => RejectReason::SeriesCount,
-    }
 }
 
 /// The first pass: every series checked and mapped (the records dropped), the header's

@@ -7,6 +7,7 @@
 //!
 //! - `ingest.rs`: one file: read, map (`meterline_operators::elhub`), publish, register;
 //! - `profiles.rs`: a master data file read and mapped to `meter-profile/v1`;
+//! - `reading.rs`: what reading any file shares (its hash, refusals);
 //! - `inbox.rs`: the watched directory and the rejected folder with its retention;
 //! - `metrics.rs`: the adapter's `/metrics`.
 //!
@@ -17,6 +18,7 @@ pub mod inbox;
 pub mod ingest;
 pub mod metrics;
 mod profiles;
+mod reading;
 
 use std::path::PathBuf;
 use std::time::Duration;

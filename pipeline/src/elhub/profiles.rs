@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use meterline_operators::elhub::masterdata::{profile, read_characteristics, ProfileRules};
 use meterline_operators::elhub::readings::{Record, RejectReason};
 
-use super::ingest::{emif_reason, Hashing, SeriesRefusal};
+use super::reading::{emif_reason, Hashing, SeriesRefusal};
 
 /// A master data message, read and mapped.
 pub(crate) struct Mapped {
