@@ -12,7 +12,10 @@
 #   - moto_server, an S3 API server (pip, in a virtualenv);
 #   - psycopg and PyJWT (pip, the same virtualenv), the SQL server's test client,
 #     and DuckDB (pip), which the sql_server bench compares the server with;
-#   - stunnel4, openssl and psql (apt-get, when missing), for the tests over TLS.
+#   - check-jsonschema and kubernetes-validate (pip, the same virtualenv), which
+#     validate deploy/ offline (scripts/check-deploy.sh);
+#   - stunnel4, openssl and psql (apt-get, when missing), for the tests over TLS,
+#     and prometheus (promtool: the alert rules' unit tests; the live-Prometheus test).
 # Each end-to-end test starts its own broker and S3 server on free loopback ports
 # (so a test can freeze them without disturbing others) and stops them when it
 # ends; this script also stops any that a killed test run left behind.
@@ -40,6 +43,9 @@ PYJWT_VERSION="2.10.1"
 # DuckDB reads the lake's Parquet files in the sql_server bench (in test mode here:
 # the server's answers must equal DuckDB's).
 DUCKDB_VERSION="1.4.2"
+# deploy/ validated offline: the compose file against its schema, the manifests.
+CHECK_JSONSCHEMA_VERSION="0.39.0"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
 
 # Each step prints the time since the script started, so a run's log shows
 # where its time went (the README's CI figures come from these lines).
@@ -141,16 +147,29 @@ assert duckdb.__version__ == '$DUCKDB_VERSION'
     fi
     export METERLINE_PYTHON="$TOOLS/venv/bin/python"
 fi
+if ! "$METERLINE_PYTHON" -c "
+from importlib.metadata import version
+assert version('check-jsonschema') == '$CHECK_JSONSCHEMA_VERSION'
+assert version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'
+" 2>/dev/null; then
+    echo "installing check-jsonschema $CHECK_JSONSCHEMA_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION next to $METERLINE_PYTHON"
+    "$(dirname "$METERLINE_PYTHON")/pip" install --quiet --disable-pip-version-check \
+        "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
 # stunnel, the TLS terminator in front of the broker of the TLS test, and openssl,
 # which makes that test's CA: Debian packages (apt-get, as root or with sudo).
 if { [ -z "${METERLINE_STUNNEL:-}" ] && ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; } \
-    || ! command -v openssl >/dev/null || ! command -v psql >/dev/null; then
-    echo "installing stunnel4, openssl and postgresql-client (apt-get)"
+    || ! command -v openssl >/dev/null || ! command -v psql >/dev/null \
+    || ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    echo "installing stunnel4, openssl, postgresql-client and prometheus (apt-get)"
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 openssl postgresql-client >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 openssl postgresql-client prometheus >/dev/null
 fi
+# The Debian package starts a Prometheus service where systemd runs; the tests start
+# their own on free ports and need nothing of it.
+export METERLINE_PROMETHEUS="${METERLINE_PROMETHEUS:-$(command -v prometheus)}"
 echo "tansu:       $METERLINE_TANSU"
 echo "moto_server: $METERLINE_MOTO_SERVER"
 echo "python:      $METERLINE_PYTHON (psycopg, PyJWT, DuckDB)"
@@ -204,6 +223,9 @@ prune_stale_executables
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "deploy/: alert rules and their tests, dashboard, compose and Kubernetes files"
+scripts/check-deploy.sh
 
 step "build with clippy (all targets, warnings are errors)"
 # --timings writes where the build's time went to cargo-timings/ in the target dir.
