@@ -292,8 +292,14 @@ fn reason_of(rejected: &Path, fixture: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(entry).unwrap()).unwrap()
 }
 
-/// Start `meterline run`, wait until `readings_current` holds the oracle's keys, stop it.
-async fn store(rig: &Rig, config: &Path, want: &BTreeMap<Key, Want>) -> Process {
+/// Start `meterline run`, wait until `readings_current` holds the oracle's keys (and
+/// each of `also`'s counts reaches its number), stop it.
+async fn store(
+    rig: &Rig,
+    config: &Path,
+    want: &BTreeMap<Key, Want>,
+    also: &[(&str, u64)],
+) -> Process {
     let mut run = rig.spawn("run", config);
     let n = want.len() as u64;
     let sql = format!("SELECT count(*) FROM readings_current WHERE tenant = '{TENANT}'");
@@ -303,6 +309,12 @@ async fn store(rig: &Rig, config: &Path, want: &BTreeMap<Key, Want>) -> Process 
         || async { rig.try_count(&sql).await.is_ok_and(|c| c >= n) },
     )
     .await;
+    for (sql, n) in also {
+        eventually_async(sql, Duration::from_secs(120), || async {
+            rig.try_count(sql).await.is_ok_and(|c| c >= *n)
+        })
+        .await;
+    }
     run.terminate(GRACE).expect("meterline run stops");
     run
 }
@@ -446,7 +458,8 @@ async fn elhub_messages_reach_the_lake_exactly_and_bad_files_are_rejected_with_r
     let mut sources = good.clone();
     sources.push(fixtures("rejects").join("non_numeric.xml"));
     let want = oracle(&sources);
-    let run = store(&rig, &config, &want).await;
+    let profiles = format!("SELECT count(*) FROM meter_profiles WHERE tenant = '{TENANT}'");
+    let run = store(&rig, &config, &want, &[(profiles.as_str(), 3)]).await;
     crate::rig::assert_ledger(&run);
     let mut got = lake_readings(&rig).await;
     let import_times: std::collections::BTreeSet<i64> = want
@@ -617,16 +630,20 @@ async fn check_profiles(rig: &Rig) {
     let want = oracle_profiles();
     let batches = rig
         .query(&format!(
-            "SELECT meter, CAST(valid_from AS VARCHAR), price_area, grid_company_gln, customer_group, \
-             tax_zone, scheme, COALESCE(CAST(latitude AS VARCHAR), ''), \
-             COALESCE(CAST(longitude AS VARCHAR), ''), version \
-             FROM meter_profiles WHERE tenant = '{TENANT}' ORDER BY meter, valid_from"
+            "SELECT meter, CAST(valid_from AS VARCHAR) AS valid, price_area, grid_company_gln, \
+             customer_group, tax_zone, scheme, COALESCE(CAST(latitude AS VARCHAR), '') AS lat, \
+             COALESCE(CAST(longitude AS VARCHAR), '') AS lon, version \
+             FROM meter_profiles WHERE tenant = '{TENANT}'"
         ))
         .await
         .unwrap();
     let mut got = Vec::new();
     for b in &batches {
-        let text = |i: usize, r: usize| b.column(i).as_string::<i32>().value(r).to_owned();
+        let text = |i: usize, r: usize| {
+            let column =
+                arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+            column.as_string::<i32>().value(r).to_owned()
+        };
         let version = b.column(9).as_primitive::<TimestampMicrosecondType>();
         for r in 0..b.num_rows() {
             got.push((
@@ -773,7 +790,7 @@ async fn a_sigkill_in_the_middle_of_a_message_leaves_each_observation_in_the_lak
     let mut want = BTreeMap::new();
     oracle_emif(&xml, &mut want);
     assert_eq!(want.len(), total);
-    let run = store(&rig, &config, &want).await;
+    let run = store(&rig, &config, &want, &[]).await;
     crate::rig::assert_ledger(&run);
     let got = lake_readings(&rig).await;
     assert_eq!(got.len(), total);
