@@ -15,6 +15,7 @@ mod demo;
 mod epochs;
 mod export;
 mod layers;
+mod logs;
 mod lifecycle;
 mod privacy;
 mod replay;
