@@ -676,7 +676,11 @@ mod tests {
         assert!(text.contains("meterline_audit_violations{check=\"ledger_chain\"} 0"));
         assert!(text.contains("meterline_memory_bound_bytes 0"));
         #[cfg(target_os = "linux")]
-        for name in ["process_resident_memory_bytes", "process_cpu_seconds_total", "process_start_time_seconds"] {
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
             assert!(text.contains(&format!("\n{name} ")), "{name} missing");
         }
     }

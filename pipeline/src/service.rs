@@ -146,7 +146,9 @@ fn audit_gauges(settings: &Settings, metrics: &Metrics) -> crate::privacy::lifec
             let now = settings.clock.now();
             match crate::query::audit::report(&settings, None, now).await {
                 Ok(report) => report.set_gauges(&metrics),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "audit after the sweep failed; its gauges keep their values"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "audit after the sweep failed; its gauges keep their values")
+                }
             }
         })
     })

@@ -514,12 +514,15 @@ impl Scope<'_> {
                 continue;
             }
             match settings.tenants.index_of(&tenant) {
-                None => report.violate(audit_check::RETENTION_OVERDUE, format!(
-                    "tenant {tenant} has data in the lake ({}) but is not configured: nothing \
+                None => report.violate(
+                    audit_check::RETENTION_OVERDUE,
+                    format!(
+                        "tenant {tenant} has data in the lake ({}) but is not configured: nothing \
                      deletes it; list it under [[tenants]] with retired = true and its \
                      retention, or erase it",
-                    places.join(", ")
-                )),
+                        places.join(", ")
+                    ),
+                ),
                 Some(i) if settings.tenants.is_retired(i) => report.notes.push(format!(
                     "tenant {tenant} is retired: its data ({}) is kept until its retention ends",
                     places.join(", ")
@@ -685,10 +688,13 @@ impl Scope<'_> {
                 .iter()
                 .filter(|e| e.closed(today, t.rules.key_grace_days))
             {
-                report.violate(audit_check::KEY_PAST_GRACE, format!(
+                report.violate(
+                    audit_check::KEY_PAST_GRACE,
+                    format!(
                     "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
                     t.id
-                ));
+                ),
+                );
             }
         }
         Ok(())

@@ -20,7 +20,9 @@ use crate::rig::{eventually, eventually_async, messages, serial, Rig, KEY_HEX};
 use crate::GRACE;
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
 }
 
 /// `GET path` over HTTP/1.0 (no chunked bodies): (status, body).
@@ -29,8 +31,11 @@ fn get(port: u16, path: &str) -> Result<(u16, String), String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
@@ -86,7 +91,10 @@ impl Prometheus {
         let mut command = Command::new(&bin);
         command
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let process = Process::spawn("prometheus", command);
         Self {
@@ -154,7 +162,8 @@ fn dashboard_exprs() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(deploy("grafana/meterline.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut out = Vec::new();
-    let mut panels: Vec<&serde_json::Value> = dashboard["panels"].as_array().unwrap().iter().collect();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
     while let Some(p) = panels.pop() {
         if let Some(inner) = p["panels"].as_array() {
             panels.extend(inner);
@@ -210,11 +219,16 @@ async fn dashboards_and_alerts_work_on_a_live_prometheus() {
         .arg(&config)
         .env("METERLINE_PSEUDONYM_KEY", KEY_HEX);
     let mut serve = Process::spawn("serve", serve_cmd);
-    serve.wait_line(0, Duration::from_secs(60), |l| l.contains("serving the lake"));
+    serve.wait_line(0, Duration::from_secs(60), |l| {
+        l.contains("serving the lake")
+    });
 
     let dir = rig.dir.path().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
-    let prom = Prometheus::start(&dir, &[("meterline", run_port), ("meterline-serve", serve_port)]);
+    let prom = Prometheus::start(
+        &dir,
+        &[("meterline", run_port), ("meterline-serve", serve_port)],
+    );
     eventually("both targets up", Duration::from_secs(60), || {
         prom.query("sum(up{job=~\"meterline|meterline-serve\"})")
             .ok()
@@ -226,9 +240,11 @@ async fn dashboards_and_alerts_work_on_a_live_prometheus() {
     // The rules: loaded, evaluated without error, reading metrics that exist.
     eventually("every rule evaluated", Duration::from_secs(60), || {
         prom.api("/api/v1/rules").is_ok_and(|d| {
-            d["groups"]
-                .as_array()
-                .is_some_and(|g| g.iter().flat_map(|g| g["rules"].as_array().unwrap().iter()).all(|r| r["health"] == "ok"))
+            d["groups"].as_array().is_some_and(|g| {
+                g.iter()
+                    .flat_map(|g| g["rules"].as_array().unwrap().iter())
+                    .all(|r| r["health"] == "ok")
+            })
         })
     })
     .await;
@@ -238,45 +254,69 @@ async fn dashboards_and_alerts_work_on_a_live_prometheus() {
         .unwrap()
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().iter())
-        .map(|r| (r["name"].as_str().unwrap().to_owned(), r["query"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["query"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert!(rules.len() >= 40, "{} rules loaded", rules.len());
     let dashboard = dashboard_exprs();
 
     // Every dashboard expression returns data (rates need a few scrapes first).
-    eventually_async("every dashboard expression to return data", Duration::from_secs(120), || async {
-        let empty: Vec<_> = dashboard
-            .iter()
-            .filter(|(_, e)| !prom.query(e).is_ok_and(|r| !r.is_empty()))
-            .map(|(title, e)| format!("{title}: {e}"))
-            .collect();
-        if !empty.is_empty() {
-            eprintln!("still without data: {empty:#?}");
-        }
-        empty.is_empty()
-    })
+    eventually_async(
+        "every dashboard expression to return data",
+        Duration::from_secs(120),
+        || async {
+            let empty: Vec<_> = dashboard
+                .iter()
+                .filter(|(_, e)| !prom.query(e).is_ok_and(|r| !r.is_empty()))
+                .map(|(title, e)| format!("{title}: {e}"))
+                .collect();
+            if !empty.is_empty() {
+                eprintln!("still without data: {empty:#?}");
+            }
+            empty.is_empty()
+        },
+    )
     .await;
     let live = prom.names();
     for (name, expr) in rules.iter().chain(dashboard.iter()) {
         for metric in metric_names(expr) {
-            assert!(live.contains(&metric), "{name} reads `{metric}`, which no target exports: {expr}");
+            assert!(
+                live.contains(&metric),
+                "{name} reads `{metric}`, which no target exports: {expr}"
+            );
         }
     }
 
     // A burst of bad records: 100 of each of six reasons against about 400 good ones.
-    assert_eq!(prom.alert_state("MeterlineDeadLetterRate"), None, "before any bad record");
+    assert_eq!(
+        prom.alert_state("MeterlineDeadLetterRate"),
+        None,
+        "before any bad record"
+    );
     rig.produce(&messages(1, 600, 12)).await;
-    eventually("MeterlineDeadLetterRate pending or firing", Duration::from_secs(120), || {
-        prom.alert_state("MeterlineDeadLetterRate").is_some()
-    })
+    eventually(
+        "MeterlineDeadLetterRate pending or firing",
+        Duration::from_secs(120),
+        || prom.alert_state("MeterlineDeadLetterRate").is_some(),
+    )
     .await;
-    assert_eq!(prom.alert_state("MeterlineDown"), None, "down while running");
+    assert_eq!(
+        prom.alert_state("MeterlineDown"),
+        None,
+        "down while running"
+    );
 
     // The process gone.
     run.kill();
-    eventually("MeterlineDown pending or firing", Duration::from_secs(60), || {
-        prom.alert_state("MeterlineDown").is_some()
-    })
+    eventually(
+        "MeterlineDown pending or firing",
+        Duration::from_secs(60),
+        || prom.alert_state("MeterlineDown").is_some(),
+    )
     .await;
     serve.terminate(GRACE);
     drop(prom);
