@@ -18,7 +18,6 @@ mod inputs;
 mod lifecycle;
 mod orphans;
 mod privacy;
-mod prometheus;
 mod rig;
 mod security;
 mod serve;

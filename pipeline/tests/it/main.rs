@@ -16,7 +16,6 @@ mod epochs;
 mod export;
 mod layers;
 mod lifecycle;
-mod logs;
 mod privacy;
 mod replay;
 mod sensitive;
