@@ -109,7 +109,32 @@ pub struct Metrics {
     pub input_lag: IntGaugeVec,
     pub input_paused: IntGaugeVec,
     pub input_restarts: IntCounterVec,
+    pub memory_bound: IntGauge,
+    pub audit_violations: IntGaugeVec,
+    pub erasures_pending: IntGauge,
     ready: Arc<AtomicBool>,
+}
+
+/// The checks of `meterline audit`, as `meterline_audit_violations{check}`.
+pub mod audit_check {
+    /// Data kept past its retention (plus the sweep interval), or a tenant's data
+    /// that nothing deletes.
+    pub const RETENTION_OVERDUE: &str = "retention_overdue";
+    /// Erasures completed after their deadline (all recorded).
+    pub const ERASURE_LATE: &str = "erasure_late";
+    /// A request still pending past its deadline.
+    pub const ERASURE_OVERDUE: &str = "erasure_overdue";
+    /// A pseudonym or dead-letter key kept past its grace or retention.
+    pub const KEY_PAST_GRACE: &str = "key_past_grace";
+    /// A consent ledger chain that does not verify.
+    pub const LEDGER_CHAIN: &str = "ledger_chain";
+    pub const ALL: [&str; 5] = [
+        RETENTION_OVERDUE,
+        ERASURE_LATE,
+        ERASURE_OVERDUE,
+        KEY_PAST_GRACE,
+        LEDGER_CHAIN,
+    ];
 }
 
 impl std::fmt::Debug for Metrics {
@@ -388,6 +413,32 @@ impl Metrics {
             aggregate_rounds.with_label_values(&[outcome]);
             cost_rounds.with_label_values(&[outcome]);
         }
+        let memory_bound = must(IntGauge::new(
+            "meterline_memory_bound_bytes",
+            "The resident memory bound these settings imply (logged at start as memory_bound_mib).",
+        ));
+        must(registry.register(Box::new(memory_bound.clone())));
+        let audit_violations = must(IntGaugeVec::new(
+            Opts::new(
+                "meterline_audit_violations",
+                "Findings of each of `meterline audit`'s checks, refreshed after each retention sweep (0: the promise holds).",
+            ),
+            &["check"],
+        ));
+        must(registry.register(Box::new(audit_violations.clone())));
+        for check in audit_check::ALL {
+            audit_violations.with_label_values(&[check]);
+        }
+        let erasures_pending = must(IntGauge::new(
+            "meterline_erasures_pending",
+            "Erasure requests on the erasure topic not answered yet, as of the last audit.",
+        ));
+        must(registry.register(Box::new(erasures_pending.clone())));
+        // Resident memory, CPU time, open files and start time of this process.
+        #[cfg(target_os = "linux")]
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
         // Pre-register fixed label values so dashboards see zeros, not gaps.
         for (_, flag) in meterline_operators::flags::ALL {
             flags.with_label_values(&[flag]);
@@ -453,6 +504,9 @@ impl Metrics {
             input_lag,
             input_paused,
             input_restarts,
+            memory_bound,
+            audit_violations,
+            erasures_pending,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -608,12 +662,27 @@ mod tests {
         let text = m.render();
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).unwrap();
-            assert!(name.starts_with("meterline_"), "{name}");
+            // The process collector's standard names are the exception.
+            assert!(
+                name.starts_with("meterline_") || name.starts_with("process_"),
+                "{name}"
+            );
             if line.ends_with("counter") {
                 assert!(name.ends_with("_total"), "{name}");
             }
         }
         assert!(text.contains("meterline_dead_letters_total{reason=\"unknown_tenant\"} 0"));
+        // What the alerts and the dashboard read besides the pipeline's own counters.
+        assert!(text.contains("meterline_audit_violations{check=\"ledger_chain\"} 0"));
+        assert!(text.contains("meterline_memory_bound_bytes 0"));
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing");
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub async fn run_pipeline(
         memory_bound_mib = settings.memory_bound_bytes() / (1024 * 1024),
         "pipeline started"
     );
+    metrics
+        .memory_bound
+        .set(i64::try_from(settings.memory_bound_bytes()).unwrap_or(i64::MAX));
     let stopper = {
         let handle = source.stop_handle();
         let shutdown = shutdown.clone();
@@ -132,6 +135,25 @@ struct Tasks {
     others: Vec<(&'static str, JoinHandle<()>)>,
 }
 
+/// After each retention sweep: `meterline audit`'s checks as gauges
+/// (`meterline_audit_violations{check}`, `meterline_erasures_pending`). An audit that
+/// cannot read the lake leaves the gauges as they were, and says so.
+fn audit_gauges(settings: &Settings, metrics: &Metrics) -> crate::privacy::lifecycle::AfterSweep {
+    let (settings, metrics) = (Arc::new(settings.clone()), metrics.clone());
+    Arc::new(move || {
+        let (settings, metrics) = (settings.clone(), metrics.clone());
+        Box::pin(async move {
+            let now = settings.clock.now();
+            match crate::query::audit::report(&settings, None, now).await {
+                Ok(report) => report.set_gauges(&metrics),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "audit after the sweep failed; its gauges keep their values")
+                }
+            }
+        })
+    })
+}
+
 impl Tasks {
     fn spawn(
         settings: &Settings,
@@ -173,6 +195,7 @@ impl Tasks {
                 settings.clone(),
                 metrics.clone(),
                 shutdown.clone(),
+                Some(audit_gauges(settings, metrics)),
             )),
         ));
         if !settings.lifecycle.erasure_topic.is_empty() {

@@ -159,6 +159,16 @@ impl Subscription {
         }
     }
 
+    /// Drop a revoked partition's lag series.
+    fn forget_lag(&self, metrics: &Metrics, partition: i32) {
+        let partition = partition.to_string();
+        // An error only says the series did not exist yet.
+        let _ = match self.input {
+            None => metrics.consumer_lag.remove_label_values(&[&partition]),
+            Some(input) => metrics.input_lag.remove_label_values(&[input, &partition]),
+        };
+    }
+
     fn paused(&self, metrics: &Metrics) -> prometheus::IntGauge {
         match self.input {
             None => metrics.consumer_paused.clone(),
@@ -311,6 +321,11 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 info!(?partitions, "partitions revoked");
+                // Another member reports their lag now: a stale series here would keep
+                // the lag alerts firing after a rebalance.
+                for p in &partitions {
+                    self.subscription.forget_lag(&self.metrics, *p);
+                }
                 let _ = consumer.unassign();
             }
             other => {

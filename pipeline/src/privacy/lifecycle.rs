@@ -1314,13 +1314,19 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Sweep every `settings.retention_every` (the first at start) until shutdown.
-/// Failures are logged and counted; the next sweep repeats the work.
+/// What runs after each sweep, whatever its outcome (the service refreshes the audit
+/// gauges with it).
+pub type AfterSweep =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Sweep every `settings.retention_every` (the first at start) until shutdown, then
+/// run `after`. Failures are logged and counted; the next sweep repeats the work.
 pub async fn retention_loop(
     lake: Lake,
     all: crate::config::Settings,
     metrics: Metrics,
     shutdown: Arc<crate::shutdown::Shutdown>,
+    after: Option<AfterSweep>,
 ) {
     let (tenants, key, settings) = (all.tenants, all.key, all.lifecycle);
     let (aggregate, rates) = (all.aggregate, all.economics.rates);
@@ -1351,6 +1357,9 @@ pub async fn retention_loop(
                 .inc();
             if let Err(e) = outcome {
                 warn!(error = %e, "retention sweep failed; the next sweep repeats it");
+            }
+            if let Some(after) = &after {
+                after().await;
             }
         }
         // The sweep schedule, not a synchronization.

@@ -17,6 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
+use crate::metrics::audit_check;
 use crate::privacy::keys::KeyStore;
 use crate::privacy::lifecycle::{revocation_request_id, REVOCATION_CATEGORY};
 use crate::privacy::subjects::{ledger_entries, verify_chain, LedgerEntry};
@@ -57,6 +58,8 @@ pub struct Report {
     /// `None`: no erasure topic configured, or Kafka not reachable (see `notes`).
     pub pending: Option<Pending>,
     pub violations: Vec<String>,
+    /// Findings per check (`crate::metrics::audit_check`), every check present.
+    pub findings: BTreeMap<&'static str, i64>,
     pub notes: Vec<String>,
     /// Settings that weaken a promise on purpose (an override the operator
     /// chose), listed on every report until they are removed.
@@ -66,6 +69,27 @@ pub struct Report {
 impl Report {
     pub fn clean(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// A broken promise of `check`.
+    fn violate(&mut self, check: &'static str, message: String) {
+        self.violations.push(message);
+        *self.findings.entry(check).or_default() += 1;
+    }
+
+    /// The report as the gauges `meterline_audit_violations{check}` (late erasures
+    /// counted each, not once) and `meterline_erasures_pending`.
+    pub fn set_gauges(&self, metrics: &crate::metrics::Metrics) {
+        for check in audit_check::ALL {
+            let n = match check {
+                audit_check::ERASURE_LATE => self.erasures_late,
+                _ => self.findings.get(check).copied().unwrap_or(0),
+            };
+            metrics.audit_violations.with_label_values(&[check]).set(n);
+        }
+        if let Some(p) = &self.pending {
+            metrics.erasures_pending.set(p.requests);
+        }
     }
 }
 
@@ -283,7 +307,7 @@ impl Scope<'_> {
                         .date_naive();
                     let limit = today - chrono::Days::new(u64::from(days) + 1);
                     if oldest < limit {
-                        report.violations.push(format!(
+                        report.violate(audit_check::RETENTION_OVERDUE, format!(
                             "tenant {t}: {table} holds local date {oldest}, older than its retention of {days} days"
                         ));
                     }
@@ -392,7 +416,7 @@ impl Scope<'_> {
                         .zip(limit)
                         .is_some_and(|(o, l)| DateTime::parse_from_rfc3339(o).is_ok_and(|o| o < l));
                     if past {
-                        report.violations.push(format!(
+                        report.violate(audit_check::RETENTION_OVERDUE, format!(
                             "tenant {t}: {table} holds data past its retention ({rule}; {column} {})",
                             oldest.as_deref().unwrap_or_default()
                         ));
@@ -443,7 +467,7 @@ impl Scope<'_> {
             }
         }
         if report.erasures_late > 0 {
-            report.violations.push(format!(
+            report.violate(audit_check::ERASURE_LATE, format!(
                 "{} erasure(s) completed after their deadline (see {AUDIT_TABLE}: completed_at > deadline_at)",
                 report.erasures_late
             ));
@@ -463,7 +487,7 @@ impl Scope<'_> {
                 let deadline = chrono::Duration::from_std(lifecycle.erasure_deadline)?;
                 if let Some(oldest) = p.oldest_requested_at {
                     if self.now - oldest > deadline {
-                        report.violations.push(format!(
+                        report.violate(audit_check::ERASURE_OVERDUE, format!(
                             "an erasure requested at {} is still pending after its deadline of {} s",
                             oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                             lifecycle.erasure_deadline.as_secs()
@@ -490,12 +514,15 @@ impl Scope<'_> {
                 continue;
             }
             match settings.tenants.index_of(&tenant) {
-                None => report.violations.push(format!(
-                    "tenant {tenant} has data in the lake ({}) but is not configured: nothing \
+                None => report.violate(
+                    audit_check::RETENTION_OVERDUE,
+                    format!(
+                        "tenant {tenant} has data in the lake ({}) but is not configured: nothing \
                      deletes it; list it under [[tenants]] with retired = true and its \
                      retention, or erase it",
-                    places.join(", ")
-                )),
+                        places.join(", ")
+                    ),
+                ),
                 Some(i) if settings.tenants.is_retired(i) => report.notes.push(format!(
                     "tenant {tenant} is retired: its data ({}) is kept until its retention ends",
                     places.join(", ")
@@ -562,7 +589,7 @@ impl Scope<'_> {
                 .copied();
             if let Err(seq) = unreadable.map_or_else(|| verify_chain(&key, &entries), Err) {
                 broken += 1;
-                report.violations.push(format!(
+                report.violate(audit_check::LEDGER_CHAIN, format!(
                     "tenant {tenant}: the consent ledger chain of subject hash {hash} is broken at seq {seq} (an entry was edited, removed or reordered)"
                 ));
             }
@@ -607,7 +634,7 @@ impl Scope<'_> {
             let recorded = DateTime::from_timestamp_micros(r.recorded).unwrap_or(self.now);
             let id = revocation_request_id(&r.tenant, &r.subject_hash, r.seq);
             if recorded + days + self.grace < self.now && !done.contains(&id) {
-                report.violations.push(format!(
+                report.violate(audit_check::RETENTION_OVERDUE, format!(
                     "tenant {}: readings of meters whose Elhub consent was revoked at {} (subject hash {}) are past their retention of {} day(s) and not deleted",
                     r.tenant,
                     recorded.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -661,10 +688,13 @@ impl Scope<'_> {
                 .iter()
                 .filter(|e| e.closed(today, t.rules.key_grace_days))
             {
-                report.violations.push(format!(
+                report.violate(
+                    audit_check::KEY_PAST_GRACE,
+                    format!(
                     "tenant {}: the pseudonym key of epoch {e} still exists after its grace period",
                     t.id
-                ));
+                ),
+                );
             }
         }
         Ok(())
@@ -684,7 +714,7 @@ impl Scope<'_> {
         let days = settings.lifecycle.dead_letter_days;
         for day in store.dead_letter_key_days().await? {
             if crate::privacy::keys::dead_letter_key_expired(day, days, self.now - self.grace) {
-                report.violations.push(format!(
+                report.violate(audit_check::KEY_PAST_GRACE, format!(
                     "the dead-letter key of {day} still exists after the dead-letter retention ({days} days)"
                 ));
             }
@@ -807,4 +837,41 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauges_say_each_checks_findings_and_forget_the_last_audits() {
+        let mut r = Report::default();
+        r.violate(audit_check::KEY_PAST_GRACE, "a".into());
+        r.violate(audit_check::KEY_PAST_GRACE, "b".into());
+        r.violate(audit_check::LEDGER_CHAIN, "c".into());
+        r.erasures_late = 3;
+        r.pending = Some(Pending {
+            requests: 4,
+            oldest_requested_at: None,
+        });
+        let m = crate::metrics::Metrics::new();
+        // What an earlier audit found, and this one no longer does.
+        m.audit_violations
+            .with_label_values(&["retention_overdue"])
+            .set(9);
+        r.set_gauges(&m);
+        let text = m.render();
+        for (check, n) in [
+            ("key_past_grace", 2),
+            ("ledger_chain", 1),
+            ("erasure_late", 3),
+            ("retention_overdue", 0),
+            ("erasure_overdue", 0),
+        ] {
+            let line = format!("meterline_audit_violations{{check=\"{check}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains("meterline_erasures_pending 4\n"));
+        assert_eq!(r.violations, ["a", "b", "c"]);
+    }
 }

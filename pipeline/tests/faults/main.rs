@@ -18,6 +18,7 @@ mod inputs;
 mod lifecycle;
 mod orphans;
 mod privacy;
+mod prometheus;
 mod rig;
 mod security;
 mod serve;

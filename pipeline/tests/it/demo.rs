@@ -28,12 +28,12 @@ const ARGS: [&str; 8] = [
     "--bad",
     "12",
 ];
-const GOOD: u64 = 686;
+pub(crate) const GOOD: u64 = 686;
 const PUBLIC_GOOD: u64 = 196;
-const BAD: u64 = 12;
-const NEWER_VERSIONS: u64 = 3;
-const DROPPED: u64 = 2;
-const PRODUCED: u64 = GOOD + BAD + NEWER_VERSIONS + DROPPED;
+pub(crate) const BAD: u64 = 12;
+pub(crate) const NEWER_VERSIONS: u64 = 3;
+pub(crate) const DROPPED: u64 = 2;
+pub(crate) const PRODUCED: u64 = GOOD + BAD + NEWER_VERSIONS + DROPPED;
 const REASONS: [&str; 6] = [
     "invalid_timestamp",
     "malformed_json",
@@ -57,9 +57,21 @@ fn figure(summary: &str, label: &str) -> u64 {
 
 /// Run `meterline demo` (killed after `timeout`); (exit code, stdout, stderr).
 fn demo(lake: &std::path::Path, timeout: Duration) -> (Option<i32>, String, String) {
+    run_demo(lake, timeout, &[], &[])
+}
+
+/// [`demo`] with global options before `demo` (`--log-format json`) and environment.
+pub(crate) fn run_demo(
+    lake: &std::path::Path,
+    timeout: Duration,
+    options: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let dir = lake.parent().expect("the lake has a parent directory");
     let (out, err) = (dir.join("demo.out"), dir.join("demo.err"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_meterline"))
+        .args(options)
+        .envs(env.iter().copied())
         .arg("demo")
         .arg("--lake")
         .arg(lake)

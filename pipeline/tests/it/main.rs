@@ -16,6 +16,7 @@ mod epochs;
 mod export;
 mod layers;
 mod lifecycle;
+mod logs;
 mod privacy;
 mod replay;
 mod sensitive;

@@ -1,0 +1,325 @@
+//! The ops kit against a real Prometheus (Debian's `prometheus`, started on loopback):
+//! it scrapes `meterline run` and `meterline serve` on the real broker and S3 with
+//! `deploy/prometheus/alerts.yml` and `recording.yml` loaded. Every rule must load and
+//! evaluate without error, every metric name a rule or a dashboard panel uses must be
+//! among the live series (a panel or alert for a metric that does not exist fails
+//! here), every dashboard expression must return data, and two faults must bring their
+//! alerts to `pending` or `firing`: a burst of bad records (`MeterlineDeadLetterRate`)
+//! and the process gone (`MeterlineDown`).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use meterline::dev::testkit::{free_port, Process};
+
+use crate::rig::{eventually, eventually_async, messages, serial, Rig, KEY_HEX};
+use crate::GRACE;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// `GET path` over HTTP/1.0 (no chunked bodies): (status, body).
+fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad response: {response:.80}"))?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
+}
+
+/// Percent-encoding of a query parameter's value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus on loopback scraping `targets` (job, port) every second.
+struct Prometheus {
+    port: u16,
+    /// Stopped when dropped.
+    _process: Process,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, targets: &[(&str, u16)]) -> Self {
+        let bin = std::env::var("METERLINE_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let port = free_port();
+        let scrape: String = targets
+            .iter()
+            .map(|(job, p)| {
+                format!("  - job_name: {job}\n    static_configs:\n      - targets: [\"127.0.0.1:{p}\"]\n")
+            })
+            .collect();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n  - {}\nscrape_configs:\n{scrape}",
+                deploy("prometheus/alerts.yml").display(),
+                deploy("prometheus/recording.yml").display(),
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(&bin);
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let process = Process::spawn("prometheus", command);
+        Self {
+            port,
+            _process: process,
+        }
+    }
+
+    /// `data` of an API answer with `"status": "success"`, else the error.
+    fn api(&self, path: &str) -> Result<serde_json::Value, String> {
+        let (status, body) = get(self.port, path)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status} {e}: {body:.200}"))?;
+        if v["status"] == "success" {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{status}: {} {}", v["errorType"], v["error"]))
+        }
+    }
+
+    /// The result vector of an instant query.
+    fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", encode(expr)))?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Names of every series Prometheus holds.
+    fn names(&self) -> BTreeSet<String> {
+        self.api("/api/v1/label/__name__/values")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The state (`pending`, `firing`) of alert `name`, if it is active.
+    fn alert_state(&self, name: &str) -> Option<String> {
+        let data = self.api("/api/v1/alerts").ok()?;
+        data["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+}
+
+/// The metric names an expression reads: its identifiers that are meterline's,
+/// the process collector's, recorded (`level:metric:operations`) or `up`.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| {
+            t.starts_with("meterline_")
+                || t.starts_with("process_")
+                || *t == "up"
+                || (t.contains(':') && !t.starts_with(':') && !t.ends_with(':'))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every target expression of the dashboard, Grafana's variables replaced.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(deploy("grafana/meterline.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(p) = panels.pop() {
+        if let Some(inner) = p["panels"].as_array() {
+            panels.extend(inner);
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                let expr = expr
+                    .replace("$__rate_interval", "1m")
+                    .replace("$__interval", "15s")
+                    .replace("$__range", "1h")
+                    .replace("$instance", ".*")
+                    .replace("${instance}", ".*");
+                out.push((p["title"].as_str().unwrap_or("?").to_owned(), expr));
+            }
+        }
+    }
+    assert!(out.len() > 20, "{} dashboard expressions", out.len());
+    out
+}
+
+/// The `[serve]` section of a loopback SQL server with its own metrics port.
+fn serve_section(dir: &Path, sql_port: u16, metrics_port: u16) -> String {
+    let secret = dir.join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    format!(
+        "\n[serve]\nlisten = \"127.0.0.1:{sql_port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+         [serve.jwt]\nhs256_secret_file = \"{}\"\nissuer = \"https://auth.example.no/\"\naudience = \"meterline\"\n",
+        secret.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 21 in progress: the SQL latency and input panels need a query and inputs in the scenario, and the dead-letter share rule returned nothing here (see the stop 43 note)"]
+async fn dashboards_and_alerts_work_on_a_live_prometheus() {
+    let _serial = serial().await;
+    let mut rig = Rig::new(2);
+    let (run_port, serve_port) = (free_port(), free_port());
+    let config = rig.config("prometheus", Some(run_port), "max_batch_rows = 1000");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&serve_section(rig.dir.path(), free_port(), serve_port));
+    std::fs::write(&config, text).unwrap();
+
+    rig.produce(&messages(2000, 0, 11)).await;
+    let mut run = rig.spawn("run", &config);
+    rig.await_rows(2000, Duration::from_secs(120)).await;
+    let mut serve_cmd = Command::new(env!("CARGO_BIN_EXE_meterline"));
+    serve_cmd
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("METERLINE_PSEUDONYM_KEY", KEY_HEX);
+    let mut serve = Process::spawn("serve", serve_cmd);
+    serve.wait_line(0, Duration::from_secs(60), |l| {
+        l.contains("serving the lake")
+    });
+
+    let dir = rig.dir.path().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prom = Prometheus::start(
+        &dir,
+        &[("meterline", run_port), ("meterline-serve", serve_port)],
+    );
+    eventually("both targets up", Duration::from_secs(60), || {
+        prom.query("sum(up{job=~\"meterline|meterline-serve\"})")
+            .ok()
+            .and_then(|r| r.first().cloned())
+            .is_some_and(|s| s["value"][1] == "2")
+    })
+    .await;
+
+    // The rules: loaded, evaluated without error, reading metrics that exist.
+    eventually("every rule evaluated", Duration::from_secs(60), || {
+        prom.api("/api/v1/rules").is_ok_and(|d| {
+            d["groups"].as_array().is_some_and(|g| {
+                g.iter()
+                    .flat_map(|g| g["rules"].as_array().unwrap().iter())
+                    .all(|r| r["health"] == "ok")
+            })
+        })
+    })
+    .await;
+    let rules = prom.api("/api/v1/rules").unwrap();
+    let rules: Vec<(String, String)> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["query"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(rules.len() >= 40, "{} rules loaded", rules.len());
+    let dashboard = dashboard_exprs();
+
+    // Every dashboard expression returns data (rates need a few scrapes first).
+    eventually_async(
+        "every dashboard expression to return data",
+        Duration::from_secs(120),
+        || async {
+            let empty: Vec<_> = dashboard
+                .iter()
+                .filter(|(_, e)| !prom.query(e).is_ok_and(|r| !r.is_empty()))
+                .map(|(title, e)| format!("{title}: {e}"))
+                .collect();
+            if !empty.is_empty() {
+                eprintln!("still without data: {empty:#?}");
+            }
+            empty.is_empty()
+        },
+    )
+    .await;
+    let live = prom.names();
+    for (name, expr) in rules.iter().chain(dashboard.iter()) {
+        for metric in metric_names(expr) {
+            assert!(
+                live.contains(&metric),
+                "{name} reads `{metric}`, which no target exports: {expr}"
+            );
+        }
+    }
+
+    // A burst of bad records: 250 of each of six reasons against 2001 good ones, so each
+    // reason is 7 % of what was consumed (the alert's threshold is 5 %).
+    assert_eq!(
+        prom.alert_state("MeterlineDeadLetterRate"),
+        None,
+        "before any bad record"
+    );
+    rig.produce(&messages(1, 1500, 12)).await;
+    eventually(
+        "MeterlineDeadLetterRate pending or firing",
+        Duration::from_secs(120),
+        || prom.alert_state("MeterlineDeadLetterRate").is_some(),
+    )
+    .await;
+    assert_eq!(
+        prom.alert_state("MeterlineDown"),
+        None,
+        "down while running"
+    );
+
+    // The process gone.
+    run.kill();
+    eventually(
+        "MeterlineDown pending or firing",
+        Duration::from_secs(60),
+        || prom.alert_state("MeterlineDown").is_some(),
+    )
+    .await;
+    serve.terminate(GRACE);
+    drop(prom);
+}
