@@ -19,7 +19,7 @@
 //! | 0 | `shutdown`, `metrics`, `privacy::{tables, keys, geo}`, `query::sql`, `dev::{generator, emif}` |
 //! | 1 | `config` |
 //! | 2 | `kafka` |
-//! | 3 | `aggregate`, `cost`, `privacy::consent` |
+//! | 3 | `aggregate`, `compact`, `cost`, `privacy::consent` |
 //! | 4 | `ingest`, `privacy::{subjects, lifecycle}` |
 //! | 5 | `privacy::erasure`, `inputs`, `elhub` |
 //! | 6 | `query::{audit, export, dlq}` |
@@ -30,6 +30,7 @@
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
 pub mod aggregate;
+pub mod compact;
 pub mod config;
 pub mod cost;
 pub mod dev;

@@ -112,6 +112,9 @@ pub struct Metrics {
     pub memory_bound: IntGauge,
     pub audit_violations: IntGaugeVec,
     pub erasures_pending: IntGauge,
+    pub orphan_files_removed: IntCounter,
+    pub compactions: IntCounterVec,
+    pub compaction_files: IntCounterVec,
     ready: Arc<AtomicBool>,
 }
 
@@ -434,6 +437,29 @@ impl Metrics {
             "Erasure requests on the erasure topic not answered yet, as of the last audit.",
         ));
         must(registry.register(Box::new(erasures_pending.clone())));
+        let orphan_files_removed = counter(
+            "meterline_orphan_files_removed_total",
+            "Files no commit references (uploads of a commit that never landed) deleted by \
+             the full VACUUM of the retention sweep.",
+        );
+        let compactions = counter_vec(
+            "meterline_compactions_total",
+            "Partitions of readings compacted, by outcome: ok, conflict (a concurrent rewrite \
+             removed a file it read; tried again next round), error (a round failed).",
+            &["outcome"],
+        );
+        let compaction_files = counter_vec(
+            "meterline_compaction_files_total",
+            "Files of readings by compaction: removed (replaced), added (the rewritten ones), \
+             purged (replaced files deleted from storage).",
+            &["action"],
+        );
+        for outcome in ["ok", "conflict", "error"] {
+            compactions.with_label_values(&[outcome]);
+        }
+        for action in ["removed", "added", "purged"] {
+            compaction_files.with_label_values(&[action]);
+        }
         // Resident memory, CPU time, open files and start time of this process.
         #[cfg(target_os = "linux")]
         must(registry.register(Box::new(
@@ -507,6 +533,9 @@ impl Metrics {
             memory_bound,
             audit_violations,
             erasures_pending,
+            orphan_files_removed,
+            compactions,
+            compaction_files,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }

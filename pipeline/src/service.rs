@@ -198,6 +198,16 @@ impl Tasks {
                 Some(audit_gauges(settings, metrics)),
             )),
         ));
+        if settings.compaction.enabled {
+            others.push((
+                "compaction",
+                tokio::spawn(crate::compact::run_loop(
+                    settings.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
         if !settings.lifecycle.erasure_topic.is_empty() {
             others.push((
                 "erasure",

@@ -22,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
 pub mod bucket;
+pub mod compact;
 pub mod dead_letter;
 pub mod delta;
 pub mod derived;

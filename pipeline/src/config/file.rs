@@ -30,7 +30,39 @@ pub struct Config {
     pub economics: EconomicsConfig,
     #[serde(default)]
     pub elhub: ElhubConfig,
+    #[serde(default)]
+    pub compaction: CompactionConfig,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[compaction]`: `meterline run` rewrites the small files of cold `readings`
+/// partitions (a tenant's days before yesterday) as few files sorted by meter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Off: files stay as the flushes wrote them (`meterline run` only).
+    pub enabled: bool,
+    /// How often a round runs (the first one this long after start).
+    pub every_secs: u64,
+    /// A cold partition is rewritten when it has at least this many files.
+    pub min_files: usize,
+    /// The size the rewritten files aim at.
+    pub target_file_mib: u64,
+    /// Files a compaction replaced are deleted from storage this long after
+    /// (a query reading the version before the compaction has that long).
+    pub keep_replaced_secs: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            every_secs: 3600,
+            min_files: 8,
+            target_file_mib: 128,
+            keep_replaced_secs: 3600,
+        }
+    }
 }
 
 /// `[elhub]`: `meterline elhub ingest`, the Elhub adapter (EMIF XML and Min side CSV

@@ -21,9 +21,9 @@ use meterline_operators::{
 use meterline_sinks::LakeConfig;
 
 use super::file::{
-    is_secret_property, Config, DeadLettersConfig, DeploymentConfig, EconomicsConfig, InputsConfig,
-    KafkaConfig, MetricsConfig, PipelineConfig, PrivacyConfig, Scalar, TenantConfig,
-    ValidationConfig,
+    is_secret_property, CompactionConfig, Config, DeadLettersConfig, DeploymentConfig,
+    EconomicsConfig, InputsConfig, KafkaConfig, MetricsConfig, PipelineConfig, PrivacyConfig,
+    Scalar, TenantConfig, ValidationConfig,
 };
 use crate::privacy::geo::{CidrTable, GeoLookup};
 
@@ -143,6 +143,8 @@ pub struct Settings {
     pub inputs: InputsConfig,
     /// What costs are computed with.
     pub economics: EconomicsSettings,
+    /// `[compaction]` of cold `readings` partitions.
+    pub compaction: CompactionConfig,
 }
 
 /// What costs are computed with: the rate table (defaults plus
@@ -338,6 +340,7 @@ impl Config {
         check_dead_letters(&self.dead_letters, &self.kafka)?;
         check_inputs(&self.inputs, &self.kafka, &self.dead_letters)?;
         let economics = economics_settings(&self.economics)?;
+        let compaction = check_compaction(self.compaction.clone())?;
         let (aggregate, telemetry_days) = self.aggregate_settings()?;
         let lifecycle = self.lifecycle_settings(key.as_deref(), telemetry_days, clock)?;
         let storage_options = self
@@ -369,6 +372,7 @@ impl Config {
             allow_versioned_bucket: self.privacy.allow_versioned_bucket,
             inputs: self.inputs,
             economics,
+            compaction,
         })
     }
 
@@ -947,6 +951,24 @@ pub fn valid_topic_name(topic: &str) -> bool {
         && topic
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `[compaction]`: a round at least every second, at least two files to merge, a
+/// target size of at least 1 MiB.
+fn check_compaction(c: CompactionConfig) -> Result<CompactionConfig, ConfigError> {
+    if c.every_secs == 0 {
+        return Err(invalid("compaction.every_secs", "must be at least 1"));
+    }
+    if c.min_files < 2 {
+        return Err(invalid(
+            "compaction.min_files",
+            "must be at least 2 (one file has nothing to merge)",
+        ));
+    }
+    if c.target_file_mib == 0 {
+        return Err(invalid("compaction.target_file_mib", "must be at least 1"));
+    }
+    Ok(c)
 }
 
 /// Each input topic, when set, is its own: not the readings or dead-letter topic,

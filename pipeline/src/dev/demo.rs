@@ -279,6 +279,7 @@ fn demo_settings(
 ) -> anyhow::Result<Settings> {
     let clock = crate::config::clock_from_env()?;
     Ok(Settings {
+        compaction: crate::config::CompactionConfig::default(),
         kafka: KafkaConfig {
             brokers: brokers.to_owned(),
             group_id: "meterline-demo".into(),

@@ -668,6 +668,7 @@ impl Lifecycle {
         if deleted == 0 {
             return Ok(None);
         }
+        self.metrics.orphan_files_removed.inc_by(deleted);
         let entry = AuditEntry {
             request_id: format!("retention:{}:orphan_files", now.timestamp_micros()),
             kind: kind::RETENTION,
@@ -1358,8 +1359,16 @@ pub async fn retention_loop(
             if let Err(e) = outcome {
                 warn!(error = %e, "retention sweep failed; the next sweep repeats it");
             }
-            if let Some(after) = &after {
-                after().await;
+            // Not after shutdown was requested, and given up when it is: the
+            // audit only reads, and a scan left running past the runtime's end
+            // would panic in the Delta kernel's executor.
+            if let Some(after) = after.as_ref().filter(|_| !shutdown.is_requested()) {
+                tokio::select! {
+                    () = after() => {}
+                    () = shutdown.requested() => {
+                        info!("retention: the audit after the sweep stopped for shutdown");
+                    }
+                }
             }
         }
         // The sweep schedule, not a synchronization.

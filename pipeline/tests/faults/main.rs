@@ -10,6 +10,7 @@
 #![allow(clippy::too_many_lines)] // test code: a scenario reads best whole
 
 mod aggregates;
+mod compaction;
 mod dead_letter_keys;
 mod dead_letters;
 mod elhub;
@@ -183,13 +184,17 @@ async fn crash_six_sigkills_at_random_moments_of_fixed_phases_lose_and_duplicate
 }
 
 /// The offsets the lake stores for `partitions` of the rig's topic (the Delta `txn`
-/// of each partition in `readings`).
-async fn lake_offsets(rig: &Rig, partitions: &[i32]) -> Vec<Option<i64>> {
+/// of each partition in `readings`) at `version` of `readings`.
+async fn lake_offsets(rig: &Rig, partitions: &[i32], version: u64) -> Vec<Option<i64>> {
     let lake = meterline_sinks::Lake::new(&rig.lake()).expect("lake");
-    let table = meterline_sinks::open_existing(&lake, "readings")
+    let mut table = meterline_sinks::open_existing(&lake, "readings")
         .await
         .expect("readings readable")
         .expect("readings exists");
+    table
+        .load_version(version)
+        .await
+        .expect("that version of readings");
     let snapshot = table.snapshot().expect("snapshot");
     let mut out = Vec::new();
     for p in partitions {
@@ -260,7 +265,13 @@ async fn rebalance_survivor_takes_over_from_the_lake_offsets() {
     // b starts each of a's partitions where the lake says a left it. (A partition
     // a owned but never read from, the consumer fetching one partition at a time,
     // has no offset stored: b starts it from the beginning.)
-    let stored = lake_offsets(&rig, &a_parts).await;
+    // The lake as a left it: b has been committing these partitions since.
+    let a_version = a
+        .lines_matching(|l| l.contains("committed table=\"readings\""))
+        .last()
+        .and_then(|l| l.rsplit("version=").next()?.trim().parse::<u64>().ok())
+        .expect("a logged its last commit to readings");
+    let stored = lake_offsets(&rig, &a_parts, a_version).await;
     assert!(
         stored.iter().any(Option::is_some),
         "a stored offsets for its share: {stored:?}"

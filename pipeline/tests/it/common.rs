@@ -88,6 +88,7 @@ impl Harness {
             allow_versioned_bucket: false,
             inputs: Default::default(),
             economics: Default::default(),
+            compaction: Default::default(),
         }
     }
 

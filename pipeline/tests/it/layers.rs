@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("kafka", 2),
     ("aggregate", 3),
+    ("compact", 3),
     ("cost", 3),
     ("privacy::consent", 3),
     ("ingest", 4),
