@@ -318,7 +318,7 @@ fn matches_in(
 }
 
 /// Every row of one Parquet file as one batch.
-fn read_all(bytes: &bytes::Bytes) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn read_all(bytes: &bytes::Bytes) -> Result<RecordBatch, ArrowError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?.build()?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
@@ -327,7 +327,7 @@ fn read_all(bytes: &bytes::Bytes) -> Result<RecordBatch, ArrowError> {
 
 /// The file's rows with the partition columns put back (Delta keeps them in the
 /// path, not the file), in the table's column order.
-fn with_partition_columns(
+pub(crate) fn with_partition_columns(
     batch: &RecordBatch,
     schema: &SchemaRef,
     partition: &HashMap<String, Option<String>>,

@@ -1,8 +1,10 @@
 //! Compaction in `meterline run`: every `compaction.every_secs`, each cold
 //! partition of `readings` (a tenant's local date before yesterday, in the
 //! tenant's zone) that has `compaction.min_files` files or more is rewritten as
-//! few files sorted by meter ([`meterline_sinks::compact`] says why that keeps
-//! exactly-once, concurrent appends and erasures intact).
+//! one file sorted by meter ([`meterline_sinks::compact`] says why that keeps
+//! exactly-once, concurrent appends and erasures intact). A partition of more
+//! than `compaction.max_partition_rows` rows is left as it is: the rewrite holds
+//! it in memory.
 //!
 //! Yesterday and today are left alone: late readings and corrections still
 //! arrive for them, and each would add a small file to a compacted partition
@@ -36,6 +38,9 @@ pub struct Round {
     pub files: Compacted,
     /// Replaced files of earlier rounds deleted from storage.
     pub purged: usize,
+    /// Cold partitions with enough files left as they are: more rows than
+    /// `compaction.max_partition_rows` (or files without a row count).
+    pub too_large: u64,
 }
 
 /// Run a round every `settings.compaction.every_secs` (the first one interval
@@ -63,7 +68,7 @@ pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdo
         match round(&lake, &settings.tenants, &config, now, &shutdown).await {
             Ok(r) => {
                 record(&metrics, &r);
-                if r.partitions + r.conflicts > 0 || r.purged > 0 {
+                if r.partitions + r.conflicts + r.too_large > 0 || r.purged > 0 {
                     info!(
                         partitions = r.partitions,
                         files_removed = r.files.files_removed,
@@ -72,6 +77,7 @@ pub async fn run_loop(settings: Settings, metrics: Metrics, shutdown: Arc<Shutdo
                         bytes_added = r.files.bytes_added,
                         conflicts = r.conflicts,
                         replaced_files_deleted = r.purged,
+                        too_large = r.too_large,
                         "compaction: round done"
                     );
                 }
@@ -126,15 +132,22 @@ pub async fn round(
     let keep = Duration::from_secs(config.keep_replaced_secs);
     out.purged = purge_replaced(&mut table, TABLE, keep).await?;
     let files = partition_files(&mut table, TABLE, &PARTITION_COLUMNS).await?;
-    let target = config.target_file_mib.saturating_mul(1024 * 1024);
-    for (partition, (count, _bytes)) in files {
+    for (partition, found) in files {
         if shutdown.is_requested() {
             break;
         }
-        if count < config.min_files || !cold(tenants, &partition, now) {
+        if found.files < config.min_files || !cold(tenants, &partition, now) {
             continue;
         }
-        match compact_partition(&table, TABLE, &PARTITION_COLUMNS, &partition, target).await? {
+        // The rewrite holds the partition in memory.
+        if found
+            .rows
+            .is_none_or(|rows| rows > config.max_partition_rows)
+        {
+            out.too_large += 1;
+            continue;
+        }
+        match compact_partition(&table, TABLE, &PARTITION_COLUMNS, &partition).await? {
             Some((compacted, done)) => {
                 table = compacted;
                 out.partitions += 1;

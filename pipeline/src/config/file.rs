@@ -36,7 +36,7 @@ pub struct Config {
 }
 
 /// `[compaction]`: `meterline run` rewrites the small files of cold `readings`
-/// partitions (a tenant's days before yesterday) as few files sorted by meter.
+/// partitions (a tenant's days before yesterday) as one file sorted by meter.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactionConfig {
@@ -46,8 +46,9 @@ pub struct CompactionConfig {
     pub every_secs: u64,
     /// A cold partition is rewritten when it has at least this many files.
     pub min_files: usize,
-    /// The size the rewritten files aim at.
-    pub target_file_mib: u64,
+    /// Partitions with more rows are left as they are: a rewrite holds its
+    /// partition in memory (about 200 bytes a row).
+    pub max_partition_rows: u64,
     /// Files a compaction replaced are deleted from storage this long after
     /// (a query reading the version before the compaction has that long).
     pub keep_replaced_secs: u64,
@@ -59,7 +60,7 @@ impl Default for CompactionConfig {
             enabled: true,
             every_secs: 3600,
             min_files: 8,
-            target_file_mib: 128,
+            max_partition_rows: 1_000_000,
             keep_replaced_secs: 3600,
         }
     }

@@ -954,7 +954,7 @@ pub fn valid_topic_name(topic: &str) -> bool {
 }
 
 /// `[compaction]`: a round at least every second, at least two files to merge, a
-/// target size of at least 1 MiB.
+/// partition of at least one row.
 fn check_compaction(c: CompactionConfig) -> Result<CompactionConfig, ConfigError> {
     if c.every_secs == 0 {
         return Err(invalid("compaction.every_secs", "must be at least 1"));
@@ -965,8 +965,11 @@ fn check_compaction(c: CompactionConfig) -> Result<CompactionConfig, ConfigError
             "must be at least 2 (one file has nothing to merge)",
         ));
     }
-    if c.target_file_mib == 0 {
-        return Err(invalid("compaction.target_file_mib", "must be at least 1"));
+    if c.max_partition_rows == 0 {
+        return Err(invalid(
+            "compaction.max_partition_rows",
+            "must be at least 1",
+        ));
     }
     Ok(c)
 }

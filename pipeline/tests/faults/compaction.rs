@@ -1,4 +1,4 @@
-//! Compaction on the real broker and S3. `meterline run` with 200-row flushes
+//! Compaction on the real broker and S3. `meterline run` with 25-row flushes
 //! leaves each day of `readings` in many small files; a run with compaction on
 //! (its clock at 00:30 on 1 November, Oslo) rewrites every day before yesterday
 //! as one file sorted by meter, leaves yesterday (31 October) alone, and changes
@@ -23,6 +23,18 @@ use crate::GRACE;
 /// day of the test data (20 to 31 October) is cold.
 const NOW: &str = "2026-11-01T00:30:00+01:00";
 const YESTERDAY: &str = "2026-10-31";
+
+/// A flush happens between chunks: 25-record chunks make 25-row flushes.
+fn small_flushes(config: std::path::PathBuf) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("chunk_max_records = 1000"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("chunk_max_records = 1000", "chunk_max_records = 25"),
+    )
+    .unwrap();
+    config
+}
 
 async fn readings(rig: &Rig) -> DeltaTable {
     let lake = meterline_sinks::Lake::new(&rig.lake()).expect("lake");
@@ -123,11 +135,11 @@ async fn compaction_rewrites_cold_days_sorted_and_loses_no_row_nor_a_racing_appe
     let mut rig = Rig::new(2);
     rig.produce(&messages(6_000, 0, 31)).await;
     let env = [("METERLINE_FAKE_NOW", NOW)];
-    let off = rig.config(
+    let off = small_flushes(rig.config(
         "compaction-off",
         None,
-        "max_batch_rows = 200\n\n[compaction]\nenabled = false\n",
-    );
+        "max_batch_rows = 25\n\n[compaction]\nenabled = false\n",
+    ));
 
     // 1. Many small files per day.
     let mut a = rig.spawn_with_env("a", &off, &env);
@@ -183,7 +195,6 @@ async fn compaction_rewrites_cold_days_sorted_and_loses_no_row_nor_a_racing_appe
         "readings",
         &["tenant", "local_date"],
         &raced,
-        128 << 20,
     )
     .await
     .expect("compaction ran")
@@ -200,11 +211,11 @@ async fn compaction_rewrites_cold_days_sorted_and_loses_no_row_nor_a_racing_appe
     // 3. `meterline run` compacts the other cold days, not yesterday.
     let offsets_before = stored_offsets(&rig, &readings(&rig).await).await;
     let daily_before = rig.count("SELECT count(*) FROM consumption_daily").await;
-    let on = rig.config(
+    let on = small_flushes(rig.config(
         "compaction-on",
         None,
-        "max_batch_rows = 200\n\n[compaction]\nevery_secs = 1\nmin_files = 4\n",
-    );
+        "max_batch_rows = 25\n\n[compaction]\nevery_secs = 1\nmin_files = 4\n",
+    ));
     let mut c = rig.spawn_with_env("c", &on, &env);
     c.wait_line(0, Duration::from_secs(180), |l| {
         l.contains("compaction: round done") && !l.contains("partitions=0")
