@@ -30,7 +30,7 @@ use crate::privacy::geo::{CidrTable, GeoLookup};
 /// The sections of the file; `METERLINE_<SECTION>__<KEY>` overrides their keys.
 /// A section missing here has its variables ignored, so a test compares this
 /// list with the sections of `deploy/meterline.toml`.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "kafka",
     "lake",
     "pipeline",
@@ -43,6 +43,7 @@ const SECTIONS: [&str; 12] = [
     "inputs",
     "economics",
     "elhub",
+    "compaction",
 ];
 
 /// Environment variable holding the pseudonym master key (64 hex characters).
